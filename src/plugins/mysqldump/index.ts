@@ -1,0 +1,274 @@
+// The `mysqldump` method: a whole-server logical dump with mariadb-dump.
+//
+// What a backup holds: every database except the system schemas (mysql,
+// sys, information_schema, performance_schema), with tables, views,
+// triggers, stored routines and events. With `users: true` it also holds
+// accounts and grants (mariadb-dump --system=users, as CREATE USER IF NOT
+// EXISTS + GRANT). Not included: other mysql.* tables (time zones,
+// statistics), the binlogs, server configuration.
+//
+// Consistency: --single-transaction when every table is transactional,
+// otherwise FLUSH TABLES WITH READ LOCK (--lock-all-tables) for the whole dump.
+// The replication position is taken at the same consistent point: on a
+// master from the dump's own --master-data header, on a slave by stopping
+// the SQL thread first and reading the coordinates it has applied. A slave
+// is always started again afterwards, whether the backup worked or not.
+import { PassThrough, Transform, type Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { badInput } from "../../lib/errors.js";
+import { spawnStreaming } from "../../lib/exec.js";
+import { connect, queryRows, withConn, type Conn } from "../../db/connection.js";
+import { writeDefaultsFile } from "../../db/defaults-file.js";
+import { getServerInfo, startSlave, stopSqlThreadAndReadPosition } from "../../db/replication.js";
+import type { ReplicationPosition } from "../../storage/catalog.js";
+import type { BackupContext, BackupMethod, BackupOutcome, BackupRun, RestoreContext } from "../contract.js";
+
+export const SYSTEM_SCHEMAS = ["mysql", "sys", "information_schema", "performance_schema"];
+const TRANSACTIONAL_ENGINES = ["InnoDB", "RocksDB", "TokuDB"];
+
+export type LockMode = "auto" | "single-transaction" | "ftwrl";
+
+export interface MysqldumpOptions {
+  lock: LockMode;
+  databases: string[] | undefined;
+  users: boolean;
+  dumpCommand: string;
+  clientCommand: string;
+}
+
+export function parseMysqldumpOptions(o: Record<string, unknown>): MysqldumpOptions {
+  const lock = o.lock ?? "auto";
+  if (lock !== "auto" && lock !== "single-transaction" && lock !== "ftwrl") {
+    throw badInput("InvalidOption", `--lock must be auto, single-transaction or ftwrl (got ${String(lock as string)})`);
+  }
+  let databases: string[] | undefined;
+  if (o.databases !== undefined) {
+    const raw = typeof o.databases === "string" ? o.databases.split(",") : o.databases;
+    if (!Array.isArray(raw) || raw.some((d) => typeof d !== "string")) {
+      throw badInput("InvalidOption", "databases must be a list of database names");
+    }
+    databases = (raw as string[]).map((d) => d.trim()).filter(Boolean);
+    const sys = databases.filter((d) => SYSTEM_SCHEMAS.includes(d.toLowerCase()));
+    if (sys.length > 0) throw badInput("InvalidOption", `databases may not include system schemas (${sys.join(", ")})`);
+    if (databases.length === 0) throw badInput("InvalidOption", "databases is empty; omit it to dump every database");
+  }
+  return {
+    lock,
+    databases,
+    users: o.users === true || o.users === "true",
+    dumpCommand: typeof o.dumpCommand === "string" ? o.dumpCommand : "mariadb-dump",
+    clientCommand: typeof o.clientCommand === "string" ? o.clientCommand : "mariadb",
+  };
+}
+
+/** Pure: the lock mode for `auto`, given the non-transactional tables found. */
+export function decideLockMode(requested: LockMode, nonTransactional: string[]): "single-transaction" | "ftwrl" {
+  if (requested !== "auto") return requested;
+  return nonTransactional.length === 0 ? "single-transaction" : "ftwrl";
+}
+
+/** Pure: the mariadb-dump arguments (no credentials: those are in the defaults file). */
+export function buildDumpArgs(opts: {
+  defaultsFile: string;
+  connArgs: string[];
+  lock: "single-transaction" | "ftwrl";
+  role: "master" | "slave" | "standalone";
+  databases: string[] | undefined;
+  users: boolean;
+}): string[] {
+  const args = [
+    `--defaults-extra-file=${opts.defaultsFile}`,
+    ...opts.connArgs,
+    "--routines",
+    "--events",
+    "--triggers",
+    "--add-drop-database",
+    "--hex-blob",
+    "--quick",
+    "--default-character-set=utf8mb4",
+    "--max-allowed-packet=1G",
+    "--skip-dump-date",
+  ];
+  args.push(opts.lock === "single-transaction" ? "--single-transaction" : "--lock-all-tables");
+  if (opts.role === "master") args.push("--master-data=2", "--gtid");
+  if (opts.users) args.push("--system=users", "--insert-ignore");
+  if (opts.databases) args.push("--databases", ...opts.databases);
+  else args.push("--all-databases", ...SYSTEM_SCHEMAS.filter((s) => s === "mysql" || s === "sys").map((s) => `--ignore-database=${s}`));
+  return args;
+}
+
+/** Pure: read the coordinates mariadb-dump --master-data=2 --gtid writes as comments. */
+export function parseDumpPosition(head: string, tailText: string): { file?: string; position?: number; gtid?: string } {
+  const out: { file?: string; position?: number; gtid?: string } = {};
+  const cm = /CHANGE MASTER TO MASTER_LOG_FILE='([^']+)', MASTER_LOG_POS=(\d+)/.exec(head);
+  if (cm?.[1] && cm[2]) {
+    out.file = cm[1];
+    out.position = Number(cm[2]);
+  }
+  const g = /SET GLOBAL gtid_slave_pos='([^']*)'/.exec(tailText) ?? /SET GLOBAL gtid_slave_pos='([^']*)'/.exec(head);
+  if (g?.[1] !== undefined && g[1] !== "") out.gtid = g[1];
+  return out;
+}
+
+/** Watches a dump stream for the position comments without holding it. */
+class PositionScanner extends Transform {
+  head = "";
+  tailText = "";
+  private headDone = false;
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null, data?: Buffer) => void): void {
+    if (!this.headDone) {
+      this.head += chunk.toString("latin1");
+      if (this.head.length > 1024 * 1024 || /MASTER_LOG_POS=\d+/.test(this.head)) this.headDone = true;
+    }
+    this.tailText = (this.tailText + chunk.toString("latin1")).slice(-65536);
+    cb(null, chunk);
+  }
+}
+
+async function nonTransactionalTables(c: Conn, databases: string[] | undefined): Promise<string[]> {
+  const rows = await queryRows<{ s: string; t: string; e: string | null }>(
+    c,
+    `SELECT table_schema AS s, table_name AS t, engine AS e FROM information_schema.tables
+     WHERE table_type = 'BASE TABLE' AND table_schema NOT IN (?) ${databases ? "AND table_schema IN (?)" : ""}
+       AND (engine IS NULL OR engine NOT IN (?))`,
+    databases ? [SYSTEM_SCHEMAS, databases, TRANSACTIONAL_ENGINES] : [SYSTEM_SCHEMAS, TRANSACTIONAL_ENGINES],
+  );
+  return rows.map((r) => `${r.s}.${r.t} (${r.e ?? "?"})`);
+}
+
+async function missingDatabases(c: Conn, databases: string[]): Promise<string[]> {
+  const rows = await queryRows<{ s: string }>(c, "SELECT schema_name AS s FROM information_schema.schemata WHERE schema_name IN (?)", [databases]);
+  const have = new Set(rows.map((r) => r.s));
+  return databases.filter((d) => !have.has(d));
+}
+
+export const mysqldumpMethod: BackupMethod = {
+  name: "mysqldump",
+  kind: "logical",
+  extension: "sql",
+
+  validateOptions(options) {
+    parseMysqldumpOptions(options);
+  },
+
+  async backup(ctx: BackupContext): Promise<BackupRun> {
+    const opts = parseMysqldumpOptions(ctx.options);
+    const control = await connect(ctx.source, "source");
+    let slaveStopped = false;
+    const cleanup: (() => Promise<void>)[] = [async () => { await control.end().catch(() => undefined); }];
+    const runCleanup = async (): Promise<void> => {
+      for (const fn of cleanup.reverse()) await fn();
+    };
+    try {
+      const info = await getServerInfo(control);
+      const role: BackupOutcome["role"] = info.isSlave ? "slave" : info.logBin ? "master" : "standalone";
+      if (opts.databases) {
+        const missing = await missingDatabases(control, opts.databases);
+        if (missing.length > 0) throw badInput("InvalidOption", `databases not found on the source: ${missing.join(", ")}`);
+      }
+      const nonTx = await nonTransactionalTables(control, opts.databases);
+      const lock = decideLockMode(opts.lock, nonTx);
+      const warnings: string[] = [];
+      if (opts.lock === "single-transaction" && nonTx.length > 0) {
+        warnings.push(`single-transaction does not make these non-transactional tables consistent: ${nonTx.slice(0, 5).join(", ")}${nonTx.length > 5 ? ", ..." : ""}`);
+      }
+      if (role === "standalone") warnings.push("binary logging is off on the source: the backup records no replication position");
+
+      let slavePos: ReplicationPosition | undefined;
+      if (role === "slave") {
+        // Take the slave offline for the consistent point. It is started
+        // again in `finish`, on success and on failure alike.
+        cleanup.push(async () => {
+          if (!slaveStopped) return;
+          await withConn(ctx.source, "restart replication", (c) => startSlave(c)).then(
+            () => { ctx.log.info({ source: `${ctx.source.host}:${ctx.source.port}` }, "slave back online"); },
+            (err: unknown) => { ctx.log.error({ err }, "could not restart replication on the slave; run `replicator online`"); },
+          );
+        });
+        slaveStopped = true;
+        slavePos = await stopSqlThreadAndReadPosition(control);
+        ctx.log.info({ position: slavePos }, "slave offline for backup");
+      }
+
+      const creds = await writeDefaultsFile(ctx.source);
+      cleanup.push(() => creds.cleanup());
+      const args = buildDumpArgs({ defaultsFile: creds.path, connArgs: creds.args, lock, role, databases: opts.databases, users: opts.users });
+      ctx.log.info({ command: opts.dumpCommand, args: args.slice(1), lock, role }, "dump started");
+      const child = spawnStreaming(opts.dumpCommand, args, { signal: ctx.signal, what: "dump the source" });
+      const scanner = new PositionScanner();
+      const out = new PassThrough({ highWaterMark: 1024 * 1024 });
+      const piping = pipeline(child.stdout as Readable, scanner, out).catch((err: unknown) => {
+        child.kill();
+        out.destroy(err as Error);
+        throw err;
+      });
+
+      const outcome = (async (): Promise<BackupOutcome> => {
+        try {
+          await Promise.all([child.done, piping]);
+          let replication: ReplicationPosition | undefined = slavePos;
+          if (role === "master") {
+            const p = parseDumpPosition(scanner.head, scanner.tailText);
+            replication = { role: "master", sourceServerId: info.serverId, ...p };
+            if (!p.gtid && p.file && p.position !== undefined && info.flavor === "mariadb") {
+              const [g] = await queryRows<{ pos: string | null }>(control, "SELECT BINLOG_GTID_POS(?, ?) AS pos", [p.file, p.position]);
+              if (g?.pos) replication.gtid = g.pos;
+            }
+            if (!p.file) warnings.push("mariadb-dump printed no binlog coordinates; the backup has no replication position");
+          }
+          return {
+            role,
+            serverId: info.serverId,
+            version: info.version,
+            replication,
+            details: {
+              lock,
+              databases: opts.databases ?? "all",
+              users: opts.users,
+              nonTransactionalTables: nonTx.length,
+            },
+            warnings,
+          };
+        } finally {
+          await runCleanup();
+        }
+      })();
+      // Avoid an unhandled rejection before the agent awaits the outcome.
+      outcome.catch(() => undefined);
+      return { stream: out, outcome };
+    } catch (err) {
+      await runCleanup();
+      throw err;
+    }
+  },
+
+  async restore(ctx: RestoreContext, input: Readable): Promise<void> {
+    const opts = parseMysqldumpOptions(ctx.options);
+    const creds = await writeDefaultsFile(ctx.target);
+    try {
+      const args = [
+        `--defaults-extra-file=${creds.path}`,
+        ...creds.args,
+        // The load must not go into the target's own binlog: it would give the
+        // new slave GTIDs of its own that the master never had.
+        "--init-command=SET SESSION sql_log_bin=0",
+        "--binary-mode",
+        "--max-allowed-packet=1G",
+        "--default-character-set=utf8mb4",
+      ];
+      const child = spawnStreaming(opts.clientCommand, args, { stdin: "pipe", stdout: "ignore", signal: ctx.signal, what: "load the dump into the target" });
+      const feeding = pipeline(input, child.stdin as NodeJS.WritableStream).catch((err: unknown) => {
+        child.kill();
+        throw err;
+      });
+      const [feed, done] = await Promise.allSettled([feeding, child.done]);
+      // A corrupt or truncated object is the real cause when both fail.
+      if (feed.status === "rejected" && (feed.reason as { reason?: string }).reason === "CorruptBackup") throw feed.reason;
+      if (done.status === "rejected") throw done.reason;
+      if (feed.status === "rejected") throw feed.reason;
+    } finally {
+      await creds.cleanup();
+    }
+  },
+};

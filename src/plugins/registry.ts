@@ -1,0 +1,19 @@
+import { badInput } from "../lib/errors.js";
+import type { BackupMethod } from "./contract.js";
+import { mysqldumpMethod } from "./mysqldump/index.js";
+
+const builtins: Record<string, BackupMethod> = {
+  mysqldump: mysqldumpMethod,
+};
+
+export function builtinMethods(): string[] {
+  return Object.keys(builtins);
+}
+
+export function getMethod(name: string): BackupMethod {
+  const m = builtins[name];
+  if (!m) {
+    throw badInput("UnknownMethod", `unknown backup method "${name}"; built-in methods: ${builtinMethods().join(", ")}`);
+  }
+  return m;
+}

@@ -1,0 +1,152 @@
+// Filesystem backend: `file:///abs/path`. Writes go to a temp file in the
+// same directory, are fsynced, then renamed into place, so a reader never
+// sees half an object.
+import { createReadStream, createWriteStream } from "node:fs";
+import { mkdir, open, readdir, rename, rm, rmdir, stat, access, constants } from "node:fs/promises";
+import path from "node:path";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { randomBytes } from "node:crypto";
+import { badInput, failed } from "../../lib/errors.js";
+import type { ObjectInfo, ObjectStore, PutResult } from "../object-store.js";
+
+export class FsObjectStore implements ObjectStore {
+  readonly location: string;
+
+  constructor(private readonly root: string) {
+    if (!path.isAbsolute(root)) {
+      throw badInput("InvalidRepository", `filesystem repository path must be absolute: ${root} (use file:///abs/path)`);
+    }
+    this.location = `file://${root}`;
+  }
+
+  private pathOf(key: string): string {
+    const p = path.resolve(this.root, key);
+    if (p !== this.root && !p.startsWith(this.root + path.sep)) {
+      throw badInput("InvalidKey", `object key escapes the repository: ${key}`);
+    }
+    return p;
+  }
+
+  async check(): Promise<void> {
+    try {
+      const s = await stat(this.root);
+      if (!s.isDirectory()) throw badInput("InvalidRepository", `${this.location} is not a directory`);
+      await access(this.root, constants.W_OK | constants.R_OK);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") {
+        throw badInput("RepositoryNotFound", `repository directory ${this.root} does not exist; create it (mkdir -p ${this.root}) or fix --repository`);
+      }
+      if ((err as NodeJS.ErrnoException).code === "EACCES") {
+        throw badInput("AccessDenied", `no read/write permission on repository directory ${this.root}`);
+      }
+      throw err;
+    }
+  }
+
+  async put(key: string, body: Readable | Buffer | string): Promise<PutResult> {
+    const dest = this.pathOf(key);
+    await mkdir(path.dirname(dest), { recursive: true });
+    const tmp = `${dest}.tmp-${randomBytes(6).toString("hex")}`;
+    try {
+      const source = typeof body === "string" || Buffer.isBuffer(body) ? Readable.from([Buffer.from(body)]) : body;
+      await pipeline(source, createWriteStream(tmp, { flags: "wx", mode: 0o640 }));
+      const fh = await open(tmp, "r");
+      try {
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      await rename(tmp, dest);
+      await syncDir(path.dirname(dest));
+      return { size: (await stat(dest)).size };
+    } catch (err) {
+      await rm(tmp, { force: true });
+      if ((err as NodeJS.ErrnoException).code === "ENOSPC") {
+        throw failed("StorageFull", `no space left on ${this.root} while writing ${key}`, { cause: err });
+      }
+      throw err;
+    }
+  }
+
+  async get(key: string): Promise<Readable> {
+    const p = this.pathOf(key);
+    try {
+      await stat(p);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") {
+        throw failed("NotFound", `object ${key} not found in ${this.location}`, { cause: err });
+      }
+      throw err;
+    }
+    return createReadStream(p);
+  }
+
+  async head(key: string): Promise<ObjectInfo | undefined> {
+    try {
+      const s = await stat(this.pathOf(key));
+      return s.isFile() ? { key, size: s.size, lastModified: s.mtime } : undefined;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+      throw err;
+    }
+  }
+
+  async list(prefix: string): Promise<ObjectInfo[]> {
+    const out: ObjectInfo[] = [];
+    // Start from the deepest directory the prefix names, then filter by prefix.
+    const dirKey = prefix.includes("/") ? prefix.slice(0, prefix.lastIndexOf("/")) : "";
+    const walk = async (dir: string, rel: string): Promise<void> => {
+      let entries;
+      try {
+        entries = await readdir(dir, { withFileTypes: true });
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
+        throw err;
+      }
+      for (const e of entries) {
+        const k = rel ? `${rel}/${e.name}` : e.name;
+        if (e.isDirectory()) {
+          if (k.startsWith(prefix) || prefix.startsWith(`${k}/`)) await walk(path.join(dir, e.name), k);
+        } else if (e.isFile() && k.startsWith(prefix) && !/\.tmp-[0-9a-f]{12}$/.test(e.name)) {
+          const s = await stat(path.join(dir, e.name));
+          out.push({ key: k, size: s.size, lastModified: s.mtime });
+        }
+      }
+    };
+    await walk(this.pathOf(dirKey), dirKey);
+    return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  }
+
+  async delete(keys: string[]): Promise<void> {
+    const dirs = new Set<string>();
+    for (const key of keys) {
+      const p = this.pathOf(key);
+      await rm(p, { force: true });
+      dirs.add(path.dirname(p));
+    }
+    // Remove directories left empty, up to the root.
+    for (const d of [...dirs].sort((a, b) => b.length - a.length)) {
+      let dir = d;
+      while (dir.startsWith(this.root + path.sep)) {
+        try {
+          await rmdir(dir);
+        } catch {
+          break; // not empty (or already gone): stop climbing
+        }
+        dir = path.dirname(dir);
+      }
+    }
+  }
+}
+
+async function syncDir(dir: string): Promise<void> {
+  const fh = await open(dir, "r");
+  try {
+    await fh.sync();
+  } catch {
+    // Some filesystems do not support fsync on directories; the rename is still atomic.
+  } finally {
+    await fh.close();
+  }
+}

@@ -1,0 +1,56 @@
+// Open a repository URL: `file:///abs/path` or `s3://bucket/prefix`.
+// S3 options may come from the URL's query (`?endpoint=…&region=…&pathStyle=true`),
+// from explicit options (config), or from AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL.
+import { badInput } from "../lib/errors.js";
+import { FsObjectStore } from "./fs/fs-store.js";
+import type { ObjectStore } from "./object-store.js";
+import { S3ObjectStore } from "./s3/s3-store.js";
+
+export interface S3Settings {
+  endpoint?: string | undefined;
+  region?: string | undefined;
+  forcePathStyle?: boolean | undefined;
+}
+
+export function openRepository(url: string, s3: S3Settings = {}): ObjectStore {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw badInput("InvalidRepository", `invalid repository URL "${url}"; use s3://bucket/prefix or file:///abs/path`);
+  }
+  if (u.username || u.password) {
+    throw badInput("SecretInUrl", "credentials in the repository URL are not allowed; use AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a credentials file");
+  }
+  switch (u.protocol) {
+    case "file:":
+      return new FsObjectStore(decodeURIComponent(u.pathname).replace(/\/+$/, "") || "/");
+    case "s3:": {
+      const q = u.searchParams;
+      const endpoint = q.get("endpoint") ?? s3.endpoint ?? process.env.AWS_ENDPOINT_URL_S3 ?? process.env.AWS_ENDPOINT_URL;
+      const pathStyle = q.get("pathStyle") ?? q.get("forcePathStyle");
+      return new S3ObjectStore({
+        bucket: u.hostname,
+        prefix: decodeURIComponent(u.pathname).replace(/^\/+|\/+$/g, ""),
+        endpoint: endpoint ?? undefined,
+        region: q.get("region") ?? s3.region,
+        forcePathStyle: pathStyle !== null ? pathStyle === "true" : s3.forcePathStyle,
+      });
+    }
+    default:
+      throw badInput("InvalidRepository", `unsupported repository scheme "${u.protocol}" in ${url}; use s3:// or file://`);
+  }
+}
+
+/** The repository URL without query or credentials, for messages and manifests. */
+export function displayRepository(url: string): string {
+  try {
+    const u = new URL(url);
+    u.username = "";
+    u.password = "";
+    u.search = "";
+    return u.toString();
+  } catch {
+    return url;
+  }
+}

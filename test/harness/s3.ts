@@ -1,0 +1,80 @@
+// A real S3 server for tests: versitygw serving a temp directory on a
+// loopback port. Installed by `make tools` into .tools/bin.
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { freePort } from "./ports.js";
+
+export interface S3Server {
+  endpoint: string;
+  accessKeyId: string;
+  secretAccessKey: string;
+  /** The directory versitygw serves: <root>/<bucket>/<key>. */
+  root: string;
+  /** Env for a child process (the CLI) that talks to this server. */
+  env: Record<string, string>;
+  createBucket(name: string): Promise<void>;
+  stop(): Promise<void>;
+}
+
+const repoRoot = path.resolve(import.meta.dirname, "../..");
+
+export function versitygwPath(): string {
+  const p = path.join(repoRoot, ".tools/bin/versitygw");
+  if (!existsSync(p)) throw new Error(`versitygw not found at ${p}; run \`make tools\``);
+  return p;
+}
+
+export async function startS3(): Promise<S3Server> {
+  const root = await mkdtemp(path.join(tmpdir(), "replicator-s3-"));
+  const port = await freePort();
+  const accessKeyId = "testaccess";
+  const secretAccessKey = "testsecret-not-a-real-one";
+  const child = spawn(versitygwPath(), ["--port", `127.0.0.1:${port}`, "--quiet", "posix", root], {
+    stdio: ["ignore", "ignore", "pipe"],
+    // Credentials via env, not argv (they would show in `ps`).
+    env: { ...process.env, ROOT_ACCESS_KEY_ID: accessKeyId, ROOT_SECRET_ACCESS_KEY: secretAccessKey },
+  });
+  let stderr = "";
+  child.stderr.on("data", (d: Buffer) => { stderr += d.toString(); });
+  const exited = new Promise<void>((resolve) => child.once("exit", () => { resolve(); }));
+  const deadline = Date.now() + 20_000;
+  while (!(await canConnect(port))) {
+    if (child.exitCode !== null) throw new Error(`versitygw exited: ${stderr}`);
+    if (Date.now() > deadline) throw new Error(`versitygw did not listen on ${port}: ${stderr}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const endpoint = `http://127.0.0.1:${port}`;
+  return {
+    endpoint,
+    accessKeyId,
+    secretAccessKey,
+    root,
+    env: {
+      AWS_ACCESS_KEY_ID: accessKeyId,
+      AWS_SECRET_ACCESS_KEY: secretAccessKey,
+      AWS_REGION: "us-east-1",
+      AWS_ENDPOINT_URL_S3: endpoint,
+    },
+    // versitygw's posix backend: a bucket is a top-level directory.
+    createBucket: async (name) => {
+      await mkdir(path.join(root, name), { recursive: true });
+    },
+    stop: async () => {
+      child.kill("SIGTERM");
+      await exited;
+      await rm(root, { recursive: true, force: true });
+    },
+  };
+}
+
+function canConnect(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect(port, "127.0.0.1");
+    s.once("connect", () => { s.end(); resolve(true); });
+    s.once("error", () => { resolve(false); });
+  });
+}
