@@ -89,19 +89,18 @@ export async function startMariaDb(opts: MariaDbOptions = {}): Promise<MariaDb> 
   const child = spawn("mariadbd", args, { stdio: "ignore" });
   const exited = new Promise<void>((resolve) => child.once("exit", () => { resolve(); }));
   await waitForServer(port, child, path.join(base, "error.log"));
-  if (opts.rootPassword) {
-    await withConnection(port, undefined, (c) =>
-      c.query("ALTER USER root@localhost IDENTIFIED BY ?", [opts.rootPassword]).then(() =>
-        c.query("CREATE USER IF NOT EXISTS root@'127.0.0.1' IDENTIFIED BY ?", [opts.rootPassword]),
-      ).then(() => c.query("GRANT ALL ON *.* TO root@'127.0.0.1' WITH GRANT OPTION")),
-    );
-  } else {
-    await withConnection(port, undefined, (c) =>
-      c.query("CREATE USER IF NOT EXISTS root@'127.0.0.1'").then(() =>
-        c.query("GRANT ALL ON *.* TO root@'127.0.0.1' WITH GRANT OPTION"),
-      ),
-    );
-  }
+  // The harness's own set-up is kept out of the binlog, so a fresh server has
+  // no GTIDs of its own (as a freshly provisioned pod would not).
+  await withConnection(port, undefined, async (c) => {
+    await c.query("SET SESSION sql_log_bin=0");
+    if (opts.rootPassword) {
+      await c.query("ALTER USER root@localhost IDENTIFIED BY ?", [opts.rootPassword]);
+      await c.query("CREATE USER IF NOT EXISTS root@'127.0.0.1' IDENTIFIED BY ?", [opts.rootPassword]);
+    } else {
+      await c.query("CREATE USER IF NOT EXISTS root@'127.0.0.1'");
+    }
+    await c.query("GRANT ALL ON *.* TO root@'127.0.0.1' WITH GRANT OPTION");
+  });
   let stopped = false;
   const server: MariaDb = {
     host: "127.0.0.1",

@@ -165,7 +165,8 @@ describe("backup and restore through S3", () => {
 
     const file = path.join(objectDir(name, "corrupt"), "data.sql.zst");
     const bytes = await readFile(file);
-    bytes[Math.floor(bytes.length / 2)] ^= 0xff;
+    const mid = Math.floor(bytes.length / 2);
+    bytes[mid] = bytes[mid]! ^ 0xff;
     await writeFile(file, bytes);
     const bad = await runCli(["verify", name, "--repository", repo, "--cluster", "corrupt"], env);
     expect(bad.exitCode).toBe(1);
@@ -276,7 +277,7 @@ describe("filesystem repository, config file and secrets", () => {
     // The filesystem backend has no checksum of its own: our sha256 catches the damage.
     const file = path.join(dir, "default", b.json!.name as string, "data.sql.zst");
     const bytes = await readFile(file);
-    bytes[10] ^= 0x01;
+    bytes[10] = bytes[10]! ^ 0x01;
     await writeFile(file, bytes);
     const v = await runCli(["verify", "--repository", `file://${dir}`], {});
     expect(v.exitCode).toBe(1);
