@@ -18,7 +18,7 @@ export function compressionExtension(c: Compression): string {
 
 export function parseCompression(v: unknown): Compression {
   if (v === "zstd" || v === "gzip" || v === "none") return v;
-  throw badInput("InvalidOption", `compression must be zstd, gzip or none (got ${String(v as string)})`);
+  throw badInput("InvalidOption", `compression must be zstd, gzip or none (got ${JSON.stringify(v)})`);
 }
 
 export function createCompressor(c: Compression, level?: number): Transform {

@@ -65,7 +65,7 @@ export async function runRestore(req: RestoreRequest): Promise<RestoreResult> {
 
   // The target: reachable, and empty unless --force.
   const wasSlave = await withConn(req.target, "inspect the target", async (c) => {
-    const rows = await queryRows<{ s: string; n: number }>(
+    const rows = await queryRows<{ s: string; n: number | string }>(
       c,
       `SELECT table_schema AS s, COUNT(*) AS n FROM information_schema.tables
        WHERE table_schema NOT IN (?) GROUP BY table_schema ORDER BY table_schema`,

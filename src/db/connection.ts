@@ -45,7 +45,7 @@ export function mapDbError(err: unknown, e: Endpoint, what: string): ReplicatorE
   if (err instanceof ReplicatorError) return err;
   const x = err as { code?: string; errno?: number; sqlMessage?: string; message?: string };
   const at = describeEndpoint(e);
-  switch (x.code) {
+  switch (x.code ?? "") {
     case "ER_ACCESS_DENIED_ERROR":
     case "ER_ACCESS_DENIED_NO_PASSWORD_ERROR":
       return badInput(

@@ -33,7 +33,8 @@ export interface SlaveStatus {
 
 type Row = Record<string, unknown>;
 
-const str = (v: unknown): string => (v === null || v === undefined ? "" : String(v as string | number));
+const str = (v: unknown): string =>
+  typeof v === "string" ? v : typeof v === "number" || typeof v === "bigint" ? v.toString() : v === null || v === undefined ? "" : JSON.stringify(v);
 const num = (v: unknown): number => Number(str(v) || "0");
 
 export async function getServerInfo(c: Conn): Promise<ServerInfo> {
@@ -43,7 +44,7 @@ export async function getServerInfo(c: Conn): Promise<ServerInfo> {
   );
   const version = str(v?.version);
   const flavor = /mariadb/i.test(version) ? "mariadb" : "mysql";
-  let gtidBinlogPos = "";
+  let gtidBinlogPos: string;
   if (flavor === "mariadb") {
     const [g] = await queryRows<Row>(c, "SELECT @@gtid_binlog_pos AS pos");
     gtidBinlogPos = str(g?.pos);

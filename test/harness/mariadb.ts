@@ -168,7 +168,7 @@ async function waitForServer(port: number, child: ChildProcess, errorLog: string
         // The server is up; root@127.0.0.1 does not exist yet in the template.
         return;
       }
-      if (Date.now() > deadline) throw new Error(`mariadbd on port ${port} did not start; see ${errorLog}`);
+      if (Date.now() > deadline) throw new Error(`mariadbd on port ${port} did not start; see ${errorLog}`, { cause: err });
       await new Promise((r) => setTimeout(r, 100));
     }
   }

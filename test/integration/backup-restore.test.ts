@@ -248,7 +248,7 @@ describe("filesystem repository, config file and secrets", () => {
     expect(b.exitCode).toBe(0);
     const name = b.json!.name as string;
     const manifestText = await readFile(path.join(dir, "repo", "fsdemo", name, "manifest.json"), "utf8");
-    expect(JSON.parse(manifestText).compression).toBe("gzip");
+    expect((JSON.parse(manifestText) as { compression: string }).compression).toBe("gzip");
     const argv = await readFile(argvLog, "utf8");
     expect(argv).toContain("--defaults-extra-file=");
     for (const text of [b.stdout, b.stderr, manifestText, argv]) expect(text).not.toContain(password);

@@ -193,11 +193,11 @@ describe("offline and online", () => {
     const off = await runCli(["offline", "--target", master.url, "--json"], {});
     expect(off.exitCode).toBe(0);
     expect(off.json!.role).toBe("master");
-    const [ro] = await master.query<{ ro: number }>("SELECT @@read_only AS ro");
+    const [ro] = await master.query<{ ro: number | string }>("SELECT @@read_only AS ro");
     expect(Number(ro!.ro)).toBe(1);
     const on = await runCli(["online", "--target", master.url], {});
     expect(on.exitCode).toBe(0);
-    const [rw] = await master.query<{ ro: number }>("SELECT @@read_only AS ro");
+    const [rw] = await master.query<{ ro: number | string }>("SELECT @@read_only AS ro");
     expect(Number(rw!.ro)).toBe(0);
   });
 });

@@ -39,7 +39,7 @@ export interface MysqldumpOptions {
 export function parseMysqldumpOptions(o: Record<string, unknown>): MysqldumpOptions {
   const lock = o.lock ?? "auto";
   if (lock !== "auto" && lock !== "single-transaction" && lock !== "ftwrl") {
-    throw badInput("InvalidOption", `--lock must be auto, single-transaction or ftwrl (got ${String(lock as string)})`);
+    throw badInput("InvalidOption", `--lock must be auto, single-transaction or ftwrl (got ${JSON.stringify(lock)})`);
   }
   let databases: string[] | undefined;
   if (o.databases !== undefined) {
