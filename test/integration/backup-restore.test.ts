@@ -4,7 +4,9 @@ import { mkdtemp, readFile, readdir, writeFile, truncate, cp, mkdir, chmod } fro
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { runCli } from "../harness/cli.js";
+import { execa } from "execa";
+import { hostname } from "node:os";
+import { CLI, runCli } from "../harness/cli.js";
 import { checksums, startMariaDb, type MariaDb } from "../harness/mariadb.js";
 import { count, routines, seedShop } from "../harness/fixtures.js";
 import { startS3, type S3Server } from "../harness/s3.js";
@@ -286,6 +288,36 @@ describe("filesystem repository, config file and secrets", () => {
     const r = await runCli(["restore", "--target", target.url, "--repository", `file://${dir}`], {});
     expect(r.exitCode).toBe(1);
     expect(r.stderr).toMatch(/corrupt/);
+  });
+});
+
+describe("users, grants and progress", () => {
+  it("--users carries accounts and grants to the restored server", async () => {
+    const src = await freshServer();
+    // mariadb-install-db creates root@<hostname>, which SHOW CREATE USER cannot show
+    // under skip-name-resolve (see README); a real server would not have it.
+    await src.query(`SET SESSION sql_log_bin=0; DROP USER IF EXISTS 'root'@'${hostname()}'`);
+    await seedShop(src, { rows: 10 });
+    await src.query("CREATE USER 'reporting'@'%' IDENTIFIED BY 'rep0rt'; GRANT SELECT ON shop.* TO 'reporting'@'%'");
+    const dir = await mkdtemp(path.join(tmpdir(), "replicator-users-"));
+    const b = await runCli(["backup", "--source", src.url, "--repository", `file://${dir}`, "--users", "--json"], {});
+    expect(b.stderr).toBe("");
+    expect(b.exitCode).toBe(0);
+    const target = await freshServer();
+    const r = await runCli(["restore", "--target", target.url, "--repository", `file://${dir}`], {});
+    expect(r.exitCode).toBe(0);
+    const grants = await target.query<Record<string, string>>("SHOW GRANTS FOR 'reporting'@'%'");
+    expect(grants.map((g) => Object.values(g)[0])).toContain("GRANT SELECT ON `shop`.* TO `reporting`@`%`");
+  });
+
+  it("draws a progress line (bytes, rate, elapsed) on a TTY, and nothing without one", async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), "replicator-tty-"));
+    const cmd = `${process.execPath} ${CLI} backup --source ${master.url} --repository file://${dir}`;
+    const tty = await execa("script", ["-qec", cmd, "/dev/null"], { reject: false });
+    expect(tty.exitCode).toBe(0);
+    expect(tty.stdout).toMatch(/backup \d{8}T\d{6}Z-mysqldump-127\.0\.0\.1 [\d.]+ (KiB|MiB)\s+[\d.]+ (B|KiB|MiB|GiB)\/s\s+00:\d\d/);
+    const plain = await runCli(["backup", "--source", master.url, "--repository", `file://${dir}`], {});
+    expect(plain.stderr).toBe("");
   });
 });
 
