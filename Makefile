@@ -38,7 +38,7 @@ kube-tools:
 	hack/build-kube-tools.sh
 
 build: node deps
-	rm -rf dist && tsc -p tsconfig.build.json && chmod +x dist/cli/main.js
+	tsc -p tsconfig.build.json && chmod +x dist/cli/main.js
 
 typecheck: node deps
 	tsc -p tsconfig.json --noEmit
