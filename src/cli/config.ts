@@ -174,6 +174,8 @@ export function requireSetting<T>(value: T | undefined, flag: string, key: strin
   return value;
 }
 
-export function endpointFrom(url: string, what: string, password: string | undefined): Endpoint {
-  return { ...parseEndpoint(url, what), password };
+export function endpointFrom(url: string, what: string, password: string | undefined, user?: string): Endpoint {
+  const e = { ...parseEndpoint(url, what), password };
+  if (user) e.user = user;
+  return e;
 }

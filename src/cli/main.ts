@@ -125,7 +125,7 @@ function showProgress(ctx: Ctx): boolean {
 
 async function cmdBackup(ctx: Ctx): Promise<unknown> {
   noPositionals(ctx, "backup");
-  const source = endpointFrom(requireSetting(ctx.settings.source, "--source", "source"), "--source", ctx.settings.dbPassword());
+  const source = endpointFrom(requireSetting(ctx.settings.source, "--source", "source"), "--source", ctx.settings.dbPassword(), process.env.REPLICATOR_DB_USER);
   const repo = repositoryOf(ctx);
   const r = await runBackup({
     repo,
@@ -159,9 +159,9 @@ async function cmdRestore(ctx: Ctx): Promise<unknown> {
     : ctx.values.before
       ? { kind: "before", time: parseTime(ctx.values.before) }
       : { kind: "latest" };
-  const target = endpointFrom(requireSetting(ctx.settings.target, "--target", "target"), "--target", ctx.settings.dbPassword());
+  const target = endpointFrom(requireSetting(ctx.settings.target, "--target", "target"), "--target", ctx.settings.dbPassword(), process.env.REPLICATOR_DB_USER);
   const replicateFrom = ctx.settings.replicateFrom
-    ? endpointFrom(ctx.settings.replicateFrom, "--replicate-from", ctx.settings.replicationPassword())
+    ? endpointFrom(ctx.settings.replicateFrom, "--replicate-from", ctx.settings.replicationPassword(), process.env.REPLICATOR_REPLICATION_USER)
     : undefined;
   let timeoutMs: number | undefined;
   if (ctx.values["replication-timeout"] !== undefined) {
@@ -285,7 +285,7 @@ async function cmdDelete(ctx: Ctx): Promise<unknown> {
 async function cmdOffOnline(ctx: Ctx, online: boolean): Promise<unknown> {
   noPositionals(ctx, online ? "online" : "offline");
   const url = ctx.settings.target ?? ctx.settings.source;
-  const target = endpointFrom(requireSetting(url, "--target", "target"), "--target", ctx.settings.dbPassword());
+  const target = endpointFrom(requireSetting(url, "--target", "target"), "--target", ctx.settings.dbPassword(), process.env.REPLICATOR_DB_USER);
   const r = await withConn(target, online ? "bring the server online" : "take the server offline", (c) => (online ? setOnline(c) : setOffline(c)));
   if (!ctx.values.json) ctx.out(`${describeEndpoint(target)} (${r.role}): ${r.action}`);
   return { operation: online ? "online" : "offline", target: describeEndpoint(target), ...r };

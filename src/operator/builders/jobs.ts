@@ -1,0 +1,233 @@
+// Pure builders: a validated resource + what was observed → the Job that
+// runs the plugin container. Credentials reach the container only as env
+// from Secrets; the args hold no secret.
+import { createHash } from "node:crypto";
+import type { BackupSpec, RepositorySpec, RestoreSpec, ServerRef } from "../../api/v1alpha1.js";
+
+export const MANAGED_BY = "replicator-operator";
+export const LABEL_CLUSTER = "replicator.dev/cluster";
+export const LABEL_SOURCE_POD = "replicator.dev/source-pod";
+export const LABEL_OPERATION = "replicator.dev/operation";
+
+export interface K8sEnvVar {
+  name: string;
+  value?: string;
+  valueFrom?: { secretKeyRef: { name: string; key: string } };
+}
+
+export interface K8sJob {
+  apiVersion: "batch/v1";
+  kind: "Job";
+  metadata: {
+    name: string;
+    namespace: string;
+    labels: Record<string, string>;
+    annotations?: Record<string, string>;
+    ownerReferences: { apiVersion: string; kind: string; name: string; uid: string; controller: boolean; blockOwnerDeletion: boolean }[];
+  };
+  spec: Record<string, unknown>;
+}
+
+export interface Owner {
+  apiVersion: string;
+  kind: string;
+  name: string;
+  namespace: string;
+  uid: string;
+}
+
+export interface JobSettings {
+  agentImage: string;
+  imagePullPolicy?: string | undefined;
+  backoffLimit: number;
+  activeDeadlineSeconds: number;
+  ttlSecondsAfterFinished: number;
+  logLevel: string;
+}
+
+/** A DNS-1123 name of at most 63 chars: `<base>-<suffix>`, shortened with a hash when too long. */
+export function childName(base: string, suffix: string): string {
+  const full = `${base}-${suffix}`;
+  if (full.length <= 63) return full;
+  const hash = createHash("sha256").update(full).digest("hex").slice(0, 8);
+  return `${base.slice(0, 63 - suffix.length - hash.length - 2).replace(/-+$/, "")}-${hash}-${suffix}`;
+}
+
+export function repositoryUrl(repo: RepositorySpec): string {
+  if (repo.s3) {
+    const prefix = repo.s3.prefix.replace(/^\/+|\/+$/g, "");
+    return `s3://${repo.s3.bucket}${prefix ? `/${prefix}` : ""}`;
+  }
+  if (repo.filesystem) {
+    const sub = repo.filesystem.path.replace(/^\/+|\/+$/g, "");
+    return `file:///repository${sub ? `/${sub}` : ""}`;
+  }
+  throw new Error("repository has neither s3 nor filesystem");
+}
+
+function secretEnv(name: string, secret: string, key: string): K8sEnvVar {
+  return { name, valueFrom: { secretKeyRef: { name: secret, key } } };
+}
+
+function repositoryEnv(repo: RepositorySpec): K8sEnvVar[] {
+  const env: K8sEnvVar[] = [];
+  if (repo.s3) {
+    env.push({ name: "AWS_REGION", value: repo.s3.region });
+    if (repo.s3.credentialsSecret) {
+      env.push(secretEnv("AWS_ACCESS_KEY_ID", repo.s3.credentialsSecret.name, repo.s3.credentialsSecret.accessKeyIdKey));
+      env.push(secretEnv("AWS_SECRET_ACCESS_KEY", repo.s3.credentialsSecret.name, repo.s3.credentialsSecret.secretAccessKeyKey));
+    }
+  }
+  return env;
+}
+
+function repositoryArgs(repo: RepositorySpec, cluster: string): string[] {
+  const args = ["--repository", repositoryUrl(repo), "--cluster", cluster];
+  if (repo.s3?.endpoint) args.push("--s3-endpoint", repo.s3.endpoint);
+  return args;
+}
+
+function volumes(repo: RepositorySpec): { volumes: unknown[]; mounts: unknown[] } {
+  if (!repo.filesystem) return { volumes: [], mounts: [] };
+  return {
+    volumes: [{ name: "repository", persistentVolumeClaim: { claimName: repo.filesystem.claimName } }],
+    mounts: [{ name: "repository", mountPath: "/repository" }],
+  };
+}
+
+function labels(owner: Owner, operation: string, cluster: string, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    "app.kubernetes.io/name": "replicator-agent",
+    "app.kubernetes.io/instance": owner.name,
+    "app.kubernetes.io/component": operation,
+    "app.kubernetes.io/managed-by": MANAGED_BY,
+    [LABEL_CLUSTER]: cluster,
+    [LABEL_OPERATION]: operation,
+    ...extra,
+  };
+}
+
+function jobFor(
+  owner: Owner,
+  operation: "backup" | "restore",
+  cluster: string,
+  image: string,
+  args: string[],
+  env: K8sEnvVar[],
+  repo: RepositorySpec,
+  settings: JobSettings,
+  extraLabels: Record<string, string>,
+): K8sJob {
+  const lbl = labels(owner, operation, cluster, extraLabels);
+  const { volumes: vols, mounts } = volumes(repo);
+  return {
+    apiVersion: "batch/v1",
+    kind: "Job",
+    metadata: {
+      name: childName(owner.name, operation),
+      namespace: owner.namespace,
+      labels: lbl,
+      ownerReferences: [{ apiVersion: owner.apiVersion, kind: owner.kind, name: owner.name, uid: owner.uid, controller: true, blockOwnerDeletion: true }],
+    },
+    spec: {
+      backoffLimit: settings.backoffLimit,
+      activeDeadlineSeconds: settings.activeDeadlineSeconds,
+      ttlSecondsAfterFinished: settings.ttlSecondsAfterFinished,
+      // Exit code 2 means bad input: retrying cannot help.
+      podFailurePolicy: { rules: [{ action: "FailJob", onExitCodes: { containerName: "agent", operator: "In", values: [2] } }] },
+      template: {
+        metadata: { labels: lbl },
+        spec: {
+          restartPolicy: "Never",
+          securityContext: { runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, fsGroup: 65532, seccompProfile: { type: "RuntimeDefault" } },
+          containers: [
+            {
+              name: "agent",
+              image,
+              ...(settings.imagePullPolicy ? { imagePullPolicy: settings.imagePullPolicy } : {}),
+              args,
+              env: [...env, { name: "REPLICATOR_LOG_LEVEL", value: settings.logLevel }],
+              terminationMessagePolicy: "FallbackToLogsOnError",
+              securityContext: { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ["ALL"] } },
+              volumeMounts: [...mounts, { name: "tmp", mountPath: "/tmp" }],
+              resources: { requests: { cpu: "100m", memory: "128Mi" } },
+            },
+          ],
+          volumes: [...vols, { name: "tmp", emptyDir: {} }],
+        },
+      },
+    },
+  };
+}
+
+export function serverUrl(address: string, port: number): string {
+  const host = address.includes(":") ? `[${address}]` : address;
+  return `mysql://${host}:${port}`;
+}
+
+export interface BackupJobInput {
+  owner: Owner;
+  spec: BackupSpec;
+  repo: RepositorySpec;
+  cluster: string;
+  sourcePod: string;
+  sourceAddress: string;
+  settings: JobSettings;
+}
+
+export function buildBackupJob(i: BackupJobInput): K8sJob {
+  const method = i.spec.method ?? i.repo.method;
+  const args = [
+    "backup",
+    "--json",
+    "--no-progress",
+    "--source",
+    serverUrl(i.sourceAddress, i.spec.source.port),
+    "--source-name",
+    i.sourcePod,
+    ...repositoryArgs(i.repo, i.cluster),
+    "--method",
+    method,
+    "--compression",
+    i.repo.compression,
+  ];
+  for (const [k, v] of Object.entries(i.spec.options).sort()) {
+    if (k === "lock" || k === "databases") args.push(`--${k}`, v);
+    else if (k === "users" && v === "true") args.push("--users");
+  }
+  // Filesystem repositories are pruned by the agent; S3 ones by the operator,
+  // which also knows which backups running restores use.
+  if (i.repo.filesystem && i.repo.retention) args.push("--retain", String(i.repo.retention.keep));
+  const env = [...dbEnv(i.spec.source, "REPLICATOR_DB"), ...repositoryEnv(i.repo)];
+  return jobFor(i.owner, "backup", i.cluster, i.spec.image ?? i.settings.agentImage, args, env, i.repo, i.settings, { [LABEL_SOURCE_POD]: i.sourcePod });
+}
+
+function dbEnv(ref: ServerRef, prefix: string): K8sEnvVar[] {
+  return [
+    secretEnv(`${prefix}_USER`, ref.credentialsSecret.name, ref.credentialsSecret.userKey),
+    secretEnv(`${prefix}_PASSWORD`, ref.credentialsSecret.name, ref.credentialsSecret.passwordKey),
+  ];
+}
+
+export interface RestoreJobInput {
+  owner: Owner;
+  spec: RestoreSpec;
+  repo: RepositorySpec;
+  targetPod: string;
+  targetAddress: string;
+  masterAddress?: string | undefined;
+  settings: JobSettings;
+}
+
+export function buildRestoreJob(i: RestoreJobInput): K8sJob {
+  const args = ["restore", "--json", "--no-progress", "--target", serverUrl(i.targetAddress, i.spec.target.port), ...repositoryArgs(i.repo, i.spec.cluster)];
+  if (i.spec.before) args.push("--before", i.spec.before);
+  else if (i.spec.backup !== "latest") args.push("--backup", i.spec.backup);
+  if (i.spec.force) args.push("--force");
+  const env = [...dbEnv(i.spec.target, "REPLICATOR_DB"), ...repositoryEnv(i.repo)];
+  if (i.spec.replicateFrom && i.masterAddress) {
+    args.push("--replicate-from", serverUrl(i.masterAddress, i.spec.replicateFrom.port));
+    env.push(...dbEnv(i.spec.replicateFrom, "REPLICATOR_REPLICATION"));
+  }
+  return jobFor(i.owner, "restore", i.spec.cluster, i.settings.agentImage, args, env, i.repo, i.settings, { [LABEL_SOURCE_POD]: i.targetPod });
+}

@@ -1,0 +1,144 @@
+// The backup controller's rules, pure: what to do next for a
+// ReplicatorBackup given what was observed, and the status that follows.
+import type { BackupSpec, BackupStatus, RepositorySpec } from "../../../api/v1alpha1.js";
+import { formatBytes } from "../../../storage/catalog.js";
+import { setCondition } from "../../conditions.js";
+import { agentResult, formatPositionShort, jobState, selectServerPod, type AgentResult, type JobLike, type PodLike } from "../../observe.js";
+
+export interface BackupObserved {
+  spec: { ok: true; value: BackupSpec } | { ok: false; message: string };
+  status: BackupStatus | undefined;
+  generation: number;
+  repository: { found: false } | { found: true; spec: { ok: true; value: RepositorySpec } | { ok: false; message: string } };
+  job: JobLike | undefined;
+  jobPods: PodLike[];
+  /** Pods in the namespace, for resolving the source. */
+  pods: PodLike[];
+  /** Other backup Jobs still running against each pod: pod name → job names. */
+  busyPods: Map<string, string[]>;
+}
+
+export type BackupPlan =
+  | { kind: "done" }
+  | { kind: "invalid"; message: string }
+  | { kind: "wait"; reason: string; message: string; requeueMs: number }
+  | { kind: "createJob"; sourcePod: string; sourceAddress: string; sourceRole: "master" | "slave"; cluster: string; repo: RepositorySpec; spec: BackupSpec }
+  | { kind: "running"; jobName: string }
+  | { kind: "succeeded"; jobName: string; result: AgentResult; repo: RepositorySpec; spec: BackupSpec }
+  | { kind: "failed"; jobName: string; reason: string; message: string; spec: BackupSpec; sourcePod: string | undefined };
+
+export function decideBackup(o: BackupObserved): BackupPlan {
+  if (o.status?.phase === "Completed" || o.status?.phase === "Failed") {
+    // Terminal. A new generation of a failed spec does not re-run: create a new resource.
+    return { kind: "done" };
+  }
+  if (!o.spec.ok) return { kind: "invalid", message: o.spec.message };
+  const spec = o.spec.value;
+  if (!o.repository.found) {
+    return { kind: "wait", reason: "RepositoryNotFound", message: `ReplicatorRepository ${spec.repository} not found; create it`, requeueMs: 15_000 };
+  }
+  if (!o.repository.spec.ok) {
+    return { kind: "wait", reason: "RepositoryInvalid", message: `ReplicatorRepository ${spec.repository}: ${o.repository.spec.message}`, requeueMs: 30_000 };
+  }
+  const repo = o.repository.spec.value;
+  if (o.job) {
+    const s = jobState(o.job);
+    const sourcePod = o.job.metadata.labels?.["replicator.dev/source-pod"];
+    switch (s.state) {
+      case "running":
+        return { kind: "running", jobName: o.job.metadata.name };
+      case "succeeded": {
+        const result = agentResult(o.jobPods);
+        if (!result?.ok || !result.name) {
+          return { kind: "failed", jobName: o.job.metadata.name, reason: "PluginFailed", message: "the backup Job succeeded but reported no result", spec, sourcePod };
+        }
+        return { kind: "succeeded", jobName: o.job.metadata.name, result, repo, spec };
+      }
+      case "failed": {
+        const result = agentResult(o.jobPods);
+        const message = result?.error ?? s.message;
+        return { kind: "failed", jobName: o.job.metadata.name, reason: result?.reason ?? s.reason, message, spec, sourcePod };
+      }
+    }
+  }
+  const sel = selectServerPod(spec.source, o.pods);
+  if (!sel.ok) return { kind: "wait", reason: sel.reason, message: sel.message, requeueMs: 5_000 };
+  const busy = o.busyPods.get(sel.pod) ?? [];
+  if (busy.length > 0) {
+    return { kind: "wait", reason: "Queued", message: `waiting for ${busy.join(", ")} on pod ${sel.pod}: two backups of one server never run at once`, requeueMs: 5_000 };
+  }
+  const cluster = spec.cluster ?? spec.source.statefulSet ?? spec.source.pod ?? sel.pod;
+  return { kind: "createJob", sourcePod: sel.pod, sourceAddress: sel.address, sourceRole: sel.role, cluster, repo, spec };
+}
+
+export function computeBackupStatus(prev: BackupStatus | undefined, plan: BackupPlan, now: Date, generation: number, jobName?: string): BackupStatus | undefined {
+  const s: BackupStatus = { ...(prev ?? {}), observedGeneration: generation };
+  const cond = (status: "True" | "False" | "Unknown", reason: string, message: string): void => {
+    s.conditions = setCondition(s.conditions, { type: "Ready", status, reason, message }, now, generation);
+  };
+  switch (plan.kind) {
+    case "done":
+      return undefined;
+    case "invalid":
+      s.phase = "Failed";
+      s.message = plan.message;
+      cond("False", "InvalidSpec", plan.message);
+      s.conditions = setCondition(s.conditions, { type: "Succeeded", status: "False", reason: "InvalidSpec", message: plan.message }, now, generation);
+      return s;
+    case "wait":
+      s.phase = "Pending";
+      s.message = plan.message;
+      cond("False", plan.reason, plan.message);
+      return s;
+    case "createJob":
+      s.phase = "Running";
+      s.jobName = jobName;
+      s.sourcePod = plan.sourcePod;
+      s.cluster = plan.cluster;
+      s.method = plan.spec.method ?? plan.repo.method;
+      s.startedAt = now.toISOString();
+      s.message = `backup Job ${jobName ?? ""} started on ${plan.sourcePod}`;
+      cond("False", "Running", s.message);
+      return s;
+    case "running":
+      s.phase = "Running";
+      s.jobName = plan.jobName;
+      cond("False", "Running", `backup Job ${plan.jobName} is running`);
+      return s;
+    case "succeeded": {
+      const r = plan.result;
+      s.phase = "Completed";
+      s.jobName = plan.jobName;
+      if (r.name !== undefined) s.backupName = r.name;
+      if (r.method !== undefined) s.method = r.method;
+      if (r.size !== undefined) {
+        s.size = r.size;
+        s.sizeHuman = formatBytes(r.size);
+      }
+      if (r.sha256 !== undefined) s.sha256 = r.sha256;
+      const pos = formatPositionShort(r.replication);
+      if (pos) s.position = pos;
+      if (r.replication) {
+        s.replication = {};
+        if (r.replication.role) s.replication.role = r.replication.role;
+        if (r.replication.gtid) s.replication.gtid = r.replication.gtid;
+        if (r.replication.file) s.replication.file = r.replication.file;
+        if (r.replication.position !== undefined) s.replication.position = r.replication.position;
+      }
+      if (r.startedAt) s.startedAt = r.startedAt;
+      s.finishedAt = r.finishedAt ?? now.toISOString();
+      s.message = `backup ${r.name ?? ""} stored`;
+      cond("True", "BackupSucceeded", s.message);
+      s.conditions = setCondition(s.conditions, { type: "Succeeded", status: "True", reason: "BackupSucceeded", message: s.message }, now, generation);
+      return s;
+    }
+    case "failed":
+      s.phase = "Failed";
+      s.jobName = plan.jobName;
+      s.message = plan.message;
+      s.finishedAt = now.toISOString();
+      cond("False", plan.reason, plan.message);
+      s.conditions = setCondition(s.conditions, { type: "Succeeded", status: "False", reason: plan.reason, message: plan.message }, now, generation);
+      return s;
+  }
+}

@@ -1,0 +1,173 @@
+// A thin Kubernetes REST client: client-node loads the kubeconfig (or the
+// in-cluster service account) and supplies TLS and auth; requests, patches
+// and watches are plain HTTPS so every status code and content type is ours
+// to handle. The only module that imports @kubernetes/client-node.
+import { KubeConfig } from "@kubernetes/client-node";
+import https from "node:https";
+import http from "node:http";
+import { failed } from "../../lib/errors.js";
+
+export class KubeApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly reason: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = "KubeApiError";
+  }
+}
+
+export const isNotFound = (e: unknown): boolean => e instanceof KubeApiError && e.status === 404;
+export const isConflict = (e: unknown): boolean => e instanceof KubeApiError && e.status === 409;
+export const isAlreadyExists = (e: unknown): boolean => e instanceof KubeApiError && e.status === 409 && e.reason === "AlreadyExists";
+export const isGone = (e: unknown): boolean => e instanceof KubeApiError && e.status === 410;
+
+export type PatchType = "merge" | "strategic" | "json";
+const PATCH_CONTENT: Record<PatchType, string> = {
+  merge: "application/merge-patch+json",
+  strategic: "application/strategic-merge-patch+json",
+  json: "application/json-patch+json",
+};
+
+export interface WatchEvent<T> {
+  type: "ADDED" | "MODIFIED" | "DELETED" | "BOOKMARK" | "ERROR";
+  object: T;
+}
+
+export interface KubeRest {
+  get<T>(path: string): Promise<T>;
+  list<T>(path: string, query?: Record<string, string>): Promise<{ items: T[]; metadata: { resourceVersion?: string } }>;
+  create<T>(path: string, body: unknown): Promise<T>;
+  patch<T>(path: string, body: unknown, type?: PatchType): Promise<T>;
+  put<T>(path: string, body: unknown): Promise<T>;
+  delete(path: string, query?: Record<string, string>): Promise<void>;
+  /** Stream watch events until the server closes, `signal` aborts, or nothing arrives for `idleMs`. */
+  watch<T>(path: string, resourceVersion: string, onEvent: (e: WatchEvent<T>) => void, signal: AbortSignal, idleMs?: number): Promise<void>;
+  readonly server: string;
+}
+
+export function loadKubeConfig(kubeconfig?: string): KubeConfig {
+  const kc = new KubeConfig();
+  if (kubeconfig) kc.loadFromFile(kubeconfig);
+  else kc.loadFromDefault();
+  return kc;
+}
+
+export async function createKubeRest(kc: KubeConfig): Promise<KubeRest> {
+  const cluster = kc.getCurrentCluster();
+  if (!cluster) throw failed("NoKubeconfig", "no current cluster in the kubeconfig; set KUBECONFIG or run in a pod");
+  const base = new URL(cluster.server);
+  const opts: https.RequestOptions = {};
+  await kc.applyToHTTPSOptions(opts);
+  const isHttps = base.protocol === "https:";
+  const agent = isHttps
+    ? new https.Agent({ keepAlive: true, ca: opts.ca, cert: opts.cert, key: opts.key, rejectUnauthorized: opts.rejectUnauthorized ?? true })
+    : new http.Agent({ keepAlive: true });
+  const authHeaders = (): Record<string, string> => {
+    const h: Record<string, string> = {};
+    for (const [k, v] of Object.entries(opts.headers ?? {})) if (typeof v === "string") h[k] = v;
+    return h;
+  };
+
+  function request(method: string, path: string, body: unknown, contentType: string | undefined, signal?: AbortSignal): Promise<{ status: number; text: string }> {
+    return new Promise((resolve, reject) => {
+      const url = new URL(path, base);
+      const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+      const req = (isHttps ? https : http).request(
+        url,
+        {
+          method,
+          agent,
+          headers: {
+            Accept: "application/json",
+            ...authHeaders(),
+            ...(payload ? { "Content-Type": contentType ?? "application/json", "Content-Length": String(payload.length) } : {}),
+          },
+          signal,
+          timeout: 30_000,
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on("data", (c: Buffer) => chunks.push(c));
+          res.on("end", () => { resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString("utf8") }); });
+          res.on("error", reject);
+        },
+      );
+      req.on("timeout", () => req.destroy(new Error(`request to ${path} timed out`)));
+      req.on("error", reject);
+      if (payload) req.write(payload);
+      req.end();
+    });
+  }
+
+  async function call<T>(method: string, path: string, body?: unknown, contentType?: string): Promise<T> {
+    const r = await request(method, path, body, contentType);
+    if (r.status >= 200 && r.status < 300) return (r.text ? JSON.parse(r.text) : {}) as T;
+    let reason = "";
+    let message = r.text.slice(0, 500);
+    try {
+      const s = JSON.parse(r.text) as { reason?: string; message?: string };
+      reason = s.reason ?? "";
+      message = s.message ?? message;
+    } catch {
+      // not a Status object
+    }
+    throw new KubeApiError(r.status, reason, `${method} ${path}: ${r.status} ${reason}: ${message}`);
+  }
+
+  const withQuery = (path: string, q?: Record<string, string>): string => {
+    if (!q || Object.keys(q).length === 0) return path;
+    return `${path}?${new URLSearchParams(q).toString()}`;
+  };
+
+  return {
+    server: cluster.server,
+    get: (path) => call("GET", path),
+    list: (path, q) => call("GET", withQuery(path, q)),
+    create: (path, body) => call("POST", path, body),
+    patch: (path, body, type = "merge") => call("PATCH", path, body, PATCH_CONTENT[type]),
+    put: (path, body) => call("PUT", path, body),
+    delete: async (path, q) => {
+      await call("DELETE", withQuery(path, q));
+    },
+    watch: <T>(path: string, resourceVersion: string, onEvent: (e: WatchEvent<T>) => void, signal: AbortSignal, idleMs = 90_000) =>
+      new Promise<void>((resolve, reject) => {
+        const url = new URL(withQuery(path, { watch: "1", resourceVersion, allowWatchBookmarks: "true", timeoutSeconds: "300" }), base);
+        const req = (isHttps ? https : http).request(url, { method: "GET", agent, headers: { Accept: "application/json", ...authHeaders() }, signal }, (res) => {
+          if ((res.statusCode ?? 0) >= 300) {
+            const chunks: Buffer[] = [];
+            res.on("data", (c: Buffer) => chunks.push(c));
+            res.on("end", () => { reject(new KubeApiError(res.statusCode ?? 0, "", `watch ${path}: ${res.statusCode ?? 0} ${Buffer.concat(chunks).toString("utf8").slice(0, 300)}`)); });
+            return;
+          }
+          // Watchdog: a watch that goes silent (no events, no bookmarks) is restarted.
+          let timer = setTimeout(() => req.destroy(new Error("watch idle")), idleMs);
+          let buf = "";
+          res.setEncoding("utf8");
+          res.on("data", (chunk: string) => {
+            clearTimeout(timer);
+            timer = setTimeout(() => req.destroy(new Error("watch idle")), idleMs);
+            buf += chunk;
+            let nl: number;
+            while ((nl = buf.indexOf("\n")) >= 0) {
+              const line = buf.slice(0, nl).trim();
+              buf = buf.slice(nl + 1);
+              if (!line) continue;
+              try {
+                onEvent(JSON.parse(line) as WatchEvent<T>);
+              } catch (err) {
+                clearTimeout(timer);
+                req.destroy(err as Error);
+                return;
+              }
+            }
+          });
+          res.on("end", () => { clearTimeout(timer); resolve(); });
+          res.on("error", (err) => { clearTimeout(timer); reject(err); });
+        });
+        req.on("error", (err) => { if (signal.aborted) resolve(); else reject(err); });
+        req.end();
+      }),
+  };
+}
