@@ -74,7 +74,7 @@ export type RepositorySpec = z.infer<typeof repositorySpecSchema>;
 export const backupSpecSchema = z.object({
   repository: dnsName.default("default").describe("A ReplicatorRepository in the same namespace."),
   cluster: dnsName.optional().describe("Catalog name in the repository; defaults to the StatefulSet (or pod) name."),
-  source: serverRefSchema,
+  source: serverRefSchema.optional().describe("The server to back up. Absent only on resources that mirror a backup found in storage."),
   method: z.string().optional().describe("A built-in method (mysqldump); defaults to the repository's."),
   image: z.string().optional().describe("A third-party plugin image that implements docs/plugins.md."),
   options: z.record(z.string(), z.string()).default({}).describe("Method options, e.g. lock: ftwrl."),

@@ -10,6 +10,7 @@ export interface S3Settings {
   endpoint?: string | undefined;
   region?: string | undefined;
   forcePathStyle?: boolean | undefined;
+  credentials?: { accessKeyId: string; secretAccessKey: string } | undefined;
 }
 
 export function openRepository(url: string, s3: S3Settings = {}): ObjectStore {
@@ -35,6 +36,7 @@ export function openRepository(url: string, s3: S3Settings = {}): ObjectStore {
         endpoint: endpoint ?? undefined,
         region: q.get("region") ?? s3.region,
         forcePathStyle: pathStyle !== null ? pathStyle === "true" : s3.forcePathStyle,
+        credentials: s3.credentials,
       });
     }
     default:

@@ -182,7 +182,7 @@ export function buildBackupJob(i: BackupJobInput): K8sJob {
     "--json",
     "--no-progress",
     "--source",
-    serverUrl(i.sourceAddress, i.spec.source.port),
+    serverUrl(i.sourceAddress, i.spec.source?.port ?? 3306),
     "--source-name",
     i.sourcePod,
     ...repositoryArgs(i.repo, i.cluster),
@@ -198,6 +198,7 @@ export function buildBackupJob(i: BackupJobInput): K8sJob {
   // Filesystem repositories are pruned by the agent; S3 ones by the operator,
   // which also knows which backups running restores use.
   if (i.repo.filesystem && i.repo.retention) args.push("--retain", String(i.repo.retention.keep));
+  if (!i.spec.source) throw new Error("buildBackupJob: spec.source is required");
   const env = [...dbEnv(i.spec.source, "REPLICATOR_DB"), ...repositoryEnv(i.repo)];
   return jobFor(i.owner, "backup", i.cluster, i.spec.image ?? i.settings.agentImage, args, env, i.repo, i.settings, { [LABEL_SOURCE_POD]: i.sourcePod });
 }

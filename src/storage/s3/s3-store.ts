@@ -25,6 +25,8 @@ export interface S3Options {
   partSize?: number | undefined;
   /** Parts uploaded at once. */
   queueSize?: number | undefined;
+  /** Explicit credentials (the operator reads them from a Secret); else the SDK's chain. */
+  credentials?: { accessKeyId: string; secretAccessKey: string } | undefined;
 }
 
 export class S3ObjectStore implements ObjectStore {
@@ -42,6 +44,7 @@ export class S3ObjectStore implements ObjectStore {
       maxAttempts: 4,
     };
     if (opts.endpoint) config.endpoint = opts.endpoint;
+    if (opts.credentials) config.credentials = opts.credentials;
     this.client = new S3Client(config);
   }
 

@@ -16,6 +16,8 @@ export interface BackupObserved {
   pods: PodLike[];
   /** Other backup Jobs still running against each pod: pod name → job names. */
   busyPods: Map<string, string[]>;
+  /** The resource mirrors a backup found in storage (annotation replicator.dev/imported). */
+  imported: boolean;
 }
 
 export type BackupPlan =
@@ -34,6 +36,9 @@ export function decideBackup(o: BackupObserved): BackupPlan {
   }
   if (!o.spec.ok) return { kind: "invalid", message: o.spec.message };
   const spec = o.spec.value;
+  if (o.imported) return { kind: "done" };
+  if (!spec.source) return { kind: "invalid", message: "spec.source: Required" };
+  const source = spec.source;
   if (!o.repository.found) {
     return { kind: "wait", reason: "RepositoryNotFound", message: `ReplicatorRepository ${spec.repository} not found; create it`, requeueMs: 15_000 };
   }
@@ -61,13 +66,13 @@ export function decideBackup(o: BackupObserved): BackupPlan {
       }
     }
   }
-  const sel = selectServerPod(spec.source, o.pods);
+  const sel = selectServerPod(source, o.pods);
   if (!sel.ok) return { kind: "wait", reason: sel.reason, message: sel.message, requeueMs: 5_000 };
   const busy = o.busyPods.get(sel.pod) ?? [];
   if (busy.length > 0) {
     return { kind: "wait", reason: "Queued", message: `waiting for ${busy.join(", ")} on pod ${sel.pod}: two backups of one server never run at once`, requeueMs: 5_000 };
   }
-  const cluster = spec.cluster ?? spec.source.statefulSet ?? spec.source.pod ?? sel.pod;
+  const cluster = spec.cluster ?? source.statefulSet ?? source.pod ?? sel.pod;
   return { kind: "createJob", sourcePod: sel.pod, sourceAddress: sel.address, sourceRole: sel.role, cluster, repo, spec };
 }
 

@@ -1,0 +1,86 @@
+#!/usr/bin/env node
+// The operator process: wiring only. Configuration comes from the
+// environment (the Helm chart sets it).
+import http from "node:http";
+import { hostname } from "node:os";
+import { createLogger } from "../lib/log.js";
+import { oneLine } from "../lib/errors.js";
+import { createKubeRest, loadKubeConfig } from "./kube/rest.js";
+import { acquireLeadership } from "./leader.js";
+import { Metrics } from "./metrics.js";
+import { Operator } from "./operator.js";
+
+const env = process.env;
+const log = createLogger({ name: "replicator-operator", level: env.LOG_LEVEL ?? "info" });
+
+async function main(): Promise<void> {
+  const rest = await createKubeRest(loadKubeConfig(env.KUBECONFIG));
+  const metrics = new Metrics();
+  const abort = new AbortController();
+  const operator = new Operator(rest, log, {
+    namespace: env.WATCH_NAMESPACE || undefined,
+    resyncMs: Number(env.RESYNC_SECONDS ?? "30") * 1000,
+    jobs: {
+      agentImage: env.AGENT_IMAGE ?? "ghcr.io/replicator-dev/replicator-agent:0.1.0",
+      imagePullPolicy: env.AGENT_IMAGE_PULL_POLICY,
+      backoffLimit: Number(env.JOB_BACKOFF_LIMIT ?? "2"),
+      activeDeadlineSeconds: Number(env.JOB_DEADLINE_SECONDS ?? "21600"),
+      ttlSecondsAfterFinished: Number(env.JOB_TTL_SECONDS ?? "86400"),
+      logLevel: env.AGENT_LOG_LEVEL ?? "info",
+    },
+  }, metrics);
+
+  let leader = false;
+  const server = http.createServer((req, res) => {
+    if (req.url === "/healthz") {
+      res.writeHead(200).end("ok");
+    } else if (req.url === "/readyz") {
+      // Ready when caches are synced, or when waiting as a standby replica.
+      const ok = !leader || operator.ready;
+      res.writeHead(ok ? 200 : 503).end(ok ? "ok" : "caches not synced");
+    } else if (req.url === "/metrics") {
+      metrics.set("replicator_leader", {}, leader ? 1 : 0);
+      res.writeHead(200, { "Content-Type": "text/plain; version=0.0.4" }).end(metrics.render());
+    } else {
+      res.writeHead(404).end();
+    }
+  });
+  const [host, port] = (env.HEALTH_ADDR ?? "0.0.0.0:8080").split(":");
+  server.listen(Number(port), host);
+
+  const shutdown = (sig: string): void => {
+    log.info({ signal: sig }, "shutting down");
+    abort.abort();
+    server.close();
+    setTimeout(() => process.exit(0), 5000).unref();
+  };
+  process.on("SIGTERM", () => { shutdown("SIGTERM"); });
+  process.on("SIGINT", () => { shutdown("SIGINT"); });
+
+  if (env.LEADER_ELECT !== "false") {
+    await acquireLeadership(
+      rest,
+      {
+        namespace: env.POD_NAMESPACE ?? env.LEADER_ELECTION_NAMESPACE ?? "default",
+        name: env.LEADER_ELECTION_ID ?? "replicator-operator",
+        identity: env.POD_NAME ?? `${hostname()}-${process.pid}`,
+        leaseDurationSeconds: 15,
+        renewMs: 5000,
+      },
+      log,
+      abort.signal,
+      () => {
+        log.error({}, "lost the leader lease; exiting so that a new leader can take over");
+        process.exit(1);
+      },
+    );
+  }
+  leader = true;
+  log.info({ namespace: env.WATCH_NAMESPACE ?? "(all)" }, "operator started");
+  await operator.run(abort.signal);
+}
+
+main().catch((err: unknown) => {
+  log.error({ err: oneLine(err) }, "operator failed");
+  process.exit(1);
+});

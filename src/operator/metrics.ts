@@ -1,0 +1,60 @@
+// Prometheus metrics in the text exposition format, without a dependency.
+import type { AgentResult } from "./observe.js";
+
+type Labels = Record<string, string>;
+
+const fmt = (l: Labels): string => {
+  const parts = Object.entries(l).map(([k, v]) => `${k}="${v.replace(/\\/g, "\\\\").replace(/"/g, '\\"')}"`);
+  return parts.length ? `{${parts.join(",")}}` : "";
+};
+
+export class Metrics {
+  private counters = new Map<string, Map<string, number>>();
+  private gauges = new Map<string, Map<string, number>>();
+  private help: Record<string, [string, "counter" | "gauge"]> = {
+    replicator_backups_total: ["Backups finished, by result.", "counter"],
+    replicator_restores_total: ["Restores finished, by result.", "counter"],
+    replicator_backup_last_success_timestamp_seconds: ["Finish time of the last successful backup.", "gauge"],
+    replicator_backup_last_duration_seconds: ["Duration of the last successful backup.", "gauge"],
+    replicator_backup_last_size_bytes: ["Stored size of the last successful backup.", "gauge"],
+    replicator_leader: ["1 when this replica holds the leader lease.", "gauge"],
+  };
+
+  inc(name: string, labels: Labels, by = 1): void {
+    const m = this.counters.get(name) ?? new Map<string, number>();
+    const k = fmt(labels);
+    m.set(k, (m.get(k) ?? 0) + by);
+    this.counters.set(name, m);
+  }
+
+  set(name: string, labels: Labels, value: number): void {
+    const m = this.gauges.get(name) ?? new Map<string, number>();
+    m.set(fmt(labels), value);
+    this.gauges.set(name, m);
+  }
+
+  backupFinished(namespace: string, cluster: string, result: "succeeded" | "failed", r: AgentResult | undefined): void {
+    this.inc("replicator_backups_total", { namespace, cluster, result });
+    if (result === "succeeded" && r) {
+      const l = { namespace, cluster };
+      const finished = r.finishedAt ? Date.parse(r.finishedAt) : Date.now();
+      this.set("replicator_backup_last_success_timestamp_seconds", l, Math.round(finished / 1000));
+      if (r.startedAt) this.set("replicator_backup_last_duration_seconds", l, (finished - Date.parse(r.startedAt)) / 1000);
+      if (typeof r.size === "number") this.set("replicator_backup_last_size_bytes", l, r.size);
+    }
+  }
+
+  restoreFinished(namespace: string, result: "succeeded" | "failed"): void {
+    this.inc("replicator_restores_total", { namespace, result });
+  }
+
+  render(): string {
+    const out: string[] = [];
+    for (const [name, [help, type]] of Object.entries(this.help)) {
+      const series = (type === "counter" ? this.counters : this.gauges).get(name);
+      out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+      for (const [labels, v] of series ?? []) out.push(`${name}${labels} ${v}`);
+    }
+    return `${out.join("\n")}\n`;
+  }
+}

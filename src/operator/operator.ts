@@ -1,0 +1,503 @@
+// The operator's runtime: informers feed a per-object queue; each reconcile
+// observes, asks the pure `decide*` what to do, acts, and writes status only
+// when it changed. It never moves backup bytes: Jobs do. It reads storage
+// listings (catalog sync, retention) and sends small control statements.
+import {
+  API_VERSION,
+  GROUP,
+  VERSION,
+  backupSpecSchema,
+  repositorySpecSchema,
+  restoreSpecSchema,
+  validateSpec,
+  type BackupStatus,
+  type ReplicatorBackup,
+  type ReplicatorRepository,
+  type ReplicatorRestore,
+  type RepositorySpec,
+  type RepositoryStatus,
+  type ServerRef,
+} from "../api/v1alpha1.js";
+import type { Logger } from "../lib/log.js";
+import { oneLine } from "../lib/errors.js";
+import { connect } from "../db/connection.js";
+import { getSlaveStatus } from "../db/replication.js";
+import { formatBytes } from "../storage/catalog.js";
+import { openRepository } from "../storage/open.js";
+import { Repository } from "../storage/repository.js";
+import { buildBackupJob, buildRestoreJob, childName, repositoryUrl, type JobSettings, type Owner } from "./builders/jobs.js";
+import { sameStatus, setCondition } from "./conditions.js";
+import { computeBackupStatus, decideBackup, type BackupPlan } from "./controllers/backup/decide.js";
+import { computeRestoreStatus, decideRestore } from "./controllers/restore/decide.js";
+import { Informer, WorkQueue, keyOf } from "./kube/informer.js";
+import { isAlreadyExists, isNotFound, type KubeRest } from "./kube/rest.js";
+import type { Metrics } from "./metrics.js";
+import { jobState, selectServerPod, type JobLike, type PodLike } from "./observe.js";
+
+export const IMPORTED_ANNOTATION = "replicator.dev/imported";
+const BACKUP_NAME_LABEL = "replicator.dev/backup-name";
+
+export interface OperatorSettings {
+  namespace: string | undefined;
+  jobs: JobSettings;
+  resyncMs: number;
+}
+
+interface SecretObj {
+  metadata: { name: string };
+  data?: Record<string, string>;
+}
+
+const crPath = (plural: string, ns?: string, name?: string): string =>
+  `/apis/${GROUP}/${VERSION}${ns ? `/namespaces/${ns}` : ""}/${plural}${name ? `/${name}` : ""}`;
+const nsPath = (base: string, ns: string | undefined, plural: string, name?: string): string =>
+  `${base}${ns ? `/namespaces/${ns}` : ""}/${plural}${name ? `/${name}` : ""}`;
+
+export class Operator {
+  private readonly backups: Informer<ReplicatorBackup>;
+  private readonly restores: Informer<ReplicatorRestore>;
+  private readonly repositories: Informer<ReplicatorRepository>;
+  private readonly jobs: Informer<JobLike & { metadata: { name: string; namespace: string } }>;
+  private readonly pods: Informer<PodLike & { metadata: { name: string; namespace: string } }>;
+  private readonly queue = new WorkQueue();
+
+  constructor(
+    private readonly rest: KubeRest,
+    private readonly log: Logger,
+    private readonly settings: OperatorSettings,
+    private readonly metrics: Metrics,
+    private readonly now: () => Date = () => new Date(),
+  ) {
+    const ns = settings.namespace;
+    const opts = { resyncMs: settings.resyncMs };
+    this.backups = new Informer(rest, crPath("replicatorbackups", ns), (k) => { this.queue.add(`backup/${k}`); }, log, opts);
+    this.restores = new Informer(rest, crPath("replicatorrestores", ns), (k) => { this.queue.add(`restore/${k}`); }, log, opts);
+    this.repositories = new Informer(rest, crPath("replicatorrepositories", ns), (k) => { this.queue.add(`repository/${k}`); }, log, opts);
+    this.jobs = new Informer(
+      rest,
+      nsPath("/apis/batch/v1", ns, "jobs"),
+      (_k, job) => {
+        for (const o of job?.metadata.ownerReferences ?? []) {
+          if (o.kind === "ReplicatorBackup") this.queue.add(`backup/${job?.metadata.namespace ?? ""}/${o.name}`);
+          if (o.kind === "ReplicatorRestore") this.queue.add(`restore/${job?.metadata.namespace ?? ""}/${o.name}`);
+        }
+      },
+      log,
+      { ...opts, labelSelector: "app.kubernetes.io/managed-by=replicator-operator" },
+    );
+    this.pods = new Informer(rest, nsPath("/api/v1", ns, "pods"), () => undefined, log, opts);
+  }
+
+  get ready(): boolean {
+    return this.backups.hasSynced && this.restores.hasSynced && this.repositories.hasSynced && this.jobs.hasSynced && this.pods.hasSynced;
+  }
+
+  async run(signal: AbortSignal): Promise<void> {
+    const informers = [this.pods, this.jobs, this.repositories, this.backups, this.restores].map((i) => i.run(signal));
+    signal.addEventListener("abort", () => { this.queue.stop(); }, { once: true });
+    // Let the caches fill before acting on anything.
+    while (!this.ready && !signal.aborted) await new Promise((r) => setTimeout(r, 100));
+    const work = this.queue.run(2, async (key) => {
+      try {
+        await this.reconcile(key);
+      } catch (err) {
+        this.log.warn({ key, err: oneLine(err) }, "reconcile failed; retrying");
+        this.queue.after(key, 5_000);
+      }
+    });
+    await Promise.all([...informers, work]);
+  }
+
+  private async reconcile(key: string): Promise<void> {
+    const [kind, ns, name] = key.split("/");
+    if (!kind || ns === undefined || !name) return;
+    switch (kind) {
+      case "backup":
+        return this.reconcileBackup(ns, name);
+      case "restore":
+        return this.reconcileRestore(ns, name);
+      case "repository":
+        return this.reconcileRepository(ns, name);
+      default:
+        return;
+    }
+  }
+
+  private podsIn(ns: string): PodLike[] {
+    return this.pods.list().filter((p) => p.metadata.namespace === ns);
+  }
+
+  private jobPods(ns: string, jobName: string): PodLike[] {
+    return this.podsIn(ns).filter((p) => p.metadata.labels?.["job-name"] === jobName || p.metadata.labels?.["batch.kubernetes.io/job-name"] === jobName);
+  }
+
+  private repoObserved(ns: string, name: string) {
+    const r = this.repositories.get(`${ns}/${name}`);
+    if (!r) return { found: false as const };
+    return { found: true as const, spec: validateSpec(repositorySpecSchema, r.spec) };
+  }
+
+  // ------------------------------------------------------------ backups
+
+  private async reconcileBackup(ns: string, name: string): Promise<void> {
+    const b = this.backups.get(`${ns}/${name}`);
+    if (!b || b.metadata.deletionTimestamp) return;
+    const log = this.log.child({ controller: "backup", namespace: ns, name });
+    const jobName = childName(name, "backup");
+    const busyPods = new Map<string, string[]>();
+    for (const j of this.jobs.list()) {
+      if (j.metadata.namespace !== ns || j.metadata.name === jobName) continue;
+      if (j.metadata.labels?.["replicator.dev/operation"] !== "backup" || jobState(j).state !== "running") continue;
+      const pod = j.metadata.labels["replicator.dev/source-pod"];
+      if (pod) busyPods.set(pod, [...(busyPods.get(pod) ?? []), j.metadata.name]);
+    }
+    const spec = validateSpec(backupSpecSchema, b.spec);
+    const plan = decideBackup({
+      spec,
+      status: b.status,
+      generation: b.metadata.generation ?? 0,
+      repository: this.repoObserved(ns, spec.ok ? spec.value.repository : (b.spec.repository ?? "default")),
+      job: this.jobs.get(`${ns}/${jobName}`),
+      jobPods: this.jobPods(ns, jobName),
+      pods: this.podsIn(ns),
+      busyPods,
+      imported: b.metadata.annotations?.[IMPORTED_ANNOTATION] === "true",
+    });
+    if (plan.kind === "done") {
+      log.debug({}, "nothing to do");
+      return;
+    }
+    await this.actBackup(b, plan, jobName, log);
+    const status = computeBackupStatus(b.status, plan, this.now(), b.metadata.generation ?? 0, jobName);
+    if (status && !sameStatus(status, b.status)) {
+      await this.rest.patch(`${crPath("replicatorbackups", ns, name)}/status`, { status });
+      if (status.phase !== b.status?.phase) log.info({ phase: status.phase, reason: status.conditions?.find((c) => c.type === "Ready")?.reason }, "backup phase changed");
+    }
+  }
+
+  private owner(o: ReplicatorBackup | ReplicatorRestore): Owner {
+    return { apiVersion: API_VERSION, kind: o.kind, name: o.metadata.name, namespace: o.metadata.namespace, uid: o.metadata.uid ?? "" };
+  }
+
+  private async actBackup(b: ReplicatorBackup, plan: BackupPlan, jobName: string, log: Logger): Promise<void> {
+    const ns = b.metadata.namespace;
+    switch (plan.kind) {
+      case "done":
+      case "running":
+        return;
+      case "invalid":
+        await this.event(b, "Warning", "InvalidSpec", plan.message);
+        return;
+      case "wait":
+        if (b.status?.conditions?.find((c) => c.type === "Ready")?.reason !== plan.reason) await this.event(b, "Normal", plan.reason, plan.message);
+        this.queue.after(`backup/${ns}/${b.metadata.name}`, plan.requeueMs);
+        return;
+      case "createJob": {
+        const job = buildBackupJob({
+          owner: this.owner(b),
+          spec: plan.spec,
+          repo: plan.repo,
+          cluster: plan.cluster,
+          sourcePod: plan.sourcePod,
+          sourceAddress: plan.sourceAddress,
+          settings: this.settings.jobs,
+        });
+        job.metadata.annotations = { "replicator.dev/source-role": plan.sourceRole };
+        try {
+          await this.rest.create(nsPath("/apis/batch/v1", ns, "jobs"), job);
+          log.info({ job: jobName, source: plan.sourcePod }, "backup job created");
+          await this.event(b, "Normal", "BackupStarted", `backup Job ${jobName} started on ${plan.sourcePod} (${plan.sourceRole})`);
+        } catch (err) {
+          // It is there already (a restart adopting its own Job): the next reconcile follows it.
+          if (!isAlreadyExists(err)) throw err;
+          log.info({ job: jobName }, "backup job already exists; adopting it");
+        }
+        return;
+      }
+      case "succeeded": {
+        this.metrics.backupFinished(ns, b.status?.cluster ?? "", "succeeded", plan.result);
+        await this.event(b, "Normal", "BackupSucceeded", `backup ${plan.result.name ?? ""} stored: ${formatBytes(plan.result.size ?? 0)}, position ${plan.result.replication?.gtid ?? "-"}`);
+        await this.applyRetention(b, plan.repo, log).catch(async (err: unknown) => {
+          log.warn({ err: oneLine(err) }, "retention failed");
+          await this.event(b, "Warning", "RetentionFailed", oneLine(err));
+        });
+        return;
+      }
+      case "failed": {
+        this.metrics.backupFinished(ns, b.status?.cluster ?? "", "failed", undefined);
+        await this.event(b, "Warning", plan.reason || "BackupFailed", plan.message);
+        // A slave that was taken offline for the backup must replicate again,
+        // even when the Job was killed before it could restart it.
+        const job = this.jobs.get(`${ns}/${plan.jobName}`);
+        const role = (job as { metadata: { annotations?: Record<string, string> } } | undefined)?.metadata.annotations?.["replicator.dev/source-role"];
+        if (plan.sourcePod && plan.spec.source && role === "slave") {
+          await this.ensureReplicating(ns, plan.sourcePod, plan.spec.source, log).then(
+            (restarted) => (restarted ? this.event(b, "Normal", "ReplicationRestarted", `replication restarted on ${plan.sourcePod ?? ""} after the failed backup`) : undefined),
+            (err: unknown) => this.event(b, "Warning", "ReplicationNotRestarted", `could not restart replication on ${plan.sourcePod ?? ""}: ${oneLine(err)}`),
+          );
+        }
+        return;
+      }
+    }
+  }
+
+  /** START SLAVE on a pod if replication is configured but not running. Returns true if it had to. */
+  private async ensureReplicating(ns: string, pod: string, ref: ServerRef, log: Logger): Promise<boolean> {
+    const p = this.pods.get(`${ns}/${pod}`);
+    const address = p?.status?.podIP;
+    if (!address) return false;
+    const secret = await this.rest.get<SecretObj>(nsPath("/api/v1", ns, "secrets", ref.credentialsSecret.name));
+    const dec = (k: string): string | undefined => (secret.data?.[k] ? Buffer.from(secret.data[k], "base64").toString("utf8") : undefined);
+    const c = await connect({ host: address, port: ref.port, user: dec(ref.credentialsSecret.userKey) ?? "root", password: dec(ref.credentialsSecret.passwordKey) }, pod);
+    try {
+      const st = await getSlaveStatus(c);
+      if (!st || (st.ioRunning && st.sqlRunning)) return false;
+      await c.query("START SLAVE");
+      log.info({ pod }, "replication restarted after a failed backup");
+      return true;
+    } finally {
+      await c.end().catch(() => undefined);
+    }
+  }
+
+  /** Open a repository's storage with the credentials from its Secret (S3 only). */
+  private async openStore(ns: string, repo: RepositorySpec): Promise<Repository["store"] | undefined> {
+    if (!repo.s3) return undefined;
+    let credentials: { accessKeyId: string; secretAccessKey: string } | undefined;
+    if (repo.s3.credentialsSecret) {
+      const s = await this.rest.get<SecretObj>(nsPath("/api/v1", ns, "secrets", repo.s3.credentialsSecret.name));
+      const get = (k: string): string => Buffer.from(s.data?.[k] ?? "", "base64").toString("utf8");
+      credentials = { accessKeyId: get(repo.s3.credentialsSecret.accessKeyIdKey), secretAccessKey: get(repo.s3.credentialsSecret.secretAccessKeyKey) };
+    }
+    return openRepository(repositoryUrl(repo), { endpoint: repo.s3.endpoint, region: repo.s3.region, credentials });
+  }
+
+  /** Backups that running restores use, by cluster: retention never deletes them. */
+  private backupsInUse(ns: string, repoName: string): Set<string> {
+    const used = new Set<string>();
+    for (const r of this.restores.list()) {
+      if (r.metadata.namespace !== ns || (r.spec.repository ?? "default") !== repoName) continue;
+      if (r.status?.phase === "Running" && r.status.backupName) used.add(r.status.backupName);
+    }
+    return used;
+  }
+
+  private async applyRetention(b: ReplicatorBackup, repo: RepositorySpec, log: Logger): Promise<void> {
+    if (!repo.retention || !repo.s3) return;
+    const ns = b.metadata.namespace;
+    const store = await this.openStore(ns, repo);
+    const cluster = b.status?.cluster ?? b.spec.cluster;
+    if (!store || !cluster) return;
+    const repository = new Repository(store, cluster);
+    const plan = await repository.prune({ retain: repo.retention.keep, dryRun: true });
+    const inUse = this.backupsInUse(ns, b.spec.repository ?? "default");
+    const expire = plan.expire.filter((n) => !inUse.has(n));
+    for (const n of expire) await repository.delete(n, { force: false });
+    if (expire.length > 0) {
+      log.info({ deleted: expire, keep: repo.retention.keep }, "retention applied");
+      await this.event(b, "Normal", "RetentionApplied", `deleted ${expire.length} backup(s) beyond ${repo.retention.keep}: ${expire.join(", ")}`);
+    }
+    await this.deleteBackupResources(ns, cluster, new Set(expire));
+  }
+
+  private async deleteBackupResources(ns: string, cluster: string, names: Set<string>): Promise<void> {
+    if (names.size === 0) return;
+    for (const r of this.backups.list()) {
+      if (r.metadata.namespace !== ns || r.status?.cluster !== cluster || !r.status.backupName || !names.has(r.status.backupName)) continue;
+      await this.rest.delete(crPath("replicatorbackups", ns, r.metadata.name)).catch((err: unknown) => {
+        if (!isNotFound(err)) throw err;
+      });
+    }
+  }
+
+  // ------------------------------------------------------------ restores
+
+  private async reconcileRestore(ns: string, name: string): Promise<void> {
+    const r = this.restores.get(`${ns}/${name}`);
+    if (!r || r.metadata.deletionTimestamp) return;
+    const log = this.log.child({ controller: "restore", namespace: ns, name });
+    const jobName = childName(name, "restore");
+    const spec = validateSpec(restoreSpecSchema, r.spec);
+    const plan = decideRestore({
+      spec,
+      status: r.status,
+      generation: r.metadata.generation ?? 0,
+      repository: this.repoObserved(ns, spec.ok ? spec.value.repository : (r.spec.repository ?? "default")),
+      job: this.jobs.get(`${ns}/${jobName}`),
+      jobPods: this.jobPods(ns, jobName),
+      pods: this.podsIn(ns),
+    });
+    switch (plan.kind) {
+      case "done":
+      case "running":
+        break;
+      case "invalid":
+        await this.event(r, "Warning", "InvalidSpec", plan.message);
+        break;
+      case "wait":
+        if (r.status?.conditions?.find((c) => c.type === "Ready")?.reason !== plan.reason) await this.event(r, "Normal", plan.reason, plan.message);
+        this.queue.after(`restore/${ns}/${name}`, plan.requeueMs);
+        break;
+      case "createJob": {
+        const job = buildRestoreJob({
+          owner: this.owner(r),
+          spec: plan.spec,
+          repo: plan.repo,
+          targetPod: plan.targetPod,
+          targetAddress: plan.targetAddress,
+          masterAddress: plan.masterAddress,
+          settings: this.settings.jobs,
+        });
+        try {
+          await this.rest.create(nsPath("/apis/batch/v1", ns, "jobs"), job);
+          log.info({ job: jobName, target: plan.targetPod }, "restore job created");
+          await this.event(r, "Normal", "RestoreStarted", `restore Job ${jobName} started on ${plan.targetPod}`);
+        } catch (err) {
+          if (!isAlreadyExists(err)) throw err;
+        }
+        break;
+      }
+      case "succeeded":
+        this.metrics.restoreFinished(ns, "succeeded");
+        await this.event(r, "Normal", "RestoreSucceeded", `restored ${plan.result.name ?? ""}${plan.result.replicating ? "; replicating" : ""}`);
+        break;
+      case "failed":
+        this.metrics.restoreFinished(ns, "failed");
+        await this.event(r, "Warning", plan.reason || "RestoreFailed", plan.message);
+        break;
+    }
+    if (plan.kind === "done") return;
+    const status = computeRestoreStatus(r.status, plan, this.now(), r.metadata.generation ?? 0, jobName);
+    if (status && !sameStatus(status, r.status)) {
+      await this.rest.patch(`${crPath("replicatorrestores", ns, name)}/status`, { status });
+      if (status.phase !== r.status?.phase) log.info({ phase: status.phase }, "restore phase changed");
+    }
+  }
+
+  // ------------------------------------------------------------ repositories: catalog sync
+
+  private async reconcileRepository(ns: string, name: string): Promise<void> {
+    const r = this.repositories.get(`${ns}/${name}`);
+    if (!r || r.metadata.deletionTimestamp) return;
+    const log = this.log.child({ controller: "repository", namespace: ns, name });
+    const now = this.now();
+    const gen = r.metadata.generation ?? 0;
+    const status: RepositoryStatus = { ...(r.status ?? {}), observedGeneration: gen };
+    const spec = validateSpec(repositorySpecSchema, r.spec);
+    if (!spec.ok) {
+      status.conditions = setCondition(status.conditions, { type: "Ready", status: "False", reason: "InvalidSpec", message: spec.message }, now, gen);
+    } else {
+      status.url = repositoryUrl(spec.value);
+      this.queue.after(`repository/${ns}/${name}`, spec.value.syncIntervalSeconds * 1000);
+      try {
+        const count = await this.syncCatalog(r, spec.value, log);
+        status.conditions = setCondition(
+          status.conditions,
+          { type: "Ready", status: "True", reason: count === undefined ? "NotSynced" : "Synced", message: count === undefined ? "filesystem repositories are not listed by the operator" : `${count} backup(s) in storage` },
+          now,
+          gen,
+        );
+        if (count !== undefined) {
+          status.backups = count;
+          status.lastSyncTime = now.toISOString();
+        }
+      } catch (err) {
+        const reason = (err as { reason?: string }).reason ?? "StorageUnreachable";
+        status.conditions = setCondition(status.conditions, { type: "Ready", status: "False", reason, message: oneLine(err) }, now, gen);
+      }
+    }
+    // lastSyncTime changes every sync; compare without it to avoid needless writes.
+    const strip = (s: RepositoryStatus | undefined) => ({ ...(s ?? {}), lastSyncTime: undefined });
+    if (!sameStatus(strip(status), strip(r.status)) || (status.lastSyncTime && !r.status?.lastSyncTime)) {
+      await this.rest.patch(`${crPath("replicatorrepositories", ns, name)}/status`, { status });
+    }
+  }
+
+  /**
+   * Mirror storage as resources: a complete backup with no ReplicatorBackup
+   * gets one (phase Completed, imported); a Completed resource whose backup is
+   * gone from storage is deleted. Returns the number of backups, or undefined
+   * for repositories the operator cannot list.
+   */
+  private async syncCatalog(repoObj: ReplicatorRepository, spec: RepositorySpec, log: Logger): Promise<number | undefined> {
+    const ns = repoObj.metadata.namespace;
+    const store = await this.openStore(ns, spec);
+    if (!store) return undefined;
+    await store.check();
+    const clusters = new Set((await store.list("")).map((o) => o.key.split("/")[0] ?? "").filter((c) => /^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/.test(c)));
+    let total = 0;
+    const existing = this.backups.list().filter((b) => b.metadata.namespace === ns && (b.spec.repository ?? "default") === repoObj.metadata.name);
+    for (const cluster of clusters) {
+      const { backups } = await new Repository(store, cluster).list();
+      total += backups.length;
+      const inStorage = new Set(backups.map((b) => b.name));
+      const known = new Set(existing.filter((b) => b.status?.cluster === cluster && b.status.backupName).map((b) => b.status?.backupName ?? ""));
+      for (const b of backups) {
+        if (known.has(b.name)) continue;
+        const crName = childName(cluster, b.name.toLowerCase()).slice(0, 63).replace(/[^a-z0-9-]/g, "-").replace(/-+$/, "");
+        const m = b.manifest;
+        const status: BackupStatus = {
+          phase: "Completed",
+          imported: true,
+          backupName: b.name,
+          cluster,
+          method: m.method,
+          sourcePod: b.source,
+          size: b.size,
+          sizeHuman: formatBytes(b.size),
+          startedAt: m.startedAt,
+          finishedAt: m.finishedAt,
+          message: `found in storage (${repositoryUrl(spec)}/${cluster})`,
+          conditions: [{ type: "Ready", status: "True", reason: "Imported", message: "mirrors a backup found in storage", lastTransitionTime: this.now().toISOString() }],
+        };
+        const pos = m.replication?.gtid ?? (m.replication?.file ? `${m.replication.file}:${m.replication.position ?? 0}` : undefined);
+        if (pos) status.position = pos;
+        try {
+          await this.rest.create(crPath("replicatorbackups", ns), {
+            apiVersion: API_VERSION,
+            kind: "ReplicatorBackup",
+            metadata: { name: crName, namespace: ns, annotations: { [IMPORTED_ANNOTATION]: "true" }, labels: { [BACKUP_NAME_LABEL]: b.name.toLowerCase(), "replicator.dev/cluster": cluster } },
+            spec: { repository: repoObj.metadata.name, cluster, method: m.method },
+          });
+        } catch (err) {
+          if (!isAlreadyExists(err)) throw err;
+        }
+        await this.rest.patch(`${crPath("replicatorbackups", ns, crName)}/status`, { status });
+        log.info({ backup: b.name, resource: crName }, "backup found in storage; resource created");
+      }
+      const gone = existing.filter((b) => b.status?.cluster === cluster && b.status.phase === "Completed" && b.status.backupName && !inStorage.has(b.status.backupName));
+      for (const b of gone) {
+        await this.rest.delete(crPath("replicatorbackups", ns, b.metadata.name)).catch((err: unknown) => {
+          if (!isNotFound(err)) throw err;
+        });
+        log.info({ backup: b.status?.backupName, resource: b.metadata.name }, "backup gone from storage; resource deleted");
+      }
+    }
+    return total;
+  }
+
+  // ------------------------------------------------------------ events
+
+  private async event(obj: ReplicatorBackup | ReplicatorRestore, type: "Normal" | "Warning", reason: string, message: string): Promise<void> {
+    const now = this.now().toISOString();
+    const ns = obj.metadata.namespace;
+    await this.rest
+      .create(nsPath("/api/v1", ns, "events"), {
+        metadata: { generateName: `${obj.metadata.name}.`, namespace: ns },
+        involvedObject: { apiVersion: API_VERSION, kind: obj.kind, name: obj.metadata.name, namespace: ns, uid: obj.metadata.uid },
+        reason,
+        message: message.slice(0, 1000),
+        type,
+        firstTimestamp: now,
+        lastTimestamp: now,
+        count: 1,
+        source: { component: "replicator-operator" },
+        reportingComponent: "replicator.dev/operator",
+      })
+      .catch((err: unknown) => {
+        this.log.warn({ err: oneLine(err), reason }, "could not record event");
+      });
+  }
+}
+
+export { keyOf };
