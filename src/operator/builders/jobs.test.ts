@@ -1,0 +1,75 @@
+import { describe, expect, it } from "vitest";
+import { backupSpecSchema, repositorySpecSchema, restoreSpecSchema } from "../../api/v1alpha1.js";
+import { buildBackupJob, buildRestoreJob, childName } from "./jobs.js";
+
+const settings = { agentImage: "agent:1", backoffLimit: 2, activeDeadlineSeconds: 3600, ttlSecondsAfterFinished: 600, logLevel: "info" };
+const owner = { apiVersion: "replicator.dev/v1alpha1", kind: "ReplicatorBackup", name: "nightly", namespace: "db", uid: "u1" };
+
+describe("buildBackupJob", () => {
+  const job = buildBackupJob({
+    owner,
+    spec: backupSpecSchema.parse({ source: { statefulSet: "db", credentialsSecret: { name: "db-creds" } }, options: { lock: "ftwrl" } }),
+    repo: repositorySpecSchema.parse({ s3: { bucket: "bkp", prefix: "mysql", endpoint: "http://minio:9000", credentialsSecret: { name: "s3" } } }),
+    cluster: "db",
+    sourcePod: "db-0",
+    sourceAddress: "10.0.0.5",
+    settings,
+  });
+  const container = (job.spec.template as { spec: { containers: { args: string[]; env: { name: string; value?: string; valueFrom?: unknown }[] }[] } }).spec.containers[0]!;
+
+  it("has a deterministic name, an owner and the standard labels", () => {
+    expect(job.metadata.name).toBe("nightly-backup");
+    expect(job.metadata.ownerReferences[0]).toMatchObject({ kind: "ReplicatorBackup", name: "nightly", uid: "u1", controller: true });
+    expect(job.metadata.labels).toMatchObject({
+      "app.kubernetes.io/name": "replicator-agent",
+      "app.kubernetes.io/instance": "nightly",
+      "app.kubernetes.io/component": "backup",
+      "app.kubernetes.io/managed-by": "replicator-operator",
+      "replicator.dev/cluster": "db",
+      "replicator.dev/source-pod": "db-0",
+    });
+  });
+
+  it("passes the run spec as args and every credential as env from a Secret", () => {
+    expect(container.args).toEqual([
+      "backup", "--json", "--no-progress", "--source", "mysql://10.0.0.5:3306", "--source-name", "db-0",
+      "--repository", "s3://bkp/mysql", "--cluster", "db", "--s3-endpoint", "http://minio:9000",
+      "--method", "mysqldump", "--compression", "zstd", "--lock", "ftwrl",
+    ]);
+    const secretEnv = container.env.filter((e) => e.valueFrom).map((e) => e.name);
+    expect(secretEnv).toEqual(["REPLICATOR_DB_USER", "REPLICATOR_DB_PASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]);
+    expect(container.env.every((e) => e.valueFrom || !/PASSWORD|SECRET/.test(e.name))).toBe(true);
+  });
+
+  it("has a backoff limit, a deadline, and fails at once on bad input (exit 2)", () => {
+    expect(job.spec).toMatchObject({ backoffLimit: 2, activeDeadlineSeconds: 3600, podFailurePolicy: { rules: [{ action: "FailJob", onExitCodes: { values: [2] } }] } });
+  });
+});
+
+describe("buildRestoreJob", () => {
+  it("names the backup, the target and the master", () => {
+    const job = buildRestoreJob({
+      owner: { ...owner, kind: "ReplicatorRestore", name: "seed-db-2" },
+      spec: restoreSpecSchema.parse({ cluster: "db", target: { pod: "db-2", credentialsSecret: { name: "c" } }, replicateFrom: { statefulSet: "db", credentialsSecret: { name: "repl" } }, backup: "20260101T000000Z-mysqldump-db-0" }),
+      repo: repositorySpecSchema.parse({ filesystem: { claimName: "backups" } }),
+      targetPod: "db-2",
+      targetAddress: "10.0.0.7",
+      masterAddress: "10.0.0.5",
+      settings,
+    });
+    const c = (job.spec.template as { spec: { containers: { args: string[]; volumeMounts: { mountPath: string }[] }[] } }).spec.containers[0]!;
+    expect(c.args).toEqual([
+      "restore", "--json", "--no-progress", "--target", "mysql://10.0.0.7:3306", "--repository", "file:///repository", "--cluster", "db",
+      "--backup", "20260101T000000Z-mysqldump-db-0", "--replicate-from", "mysql://10.0.0.5:3306",
+    ]);
+    expect(c.volumeMounts.map((m) => m.mountPath)).toContain("/repository");
+  });
+});
+
+describe("childName", () => {
+  it("stays within 63 characters and stays unique", () => {
+    const long = "a".repeat(70);
+    expect(childName(long, "backup").length).toBeLessThanOrEqual(63);
+    expect(childName(long, "backup")).not.toBe(childName(`${long}b`, "backup"));
+  });
+});
