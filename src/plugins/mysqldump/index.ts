@@ -113,15 +113,25 @@ export function parseDumpPosition(head: string, tailText: string): { file?: stri
 /** Watches a dump stream for the position comments without holding it. */
 class PositionScanner extends Transform {
   head = "";
-  tailText = "";
   private headDone = false;
+  private tailChunks: Buffer[] = [];
+  private tailBytes = 0;
+
+  get tailText(): string {
+    return Buffer.concat(this.tailChunks).toString("latin1");
+  }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null, data?: Buffer) => void): void {
     if (!this.headDone) {
       this.head += chunk.toString("latin1");
       if (this.head.length > 1024 * 1024 || /MASTER_LOG_POS=\d+/.test(this.head)) this.headDone = true;
     }
-    this.tailText = (this.tailText + chunk.toString("latin1")).slice(-65536);
+    // Keep only the last 64 KiB as buffers; text is made once, at the end.
+    this.tailChunks.push(chunk);
+    this.tailBytes += chunk.length;
+    while (this.tailChunks.length > 1 && this.tailBytes - (this.tailChunks[0]?.length ?? 0) >= 65536) {
+      this.tailBytes -= this.tailChunks.shift()?.length ?? 0;
+    }
     cb(null, chunk);
   }
 }

@@ -1,0 +1,615 @@
+// Backup/restore benchmark: `replicator` against the plain tools, on one
+// generated data set, in one run. `make bench` (or `tsx bench/run.ts`);
+// BENCH_SIZE_MB sets the data set size (raw dump size, default 200).
+// Prints a markdown report and writes it to bench/results/latest.md.
+// Every figure is measured; a step that fails is reported as FAILED.
+import { availableParallelism, cpus, loadavg, tmpdir, totalmem } from "node:os";
+import { cp, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { performance } from "node:perf_hooks";
+import { execa } from "execa";
+import { CLI } from "../test/harness/cli.js";
+import { startMariaDb, type MariaDb } from "../test/harness/mariadb.js";
+import { startS3, type S3Server } from "../test/harness/s3.js";
+
+const repoRoot = path.resolve(import.meta.dirname, "..");
+const MB = 1_000_000;
+const sizeMb = Number(process.env.BENCH_SIZE_MB ?? "200");
+if (!Number.isFinite(sizeMb) || sizeMb <= 0) throw new Error(`BENCH_SIZE_MB must be a positive number (got ${process.env.BENCH_SIZE_MB ?? ""})`);
+const THREADS = 2;
+const DB = "bench";
+const TABLES = ["orders", "customers", "events"] as const;
+const BIGGEST = "orders";
+// Same server settings for the source and every restore target.
+const SERVER_ARGS = ["--innodb-buffer-pool-size=1G", "--innodb-log-file-size=256M", "--max-allowed-packet=1G"];
+
+// ---------------------------------------------------------------- cleanup
+
+const cleanups: { what: string; fn: () => Promise<void> }[] = [];
+function onCleanup(what: string, fn: () => Promise<void>): void {
+  cleanups.push({ what, fn });
+}
+let cleaning: Promise<void> | undefined;
+function cleanupAll(): Promise<void> {
+  cleaning ??= (async () => {
+    for (const c of cleanups.reverse()) {
+      await c.fn().catch((err: unknown) => { console.error(`cleanup of ${c.what} failed: ${String(err)}`); });
+    }
+  })();
+  return cleaning;
+}
+for (const sig of ["SIGINT", "SIGTERM"] as const) {
+  process.once(sig, () => {
+    console.error(`\n${sig}: cleaning up`);
+    void cleanupAll().finally(() => process.exit(sig === "SIGINT" ? 130 : 143));
+  });
+}
+
+async function server(tag: string, opts: Parameters<typeof startMariaDb>[0] = {}): Promise<MariaDb> {
+  const s = await startMariaDb({ ...opts, args: [...SERVER_ARGS, ...(opts.args ?? [])] });
+  let destroyed = false;
+  const destroy = async (): Promise<void> => {
+    if (destroyed) return;
+    destroyed = true;
+    await s.destroy();
+  };
+  onCleanup(`server ${tag}`, destroy);
+  return { ...s, destroy };
+}
+
+// ---------------------------------------------------------------- helpers
+
+const q = (s: string): string => `'${s.replaceAll("'", `'\\''`)}'`;
+
+function clientArgs(s: MariaDb): string {
+  return `--host=127.0.0.1 --port=${s.port} --user=root --protocol=TCP`;
+}
+
+async function sh(script: string, what: string): Promise<void> {
+  const r = await execa("bash", ["-c", `set -o pipefail; ${script}`], { reject: false, stdin: "ignore", stripFinalNewline: true });
+  if (r.exitCode !== 0) {
+    const err = (r.stderr || r.stdout).split("\n").filter(Boolean).slice(-3).join(" | ");
+    throw new Error(`${what} exited ${String(r.exitCode)}: ${err.slice(0, 300)}`);
+  }
+}
+
+async function timed(fn: () => Promise<void>): Promise<number> {
+  const t0 = performance.now();
+  await fn();
+  return (performance.now() - t0) / 1000;
+}
+
+async function fileSize(p: string): Promise<number> {
+  return (await stat(p)).size;
+}
+
+async function dirSize(dir: string): Promise<number> {
+  let total = 0;
+  for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) {
+    if (e.isFile()) total += (await stat(path.join(e.parentPath, e.name))).size;
+  }
+  return total;
+}
+
+async function tail(file: string, lines = 3): Promise<string> {
+  const t = await readFile(file, "utf8").catch(() => "");
+  return t.split("\n").filter(Boolean).slice(-lines).join(" | ").slice(0, 300);
+}
+
+interface CliJson {
+  ok?: boolean;
+  size?: number;
+  rawSize?: number;
+  durationMs?: number;
+  error?: string;
+  reason?: string;
+}
+
+// The CLI is run from a snapshot of dist/ taken at the start, so that a
+// `make build` elsewhere during the run (it deletes dist/) cannot break it.
+// The snapshot lives inside the repository so node_modules still resolves.
+const cliSnapshot = path.join(repoRoot, "bench/results/.dist-snapshot");
+const cliMain = path.join(cliSnapshot, path.relative(path.join(repoRoot, "dist"), CLI));
+
+async function snapshotCli(): Promise<void> {
+  if (!(await stat(CLI).then(() => true, () => false))) throw new Error(`${CLI} not found; run \`make build\` (or \`make bench\`)`);
+  await rm(cliSnapshot, { recursive: true, force: true });
+  onCleanup("CLI snapshot", () => rm(cliSnapshot, { recursive: true, force: true }));
+  await cp(path.join(repoRoot, "dist"), cliSnapshot, { recursive: true });
+}
+
+async function replicator(args: string[], env: Record<string, string>, cwd: string): Promise<CliJson> {
+  const r = await execa(process.execPath, [cliMain, ...args, "--json", "--no-progress"], {
+    reject: false,
+    stdin: "ignore",
+    cwd,
+    extendEnv: true,
+    env: { REPLICATOR_CONFIG: undefined, REPLICATOR_DB_PASSWORD: undefined, ...env },
+  });
+  const last = r.stdout.trim().split("\n").pop() ?? "";
+  let json: CliJson | undefined;
+  if (last.startsWith("{")) {
+    try {
+      json = JSON.parse(last) as CliJson;
+    } catch {
+      json = undefined;
+    }
+  }
+  if (r.exitCode !== 0 || json?.ok !== true) {
+    const lines = r.stderr.split("\n").map((l) => l.trim()).filter(Boolean);
+    const why = json?.error ?? lines.find((l) => /error/i.test(l)) ?? lines.at(-1) ?? "no output";
+    throw new Error(`replicator ${args[0] ?? ""} exited ${String(r.exitCode)}: ${why.slice(0, 300)}`);
+  }
+  return json;
+}
+
+async function version(cmd: string, args: string[]): Promise<string> {
+  const r = await execa(cmd, args, { reject: false, all: true });
+  const line = r.all.split("\n").filter(Boolean).pop()?.trim() ?? "?";
+  return line.replace(/,? (for|built|debian-linux).*$/, "").replace(/\s+/g, " ");
+}
+
+// ---------------------------------------------------------------- data set
+
+const WORDS = [
+  "alpha", "order", "shipping", "invoice", "customer", "delivery", "express", "standard", "return", "refund",
+  "warehouse", "berlin", "paris", "london", "madrid", "rome", "priority", "gift", "wrap", "fragile",
+  "large", "small", "blue", "red", "green", "black", "white", "cotton", "steel", "wood", "glass", "paper",
+];
+const FIRST = ["anna", "ben", "carla", "david", "eva", "felix", "greta", "hugo", "ines", "jonas", "klara", "luis", "mia", "noah", "olga", "paul"];
+const LAST = ["schmidt", "martin", "rossi", "garcia", "smith", "nowak", "dubois", "jensen", "silva", "weber", "moreau", "kowalski", "novak", "horvat", "berg", "lopez"];
+const list = (xs: string[]): string => xs.map((x) => `'${x}'`).join(",");
+/** A word picked by two hex digits of `hex` at 1-based `pos`. */
+const word = (hex: string, pos: number): string => `ELT(1 + CONV(SUBSTR(${hex}, ${pos}, 2), 16, 10) % ${WORDS.length}, ${list(WORDS)})`;
+/** 6..(6+spread) words of text from two hashes. */
+function text(spread: number, lenExpr: string): string {
+  const words: string[] = [];
+  for (let i = 0; i < 16; i++) words.push(word("m", 1 + 2 * i));
+  for (let i = 0; i < 8; i++) words.push(word("m2", 1 + 2 * i));
+  return `SUBSTRING_INDEX(CONCAT_WS(' ', ${words.join(", ")}), ' ', 6 + (${lenExpr}) % ${spread})`;
+}
+
+const DDL = [
+  `CREATE DATABASE ${DB}`,
+  `CREATE TABLE ${DB}.customers (
+     id INT UNSIGNED NOT NULL PRIMARY KEY,
+     first_name VARCHAR(32) NOT NULL,
+     last_name VARCHAR(32) NOT NULL,
+     email VARCHAR(128) NOT NULL,
+     country CHAR(2) NOT NULL,
+     balance DECIMAL(14,2) NOT NULL,
+     score DOUBLE NOT NULL,
+     is_active TINYINT NOT NULL,
+     created_at DATETIME NOT NULL,
+     bio TEXT NULL,
+     UNIQUE KEY email (email)
+   ) ENGINE=InnoDB`,
+  `CREATE TABLE ${DB}.orders (
+     id BIGINT UNSIGNED NOT NULL PRIMARY KEY,
+     customer_id INT UNSIGNED NOT NULL,
+     status VARCHAR(16) NOT NULL,
+     amount DECIMAL(12,2) NOT NULL,
+     tax DECIMAL(10,4) NOT NULL,
+     quantity SMALLINT NOT NULL,
+     created_at DATETIME NOT NULL,
+     sku VARCHAR(32) NOT NULL,
+     note VARCHAR(255) NULL,
+     description TEXT NULL,
+     KEY customer (customer_id),
+     KEY created (created_at)
+   ) ENGINE=InnoDB`,
+  `CREATE TABLE ${DB}.events (
+     id BIGINT UNSIGNED NOT NULL PRIMARY KEY,
+     order_id BIGINT UNSIGNED NOT NULL,
+     kind TINYINT UNSIGNED NOT NULL,
+     ts DATETIME(3) NOT NULL,
+     payload VARCHAR(512) NOT NULL,
+     KEY order_id (order_id)
+   ) ENGINE=InnoDB`,
+];
+
+/** INSERT ... SELECT of rows [a, b] into `table` (server-side, from the SEQUENCE engine). */
+function insertSql(table: (typeof TABLES)[number], a: number, b: number, customers: number): string {
+  const from = `(SELECT seq, MD5(seq) AS m, MD5(seq + 1000000000) AS m2 FROM ${DB}.seq_${a}_to_${b}) s`;
+  switch (table) {
+    case "customers":
+      return `INSERT INTO ${DB}.customers SELECT
+        seq,
+        ELT(1 + seq % ${FIRST.length}, ${list(FIRST)}),
+        ELT(1 + (seq DIV ${FIRST.length}) % ${LAST.length}, ${list(LAST)}),
+        CONCAT(ELT(1 + seq % ${FIRST.length}, ${list(FIRST)}), '.', SUBSTR(m, 1, 6), seq, '@', ELT(1 + seq % 5, 'example.com', 'mail.test', 'corp.example', 'shop.test', 'web.example')),
+        ELT(1 + CONV(SUBSTR(m, 7, 2), 16, 10) % 12, 'DE','FR','GB','ES','IT','PL','NL','SE','PT','AT','CZ','US'),
+        (CONV(SUBSTR(m, 9, 8), 16, 10) % 100000000) / 100 - 50000,
+        CONV(SUBSTR(m, 17, 8), 16, 10) / 4294967295 * 100,
+        seq % 7 <> 0,
+        TIMESTAMP('2015-01-01') + INTERVAL CONV(SUBSTR(m, 25, 7), 16, 10) % 315360000 SECOND,
+        IF(seq % 3 = 0, NULL, ${text(30, "seq")})
+        FROM ${from}`;
+    case "orders":
+      return `INSERT INTO ${DB}.orders SELECT
+        seq,
+        1 + (seq * 7919) % ${customers},
+        ELT(1 + seq % 5, 'new', 'paid', 'shipped', 'delivered', 'cancelled'),
+        5 + (CONV(SUBSTR(m, 1, 6), 16, 10) % 1000000) / 100,
+        (CONV(SUBSTR(m, 7, 4), 16, 10) % 10000) / 10000 * 0.21,
+        1 + CONV(SUBSTR(m, 11, 2), 16, 10) % 20,
+        TIMESTAMP('2020-01-01') + INTERVAL (seq * 37 + CONV(SUBSTR(m, 13, 4), 16, 10)) % 157680000 SECOND,
+        CONCAT('SKU-', UPPER(SUBSTR(MD5(seq % 50000), 1, 10))),
+        IF(seq % 4 = 0, NULL, CONCAT(${word("m2", 17)}, ' ', SUBSTR(m2, 19, 4 + seq % 12))),
+        ${text(16, "CONV(SUBSTR(m2, 23, 2), 16, 10)")}
+        FROM ${from}`;
+    case "events":
+      return `INSERT INTO ${DB}.events SELECT
+        seq,
+        1 + seq DIV 2,
+        CONV(SUBSTR(m, 1, 1), 16, 10),
+        TIMESTAMP('2020-01-01') + INTERVAL seq * 7 SECOND + INTERVAL CONV(SUBSTR(m, 2, 3), 16, 10) % 1000 * 1000 MICROSECOND,
+        CONCAT('{"ip":"', INET_NTOA(CONV(SUBSTR(m, 5, 8), 16, 10)), '","agent":"',
+               ELT(1 + seq % 4, 'Mozilla/5.0 (X11; Linux x86_64)', 'Mozilla/5.0 (Windows NT 10.0; Win64; x64)', 'curl/8.5.0', 'okhttp/4.12.0'),
+               '","ref":"', SUBSTR(m, 13, 12), '","step":', seq % 9, ',"tags":["', ${word("m2", 1)}, '","', ${word("m2", 3)}, '"]}')
+        FROM ${from}`;
+  }
+}
+
+/** Rows per table for one "unit" of the data set (orders = 1). */
+const MIX: Record<(typeof TABLES)[number], number> = { orders: 1, customers: 0.1, events: 2 };
+
+async function fill(src: MariaDb, rows: Record<(typeof TABLES)[number], number>): Promise<void> {
+  const CHUNK = 50_000;
+  // Two connections at a time (two cores); each chunk is its own transaction,
+  // kept out of the binlog (the binlog is on, but the load need not be in it).
+  const jobs: string[] = [];
+  for (const t of TABLES) {
+    for (let a = 1; a <= rows[t]; a += CHUNK) jobs.push(insertSql(t, a, Math.min(rows[t], a + CHUNK - 1), rows.customers));
+  }
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < jobs.length) {
+      const sql = jobs[next++] ?? "";
+      await src.query(`SET SESSION sql_log_bin = 0; ${sql}`);
+    }
+  };
+  await Promise.all(Array.from({ length: THREADS }, worker));
+}
+
+async function generate(src: MariaDb, targetBytes: number): Promise<Record<(typeof TABLES)[number], number>> {
+  for (const sql of DDL) await src.query(sql);
+  // Calibrate: dump a sample to learn the dump bytes per row, then fill.
+  const sample = { orders: 20_000, customers: 2_000, events: 40_000 };
+  await fill(src, sample);
+  const r = await execa("mariadb-dump", ["--no-defaults", "--host=127.0.0.1", `--port=${src.port}`, "--user=root", "--protocol=TCP", "--no-create-info", "--skip-comments", DB], {
+    stripFinalNewline: false,
+    encoding: "buffer",
+  });
+  const perUnit = r.stdout.length / sample.orders;
+  for (const t of TABLES) await src.query(`TRUNCATE TABLE ${DB}.${t}`);
+  const units = Math.max(1000, Math.round(targetBytes / perUnit));
+  const rows = { orders: units, customers: Math.max(10, Math.round(units * MIX.customers)), events: Math.round(units * MIX.events) };
+  const t0 = performance.now();
+  await fill(src, rows);
+  const t1 = performance.now();
+  // Flush dirty pages so no backup races the page cleaner.
+  await src.query("SET GLOBAL innodb_io_capacity_max = 100000");
+  await src.query("SET GLOBAL innodb_io_capacity = 50000, innodb_max_dirty_pages_pct = 0, innodb_max_dirty_pages_pct_lwm = 0");
+  const deadline = Date.now() + 180_000;
+  for (;;) {
+    const [d] = await src.query<{ v: string }>("SELECT variable_value AS v FROM information_schema.global_status WHERE variable_name = 'INNODB_BUFFER_POOL_PAGES_DIRTY'");
+    if (Number(d?.v ?? 0) < 50 || Date.now() > deadline) break;
+    await new Promise((res) => setTimeout(res, 500));
+  }
+  await src.query("SET GLOBAL innodb_max_dirty_pages_pct = DEFAULT, innodb_max_dirty_pages_pct_lwm = DEFAULT, innodb_io_capacity = DEFAULT");
+  await src.query("SET GLOBAL innodb_io_capacity_max = DEFAULT");
+  process.stderr.write(`bench: loaded in ${fmt((t1 - t0) / 1000, 1)} s, flushed in ${fmt((performance.now() - t1) / 1000, 1)} s\n`);
+  return rows;
+}
+
+async function counts(s: MariaDb): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
+  for (const t of TABLES) {
+    const [row] = await s.query<{ n: number | string }>(`SELECT COUNT(*) AS n FROM ${DB}.${t}`);
+    out[t] = Number(row?.n);
+  }
+  return out;
+}
+
+/** Empty string when every table has the source's row count, else what differs. */
+async function checkRows(target: MariaDb, expected: Record<string, number>): Promise<string> {
+  const got = await counts(target).catch((err: unknown) => { throw new Error(`row count query failed: ${String(err)}`); });
+  const bad = TABLES.filter((t) => got[t] !== expected[t]).map((t) => `${t} ${String(got[t])} != ${String(expected[t])}`);
+  return bad.join(", ");
+}
+
+// ---------------------------------------------------------------- results
+
+interface Row {
+  name: string;
+  baseline?: boolean;
+  seconds?: number;
+  bytes?: number;
+  check: string;
+  error?: string;
+}
+
+function fmt(n: number, digits: number): string {
+  return n.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits });
+}
+
+function table(rows: Row[], rawBytes: number | undefined, bytesLabel: string): string {
+  const base = rows.find((r) => r.baseline);
+  const head = ["Method", "Wall s", bytesLabel, "MB/s (raw)", "Time vs baseline", "Size vs baseline", "Check"];
+  const lines = [head, head.map((h) => (h === "Method" || h === "Check" ? "---" : "---:"))];
+  for (const r of rows) {
+    const name = r.baseline ? `${r.name} **(baseline)**` : r.name;
+    if (r.error !== undefined || r.seconds === undefined) {
+      lines.push([name, "FAILED", "—", "—", "—", "—", `FAILED: ${r.error ?? "no result"}`]);
+      continue;
+    }
+    const ok = (x: number | undefined): x is number => x !== undefined && Number.isFinite(x) && x > 0;
+    lines.push([
+      name,
+      fmt(r.seconds, 2),
+      ok(r.bytes) ? fmt(r.bytes / MB, 1) : "—",
+      ok(rawBytes) ? fmt(rawBytes / MB / r.seconds, 1) : "—",
+      base?.seconds !== undefined && base.error === undefined ? `${fmt(r.seconds / base.seconds, 2)}×` : "n/a",
+      ok(r.bytes) && ok(base?.bytes) && base.error === undefined ? `${fmt(r.bytes / base.bytes, 2)}×` : "n/a",
+      r.check,
+    ]);
+  }
+  return lines.map((l) => `| ${l.map((c) => c.replaceAll("|", "\\|")).join(" | ")} |`).join("\n");
+}
+
+async function step(rows: Row[], name: string, fn: (row: Row) => Promise<void>, baseline = false): Promise<Row> {
+  const row: Row = { name, check: "", baseline };
+  rows.push(row);
+  process.stderr.write(`bench: ${name} ... `);
+  try {
+    await fn(row);
+    process.stderr.write(`${row.seconds !== undefined ? fmt(row.seconds, 2) : "?"} s ${row.check}\n`);
+  } catch (err) {
+    row.error = (err instanceof Error ? err.message : String(err)).replaceAll("\n", " ");
+    process.stderr.write(`FAILED: ${row.error}\n`);
+  }
+  return row;
+}
+
+// ---------------------------------------------------------------- main
+
+/** Other load on the machine (the load average counts our own servers too, so only a clear excess). */
+const busy = (load: number): boolean => load > availableParallelism() * 0.75;
+
+async function main(): Promise<void> {
+  const loadStart = loadavg()[0] ?? 0;
+  await snapshotCli();
+  const work = await mkdtemp(path.join(tmpdir(), "replicator-bench-"));
+  onCleanup("work dir", () => rm(work, { recursive: true, force: true }));
+  const out = (f: string): string => path.join(work, f);
+  const cwd = out("cwd");
+  await mkdir(cwd);
+
+  process.stderr.write(`bench: starting source server and S3 (work dir ${work})\n`);
+  const [src, s3] = await Promise.all([
+    server("source", { binlog: true, serverId: 1 }),
+    startS3().then((s: S3Server) => {
+      onCleanup("S3 server", () => s.stop());
+      return s;
+    }),
+  ]);
+  await s3.createBucket("bench");
+
+  process.stderr.write(`bench: generating ~${sizeMb} MB (raw dump size) of data\n`);
+  const tGen = performance.now();
+  const rows = await generate(src, sizeMb * MB);
+  const genSeconds = (performance.now() - tGen) / 1000;
+  const expected = await counts(src);
+  for (const t of TABLES) {
+    if (expected[t] !== rows[t]) throw new Error(`generated ${t} has ${String(expected[t])} rows, wanted ${rows[t]}`);
+  }
+  const innodbBytes = await dirSize(path.join(src.datadir, DB));
+  const [ver] = await src.query<{ v: string }>("SELECT VERSION() AS v");
+
+  const fileRepo = out("repo-file");
+  await mkdir(fileRepo);
+  const files = {
+    gzip: out("dump.sql.gz"),
+    zstd: out("dump.sql.zst"),
+    mydumper: out("mydumper"),
+    xb: out("backup.xbstream.zst"),
+    xbTmp: out("xb-tmp"),
+    xbLog: out("mariabackup.log"),
+  };
+  const dumpArgs = [
+    "--no-defaults", clientArgs(src),
+    "--single-transaction", "--all-databases", "--ignore-database=mysql", "--ignore-database=sys",
+    "--routines", "--events", "--triggers", "--hex-blob", "--master-data=2", "--gtid",
+    "--max-allowed-packet=1G", "--default-character-set=utf8mb4",
+  ].join(" ");
+  const empty = out("empty.cnf");
+  await writeFile(empty, "");
+
+  // ------------------------------------------------------------ backups
+  const backups: Row[] = [];
+  let replicatorRaw: number | undefined;
+  await step(backups, "replicator backup → file:// (zstd)", async (row) => {
+    let j: CliJson | undefined;
+    row.seconds = await timed(async () => {
+      j = await replicator(["backup", "--source", src.url, "--repository", `file://${fileRepo}`, "--cluster", "bench", "--compression", "zstd"], {}, cwd);
+    });
+    row.bytes = j?.size;
+    replicatorRaw = j?.rawSize;
+    row.check = `ok (CLI ${fmt((j?.durationMs ?? 0) / 1000, 2)} s)`;
+  });
+  await step(backups, "replicator backup → S3 versitygw (zstd)", async (row) => {
+    let j: CliJson | undefined;
+    row.seconds = await timed(async () => {
+      j = await replicator(["backup", "--source", src.url, "--repository", "s3://bench/replicator", "--cluster", "bench", "--compression", "zstd"], s3.env, cwd);
+    });
+    row.bytes = j?.size;
+    row.check = `ok (CLI ${fmt((j?.durationMs ?? 0) / 1000, 2)} s)`;
+  });
+  await step(backups, "mariadb-dump | gzip", async (row) => {
+    row.seconds = await timed(() => sh(`mariadb-dump ${dumpArgs} | gzip > ${q(files.gzip)}`, "mariadb-dump | gzip"));
+    row.bytes = await fileSize(files.gzip);
+    row.check = "ok";
+  });
+  await step(backups, "mariadb-dump | zstd", async (row) => {
+    row.seconds = await timed(() => sh(`mariadb-dump ${dumpArgs} | zstd -q > ${q(files.zstd)}`, "mariadb-dump | zstd"));
+    row.bytes = await fileSize(files.zstd);
+    row.check = "ok";
+  }, true);
+  await step(backups, `mydumper (threads=${THREADS}, --compress gzip)`, async (row) => {
+    row.seconds = await timed(() =>
+      sh(
+        `mydumper --defaults-file=${q(empty)} --host=127.0.0.1 --port=${src.port} --user=root --threads=${THREADS} --compress ` +
+          `--database=${DB} --triggers --events --routines --outputdir=${q(files.mydumper)} --verbose=1`,
+        "mydumper",
+      ),
+    );
+    row.bytes = await dirSize(files.mydumper);
+    row.check = `ok (${(await readdir(files.mydumper)).length} files)`;
+  });
+  await step(backups, "mariabackup --stream=xbstream | zstd", async (row) => {
+    await mkdir(files.xbTmp);
+    row.seconds = await timed(() =>
+      sh(
+        `mariabackup --no-defaults --backup --stream=xbstream --datadir=${q(src.datadir)} --target-dir=${q(files.xbTmp)} ` +
+          `--user=root --host=127.0.0.1 --port=${src.port} --protocol=TCP --parallel=${THREADS} 2>${q(files.xbLog)} | zstd -q > ${q(files.xb)}`,
+        "mariabackup",
+      ).catch(async (err: unknown) => {
+        throw new Error(`${String(err)} — log: ${await tail(files.xbLog)}`);
+      }),
+    );
+    row.bytes = await fileSize(files.xb);
+    row.check = "ok";
+  });
+
+  // The raw size that MB/s is measured against: the plain dump, uncompressed.
+  let rawBytes: number | undefined;
+  const baseBackup = backups.find((b) => b.baseline);
+  if (baseBackup && baseBackup.error === undefined) {
+    const r = await execa("bash", ["-c", `set -o pipefail; zstd -dc ${q(files.zstd)} | wc -c`], { reject: false });
+    if (r.exitCode === 0) rawBytes = Number(r.stdout.trim());
+  }
+  rawBytes ??= replicatorRaw;
+
+  // ------------------------------------------------------------ restores
+  const restores: Row[] = [];
+  const byName = (prefix: string): Row | undefined => backups.find((b) => b.name.startsWith(prefix));
+  const need = (b: Row | undefined): void => {
+    if (!b || b.error !== undefined) throw new Error("its backup failed");
+  };
+  const intoFresh = async (row: Row, tag: string, load: (t: MariaDb) => Promise<string>): Promise<void> => {
+    const target = await server(tag);
+    try {
+      let detail = "";
+      row.seconds = await timed(async () => { detail = await load(target); });
+      const bad = await checkRows(target, expected);
+      if (bad) throw new Error(`row counts differ: ${bad}`);
+      row.check = `${detail}rows ok (${TABLES.length} tables; ${BIGGEST} ${fmt(expected[BIGGEST] ?? 0, 0)})`;
+    } finally {
+      await target.destroy();
+    }
+  };
+
+  await step(restores, "replicator restore ← file://", async (row) => {
+    const b = byName("replicator backup → file://");
+    need(b);
+    row.bytes = b?.bytes;
+    await intoFresh(row, "restore-file", async (t) => {
+      const j = await replicator(["restore", "--target", t.url, "--repository", `file://${fileRepo}`, "--cluster", "bench"], {}, cwd);
+      return `CLI ${fmt((j.durationMs ?? 0) / 1000, 2)} s; `;
+    });
+  });
+  await step(restores, "replicator restore ← S3 versitygw", async (row) => {
+    const b = byName("replicator backup → S3");
+    need(b);
+    row.bytes = b?.bytes;
+    await intoFresh(row, "restore-s3", async (t) => {
+      const j = await replicator(["restore", "--target", t.url, "--repository", "s3://bench/replicator", "--cluster", "bench"], s3.env, cwd);
+      return `CLI ${fmt((j.durationMs ?? 0) / 1000, 2)} s; `;
+    });
+  });
+  await step(restores, "zstd -dc | mariadb", async (row) => {
+    need(baseBackup);
+    row.bytes = baseBackup?.bytes;
+    await intoFresh(row, "restore-mariadb", (t) =>
+      sh(`zstd -dc ${q(files.zstd)} | mariadb --no-defaults ${clientArgs(t)} --max-allowed-packet=1G --default-character-set=utf8mb4`, "zstd -dc | mariadb").then(() => ""),
+    );
+  }, true);
+  await step(restores, `myloader (threads=${THREADS})`, async (row) => {
+    const b = byName("mydumper");
+    need(b);
+    row.bytes = b?.bytes;
+    await intoFresh(row, "restore-myloader", (t) =>
+      sh(
+        `myloader --defaults-file=${q(empty)} --host=127.0.0.1 --port=${t.port} --user=root --threads=${THREADS} --directory=${q(files.mydumper)} --verbose=1`,
+        "myloader",
+      ).then(() => ""),
+    );
+  });
+  await step(restores, "mbstream -x + mariabackup --prepare (physical)", async (row) => {
+    const b = byName("mariabackup");
+    need(b);
+    row.bytes = b?.bytes;
+    const dir = out("xb-restore");
+    const log = out("mariabackup-prepare.log");
+    await mkdir(dir);
+    row.seconds = await timed(async () => {
+      await sh(`zstd -dc ${q(files.xb)} | mbstream -x -C ${q(dir)}`, "zstd -dc | mbstream -x");
+      await sh(`mariabackup --no-defaults --prepare --target-dir=${q(dir)} --use-memory=1G > ${q(log)} 2>&1`, "mariabackup --prepare").catch(
+        async (err: unknown) => { throw new Error(`${String(err)} — log: ${await tail(log)}`); },
+      );
+    });
+    // Not timed: start a server on the prepared datadir and count rows.
+    const restored = await server("restore-physical", { datadir: dir });
+    try {
+      const bad = await checkRows(restored, expected);
+      if (bad) throw new Error(`row counts differ: ${bad}`);
+      row.check = `rows ok (${TABLES.length} tables; ${BIGGEST} ${fmt(expected[BIGGEST] ?? 0, 0)}), checked by starting mariadbd on the prepared dir (not timed)`;
+    } finally {
+      await restored.destroy();
+    }
+  });
+
+  // ------------------------------------------------------------ report
+  const cpu = cpus()[0]?.model ?? "?";
+  const facts = [
+    `- Date: ${new Date().toISOString()}`,
+    `- Machine: ${availableParallelism()} CPUs (nproc) — ${cpu}, ${fmt(totalmem() / 2 ** 30, 1)} GiB RAM; ` +
+      `1-min load average ${fmt(loadStart, 2)} at start, ${fmt(loadavg()[0] ?? 0, 2)} at end${busy(loadStart) ? " (**machine was busy: other work shares the CPUs, timings are noisy**)" : ""}`,
+    `- Node ${process.version}; MariaDB ${ver?.v ?? "?"}; ${await version("mariadb-dump", ["--version"])}; ${await version("mydumper", ["--version"])}; ` +
+      `${await version("mariabackup", ["--version"])}; zstd ${(await version("zstd", ["--version"])).replace(/.*\b(v[\d.]+).*/, "$1")}`,
+    `- Data set: BENCH_SIZE_MB=${sizeMb}; raw dump ${rawBytes !== undefined ? fmt(rawBytes / MB, 1) : "?"} MB; InnoDB files (.ibd) ${fmt(innodbBytes / MB, 1)} MB; ` +
+      `rows: ${TABLES.map((t) => `${DB}.${t} ${fmt(expected[t] ?? 0, 0)}`).join(", ")} (generated server-side in ${fmt(genSeconds, 1)} s)`,
+    `- Servers: mariadbd ${SERVER_ARGS.join(" ")} (source with binlog, ROW); every restore goes into a fresh empty server; S3 is versitygw on 127.0.0.1`,
+    `- MB = 10^6 bytes. MB/s = raw dump MB / wall s. Ratios: time or size ÷ the baseline row (× > 1 is slower/larger).`,
+  ].join("\n");
+  const report = [
+    `# replicator benchmark`,
+    "",
+    facts,
+    "",
+    "## Backup",
+    "",
+    table(backups, rawBytes, "Stored MB"),
+    "",
+    "## Restore",
+    "",
+    table(restores, rawBytes, "Read MB"),
+    "",
+  ].join("\n");
+  console.log(report);
+  const resultsDir = path.join(repoRoot, "bench/results");
+  await mkdir(resultsDir, { recursive: true });
+  await writeFile(path.join(resultsDir, "latest.md"), report);
+  process.stderr.write(`bench: wrote ${path.relative(process.cwd(), path.join(resultsDir, "latest.md"))}\n`);
+  if ([...backups, ...restores].some((r) => r.error !== undefined)) process.exitCode = 1;
+}
+
+try {
+  await main();
+} catch (err) {
+  console.error(`bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+  process.exitCode = 1;
+} finally {
+  await cleanupAll();
+}
