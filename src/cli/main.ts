@@ -2,6 +2,8 @@
 // The `replicator` command (also installed as `kubectl-replicator`).
 // Exit codes: 0 done, 2 bad input (do not retry), 1 failure.
 import { existsSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { clusterMain } from "./cluster.js";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { runBackup } from "../agent/backup.js";
 import { runRestore } from "../agent/restore.js";
@@ -403,7 +405,19 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-main(process.argv.slice(2)).then(
+/** Installed as kubectl-replicator (or REPLICATOR_MODE=cluster): the cluster face. */
+function isClusterMode(): boolean {
+  return path.basename(process.argv[1] ?? "").startsWith("kubectl-replicator") || process.env.REPLICATOR_MODE === "cluster";
+}
+
+const entry = isClusterMode()
+  ? clusterMain(process.argv.slice(2), (l) => { process.stdout.write(`${l}\n`); }).catch((err: unknown) => {
+      process.stderr.write(`kubectl replicator: ${oneLine(err)}\n`);
+      return exitCodeFor(err);
+    })
+  : main(process.argv.slice(2));
+
+entry.then(
   (code) => {
     process.exitCode = code;
   },
