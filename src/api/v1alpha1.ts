@@ -66,6 +66,20 @@ export const repositorySpecSchema = z.object({
   method: z.string().default("mysqldump").describe("Default method for backups that name none."),
   compression: compressionEnum.default("zstd"),
   syncIntervalSeconds: z.number().int().min(10).default(60).describe("How often backups in storage are mirrored as ReplicatorBackup resources."),
+  schedules: z
+    .array(
+      z.object({
+        name: dnsName,
+        cron: z.string().min(1).describe("Five-field cron in UTC, or @hourly/@daily/@weekly/@monthly."),
+        source: serverRefSchema,
+        cluster: dnsName.optional(),
+        method: z.string().optional(),
+        options: z.record(z.string(), z.string()).default({}),
+        suspend: z.boolean().default(false),
+      }),
+    )
+    .default([])
+    .describe("Backups to take on a schedule into this repository; each run creates a ReplicatorBackup."),
 });
 export type RepositorySpec = z.infer<typeof repositorySpecSchema>;
 
@@ -159,6 +173,9 @@ export const repositoryStatusSchema = z.object({
   url: z.string().optional(),
   backups: z.number().int().optional(),
   lastSyncTime: z.string().optional(),
+  schedules: z
+    .array(z.object({ name: z.string(), lastScheduleTime: z.string().optional(), lastBackup: z.string().optional(), nextScheduleTime: z.string().optional() }))
+    .optional(),
 });
 export type RepositoryStatus = z.infer<typeof repositoryStatusSchema>;
 

@@ -22,7 +22,8 @@ import type { Logger } from "../lib/log.js";
 import { oneLine } from "../lib/errors.js";
 import { connect } from "../db/connection.js";
 import { getSlaveStatus } from "../db/replication.js";
-import { formatBytes } from "../storage/catalog.js";
+import { formatBytes, formatStamp } from "../storage/catalog.js";
+import { dueRun, nextRun, parseCron } from "./cron.js";
 import { openRepository } from "../storage/open.js";
 import { Repository } from "../storage/repository.js";
 import { buildBackupJob, buildRestoreJob, childName, repositoryUrl, type JobSettings, type Owner } from "./builders/jobs.js";
@@ -388,7 +389,9 @@ export class Operator {
       status.conditions = setCondition(status.conditions, { type: "Ready", status: "False", reason: "InvalidSpec", message: spec.message }, now, gen);
     } else {
       status.url = repositoryUrl(spec.value);
-      this.queue.after(`repository/${ns}/${name}`, spec.value.syncIntervalSeconds * 1000);
+      const nextSchedule = await this.runSchedules(r, spec.value, status, now, log);
+      const syncMs = spec.value.syncIntervalSeconds * 1000;
+      this.queue.after(`repository/${ns}/${name}`, nextSchedule ? Math.max(1000, Math.min(syncMs, nextSchedule.getTime() - now.getTime() + 500)) : syncMs);
       try {
         const count = await this.syncCatalog(r, spec.value, log);
         status.conditions = setCondition(
@@ -411,6 +414,55 @@ export class Operator {
     if (!sameStatus(strip(status), strip(r.status)) || (status.lastSyncTime && !r.status?.lastSyncTime)) {
       await this.rest.patch(`${crPath("replicatorrepositories", ns, name)}/status`, { status });
     }
+  }
+
+  /** Create the ReplicatorBackup of every schedule that is due; returns the next due time. */
+  private async runSchedules(r: ReplicatorRepository, spec: RepositorySpec, status: RepositoryStatus, now: Date, log: Logger): Promise<Date | undefined> {
+    const ns = r.metadata.namespace;
+    let next: Date | undefined;
+    const out: NonNullable<RepositoryStatus["schedules"]> = [];
+    for (const s of spec.schedules) {
+      const prev = r.status?.schedules?.find((x) => x.name === s.name);
+      const entry: NonNullable<RepositoryStatus["schedules"]>[number] = { ...(prev ?? {}), name: s.name };
+      let cron;
+      try {
+        cron = parseCron(s.cron);
+      } catch (err) {
+        status.conditions = setCondition(status.conditions, { type: "Ready", status: "False", reason: "InvalidSchedule", message: `spec.schedules[${s.name}].cron: ${oneLine(err)}` }, now, r.metadata.generation ?? 0);
+        out.push(entry);
+        continue;
+      }
+      const since = new Date(prev?.lastScheduleTime ?? r.metadata.creationTimestamp ?? now.toISOString());
+      const due = s.suspend ? undefined : dueRun(cron, since, now);
+      if (due) {
+        const backupName = childName(`${r.metadata.name}-${s.name}`, formatStamp(due).toLowerCase().slice(0, 13));
+        try {
+          await this.rest.create(crPath("replicatorbackups", ns), {
+            apiVersion: API_VERSION,
+            kind: "ReplicatorBackup",
+            metadata: { name: backupName, namespace: ns, labels: { "replicator.dev/schedule": s.name, "replicator.dev/repository": r.metadata.name } },
+            spec: {
+              repository: r.metadata.name,
+              source: s.source,
+              options: s.options,
+              ...(s.cluster ? { cluster: s.cluster } : {}),
+              ...(s.method ? { method: s.method } : {}),
+            },
+          });
+          log.info({ schedule: s.name, backup: backupName }, "scheduled backup created");
+        } catch (err) {
+          if (!isAlreadyExists(err)) throw err;
+        }
+        entry.lastScheduleTime = due.toISOString();
+        entry.lastBackup = backupName;
+      }
+      const n = s.suspend ? undefined : nextRun(cron, now);
+      if (n) entry.nextScheduleTime = n.toISOString();
+      if (n && (!next || n < next)) next = n;
+      out.push(entry);
+    }
+    if (out.length > 0) status.schedules = out;
+    return next;
   }
 
   /**
