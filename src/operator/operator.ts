@@ -33,7 +33,7 @@ import { computeRestoreStatus, decideRestore } from "./controllers/restore/decid
 import { Informer, WorkQueue, keyOf } from "./kube/informer.js";
 import { isAlreadyExists, isNotFound, type KubeRest } from "./kube/rest.js";
 import type { Metrics } from "./metrics.js";
-import { jobState, selectServerPod, type JobLike, type PodLike } from "./observe.js";
+import { jobState, type JobLike, type PodLike } from "./observe.js";
 
 export const IMPORTED_ANNOTATION = "replicator.dev/imported";
 const BACKUP_NAME_LABEL = "replicator.dev/backup-name";

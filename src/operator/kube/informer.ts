@@ -46,14 +46,12 @@ export class Informer<T extends KObject> {
         signal.addEventListener("abort", onAbort, { once: true });
         // Relist periodically even while the watch looks healthy.
         const resync = setTimeout(() => { watchAbort.abort(); }, this.opts.resyncMs);
-        let lastRv = rv;
         try {
           await this.rest.watch<T>(
             this.path + (this.opts.labelSelector ? `?labelSelector=${encodeURIComponent(this.opts.labelSelector)}` : ""),
             rv,
             (e) => {
               if (e.type === "ERROR") throw Object.assign(new Error("watch error event"), { status: (e.object as unknown as { code?: number }).code });
-              if (e.object.metadata.resourceVersion) lastRv = e.object.metadata.resourceVersion;
               if (e.type === "BOOKMARK") return;
               const key = keyOf(e.object);
               if (e.type === "DELETED") this.cache.delete(key);
@@ -66,10 +64,10 @@ export class Informer<T extends KObject> {
           clearTimeout(resync);
           signal.removeEventListener("abort", onAbort);
         }
-        void lastRv;
       } catch (err) {
-        if (signal.aborted) return;
-        if (!isGone(err) && (err as { status?: number }).status !== 410) {
+        if (isAborted(signal)) return;
+        const status = (err as { status?: number }).status;
+        if (!isGone(err) && status !== 410) {
           this.log.warn({ err: (err as Error).message, path: this.path, backoffMs: backoff }, "watch failed; relisting");
           await sleep(backoff, signal);
           backoff = Math.min(backoff * 2, 30_000);
@@ -93,6 +91,9 @@ export class Informer<T extends KObject> {
     return res.metadata.resourceVersion ?? "0";
   }
 }
+
+/** Read through a call: TypeScript narrows `signal.aborted` across awaits. */
+const isAborted = (signal: AbortSignal): boolean => signal.aborted;
 
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve) => {

@@ -38,6 +38,7 @@ export interface WatchEvent<T> {
 export interface KubeRest {
   get<T>(path: string): Promise<T>;
   list<T>(path: string, query?: Record<string, string>): Promise<{ items: T[]; metadata: { resourceVersion?: string } }>;
+  // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-parameters -- the caller names the JSON shape it expects
   create<T>(path: string, body: unknown): Promise<T>;
   patch<T>(path: string, body: unknown, type?: PatchType): Promise<T>;
   put<T>(path: string, body: unknown): Promise<T>;
