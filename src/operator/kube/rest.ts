@@ -35,10 +35,10 @@ export interface WatchEvent<T> {
   object: T;
 }
 
+/* eslint-disable @typescript-eslint/no-unnecessary-type-parameters -- the caller names the JSON shape it expects */
 export interface KubeRest {
   get<T>(path: string): Promise<T>;
   list<T>(path: string, query?: Record<string, string>): Promise<{ items: T[]; metadata: { resourceVersion?: string } }>;
-  // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-parameters -- the caller names the JSON shape it expects
   create<T>(path: string, body: unknown): Promise<T>;
   patch<T>(path: string, body: unknown, type?: PatchType): Promise<T>;
   put<T>(path: string, body: unknown): Promise<T>;
@@ -47,6 +47,7 @@ export interface KubeRest {
   watch<T>(path: string, resourceVersion: string, onEvent: (e: WatchEvent<T>) => void, signal: AbortSignal, idleMs?: number): Promise<void>;
   readonly server: string;
 }
+/* eslint-enable @typescript-eslint/no-unnecessary-type-parameters */
 
 export function loadKubeConfig(kubeconfig?: string): KubeConfig {
   const kc = new KubeConfig();
