@@ -22,6 +22,18 @@ export default defineConfig({
           hookTimeout: 180_000,
         },
       },
+      {
+        test: {
+          // The Kubernetes layer: a real kube-apiserver, controller manager and
+          // etcd, the test kubelet, the operator process, MariaDB and S3.
+          name: "cluster",
+          include: ["test/chart/**/*.test.ts", "test/controlplane/**/*.test.ts", "test/e2e/**/*.test.ts"],
+          environment: "node",
+          fileParallelism: false,
+          testTimeout: 300_000,
+          hookTimeout: 600_000,
+        },
+      },
     ],
   },
 });

@@ -1,0 +1,331 @@
+// End to end on a real control plane: etcd + kube-apiserver +
+// kube-controller-manager, the CRDs from crds/, the operator as its own
+// process under a ServiceAccount token with the chart's RBAC, the test
+// kubelet running MariaDB pods (mariadbd) and Job pods (the agent), and a
+// real S3 server.
+import { readFile } from "node:fs/promises";
+import path from "node:path";
+import mysql from "mysql2/promise";
+import { parseAllDocuments } from "yaml";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { runCli } from "../harness/cli.js";
+import { startControlPlane, type ControlPlane } from "../harness/kube/controlplane.js";
+import { startKubelet, type Kubelet } from "../harness/kube/kubelet.js";
+import { startOperator, type OperatorProcess } from "../harness/operator.js";
+import { startS3, type S3Server } from "../harness/s3.js";
+
+const repoRoot = path.resolve(import.meta.dirname, "../..");
+const NS = "db";
+const OPERATOR_NS = "replicator-system";
+const AGENT_IMAGE = "ghcr.io/replicator-dev/replicator-agent:test";
+
+let cp: ControlPlane;
+let kubelet: Kubelet;
+let s3: S3Server;
+let operator: OperatorProcess;
+let operatorKubeconfig: string;
+
+interface Status { phase?: string; message?: string; [k: string]: unknown }
+
+const crPath = (plural: string, name?: string): string => `/apis/replicator.dev/v1alpha1/namespaces/${NS}/${plural}${name ? `/${name}` : ""}`;
+
+async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 120_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn().catch(() => undefined);
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}\n--- operator log tail ---\n${(await operator.logs()).split("\n").slice(-40).join("\n")}`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+async function waitPhase(plural: string, name: string, phases = ["Completed", "Failed"]): Promise<Status> {
+  return waitFor(`${plural}/${name} to finish`, async () => {
+    const o = await cp.api.get<{ status?: Status }>(crPath(plural, name));
+    return o.status?.phase && phases.includes(o.status.phase) ? o.status : undefined;
+  });
+}
+
+async function sql<T = Record<string, unknown>>(pod: string, q: string, params?: unknown[]): Promise<T[]> {
+  const c = await mysql.createConnection({ host: kubelet.podAddress(NS, pod) ?? "", port: 3306, user: "root", password: "", multipleStatements: true });
+  try {
+    const [rows] = await c.query(q, params);
+    return rows as T[];
+  } finally {
+    await c.end();
+  }
+}
+
+async function count(pod: string, table: string): Promise<number> {
+  const [r] = await sql<{ n: number | string }>(pod, `SELECT COUNT(*) AS n FROM ${table}`);
+  return Number(r?.n);
+}
+
+function statefulSet(name: string, replicas: number): string {
+  return `
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: { name: ${name}, namespace: ${NS} }
+spec:
+  serviceName: ${name}
+  replicas: ${replicas}
+  selector: { matchLabels: { app: ${name} } }
+  template:
+    metadata: { labels: { app: ${name} } }
+    spec:
+      containers:
+        - name: mariadb
+          image: mariadb:10.11
+          ports: [{ containerPort: 3306, name: mysql }]
+  volumeClaimTemplates:
+    - metadata: { name: data }
+      spec: { accessModes: [ReadWriteOnce], resources: { requests: { storage: 1Gi } } }
+`;
+}
+
+async function podsReady(names: string[]): Promise<void> {
+  await waitFor(`pods ${names.join(", ")} to be ready`, async () => {
+    for (const n of names) {
+      const p = await cp.api.get<{ status?: { conditions?: { type: string; status: string }[] } }>(`/api/v1/namespaces/${NS}/pods/${n}`);
+      if (!p.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True")) return undefined;
+    }
+    return true;
+  });
+}
+
+beforeAll(async () => {
+  [cp, s3] = await Promise.all([startControlPlane(), startS3()]);
+  await s3.createBucket("backups");
+  kubelet = await startKubelet({
+    kubeConfig: cp.kubeConfig(),
+    repoRoot,
+    images: { "replicator-agent": "agent", "^mariadb:": "mariadb", "failing-plugin": "exec" },
+    entrypoints: { "failing-plugin": [process.execPath, path.join(repoRoot, "test/fixtures/failing-plugin.mjs")] },
+  });
+  for (const f of ["replicatorrepositories", "replicatorbackups", "replicatorrestores"]) {
+    await cp.applyYaml(path.join(repoRoot, "crds", `replicator.dev_${f}.yaml`));
+  }
+  await cp.createNamespace(OPERATOR_NS);
+  await cp.createNamespace(NS);
+  // The chart's RBAC, as rendered in deploy/operator.yaml: the operator runs with exactly that.
+  const rendered = parseAllDocuments(await readFile(path.join(repoRoot, "deploy/operator.yaml"), "utf8")).map((d) => d.toJSON() as { kind?: string; metadata?: { name?: string } } | null);
+  const rbacKinds = new Set(["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]);
+  const rbac = rendered.filter((o): o is { kind: string; metadata: { name: string } } => Boolean(o?.kind && rbacKinds.has(o.kind)));
+  await cp.applyYaml(rbac.map((o) => JSON.stringify(o)).join("\n---\n"), { namespace: OPERATOR_NS });
+  const sa = rbac.find((o) => o.kind === "ServiceAccount");
+  if (!sa) throw new Error("deploy/operator.yaml has no ServiceAccount");
+  operatorKubeconfig = await cp.serviceAccountKubeconfig(OPERATOR_NS, sa.metadata.name);
+  operator = await startOperator({ kubeconfig: operatorKubeconfig, agentImage: AGENT_IMAGE, podNamespace: OPERATOR_NS });
+
+  await cp.applyYaml(
+    `
+apiVersion: v1
+kind: Secret
+metadata: { name: db-credentials, namespace: ${NS} }
+stringData: { username: root, password: "" }
+---
+apiVersion: v1
+kind: Secret
+metadata: { name: db-replication, namespace: ${NS} }
+stringData: { username: repl, password: replpass }
+---
+apiVersion: v1
+kind: Secret
+metadata: { name: s3-credentials, namespace: ${NS} }
+stringData: { AWS_ACCESS_KEY_ID: ${s3.accessKeyId}, AWS_SECRET_ACCESS_KEY: ${s3.secretAccessKey} }
+---
+apiVersion: replicator.dev/v1alpha1
+kind: ReplicatorRepository
+metadata: { name: default, namespace: ${NS} }
+spec:
+  s3: { bucket: backups, prefix: k8s, endpoint: "${s3.endpoint}", credentialsSecret: { name: s3-credentials } }
+  retention: { keep: 2 }
+  syncIntervalSeconds: 10
+---
+${statefulSet("db", 2)}
+---
+${statefulSet("fresh", 1)}
+`,
+    { namespace: NS },
+  );
+  await podsReady(["db-0", "db-1", "fresh-0"]);
+  // db-0 is the master; db-1 replicates from it.
+  await sql("db-0", "CREATE USER 'repl'@'%' IDENTIFIED BY 'replpass'; GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO 'repl'@'%'");
+  await sql("db-0", "CREATE DATABASE shop; CREATE TABLE shop.items (id INT PRIMARY KEY, name VARCHAR(40)) ENGINE=InnoDB");
+  await sql("db-0", `INSERT INTO shop.items VALUES ${Array.from({ length: 300 }, (_, i) => `(${i + 1}, 'item ${i + 1}')`).join(",")}`);
+  await sql("db-1", `CHANGE MASTER TO MASTER_HOST='${kubelet.podAddress(NS, "db-0") ?? ""}', MASTER_PORT=3306, MASTER_USER='repl', MASTER_PASSWORD='replpass', MASTER_USE_GTID=slave_pos; START SLAVE`);
+  await waitFor("db-1 to replicate", async () => ((await count("db-1", "shop.items").catch(() => 0)) === 300 ? true : undefined));
+}, 600_000);
+
+afterAll(async () => {
+  // Each may be unset when beforeAll failed part way.
+  const parts = [operator as OperatorProcess | undefined, kubelet as Kubelet | undefined, s3 as S3Server | undefined, cp as ControlPlane | undefined];
+  for (const p of parts) await p?.stop().catch(() => undefined);
+}, 120_000);
+
+function backup(name: string, extra = ""): string {
+  return `
+apiVersion: replicator.dev/v1alpha1
+kind: ReplicatorBackup
+metadata: { name: ${name}, namespace: ${NS} }
+spec:
+  source: { statefulSet: db, credentialsSecret: { name: db-credentials } }
+${extra}`;
+}
+
+describe("ReplicatorBackup", () => {
+  it("backs up the StatefulSet's master through a Job; the resource completes with size and position, and the backup is in S3", async () => {
+    await cp.applyYaml(backup("first"), { namespace: NS });
+    const s = await waitPhase("replicatorbackups", "first");
+    expect(s.phase, s.message).toBe("Completed");
+    const [m] = await sql<{ pos: string }>("db-0", "SELECT @@gtid_binlog_pos AS pos");
+    expect(s.position).toBe(m!.pos);
+    expect(s.size).toBeGreaterThan(100);
+    expect(s.sourcePod).toBe("db-0");
+    const list = await runCli(["list", "--repository", "s3://backups/k8s", "--cluster", "db", "--json"], s3.env);
+    expect((list.json!.backups as { name: string }[]).map((b) => b.name)).toContain(s.backupName);
+    const events = await cp.api.get<{ items: { reason: string; involvedObject: { name: string } }[] }>(`/api/v1/namespaces/${NS}/events`);
+    const reasons = events.items.filter((e) => e.involvedObject.name === "first").map((e) => e.reason);
+    expect(reasons).toEqual(expect.arrayContaining(["BackupStarted", "BackupSucceeded"]));
+  });
+
+  it("restores the latest backup into a fresh server, and the rows match", async () => {
+    await cp.applyYaml(
+      `
+apiVersion: replicator.dev/v1alpha1
+kind: ReplicatorRestore
+metadata: { name: into-fresh, namespace: ${NS} }
+spec:
+  cluster: db
+  target: { pod: fresh-0, credentialsSecret: { name: db-credentials } }
+`,
+      { namespace: NS },
+    );
+    const s = await waitPhase("replicatorrestores", "into-fresh");
+    expect(s.phase, s.message).toBe("Completed");
+    expect(await count("fresh-0", "shop.items")).toBe(300);
+  });
+
+  it("keeps 2 of 3 backups: 2 resources and 2 stored backups remain, the newest among them", async () => {
+    for (const n of ["second", "third"]) {
+      await cp.applyYaml(backup(n), { namespace: NS });
+      const s = await waitPhase("replicatorbackups", n);
+      expect(s.phase, s.message).toBe("Completed");
+      await new Promise((r) => setTimeout(r, 1100));
+    }
+    const third = await cp.api.get<{ status: Status }>(crPath("replicatorbackups", "third"));
+    const stored = await waitFor("retention to leave 2 backups", async () => {
+      const list = await runCli(["list", "--repository", "s3://backups/k8s", "--cluster", "db", "--json"], s3.env);
+      const names = (list.json!.backups as { name: string }[]).map((b) => b.name);
+      return names.length === 2 ? names : undefined;
+    });
+    expect(stored).toContain(third.status.backupName);
+    const resources = await waitFor("2 backup resources", async () => {
+      const l = await cp.api.get<{ items: { metadata: { name: string }; status?: Status }[] }>(crPath("replicatorbackups"));
+      const db = l.items.filter((i) => i.status?.cluster === "db");
+      return db.length === 2 ? db.map((i) => i.metadata.name).sort() : undefined;
+    });
+    expect(resources).toEqual(["second", "third"]);
+  });
+
+  it("mirrors backups made by another cluster into the same bucket as resources", async () => {
+    const other = await runCli(["backup", "--source", `mysql://root@${kubelet.podAddress(NS, "fresh-0") ?? ""}:3306`, "--repository", "s3://backups/k8s", "--cluster", "elsewhere", "--json"], s3.env);
+    expect(other.exitCode, other.stderr).toBe(0);
+    const found = await waitFor("the imported backup resource", async () => {
+      const l = await cp.api.get<{ items: { metadata: { name: string }; status?: Status }[] }>(crPath("replicatorbackups"));
+      return l.items.find((i) => i.status?.backupName === other.json!.name);
+    });
+    expect(found.status).toMatchObject({ phase: "Completed", imported: true, cluster: "elsewhere" });
+  });
+
+  it("fails with the plugin's own message and leaves a slave it backed up replicating", async () => {
+    // A third-party plugin image that takes the slave offline and crashes without bringing it back.
+    await cp.applyYaml(
+      backup("slave-fails", "  image: example.com/failing-plugin:1\n").replace("statefulSet: db,", "statefulSet: db, role: slave,"),
+      { namespace: NS },
+    );
+    const s = await waitPhase("replicatorbackups", "slave-fails");
+    expect(s.phase).toBe("Failed");
+    expect(s.message).toBe("failing-plugin: disk quota exceeded while streaming the backup");
+    const events = await cp.api.get<{ items: { reason: string; involvedObject: { name: string } }[] }>(`/api/v1/namespaces/${NS}/events`);
+    expect(events.items.filter((e) => e.involvedObject.name === "slave-fails").map((e) => e.reason)).toContain("ReplicationRestarted");
+    const [st] = await sql<{ Slave_IO_Running: string; Slave_SQL_Running: string }>("db-1", "SHOW SLAVE STATUS");
+    expect([st?.Slave_IO_Running, st?.Slave_SQL_Running]).toEqual(["Yes", "Yes"]);
+  });
+
+  it("is rejected by the API server when the spec is invalid, with the rule that failed", async () => {
+    const bad = cp.applyYaml(
+      `
+apiVersion: replicator.dev/v1alpha1
+kind: ReplicatorBackup
+metadata: { name: both-sources, namespace: ${NS} }
+spec:
+  source: { pod: db-0, statefulSet: db, credentialsSecret: { name: db-credentials } }
+`,
+      { namespace: NS },
+    );
+    await expect(bad).rejects.toThrow(/spec\.source: Invalid value: "object": set exactly one of pod or statefulSet/);
+  });
+
+  it("waits, with a condition that names the missing repository", async () => {
+    await cp.applyYaml(
+      `
+apiVersion: replicator.dev/v1alpha1
+kind: ReplicatorBackup
+metadata: { name: no-secret, namespace: ${NS} }
+spec:
+  source: { statefulSet: db, credentialsSecret: { name: db-credentials } }
+  repository: missing-repo
+`,
+      { namespace: NS },
+    );
+    const s = await waitFor("the Pending condition", async () => {
+      const o = await cp.api.get<{ status?: Status & { conditions?: { reason: string }[] } }>(crPath("replicatorbackups", "no-secret"));
+      return o.status?.conditions?.find((c) => c.reason === "RepositoryNotFound") ? o.status : undefined;
+    });
+    expect(s.message).toBe("ReplicatorRepository missing-repo not found; create it");
+  });
+
+  it("kubectl replicator backup and list follow the resources and exit non-zero on failure", async () => {
+    const env = { REPLICATOR_MODE: "cluster", KUBECONFIG: cp.kubeconfigPath };
+    const ok = await runCli(["backup", "db", "-n", NS, "--credentials-secret", "db-credentials", "--timeout", "120"], env);
+    expect(ok.exitCode, ok.stderr).toBe(0);
+    expect(ok.stdout).toMatch(/replicatorbackup\/db-\d{8}t\d{6} created in db/);
+    expect(ok.stdout).toMatch(/Completed: backup \d{8}T\d{6}Z-mysqldump-db-0 stored/);
+    expect(ok.stdout).toMatch(/backup \d{8}T\d{6}Z-mysqldump-db-0: [\d.]+ KiB, position 0-1-\d+/);
+    const list = await runCli(["list", "db", "-n", NS], env);
+    expect(list.exitCode).toBe(0);
+    expect(list.stdout.split("\n")[0]).toMatch(/^RESOURCE\s+BACKUP\s+PHASE\s+METHOD\s+SIZE\s+POSITION$/);
+    expect(list.stdout).toContain("Completed");
+    const failing = await runCli(["backup", "db", "-n", NS, "--credentials-secret", "db-credentials", "--repository", "nope", "--timeout", "3"], env);
+    expect(failing.exitCode).toBe(1);
+    expect(failing.stderr).toContain("still Pending after 3s");
+    const metrics = await (await fetch(`${operator.healthUrl}/metrics`)).text();
+    expect(metrics).toMatch(/replicator_backups_total\{namespace="db",cluster="db",result="succeeded"\} \d+/);
+    expect(metrics).toMatch(/replicator_backups_total\{namespace="db",cluster="db",result="failed"\} 1/);
+  });
+
+  it("adopts its running Job after being killed mid-backup instead of starting a second one", async () => {
+    // Lock the master so the dump waits, and the Job stays running while the operator dies.
+    const lock = await mysql.createConnection({ host: kubelet.podAddress(NS, "db-0") ?? "", port: 3306, user: "root", password: "" });
+    await lock.query("FLUSH TABLES WITH READ LOCK");
+    try {
+      await cp.applyYaml(backup("adopted"), { namespace: NS });
+      await waitFor("the backup Job", async () => {
+        const o = await cp.api.get<{ status?: Status }>(crPath("replicatorbackups", "adopted"));
+        return o.status?.phase === "Running" ? true : undefined;
+      });
+      await operator.kill();
+      operator = await startOperator({ kubeconfig: operatorKubeconfig, agentImage: AGENT_IMAGE, podNamespace: OPERATOR_NS, identity: "operator-restarted" });
+    } finally {
+      await lock.query("UNLOCK TABLES");
+      await lock.end();
+    }
+    const s = await waitPhase("replicatorbackups", "adopted");
+    expect(s.phase, s.message).toBe("Completed");
+    const jobs = await cp.api.get<{ items: { metadata: { name: string } }[] }>(`/apis/batch/v1/namespaces/${NS}/jobs?labelSelector=app.kubernetes.io/instance%3Dadopted`);
+    expect(jobs.items.map((j) => j.metadata.name)).toEqual(["adopted-backup"]);
+    const pods = await cp.api.get<{ items: unknown[] }>(`/api/v1/namespaces/${NS}/pods?labelSelector=job-name%3Dadopted-backup`);
+    expect(pods.items).toHaveLength(1);
+  });
+});
