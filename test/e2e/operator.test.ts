@@ -305,6 +305,34 @@ spec:
     expect(metrics).toMatch(/replicator_backups_total\{namespace="db",cluster="db",result="failed"\} 1/);
   });
 
+  it("takes backups on a repository's cron schedule", async () => {
+    await cp.applyYaml(
+      `
+apiVersion: replicator.dev/v1alpha1
+kind: ReplicatorRepository
+metadata: { name: scheduled, namespace: ${NS} }
+spec:
+  s3: { bucket: backups, prefix: scheduled, endpoint: "${s3.endpoint}", credentialsSecret: { name: s3-credentials } }
+  schedules:
+    - name: every-minute
+      cron: "* * * * *"
+      source: { statefulSet: db, role: slave, credentialsSecret: { name: db-credentials } }
+`,
+      { namespace: NS },
+    );
+    const made = await waitFor("a scheduled backup to complete", async () => {
+      const l = await cp.api.get<{ items: { metadata: { name: string; labels?: Record<string, string> }; status?: Status }[] }>(crPath("replicatorbackups"));
+      return l.items.find((i) => i.metadata.labels?.["replicator.dev/schedule"] === "every-minute" && i.status?.phase === "Completed");
+    }, 150_000);
+    expect(made.metadata.name).toMatch(/^scheduled-every-minute-\d{8}t\d{4}$/);
+    expect(made.status?.sourcePod).toBe("db-1");
+    const repo = await cp.api.get<{ status?: { schedules?: { name: string; lastBackup?: string; nextScheduleTime?: string }[] } }>(crPath("replicatorrepositories", "scheduled"));
+    expect(repo.status?.schedules?.[0]).toMatchObject({ name: "every-minute" });
+    expect(repo.status?.schedules?.[0]?.nextScheduleTime).toMatch(/:00\.000Z$/);
+    // Suspend it so it does not run on through the other tests.
+    await cp.api.patch(crPath("replicatorrepositories", "scheduled"), { spec: { schedules: [{ name: "every-minute", cron: "* * * * *", suspend: true, source: { statefulSet: "db", role: "slave", credentialsSecret: { name: "db-credentials" } } }] } }, "merge");
+  }, 200_000);
+
   it("adopts its running Job after being killed mid-backup instead of starting a second one", async () => {
     // Lock the master so the dump waits, and the Job stays running while the operator dies.
     const lock = await mysql.createConnection({ host: kubelet.podAddress(NS, "db-0") ?? "", port: 3306, user: "root", password: "" });

@@ -564,7 +564,7 @@ class TestKubelet implements Kubelet {
         break;
       }
       case "exec": {
-        const entrypoint = command.length > 0 ? command : (this.entrypoints.find(([re]) => re.test(c.spec.image ?? ""))?.[1] ?? []);
+        const entrypoint = command.length > 0 ? command : (this.entrypoints.find(([re]) => re.test(c.spec.image))?.[1] ?? []);
         const [first, ...rest] = [...entrypoint, ...args];
         if (first === undefined) throw new ContainerConfigError("the exec runner needs a command");
         bin = first;
