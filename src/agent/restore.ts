@@ -45,6 +45,14 @@ export interface RestoreResult {
   warnings: string[];
 }
 
+/**
+ * The sentinel of an unfinished restore (the Vitess pattern): a database
+ * created, outside the binlog, before anything is loaded and dropped only
+ * once the restore (and replication, when asked) is done. A target that has
+ * it holds a half-finished restore, not data: the next restore redoes it.
+ */
+export const RESTORE_SENTINEL = "_replicator_restore_in_progress";
+
 /** Pure: describe what makes a target non-empty, or undefined when it is empty. */
 export function describeNonEmpty(tables: { s: string; n: number }[]): string | undefined {
   const withTables = tables.filter((t) => t.n > 0);
@@ -65,20 +73,23 @@ export async function runRestore(req: RestoreRequest): Promise<RestoreResult> {
 
   // The target: reachable, and empty unless --force.
   const wasSlave = await withConn(req.target, "inspect the target", async (c) => {
+    const [sentinel] = await queryRows<{ n: number | string }>(c, "SELECT COUNT(*) AS n FROM information_schema.schemata WHERE schema_name = ?", [RESTORE_SENTINEL]);
+    const redo = Number(sentinel?.n ?? 0) > 0;
     const rows = await queryRows<{ s: string; n: number | string }>(
       c,
       `SELECT table_schema AS s, COUNT(*) AS n FROM information_schema.tables
        WHERE table_schema NOT IN (?) GROUP BY table_schema ORDER BY table_schema`,
-      [SYSTEM_SCHEMAS],
+      [[...SYSTEM_SCHEMAS, RESTORE_SENTINEL]],
     );
     const nonEmpty = describeNonEmpty(rows.map((r) => ({ s: r.s, n: Number(r.n) })));
-    if (nonEmpty && !req.force) {
+    if (redo) warnings.push("the target holds an unfinished restore (its sentinel was found); it is redone");
+    if (nonEmpty && !req.force && !redo) {
       throw badInput(
         "TargetNotEmpty",
         `target ${describeEndpoint(req.target)} is not empty (${nonEmpty}); restore into an empty server, or pass --force to overwrite the databases in the backup`,
       );
     }
-    if (nonEmpty) warnings.push(`target was not empty (${nonEmpty}); databases in the backup were replaced`);
+    if (nonEmpty && !redo) warnings.push(`target was not empty (${nonEmpty}); databases in the backup were replaced`);
     return (await getSlaveStatus(c)) !== undefined;
   });
 
@@ -105,6 +116,10 @@ export async function runRestore(req: RestoreRequest): Promise<RestoreResult> {
     }
     const object = manifest.objects[0];
     if (!object) throw badInput("CorruptManifest", `backup ${chosen.name} lists no objects`);
+    await withConn(req.target, "mark the restore as in progress", async (c) => {
+      await c.query("SET SESSION sql_log_bin = 0");
+      await c.query(`CREATE DATABASE IF NOT EXISTS \`${RESTORE_SENTINEL}\` COMMENT ?`, [`restoring ${chosen.name}`]);
+    });
     log.info({ object: object.name, size: object.size }, "restore started");
     const counter = new ByteCounter();
     const stopProgress = req.progress ? startProgress(`restore ${chosen.name}`, () => counter.bytes) : () => undefined;
@@ -144,6 +159,10 @@ export async function runRestore(req: RestoreRequest): Promise<RestoreResult> {
       secondsBehindMaster = st.secondsBehindMaster;
       log.info({ master: describeEndpoint(replicateFrom), lag: st.secondsBehindMaster }, "replicating");
     }
+    await withConn(req.target, "mark the restore as finished", async (c) => {
+      await c.query("SET SESSION sql_log_bin = 0");
+      await c.query(`DROP DATABASE IF EXISTS \`${RESTORE_SENTINEL}\``);
+    });
     const result: RestoreResult = {
       operation: "restore",
       name: chosen.name,

@@ -16,6 +16,7 @@ Usage:
                              [--credentials-secret NAME] [--replication-secret NAME] [--force]
                              [--repository NAME] [--no-wait] [--timeout SECONDS] [-n NAMESPACE]
   kubectl replicator list [STATEFULSET] [-n NAMESPACE] [--json]
+  kubectl replicator offline|online POD [-n NAMESPACE] [--timeout SECONDS]
 
 Credentials: --credentials-secret defaults to <STATEFULSET>-credentials (keys username, password);
 --replication-secret defaults to <STATEFULSET>-replication. --replicate makes the target a slave
@@ -168,7 +169,27 @@ export async function clusterMain(argv: string[], out: (s: string) => void): Pro
       for (const r of rows) out(r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] ?? 0))).join("  "));
       return 0;
     }
+    case "offline":
+    case "online": {
+      const pod = rest[0];
+      if (!pod) throw badInput("InvalidArguments", `${command} needs a pod: kubectl replicator ${command} POD`);
+      const podPath = `/api/v1/namespaces/${ns}/pods/${pod}`;
+      await kube.patch(podPath, { metadata: { annotations: { "replicator.dev/replication": command } } });
+      const want = command === "online" ? "True" : "False";
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const p = await kube.get<{ status?: { conditions?: { type: string; status: string; reason?: string; message?: string }[] } }>(podPath);
+        const c = p.status?.conditions?.find((x) => x.type === "replicator.dev/replicating");
+        if (c?.status === want) {
+          out(`${pod}: ${c.message ?? command}`);
+          return 0;
+        }
+        if (c?.reason === "Error" || c?.reason === "InvalidAnnotation") throw failed("ReplicationFailed", `${pod}: ${c.message ?? "failed"}`);
+        if (Date.now() > deadline) throw failed("Timeout", `${pod} is not ${command} after ${Math.round(timeoutMs / 1000)}s; is the operator running?`);
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
     default:
-      throw badInput("UnknownCommand", `unknown command "${command}"; kubectl replicator commands: backup, restore, list`);
+      throw badInput("UnknownCommand", `unknown command "${command}"; kubectl replicator commands: backup, restore, list, offline, online`);
   }
 }

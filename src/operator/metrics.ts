@@ -18,6 +18,10 @@ export class Metrics {
     replicator_backup_last_duration_seconds: ["Duration of the last successful backup.", "gauge"],
     replicator_backup_last_size_bytes: ["Stored size of the last successful backup.", "gauge"],
     replicator_leader: ["1 when this replica holds the leader lease.", "gauge"],
+    replicator_slaves_provisioned_total: ["Slaves provisioned from a stored backup.", "counter"],
+    replicator_provision_failures_total: ["Failed provisioning attempts (each is retried).", "counter"],
+    replicator_provision_last_seconds: ["Time from pod creation to provisioned, for the last slave.", "gauge"],
+    replicator_provision_last_lag_seconds: ["Seconds behind master when the last provisioned slave started replicating.", "gauge"],
   };
 
   inc(name: string, labels: Labels, by = 1): void {
@@ -42,6 +46,16 @@ export class Metrics {
       if (r.startedAt) this.set("replicator_backup_last_duration_seconds", l, (finished - Date.parse(r.startedAt)) / 1000);
       if (typeof r.size === "number") this.set("replicator_backup_last_size_bytes", l, r.size);
     }
+  }
+
+  provisioned(namespace: string, cluster: string, seconds: number, lag: number | undefined): void {
+    this.inc("replicator_slaves_provisioned_total", { namespace, cluster });
+    this.set("replicator_provision_last_seconds", { namespace, cluster }, Math.round(seconds * 10) / 10);
+    if (typeof lag === "number") this.set("replicator_provision_last_lag_seconds", { namespace, cluster }, lag);
+  }
+
+  provisionFailed(namespace: string, cluster: string): void {
+    this.inc("replicator_provision_failures_total", { namespace, cluster });
   }
 
   restoreFinished(namespace: string, result: "succeeded" | "failed"): void {

@@ -30,12 +30,47 @@ import { buildBackupJob, buildRestoreJob, childName, repositoryUrl, type JobSett
 import { sameStatus, setCondition } from "./conditions.js";
 import { computeBackupStatus, decideBackup, type BackupPlan } from "./controllers/backup/decide.js";
 import { computeRestoreStatus, decideRestore } from "./controllers/restore/decide.js";
+import {
+  GATE_CONDITION,
+  PROVISION_ANNOTATION,
+  PROVISIONED_ANNOTATION,
+  PROVISIONED_AT_ANNOTATION,
+  decideProvision,
+  provisionSettings,
+  type ProvisionPlan,
+  type ProvisionSettings,
+  type SeedChoice,
+} from "./controllers/provision/decide.js";
+import { checkMasterCanServe, setOffline, setOnline } from "../db/replication.js";
 import { Informer, WorkQueue, keyOf } from "./kube/informer.js";
 import { isAlreadyExists, isNotFound, type KubeRest } from "./kube/rest.js";
 import type { Metrics } from "./metrics.js";
-import { jobState, type JobLike, type PodLike } from "./observe.js";
+import { isContainersReady, jobState, selectServerPod, type JobLike, type PodLike } from "./observe.js";
 
 export const IMPORTED_ANNOTATION = "replicator.dev/imported";
+const PROVISION_POD_LABEL = "replicator.dev/provision-pod";
+/** On a pod: `offline` or `online`; the operator runs STOP SLAVE / START SLAVE. */
+export const REPLICATION_ANNOTATION = "replicator.dev/replication";
+/** The pod condition that reports it: True when replicating (online), False when stopped (offline). */
+export const REPLICATION_CONDITION = "replicator.dev/replicating";
+
+interface StatefulSetObj {
+  metadata: { name: string; namespace: string; annotations?: Record<string, string> };
+  spec?: { volumeClaimTemplates?: { metadata?: { name?: string } }[] };
+}
+
+interface PvcObj {
+  metadata: { name: string; namespace: string; uid?: string; annotations?: Record<string, string>; creationTimestamp?: string };
+}
+
+type PodObj = PodLike & {
+  metadata: { name: string; namespace: string; uid?: string; creationTimestamp?: string; annotations?: Record<string, string> };
+  spec?: { readinessGates?: { conditionType: string }[] };
+};
+
+function ownerSts(p: PodLike): string | undefined {
+  return p.metadata.ownerReferences?.find((o) => o.kind === "StatefulSet")?.name;
+}
 const BACKUP_NAME_LABEL = "replicator.dev/backup-name";
 
 export interface OperatorSettings {
@@ -59,7 +94,9 @@ export class Operator {
   private readonly restores: Informer<ReplicatorRestore>;
   private readonly repositories: Informer<ReplicatorRepository>;
   private readonly jobs: Informer<JobLike & { metadata: { name: string; namespace: string } }>;
-  private readonly pods: Informer<PodLike & { metadata: { name: string; namespace: string } }>;
+  private readonly pods: Informer<PodObj>;
+  private readonly statefulSets: Informer<StatefulSetObj>;
+  private readonly pvcs: Informer<PvcObj>;
   private readonly queue = new WorkQueue();
 
   constructor(
@@ -72,7 +109,17 @@ export class Operator {
     const ns = settings.namespace;
     const opts = { resyncMs: settings.resyncMs };
     this.backups = new Informer(rest, crPath("replicatorbackups", ns), (k) => { this.queue.add(`backup/${k}`); }, log, opts);
-    this.restores = new Informer(rest, crPath("replicatorrestores", ns), (k) => { this.queue.add(`restore/${k}`); }, log, opts);
+    this.restores = new Informer(
+      rest,
+      crPath("replicatorrestores", ns),
+      (k, r) => {
+        this.queue.add(`restore/${k}`);
+        const pod = r?.metadata.labels?.[PROVISION_POD_LABEL];
+        if (pod) this.queue.add(`provision/${r.metadata.namespace}/${pod}`);
+      },
+      log,
+      opts,
+    );
     this.repositories = new Informer(rest, crPath("replicatorrepositories", ns), (k) => { this.queue.add(`repository/${k}`); }, log, opts);
     this.jobs = new Informer(
       rest,
@@ -82,19 +129,51 @@ export class Operator {
           if (o.kind === "ReplicatorBackup") this.queue.add(`backup/${job?.metadata.namespace ?? ""}/${o.name}`);
           if (o.kind === "ReplicatorRestore") this.queue.add(`restore/${job?.metadata.namespace ?? ""}/${o.name}`);
         }
+        // A provisioning restore's progress moves its pod along.
+        const target = job?.metadata.labels?.["replicator.dev/source-pod"];
+        if (target && job.metadata.labels?.["replicator.dev/operation"] === "restore") this.queue.add(`provision/${job.metadata.namespace}/${target}`);
       },
       log,
       { ...opts, labelSelector: "app.kubernetes.io/managed-by=replicator-operator" },
     );
-    this.pods = new Informer(rest, nsPath("/api/v1", ns, "pods"), () => undefined, log, opts);
+    this.pods = new Informer(
+      rest,
+      nsPath("/api/v1", ns, "pods"),
+      (k, pod) => {
+        if (!pod) return;
+        this.enqueueProvision(pod);
+        if (pod.metadata.annotations?.[REPLICATION_ANNOTATION]) this.queue.add(`replication/${k}`);
+      },
+      log,
+      opts,
+    );
+    this.statefulSets = new Informer(
+      rest,
+      nsPath("/apis/apps/v1", ns, "statefulsets"),
+      (_k, sts) => {
+        if (!sts?.metadata.annotations?.[PROVISION_ANNOTATION]) return;
+        for (const p of this.pods.list()) if (p.metadata.namespace === sts.metadata.namespace && ownerSts(p) === sts.metadata.name) this.enqueueProvision(p);
+      },
+      log,
+      opts,
+    );
+    this.pvcs = new Informer(rest, nsPath("/api/v1", ns, "persistentvolumeclaims"), () => undefined, log, opts);
   }
 
   get ready(): boolean {
-    return this.backups.hasSynced && this.restores.hasSynced && this.repositories.hasSynced && this.jobs.hasSynced && this.pods.hasSynced;
+    return (
+      this.backups.hasSynced &&
+      this.restores.hasSynced &&
+      this.repositories.hasSynced &&
+      this.jobs.hasSynced &&
+      this.pods.hasSynced &&
+      this.statefulSets.hasSynced &&
+      this.pvcs.hasSynced
+    );
   }
 
   async run(signal: AbortSignal): Promise<void> {
-    const informers = [this.pods, this.jobs, this.repositories, this.backups, this.restores].map((i) => i.run(signal));
+    const informers = [this.pods, this.jobs, this.repositories, this.backups, this.restores, this.statefulSets, this.pvcs].map((i) => i.run(signal));
     signal.addEventListener("abort", () => { this.queue.stop(); }, { once: true });
     // Let the caches fill before acting on anything.
     while (!this.ready && !signal.aborted) await new Promise((r) => setTimeout(r, 100));
@@ -119,6 +198,10 @@ export class Operator {
         return this.reconcileRestore(ns, name);
       case "repository":
         return this.reconcileRepository(ns, name);
+      case "provision":
+        return this.reconcileProvision(ns, name);
+      case "replication":
+        return this.reconcileReplication(ns, name);
       default:
         return;
     }
@@ -528,15 +611,244 @@ export class Operator {
     return total;
   }
 
+  // ------------------------------------------------------------ provisioning
+
+  private enqueueProvision(pod: PodObj): void {
+    const sts = ownerSts(pod);
+    if (!sts) return;
+    const s = this.statefulSets.get(`${pod.metadata.namespace}/${sts}`);
+    if (s?.metadata.annotations?.[PROVISION_ANNOTATION] !== undefined) this.queue.add(`provision/${pod.metadata.namespace}/${pod.metadata.name}`);
+  }
+
+  private async reconcileProvision(ns: string, podName: string): Promise<void> {
+    const pod = this.pods.get(`${ns}/${podName}`);
+    if (!pod || pod.metadata.deletionTimestamp) return;
+    const stsName = ownerSts(pod);
+    const sts = stsName ? this.statefulSets.get(`${ns}/${stsName}`) : undefined;
+    if (!sts) return;
+    const settings = provisionSettings(sts);
+    if (!settings) return;
+    const log = this.log.child({ controller: "provision", namespace: ns, name: podName });
+    if ("error" in settings) {
+      await this.setGate(pod, "False", "InvalidAnnotation", settings.error);
+      return;
+    }
+    const pvcObj = this.pvcs.get(`${ns}/${settings.dataVolume}-${podName}`);
+    const pvc = pvcObj ? { name: pvcObj.metadata.name, uid: pvcObj.metadata.uid ?? "", annotations: pvcObj.metadata.annotations ?? {} } : undefined;
+    const restoreName = pvc ? childName(podName, `provision-${pvc.uid.slice(0, 8)}`) : "";
+    const restore = pvc ? this.restores.get(`${ns}/${restoreName}`) : undefined;
+    const master = selectServerPod({ statefulSet: sts.metadata.name, role: "master", port: settings.port, credentialsSecret: { name: settings.credentialsSecret, userKey: "username", passwordKey: "password" } }, this.podsIn(ns));
+    const observed = {
+      podReady: isContainersReady(pod),
+      isMaster: master.ok ? master.pod === podName : pod.metadata.labels?.["replicator.dev/role"] === "master",
+      pvc,
+      restore: restore ? { name: restore.metadata.name, status: restore.status } : undefined,
+      gate: pod.status?.conditions?.find((c) => c.type === GATE_CONDITION)?.status as "True" | "False" | undefined,
+      seed: undefined as SeedChoice | undefined,
+    };
+    let plan: ProvisionPlan = decideProvision(observed);
+    if (plan.kind === "needSeed") {
+      observed.seed = await this.planSeed(ns, sts.metadata.name, settings).catch((err: unknown): SeedChoice => ({ ok: false, reason: "StorageUnreachable", message: oneLine(err) }));
+      plan = decideProvision(observed);
+    }
+    const key = `provision/${ns}/${podName}`;
+    switch (plan.kind) {
+      case "needSeed":
+        return;
+      case "wait":
+        if (plan.gate === "False") {
+          const prev = pod.status?.conditions?.find((c) => c.type === GATE_CONDITION);
+          if ((prev as { reason?: string } | undefined)?.reason !== plan.reason && (plan.reason === "NoBackup" || plan.reason === "BinlogsPurged" || plan.reason === "StorageUnreachable")) {
+            await this.event({ apiVersion: "v1", kind: "Pod", metadata: pod.metadata }, "Warning", plan.reason, plan.message);
+          }
+          await this.setGate(pod, "False", plan.reason, plan.message);
+        }
+        if (plan.requeueMs > 0) this.queue.after(key, plan.requeueMs);
+        return;
+      case "markMaster":
+        if (!pvc) return;
+        await this.markPvc(ns, pvc.name, "master");
+        await this.setGate(pod, "True", "Master", "the master is not provisioned from a backup");
+        log.info({ pvc: pvc.name }, "master volume marked");
+        return;
+      case "openGate":
+        await this.setGate(pod, "True", "Provisioned", plan.message);
+        return;
+      case "createRestore": {
+        if (!pvc || !pvcObj) return;
+        const isNewVolume = Object.keys(pvc.annotations).length === 0;
+        await this.rest
+          .create(crPath("replicatorrestores", ns), {
+            apiVersion: API_VERSION,
+            kind: "ReplicatorRestore",
+            metadata: {
+              name: restoreName,
+              namespace: ns,
+              labels: { [PROVISION_POD_LABEL]: podName, "replicator.dev/cluster": settings.cluster },
+              ownerReferences: [{ apiVersion: "v1", kind: "PersistentVolumeClaim", name: pvc.name, uid: pvc.uid, controller: false, blockOwnerDeletion: false }],
+            },
+            spec: {
+              repository: settings.repository,
+              cluster: settings.cluster,
+              backup: plan.backup,
+              target: { pod: podName, port: settings.port, credentialsSecret: { name: settings.credentialsSecret } },
+              replicateFrom: { statefulSet: sts.metadata.name, role: "master", port: settings.port, credentialsSecret: { name: settings.replicationSecret } },
+            },
+          })
+          .catch((err: unknown) => {
+            if (!isAlreadyExists(err)) throw err;
+          });
+        log.info({ backup: plan.backup, restore: restoreName }, "provisioning started");
+        await this.event(
+          { apiVersion: "v1", kind: "Pod", metadata: pod.metadata },
+          "Normal",
+          "Provisioning",
+          `volume ${pvc.name} has no provision marker${isNewVolume ? " (a new volume)" : ""}: restoring ${plan.backup} (position ${plan.position}) and replicating from the master`,
+        );
+        await this.setGate(pod, "False", "Provisioning", `restoring ${plan.backup}`);
+        this.queue.after(key, 5_000);
+        return;
+      }
+      case "markProvisioned": {
+        if (!pvc) return;
+        // The marker first: once it is written, this volume is never restored again.
+        await this.markPvc(ns, pvc.name, plan.backup);
+        await this.setGate(pod, "True", "Provisioned", plan.message);
+        const created = pod.metadata.creationTimestamp ? Date.parse(pod.metadata.creationTimestamp) : Date.now();
+        this.metrics.provisioned(ns, settings.cluster, (Date.now() - created) / 1000, restore?.status?.secondsBehindMaster);
+        await this.event({ apiVersion: "v1", kind: "Pod", metadata: pod.metadata }, "Normal", "Provisioned", `${plan.message}; volume ${pvc.name} marked`);
+        log.info({ backup: plan.backup, pvc: pvc.name }, "slave provisioned");
+        return;
+      }
+      case "retry": {
+        this.metrics.provisionFailed(ns, settings.cluster);
+        await this.event({ apiVersion: "v1", kind: "Pod", metadata: pod.metadata }, "Warning", plan.reason, `${plan.message}; retrying in 30s`);
+        await this.setGate(pod, "False", plan.reason, plan.message);
+        // The failed restore left its sentinel: the next attempt redoes it.
+        await this.rest.delete(crPath("replicatorrestores", ns, restoreName), { propagationPolicy: "Background" }).catch((err: unknown) => {
+          if (!isNotFound(err)) throw err;
+        });
+        this.queue.after(key, 30_000);
+        return;
+      }
+    }
+  }
+
+  /** Reconcile a pod's replicator.dev/replication annotation into STOP/START SLAVE. */
+  private async reconcileReplication(ns: string, podName: string): Promise<void> {
+    const pod = this.pods.get(`${ns}/${podName}`);
+    const want = pod?.metadata.annotations?.[REPLICATION_ANNOTATION];
+    if (!pod || !want || pod.metadata.deletionTimestamp) return;
+    const log = this.log.child({ controller: "replication", namespace: ns, name: podName });
+    const cond = pod.status?.conditions?.find((c) => c.type === REPLICATION_CONDITION) as { status?: string; reason?: string } | undefined;
+    const desired = want === "online" ? "True" : "False";
+    if (want !== "online" && want !== "offline") {
+      await this.setCondition(pod, REPLICATION_CONDITION, "Unknown", "InvalidAnnotation", `${REPLICATION_ANNOTATION} must be offline or online, not "${want}"`);
+      return;
+    }
+    if (cond?.status === desired && cond.reason !== "Error") return;
+    const sts = ownerSts(pod);
+    const secretName = pod.metadata.annotations?.["replicator.dev/credentials-secret"] ??
+      (sts ? this.statefulSets.get(`${ns}/${sts}`)?.metadata.annotations?.["replicator.dev/credentials-secret"] ?? `${sts}-credentials` : undefined);
+    const address = pod.status?.podIP;
+    if (!secretName || !address) {
+      this.queue.after(`replication/${ns}/${podName}`, 5_000);
+      return;
+    }
+    try {
+      const secret = await this.rest.get<SecretObj>(nsPath("/api/v1", ns, "secrets", secretName));
+      const dec = (k: string): string | undefined => (secret.data?.[k] ? Buffer.from(secret.data[k], "base64").toString("utf8") : undefined);
+      const c = await connect({ host: address, port: 3306, user: dec("username") ?? "root", password: dec("password") }, podName);
+      try {
+        const r = want === "online" ? await setOnline(c) : await setOffline(c);
+        await this.setCondition(pod, REPLICATION_CONDITION, desired, want === "online" ? "Online" : "Offline", `${r.role}: ${r.action}`);
+        await this.event({ apiVersion: "v1", kind: "Pod", metadata: pod.metadata }, "Normal", want === "online" ? "Online" : "Offline", `${r.role}: ${r.action}`);
+        log.info({ want, role: r.role }, "replication state changed");
+      } finally {
+        await c.end().catch(() => undefined);
+      }
+    } catch (err) {
+      await this.setCondition(pod, REPLICATION_CONDITION, "Unknown", "Error", `could not go ${want}: ${oneLine(err)}`);
+      this.queue.after(`replication/${ns}/${podName}`, 10_000);
+    }
+  }
+
+  /** The newest backup whose position the master can still serve. */
+  private async planSeed(ns: string, sts: string, s: ProvisionSettings): Promise<SeedChoice> {
+    const repoObj = this.repositories.get(`${ns}/${s.repository}`);
+    if (!repoObj) return { ok: false, reason: "StorageUnreachable", message: `ReplicatorRepository ${s.repository} not found` };
+    const spec = validateSpec(repositorySpecSchema, repoObj.spec);
+    if (!spec.ok) return { ok: false, reason: "StorageUnreachable", message: `ReplicatorRepository ${s.repository}: ${spec.message}` };
+    const store = await this.openStore(ns, spec.value);
+    if (!store) return { ok: false, reason: "StorageUnreachable", message: `provisioning needs an S3 repository; ${s.repository} is a filesystem repository` };
+    const { backups } = await new Repository(store, s.cluster).list();
+    const candidates = (s.backup === "latest" ? backups : backups.filter((b) => b.name === s.backup)).filter((b) => b.manifest.replication).reverse();
+    if (candidates.length === 0) {
+      return {
+        ok: false,
+        reason: "NoBackup",
+        message:
+          s.backup === "latest"
+            ? `no backup of cluster ${s.cluster} with a replication position in repository ${s.repository}; take one: kubectl replicator backup ${sts}`
+            : `backup ${s.backup} not found in repository ${s.repository}; fix the ${PROVISION_ANNOTATION} annotation or use latest`,
+      };
+    }
+    const master = selectServerPod({ statefulSet: sts, role: "master", port: s.port, credentialsSecret: { name: s.replicationSecret, userKey: "username", passwordKey: "password" } }, this.podsIn(ns));
+    if (!master.ok) return { ok: false, reason: "MasterNotReady", message: master.message };
+    const secret = await this.rest.get<SecretObj>(nsPath("/api/v1", ns, "secrets", s.replicationSecret));
+    const dec = (k: string): string | undefined => (secret.data?.[k] ? Buffer.from(secret.data[k], "base64").toString("utf8") : undefined);
+    const c = await connect({ host: master.address, port: s.port, user: dec("username") ?? "repl", password: dec("password") }, `master ${master.pod}`);
+    try {
+      let firstReason = "";
+      for (const b of candidates) {
+        const pos = b.manifest.replication;
+        if (!pos) continue;
+        const check = await checkMasterCanServe(c, pos, `master ${master.pod}`);
+        if (check.ok) return { ok: true, backup: b.name, position: pos.gtid ?? `${pos.file ?? ""}:${pos.position ?? 0}` };
+        firstReason ||= `${b.name}: ${check.reason ?? ""}`;
+      }
+      return { ok: false, reason: "BinlogsPurged", message: `no stored backup can seed a slave: the newest, ${firstReason}` };
+    } finally {
+      await c.end().catch(() => undefined);
+    }
+  }
+
+  private async markPvc(ns: string, name: string, backup: string): Promise<void> {
+    await this.rest.patch(nsPath("/api/v1", ns, "persistentvolumeclaims", name), {
+      metadata: { annotations: { [PROVISIONED_ANNOTATION]: backup, [PROVISIONED_AT_ANNOTATION]: this.now().toISOString() } },
+    });
+  }
+
+  /** Set the readiness-gate condition through pods/status, only when it changes. */
+  private async setGate(pod: PodObj, status: "True" | "False", reason: string, message: string): Promise<void> {
+    await this.setCondition(pod, GATE_CONDITION, status, reason, message);
+  }
+
+  private async setCondition(pod: PodObj, type: string, status: "True" | "False" | "Unknown", reason: string, message: string): Promise<void> {
+    const prev = pod.status?.conditions?.find((c) => c.type === type) as { status?: string; reason?: string; message?: string } | undefined;
+    if (prev?.status === status && prev.reason === reason && prev.message === message) return;
+    const now = this.now().toISOString();
+    await this.rest.patch(
+      `${nsPath("/api/v1", pod.metadata.namespace, "pods", pod.metadata.name)}/status`,
+      { status: { conditions: [{ type, status, reason, message: message.slice(0, 500), lastTransitionTime: prev?.status === status ? undefined : now, lastProbeTime: null }] } },
+      "strategic",
+    );
+  }
+
   // ------------------------------------------------------------ events
 
-  private async event(obj: ReplicatorBackup | ReplicatorRestore, type: "Normal" | "Warning", reason: string, message: string): Promise<void> {
+  private async event(
+    obj: { apiVersion?: string; kind?: string; metadata: { name: string; namespace?: string; uid?: string } },
+    type: "Normal" | "Warning",
+    reason: string,
+    message: string,
+  ): Promise<void> {
     const now = this.now().toISOString();
-    const ns = obj.metadata.namespace;
+    const ns = obj.metadata.namespace ?? "default";
     await this.rest
       .create(nsPath("/api/v1", ns, "events"), {
         metadata: { generateName: `${obj.metadata.name}.`, namespace: ns },
-        involvedObject: { apiVersion: API_VERSION, kind: obj.kind, name: obj.metadata.name, namespace: ns, uid: obj.metadata.uid },
+        involvedObject: { apiVersion: obj.apiVersion ?? API_VERSION, kind: obj.kind, name: obj.metadata.name, namespace: ns, uid: obj.metadata.uid },
         reason,
         message: message.slice(0, 1000),
         type,

@@ -128,6 +128,17 @@ describe("backup and restore through S3", () => {
     expect(await count(target, "shop.customers")).toBe(2001);
   });
 
+  it("redoes an interrupted restore: a target holding the restore sentinel is not taken for data", async () => {
+    const target = await freshServer();
+    // What a restore killed half way leaves behind: its sentinel and part of the data.
+    await target.query("SET SESSION sql_log_bin=0; CREATE DATABASE _replicator_restore_in_progress; CREATE DATABASE shop; CREATE TABLE shop.customers (id INT PRIMARY KEY); INSERT INTO shop.customers VALUES (1)");
+    const r = await runCli(["restore", "--target", target.url, "--repository", repo, "--cluster", "shop", "--json"], env);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.json!.warnings).toContain("the target holds an unfinished restore (its sentinel was found); it is redone");
+    expect(await count(target, "shop.customers")).toBe(2001);
+    expect(await count(target, "information_schema.schemata WHERE schema_name = '_replicator_restore_in_progress'")).toBe(0);
+  });
+
   it("never lists or restores a backup without a manifest, and prune removes it after the grace period", async () => {
     const { json } = await runCli(["list", "--repository", repo, "--cluster", "shop", "--json"], env);
     const names = (json!.backups as { name: string }[]).map((b) => b.name);

@@ -23,7 +23,7 @@ import { getServerInfo, startSlave, stopSqlThreadAndReadPosition } from "../../d
 import type { ReplicationPosition } from "../../storage/catalog.js";
 import type { BackupContext, BackupMethod, BackupOutcome, BackupRun, RestoreContext } from "../contract.js";
 
-export const SYSTEM_SCHEMAS = ["mysql", "sys", "information_schema", "performance_schema"];
+export const SYSTEM_SCHEMAS = ["mysql", "sys", "information_schema", "performance_schema", "_replicator_restore_in_progress"];
 const TRANSACTIONAL_ENGINES = ["InnoDB", "RocksDB", "TokuDB"];
 
 export type LockMode = "auto" | "single-transaction" | "ftwrl";
@@ -93,7 +93,7 @@ export function buildDumpArgs(opts: {
   if (opts.role === "master") args.push("--master-data=2", "--gtid");
   if (opts.users) args.push("--system=users", "--insert-ignore");
   if (opts.databases) args.push("--databases", ...opts.databases);
-  else args.push("--all-databases", ...SYSTEM_SCHEMAS.filter((s) => s === "mysql" || s === "sys").map((s) => `--ignore-database=${s}`));
+  else args.push("--all-databases", ...SYSTEM_SCHEMAS.filter((s) => !s.endsWith("_schema")).map((s) => `--ignore-database=${s}`));
   return args;
 }
 

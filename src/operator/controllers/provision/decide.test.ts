@@ -1,0 +1,63 @@
+import { describe, expect, it } from "vitest";
+import { decideProvision, provisionSettings, type ProvisionObserved } from "./decide.js";
+
+const pvc = (annotations: Record<string, string> = {}) => ({ name: "data-db-2", uid: "0123456789", annotations });
+
+function o(x: Partial<ProvisionObserved>): ProvisionObserved {
+  return { podReady: true, isMaster: false, pvc: pvc(), restore: undefined, gate: undefined, seed: undefined, ...x };
+}
+
+describe("decideProvision", () => {
+  it("never acts on a volume that carries the marker: it only opens the gate", () => {
+    expect(decideProvision(o({ pvc: pvc({ "replicator.dev/provisioned": "20260101T000000Z-mysqldump-db-0" }) }))).toEqual({
+      kind: "openGate",
+      message: "volume data-db-2 was provisioned from 20260101T000000Z-mysqldump-db-0",
+    });
+    expect(decideProvision(o({ pvc: pvc({ "replicator.dev/provisioned": "x" }), gate: "True" })).kind).toBe("wait");
+  });
+
+  it("marks the master's volume without restoring anything", () => {
+    expect(decideProvision(o({ isMaster: true }))).toEqual({ kind: "markMaster" });
+  });
+
+  it("asks for a seed, then starts a restore of it, or says why it cannot", () => {
+    expect(decideProvision(o({}))).toEqual({ kind: "needSeed" });
+    expect(decideProvision(o({ seed: { ok: true, backup: "b1", position: "0-1-5" } }))).toEqual({ kind: "createRestore", backup: "b1", position: "0-1-5" });
+    expect(decideProvision(o({ seed: { ok: false, reason: "BinlogsPurged", message: "purged" } }))).toMatchObject({ kind: "wait", reason: "BinlogsPurged", gate: "False" });
+  });
+
+  it("follows a running restore (after an operator restart too) and marks the volume once it replicates", () => {
+    expect(decideProvision(o({ restore: { name: "r", status: { phase: "Running" } } }))).toMatchObject({ kind: "wait", reason: "Provisioning" });
+    expect(decideProvision(o({ restore: { name: "r", status: { phase: "Completed", replicating: true, backupName: "b1", position: "0-1-5" } } }))).toEqual({
+      kind: "markProvisioned",
+      backup: "b1",
+      message: "restored b1 at 0-1-5; replicating",
+    });
+    expect(decideProvision(o({ restore: { name: "r", status: { phase: "Failed", message: "boom" } } }))).toMatchObject({ kind: "retry", reason: "ProvisionFailed" });
+    expect(decideProvision(o({ restore: { name: "r", status: { phase: "Completed", replicating: false } } }))).toMatchObject({ kind: "retry", reason: "NotReplicating" });
+  });
+
+  it("waits for the server and its volume", () => {
+    expect(decideProvision(o({ podReady: false }))).toMatchObject({ kind: "wait", reason: "ServerNotReady" });
+    expect(decideProvision(o({ pvc: undefined }))).toMatchObject({ kind: "wait", reason: "VolumeMissing" });
+  });
+});
+
+describe("provisionSettings", () => {
+  it("reads the annotations with defaults", () => {
+    const sts = { metadata: { name: "db", annotations: { "replicator.dev/provision": "latest" } }, spec: { volumeClaimTemplates: [{ metadata: { name: "data" } }] } };
+    expect(provisionSettings(sts)).toEqual({
+      backup: "latest",
+      repository: "default",
+      cluster: "db",
+      credentialsSecret: "db-credentials",
+      replicationSecret: "db-replication",
+      dataVolume: "data",
+      port: 3306,
+    });
+    expect(provisionSettings({ metadata: { name: "db" } })).toBeUndefined();
+    expect(provisionSettings({ metadata: { name: "db", annotations: { "replicator.dev/provision": "latest" } } })).toEqual({
+      error: "StatefulSet db has no volumeClaimTemplates: a provisioned slave needs a data volume to mark",
+    });
+  });
+});

@@ -1,0 +1,94 @@
+// Self-provisioning slaves, the pure rules. A StatefulSet annotated
+// `replicator.dev/provision: latest` (or a backup name) gets every slave
+// whose data volume carries no `replicator.dev/provisioned` marker restored
+// from a stored backup, pointed at the master, and only then marked Ready
+// through the readiness gate `replicator.dev/provisioned`. The marker on the
+// PVC is the recovery.conf of Kubernetes: once written, the volume is never
+// provisioned again (not after a pod restart, an operator restart, or a
+// scale down and up that keeps the PVC).
+import type { RestoreStatus } from "../../../api/v1alpha1.js";
+
+export const PROVISION_ANNOTATION = "replicator.dev/provision";
+export const PROVISIONED_ANNOTATION = "replicator.dev/provisioned";
+export const PROVISIONED_AT_ANNOTATION = "replicator.dev/provisioned-at";
+export const GATE_CONDITION = "replicator.dev/provisioned";
+
+export interface ProvisionSettings {
+  /** "latest" or a backup name. */
+  backup: string;
+  repository: string;
+  cluster: string;
+  credentialsSecret: string;
+  replicationSecret: string;
+  dataVolume: string;
+  port: number;
+}
+
+/** Pure: read a StatefulSet's provisioning annotations. */
+export function provisionSettings(
+  sts: { metadata: { name: string; annotations?: Record<string, string> }; spec?: { volumeClaimTemplates?: { metadata?: { name?: string } }[] } },
+): ProvisionSettings | { error: string } | undefined {
+  const a = sts.metadata.annotations ?? {};
+  const backup = a[PROVISION_ANNOTATION];
+  if (backup === undefined) return undefined;
+  const dataVolume = a["replicator.dev/data-volume"] ?? sts.spec?.volumeClaimTemplates?.[0]?.metadata?.name;
+  if (!dataVolume) return { error: `StatefulSet ${sts.metadata.name} has no volumeClaimTemplates: a provisioned slave needs a data volume to mark` };
+  const port = Number(a["replicator.dev/port"] ?? "3306");
+  if (!Number.isInteger(port) || port < 1 || port > 65535) return { error: `annotation replicator.dev/port: invalid port "${a["replicator.dev/port"] ?? ""}"` };
+  return {
+    backup: backup.trim() || "latest",
+    repository: a["replicator.dev/repository"] ?? "default",
+    cluster: a["replicator.dev/cluster"] ?? sts.metadata.name,
+    credentialsSecret: a["replicator.dev/credentials-secret"] ?? `${sts.metadata.name}-credentials`,
+    replicationSecret: a["replicator.dev/replication-secret"] ?? `${sts.metadata.name}-replication`,
+    dataVolume,
+    port,
+  };
+}
+
+export type SeedChoice =
+  | { ok: true; backup: string; position: string }
+  | { ok: false; reason: "NoBackup" | "BinlogsPurged" | "MasterNotReady" | "StorageUnreachable"; message: string };
+
+export interface ProvisionObserved {
+  podReady: boolean;
+  isMaster: boolean;
+  pvc: { name: string; uid: string; annotations: Record<string, string> } | undefined;
+  restore: { name: string; status: RestoreStatus | undefined } | undefined;
+  /** The gate condition's status on the pod now. */
+  gate: "True" | "False" | undefined;
+  /** Only computed when a restore must be started. */
+  seed: SeedChoice | undefined;
+}
+
+export type ProvisionPlan =
+  | { kind: "wait"; reason: string; message: string; requeueMs: number; gate: "False" | "keep" }
+  | { kind: "needSeed" }
+  | { kind: "markMaster" }
+  | { kind: "openGate"; message: string }
+  | { kind: "createRestore"; backup: string; position: string }
+  | { kind: "markProvisioned"; backup: string; message: string }
+  | { kind: "retry"; reason: string; message: string };
+
+export function decideProvision(o: ProvisionObserved): ProvisionPlan {
+  if (!o.pvc) return { kind: "wait", reason: "VolumeMissing", message: "the pod's data volume claim does not exist yet", requeueMs: 2_000, gate: "False" };
+  const marker = o.pvc.annotations[PROVISIONED_ANNOTATION];
+  if (marker) {
+    // Consumed: never act again on this volume.
+    return o.gate === "True" ? { kind: "wait", reason: "Provisioned", message: "provisioned", requeueMs: 0, gate: "keep" } : { kind: "openGate", message: `volume ${o.pvc.name} was provisioned from ${marker}` };
+  }
+  if (o.isMaster) return { kind: "markMaster" };
+  if (o.restore) {
+    const s = o.restore.status;
+    if (s?.phase === "Completed") {
+      if (!s.replicating) return { kind: "retry", reason: "NotReplicating", message: `restore ${o.restore.name} completed but replication did not start` };
+      return { kind: "markProvisioned", backup: s.backupName ?? "unknown", message: `restored ${s.backupName ?? ""} at ${s.position ?? "-"}; replicating` };
+    }
+    if (s?.phase === "Failed") return { kind: "retry", reason: "ProvisionFailed", message: `restore ${o.restore.name} failed: ${s.message ?? "unknown error"}` };
+    return { kind: "wait", reason: "Provisioning", message: `restoring into the pod (${o.restore.name}: ${s?.phase ?? "Pending"})`, requeueMs: 5_000, gate: "False" };
+  }
+  if (!o.podReady) return { kind: "wait", reason: "ServerNotReady", message: "waiting for the pod's database server to start", requeueMs: 2_000, gate: "False" };
+  if (!o.seed) return { kind: "needSeed" };
+  if (!o.seed.ok) return { kind: "wait", reason: o.seed.reason, message: o.seed.message, requeueMs: 15_000, gate: "False" };
+  return { kind: "createRestore", backup: o.seed.backup, position: o.seed.position };
+}

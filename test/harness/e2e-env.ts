@@ -1,0 +1,88 @@
+// The whole bench for end-to-end tests: control plane, CRDs, the test
+// kubelet, a real S3 server, and the operator as its own process under a
+// ServiceAccount token with the chart's RBAC (from deploy/operator.yaml).
+import { readFile } from "node:fs/promises";
+import path from "node:path";
+import mysql from "mysql2/promise";
+import { parseAllDocuments } from "yaml";
+import { startControlPlane, type ControlPlane } from "./kube/controlplane.js";
+import { startKubelet, type Kubelet } from "./kube/kubelet.js";
+import { startOperator, type OperatorProcess } from "./operator.js";
+import { startS3, type S3Server } from "./s3.js";
+
+export const repoRoot = path.resolve(import.meta.dirname, "../..");
+export const OPERATOR_NS = "replicator-system";
+export const AGENT_IMAGE = "ghcr.io/replicator-dev/replicator-agent:test";
+
+export interface E2eEnv {
+  cp: ControlPlane;
+  kubelet: Kubelet;
+  s3: S3Server;
+  operator: OperatorProcess;
+  operatorKubeconfig: string;
+  restartOperator(opts?: { kill?: boolean }): Promise<void>;
+  sql<T = Record<string, unknown>>(ns: string, pod: string, q: string, params?: unknown[]): Promise<T[]>;
+  waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs?: number): Promise<T>;
+  stop(): Promise<void>;
+}
+
+export async function startE2eEnv(): Promise<E2eEnv> {
+  const [cp, s3] = await Promise.all([startControlPlane(), startS3()]);
+  const kubelet = await startKubelet({
+    kubeConfig: cp.kubeConfig(),
+    repoRoot,
+    images: { "replicator-agent": "agent", "^mariadb:": "mariadb", "failing-plugin": "exec" },
+    entrypoints: { "failing-plugin": [process.execPath, path.join(repoRoot, "test/fixtures/failing-plugin.mjs")] },
+  });
+  for (const f of ["replicatorrepositories", "replicatorbackups", "replicatorrestores"]) {
+    await cp.applyYaml(path.join(repoRoot, "crds", `replicator.dev_${f}.yaml`));
+  }
+  await cp.createNamespace(OPERATOR_NS);
+  // The chart's RBAC, as rendered in deploy/operator.yaml: the operator runs with exactly that.
+  const rendered = parseAllDocuments(await readFile(path.join(repoRoot, "deploy/operator.yaml"), "utf8")).map(
+    (d) => d.toJSON() as { kind?: string; metadata?: { name?: string } } | null,
+  );
+  const rbacKinds = new Set(["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]);
+  const rbac = rendered.filter((o): o is { kind: string; metadata: { name: string } } => Boolean(o?.kind && rbacKinds.has(o.kind)));
+  await cp.applyYaml(rbac.map((o) => JSON.stringify(o)).join("\n---\n"), { namespace: OPERATOR_NS });
+  const sa = rbac.find((o) => o.kind === "ServiceAccount");
+  if (!sa) throw new Error("deploy/operator.yaml has no ServiceAccount");
+  const operatorKubeconfig = await cp.serviceAccountKubeconfig(OPERATOR_NS, sa.metadata.name);
+  let n = 0;
+  const env: E2eEnv = {
+    cp,
+    kubelet,
+    s3,
+    operatorKubeconfig,
+    operator: await startOperator({ kubeconfig: operatorKubeconfig, agentImage: AGENT_IMAGE, podNamespace: OPERATOR_NS }),
+    restartOperator: async (opts = {}) => {
+      if (opts.kill) await env.operator.kill();
+      else await env.operator.stop();
+      env.operator = await startOperator({ kubeconfig: operatorKubeconfig, agentImage: AGENT_IMAGE, podNamespace: OPERATOR_NS, identity: `operator-${++n}` });
+    },
+    sql: async <T>(ns: string, pod: string, q: string, params?: unknown[]) => {
+      const c = await mysql.createConnection({ host: kubelet.podAddress(ns, pod) ?? "", port: 3306, user: "root", password: "", multipleStatements: true });
+      try {
+        const [rows] = await c.query(q, params);
+        return rows as T[];
+      } finally {
+        await c.end();
+      }
+    },
+    waitFor: async <T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 120_000) => {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const v = await fn().catch(() => undefined);
+        if (v !== undefined) return v;
+        if (Date.now() > deadline) {
+          throw new Error(`timed out waiting for ${what}\n--- operator log tail ---\n${(await env.operator.logs()).split("\n").slice(-40).join("\n")}`);
+        }
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    },
+    stop: async () => {
+      for (const p of [env.operator, kubelet, s3, cp]) await p.stop().catch(() => undefined);
+    },
+  };
+  return env;
+}
