@@ -49,6 +49,8 @@ import { isContainersReady, jobState, selectServerPod, type JobLike, type PodLik
 
 export const IMPORTED_ANNOTATION = "replicator.dev/imported";
 const PROVISION_POD_LABEL = "replicator.dev/provision-pod";
+/** Backups younger than this are not mirrored yet: their own resource may not have recorded them. */
+const IMPORT_GRACE_MS = 30_000;
 /** On a pod: `offline` or `online`; the operator runs STOP SLAVE / START SLAVE. */
 export const REPLICATION_ANNOTATION = "replicator.dev/replication";
 /** The pod condition that reports it: True when replicating (online), False when stopped (offline). */
@@ -67,6 +69,9 @@ type PodObj = PodLike & {
   metadata: { name: string; namespace: string; uid?: string; creationTimestamp?: string; annotations?: Record<string, string> };
   spec?: { readinessGates?: { conditionType: string }[] };
 };
+
+/** A label value: at most 63 characters, alphanumeric at both ends. */
+const labelValue = (s: string): string => s.toLowerCase().replace(/[^a-z0-9._-]/g, "-").slice(0, 63).replace(/^[^a-z0-9]+|[^a-z0-9]+$/g, "");
 
 function ownerSts(p: PodLike): string | undefined {
   return p.metadata.ownerReferences?.find((o) => o.kind === "StatefulSet")?.name;
@@ -301,6 +306,16 @@ export class Operator {
       case "succeeded": {
         this.metrics.backupFinished(ns, b.status?.cluster ?? "", "succeeded", plan.result);
         await this.event(b, "Normal", "BackupSucceeded", `backup ${plan.result.name ?? ""} stored: ${formatBytes(plan.result.size ?? 0)}, position ${plan.result.replication?.gtid ?? "-"}`);
+        if (plan.result.name) {
+          const dup = labelValue(plan.result.name);
+          for (const other of this.backups.list()) {
+            if (other.metadata.namespace !== ns || other.metadata.name === b.metadata.name) continue;
+            if (other.metadata.annotations?.[IMPORTED_ANNOTATION] !== "true" || other.metadata.labels?.[BACKUP_NAME_LABEL] !== dup) continue;
+            await this.rest.delete(crPath("replicatorbackups", ns, other.metadata.name)).catch((err: unknown) => {
+              if (!isNotFound(err)) throw err;
+            });
+          }
+        }
         await this.applyRetention(b, plan.repo, log).catch(async (err: unknown) => {
           log.warn({ err: oneLine(err) }, "retention failed");
           await this.event(b, "Warning", "RetentionFailed", oneLine(err));
@@ -556,6 +571,7 @@ export class Operator {
    */
   private async syncCatalog(repoObj: ReplicatorRepository, spec: RepositorySpec, log: Logger): Promise<number | undefined> {
     const ns = repoObj.metadata.namespace;
+    const now = this.now();
     const store = await this.openStore(ns, spec);
     if (!store) return undefined;
     await store.check();
@@ -569,6 +585,9 @@ export class Operator {
       const known = new Set(existing.filter((b) => b.status?.cluster === cluster && b.status.backupName).map((b) => b.status?.backupName ?? ""));
       for (const b of backups) {
         if (known.has(b.name)) continue;
+        // A backup this operator just made may be in storage before its resource
+        // records it: give our own Jobs time, and never import one a Job is running for.
+        if (now.getTime() - Date.parse(b.manifest.finishedAt) < IMPORT_GRACE_MS) continue;
         const crName = childName(cluster, b.name.toLowerCase()).slice(0, 63).replace(/[^a-z0-9-]/g, "-").replace(/-+$/, "");
         const m = b.manifest;
         const status: BackupStatus = {
@@ -591,7 +610,7 @@ export class Operator {
           await this.rest.create(crPath("replicatorbackups", ns), {
             apiVersion: API_VERSION,
             kind: "ReplicatorBackup",
-            metadata: { name: crName, namespace: ns, annotations: { [IMPORTED_ANNOTATION]: "true" }, labels: { [BACKUP_NAME_LABEL]: b.name.toLowerCase(), "replicator.dev/cluster": cluster } },
+            metadata: { name: crName, namespace: ns, annotations: { [IMPORTED_ANNOTATION]: "true" }, labels: { [BACKUP_NAME_LABEL]: labelValue(b.name), "replicator.dev/cluster": cluster } },
             spec: { repository: repoObj.metadata.name, cluster, method: m.method },
           });
         } catch (err) {

@@ -3,41 +3,26 @@
 // process under a ServiceAccount token with the chart's RBAC, the test
 // kubelet running MariaDB pods (mariadbd) and Job pods (the agent), and a
 // real S3 server.
-import { readFile } from "node:fs/promises";
-import path from "node:path";
 import mysql from "mysql2/promise";
-import { parseAllDocuments } from "yaml";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runCli } from "../harness/cli.js";
-import { startControlPlane, type ControlPlane } from "../harness/kube/controlplane.js";
-import { startKubelet, type Kubelet } from "../harness/kube/kubelet.js";
-import { startOperator, type OperatorProcess } from "../harness/operator.js";
-import { startS3, type S3Server } from "../harness/s3.js";
+import type { ControlPlane } from "../harness/kube/controlplane.js";
+import type { Kubelet } from "../harness/kube/kubelet.js";
+import { startE2eEnv, type E2eEnv } from "../harness/e2e-env.js";
+import type { S3Server } from "../harness/s3.js";
 
-const repoRoot = path.resolve(import.meta.dirname, "../..");
 const NS = "db";
-const OPERATOR_NS = "replicator-system";
-const AGENT_IMAGE = "ghcr.io/replicator-dev/replicator-agent:test";
 
+let env: E2eEnv;
 let cp: ControlPlane;
 let kubelet: Kubelet;
 let s3: S3Server;
-let operator: OperatorProcess;
-let operatorKubeconfig: string;
 
 interface Status { phase?: string; message?: string; [k: string]: unknown }
 
 const crPath = (plural: string, name?: string): string => `/apis/replicator.dev/v1alpha1/namespaces/${NS}/${plural}${name ? `/${name}` : ""}`;
 
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 120_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn().catch(() => undefined);
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}\n--- operator log tail ---\n${(await operator.logs()).split("\n").slice(-40).join("\n")}`);
-    await new Promise((r) => setTimeout(r, 500));
-  }
-}
+const waitFor = <T>(what: string, fn: () => Promise<T | undefined>, timeoutMs?: number): Promise<T> => env.waitFor(what, fn, timeoutMs);
 
 async function waitPhase(plural: string, name: string, phases = ["Completed", "Failed"]): Promise<Status> {
   return waitFor(`${plural}/${name} to finish`, async () => {
@@ -46,15 +31,7 @@ async function waitPhase(plural: string, name: string, phases = ["Completed", "F
   });
 }
 
-async function sql<T = Record<string, unknown>>(pod: string, q: string, params?: unknown[]): Promise<T[]> {
-  const c = await mysql.createConnection({ host: kubelet.podAddress(NS, pod) ?? "", port: 3306, user: "root", password: "", multipleStatements: true });
-  try {
-    const [rows] = await c.query(q, params);
-    return rows as T[];
-  } finally {
-    await c.end();
-  }
-}
+const sql = <T = Record<string, unknown>>(pod: string, q: string, params?: unknown[]): Promise<T[]> => env.sql<T>(NS, pod, q, params);
 
 async function count(pod: string, table: string): Promise<number> {
   const [r] = await sql<{ n: number | string }>(pod, `SELECT COUNT(*) AS n FROM ${table}`);
@@ -94,29 +71,10 @@ async function podsReady(names: string[]): Promise<void> {
 }
 
 beforeAll(async () => {
-  [cp, s3] = await Promise.all([startControlPlane(), startS3()]);
+  env = await startE2eEnv();
+  ({ cp, kubelet, s3 } = env);
   await s3.createBucket("backups");
-  kubelet = await startKubelet({
-    kubeConfig: cp.kubeConfig(),
-    repoRoot,
-    images: { "replicator-agent": "agent", "^mariadb:": "mariadb", "failing-plugin": "exec" },
-    entrypoints: { "failing-plugin": [process.execPath, path.join(repoRoot, "test/fixtures/failing-plugin.mjs")] },
-  });
-  for (const f of ["replicatorrepositories", "replicatorbackups", "replicatorrestores"]) {
-    await cp.applyYaml(path.join(repoRoot, "crds", `replicator.dev_${f}.yaml`));
-  }
-  await cp.createNamespace(OPERATOR_NS);
   await cp.createNamespace(NS);
-  // The chart's RBAC, as rendered in deploy/operator.yaml: the operator runs with exactly that.
-  const rendered = parseAllDocuments(await readFile(path.join(repoRoot, "deploy/operator.yaml"), "utf8")).map((d) => d.toJSON() as { kind?: string; metadata?: { name?: string } } | null);
-  const rbacKinds = new Set(["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]);
-  const rbac = rendered.filter((o): o is { kind: string; metadata: { name: string } } => Boolean(o?.kind && rbacKinds.has(o.kind)));
-  await cp.applyYaml(rbac.map((o) => JSON.stringify(o)).join("\n---\n"), { namespace: OPERATOR_NS });
-  const sa = rbac.find((o) => o.kind === "ServiceAccount");
-  if (!sa) throw new Error("deploy/operator.yaml has no ServiceAccount");
-  operatorKubeconfig = await cp.serviceAccountKubeconfig(OPERATOR_NS, sa.metadata.name);
-  operator = await startOperator({ kubeconfig: operatorKubeconfig, agentImage: AGENT_IMAGE, podNamespace: OPERATOR_NS });
-
   await cp.applyYaml(
     `
 apiVersion: v1
@@ -158,9 +116,7 @@ ${statefulSet("fresh", 1)}
 }, 600_000);
 
 afterAll(async () => {
-  // Each may be unset when beforeAll failed part way.
-  const parts = [operator as OperatorProcess | undefined, kubelet as Kubelet | undefined, s3 as S3Server | undefined, cp as ControlPlane | undefined];
-  for (const p of parts) await p?.stop().catch(() => undefined);
+  await (env as E2eEnv | undefined)?.stop();
 }, 120_000);
 
 function backup(name: string, extra = ""): string {
@@ -287,20 +243,20 @@ spec:
   });
 
   it("kubectl replicator backup and list follow the resources and exit non-zero on failure", async () => {
-    const env = { REPLICATOR_MODE: "cluster", KUBECONFIG: cp.kubeconfigPath };
-    const ok = await runCli(["backup", "db", "-n", NS, "--credentials-secret", "db-credentials", "--timeout", "120"], env);
+    const kenv = { REPLICATOR_MODE: "cluster", KUBECONFIG: cp.kubeconfigPath };
+    const ok = await runCli(["backup", "db", "-n", NS, "--credentials-secret", "db-credentials", "--timeout", "120"], kenv);
     expect(ok.exitCode, ok.stderr).toBe(0);
     expect(ok.stdout).toMatch(/replicatorbackup\/db-\d{8}t\d{6} created in db/);
     expect(ok.stdout).toMatch(/Completed: backup \d{8}T\d{6}Z-mysqldump-db-0 stored/);
     expect(ok.stdout).toMatch(/backup \d{8}T\d{6}Z-mysqldump-db-0: [\d.]+ KiB, position 0-1-\d+/);
-    const list = await runCli(["list", "db", "-n", NS], env);
+    const list = await runCli(["list", "db", "-n", NS], kenv);
     expect(list.exitCode).toBe(0);
     expect(list.stdout.split("\n")[0]).toMatch(/^RESOURCE\s+BACKUP\s+PHASE\s+METHOD\s+SIZE\s+POSITION$/);
     expect(list.stdout).toContain("Completed");
-    const failing = await runCli(["backup", "db", "-n", NS, "--credentials-secret", "db-credentials", "--repository", "nope", "--timeout", "3"], env);
+    const failing = await runCli(["backup", "db", "-n", NS, "--credentials-secret", "db-credentials", "--repository", "nope", "--timeout", "3"], kenv);
     expect(failing.exitCode).toBe(1);
     expect(failing.stderr).toContain("still Pending after 3s");
-    const metrics = await (await fetch(`${operator.healthUrl}/metrics`)).text();
+    const metrics = await (await fetch(`${env.operator.healthUrl}/metrics`)).text();
     expect(metrics).toMatch(/replicator_backups_total\{namespace="db",cluster="db",result="succeeded"\} \d+/);
     expect(metrics).toMatch(/replicator_backups_total\{namespace="db",cluster="db",result="failed"\} 1/);
   });
@@ -343,8 +299,7 @@ spec:
         const o = await cp.api.get<{ status?: Status }>(crPath("replicatorbackups", "adopted"));
         return o.status?.phase === "Running" ? true : undefined;
       });
-      await operator.kill();
-      operator = await startOperator({ kubeconfig: operatorKubeconfig, agentImage: AGENT_IMAGE, podNamespace: OPERATOR_NS, identity: "operator-restarted" });
+      await env.restartOperator({ kill: true });
     } finally {
       await lock.query("UNLOCK TABLES");
       await lock.end();

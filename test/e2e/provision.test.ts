@@ -179,16 +179,23 @@ describe("self-provisioning slaves", () => {
 
   it("never provisions twice: not after a pod restart, nor an operator restart, nor a scale down and up", async () => {
     const before = (await pvc("db-3")).metadata.annotations?.["replicator.dev/provisioned-at"];
+    const uid = async (pod: string): Promise<string> => (await env.cp.api.get<{ metadata: { uid: string } }>(podPath(pod))).metadata.uid;
+    /** Wait for a new pod (another UID) of that name to be Ready: the operator must have opened its gate again. */
+    const readyAgain = (pod: string, oldUid: string) =>
+      env.waitFor(`a new ${pod} to be Ready`, async () => ((await uid(pod).catch(() => oldUid)) !== oldUid && (await isReady(pod).catch(() => false)) ? true : undefined), 120_000);
+    const uid3 = await uid("db-3");
     await env.cp.api.delete(podPath("db-3"));
-    await env.waitFor("db-3 to come back Ready", async () => ((await isReady("db-3").catch(() => false)) ? true : undefined), 120_000);
+    await readyAgain("db-3", uid3);
     await env.restartOperator();
+    const [uid2b, uid3b] = [await uid("db-2"), await uid("db-3")];
     await scale(2);
     await env.waitFor("db-3 and db-2 to go", async () => {
       const l = await env.cp.api.get<{ items: { metadata: { name: string } }[] }>(`/api/v1/namespaces/${NS}/pods?labelSelector=app%3Ddb`);
       return l.items.length === 2 ? true : undefined;
     });
     await scale(4);
-    await env.waitFor("db-2 and db-3 to be Ready again", async () => ((await isReady("db-2").catch(() => false)) && (await isReady("db-3").catch(() => false)) ? true : undefined), 120_000);
+    await readyAgain("db-2", uid2b);
+    await readyAgain("db-3", uid3b);
     expect((await pvc("db-3")).metadata.annotations?.["replicator.dev/provisioned-at"]).toBe(before);
     expect(await restoresFor("db-3")).toHaveLength(1);
     expect(await restoresFor("db-2")).toHaveLength(1);

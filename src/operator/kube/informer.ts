@@ -48,7 +48,7 @@ export class Informer<T extends KObject> {
         const resync = setTimeout(() => { watchAbort.abort(); }, this.opts.resyncMs);
         try {
           await this.rest.watch<T>(
-            this.path + (this.opts.labelSelector ? `?labelSelector=${encodeURIComponent(this.opts.labelSelector)}` : ""),
+            this.path,
             rv,
             (e) => {
               if (e.type === "ERROR") throw Object.assign(new Error("watch error event"), { status: (e.object as unknown as { code?: number }).code });
@@ -59,6 +59,8 @@ export class Informer<T extends KObject> {
               this.onChange(key, e.type === "DELETED" ? undefined : e.object);
             },
             watchAbort.signal,
+            90_000,
+            this.opts.labelSelector ? { labelSelector: this.opts.labelSelector } : {},
           );
         } finally {
           clearTimeout(resync);

@@ -44,7 +44,7 @@ export interface KubeRest {
   put<T>(path: string, body: unknown): Promise<T>;
   delete(path: string, query?: Record<string, string>): Promise<void>;
   /** Stream watch events until the server closes, `signal` aborts, or nothing arrives for `idleMs`. */
-  watch<T>(path: string, resourceVersion: string, onEvent: (e: WatchEvent<T>) => void, signal: AbortSignal, idleMs?: number): Promise<void>;
+  watch<T>(path: string, resourceVersion: string, onEvent: (e: WatchEvent<T>) => void, signal: AbortSignal, idleMs?: number, query?: Record<string, string>): Promise<void>;
   readonly server: string;
 }
 /* eslint-enable @typescript-eslint/no-unnecessary-type-parameters */
@@ -133,9 +133,9 @@ export async function createKubeRest(kc: KubeConfig): Promise<KubeRest> {
     delete: async (path, q) => {
       await call("DELETE", withQuery(path, q));
     },
-    watch: <T>(path: string, resourceVersion: string, onEvent: (e: WatchEvent<T>) => void, signal: AbortSignal, idleMs = 90_000) =>
+    watch: <T>(path: string, resourceVersion: string, onEvent: (e: WatchEvent<T>) => void, signal: AbortSignal, idleMs = 90_000, query: Record<string, string> = {}) =>
       new Promise<void>((resolve, reject) => {
-        const url = new URL(withQuery(path, { watch: "1", resourceVersion, allowWatchBookmarks: "true", timeoutSeconds: "300" }), base);
+        const url = new URL(withQuery(path, { ...query, watch: "1", resourceVersion, allowWatchBookmarks: "true", timeoutSeconds: "300" }), base);
         const req = (isHttps ? https : http).request(url, { method: "GET", agent, headers: { Accept: "application/json", ...authHeaders() }, signal }, (res) => {
           if ((res.statusCode ?? 0) >= 300) {
             const chunks: Buffer[] = [];
