@@ -19,31 +19,9 @@ async function ready(env: E2eEnv, pod: string): Promise<boolean> {
 async function main(): Promise<void> {
   const env = await startE2eEnv();
   try {
-    await env.cp.createNamespace(NS);
-    await env.s3.createBucket("bench");
+    await env.setUpNamespace(NS, "bench");
     await env.cp.applyYaml(
       `
-apiVersion: v1
-kind: Secret
-metadata: { name: db-credentials, namespace: ${NS} }
-stringData: { username: root, password: "" }
----
-apiVersion: v1
-kind: Secret
-metadata: { name: db-replication, namespace: ${NS} }
-stringData: { username: repl, password: replpass }
----
-apiVersion: v1
-kind: Secret
-metadata: { name: s3-credentials, namespace: ${NS} }
-stringData: { AWS_ACCESS_KEY_ID: ${env.s3.accessKeyId}, AWS_SECRET_ACCESS_KEY: ${env.s3.secretAccessKey} }
----
-apiVersion: replicator.dev/v1alpha1
-kind: ReplicatorRepository
-metadata: { name: default, namespace: ${NS} }
-spec:
-  s3: { bucket: bench, endpoint: "${env.s3.endpoint}", credentialsSecret: { name: s3-credentials } }
----
 apiVersion: apps/v1
 kind: StatefulSet
 metadata:
@@ -78,7 +56,7 @@ spec:
     await env.sql(NS, "db-0", "CREATE DATABASE big; CREATE TABLE big.t (id INT PRIMARY KEY, a BIGINT, b DECIMAL(12,2), c VARCHAR(200)) ENGINE=InnoDB");
     for (let done = 0; done < rows; done += 500_000) {
       const n = Math.min(500_000, rows - done);
-      await env.sql(NS, "db-0", `INSERT INTO big.t SELECT seq + ${done}, seq * 7919, seq / 7, CONCAT(MD5(seq + ${done}), '-', SHA1(seq), '-', REPEAT(CHAR(65 + seq % 26), 60)) FROM seq_1_to_${n}`);
+      await env.sql(NS, "db-0", `INSERT INTO big.t SELECT seq + ${done}, seq * 7919, seq / 7, CONCAT(MD5(seq + ${done}), '-', SHA1(seq), '-', REPEAT(CHAR(65 + seq % 26), 60)) FROM big.seq_1_to_${n}`);
     }
     console.log(`generated in ${((Date.now() - g0) / 1000).toFixed(0)} s`);
 

@@ -46,3 +46,34 @@ function stable(v: unknown): string {
   }
   return JSON.stringify(v);
 }
+
+/** The status fields every operation resource (backup, restore) shares. */
+export interface OperationStatus {
+  phase?: "Pending" | "Running" | "Completed" | "Failed" | undefined;
+  message?: string | undefined;
+  jobName?: string | undefined;
+  finishedAt?: string | undefined;
+  conditions?: Condition[] | undefined;
+}
+
+/**
+ * Pure: the status of an operation in one of the states backups and restores
+ * share. `Ready` always follows; `Succeeded` is set on terminal states.
+ */
+export function operationStatus<S extends OperationStatus>(
+  s: S,
+  state: { phase: "Pending" | "Running" | "Completed" | "Failed"; reason: string; message: string; jobName?: string | undefined },
+  now: Date,
+  generation: number,
+): S {
+  s.phase = state.phase;
+  s.message = state.message;
+  if (state.jobName !== undefined) s.jobName = state.jobName;
+  const ok = state.phase === "Completed";
+  s.conditions = setCondition(s.conditions, { type: "Ready", status: ok ? "True" : "False", reason: state.reason, message: state.message }, now, generation);
+  if (state.phase === "Completed" || state.phase === "Failed") {
+    s.finishedAt ??= now.toISOString();
+    s.conditions = setCondition(s.conditions, { type: "Succeeded", status: ok ? "True" : "False", reason: state.reason, message: state.message }, now, generation);
+  }
+  return s;
+}

@@ -73,33 +73,9 @@ async function podsReady(names: string[]): Promise<void> {
 beforeAll(async () => {
   env = await startE2eEnv();
   ({ cp, kubelet, s3 } = env);
-  await s3.createBucket("backups");
-  await cp.createNamespace(NS);
+  await env.setUpNamespace(NS, "backups", { prefix: "k8s", extraSpec: "  retention: { keep: 2 }\n  syncIntervalSeconds: 10" });
   await cp.applyYaml(
     `
-apiVersion: v1
-kind: Secret
-metadata: { name: db-credentials, namespace: ${NS} }
-stringData: { username: root, password: "" }
----
-apiVersion: v1
-kind: Secret
-metadata: { name: db-replication, namespace: ${NS} }
-stringData: { username: repl, password: replpass }
----
-apiVersion: v1
-kind: Secret
-metadata: { name: s3-credentials, namespace: ${NS} }
-stringData: { AWS_ACCESS_KEY_ID: ${s3.accessKeyId}, AWS_SECRET_ACCESS_KEY: ${s3.secretAccessKey} }
----
-apiVersion: replicator.dev/v1alpha1
-kind: ReplicatorRepository
-metadata: { name: default, namespace: ${NS} }
-spec:
-  s3: { bucket: backups, prefix: k8s, endpoint: "${s3.endpoint}", credentialsSecret: { name: s3-credentials } }
-  retention: { keep: 2 }
-  syncIntervalSeconds: 10
----
 ${statefulSet("db", 2)}
 ---
 ${statefulSet("fresh", 1)}

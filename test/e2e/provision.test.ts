@@ -74,30 +74,9 @@ async function waitProvisioned(pod: string): Promise<{ readyBeforeMarked: boolea
 
 beforeAll(async () => {
   env = await startE2eEnv();
-  await env.cp.createNamespace(NS);
+  await env.setUpNamespace(NS, "prov");
   await env.cp.applyYaml(
     `
-apiVersion: v1
-kind: Secret
-metadata: { name: db-credentials, namespace: ${NS} }
-stringData: { username: root, password: "" }
----
-apiVersion: v1
-kind: Secret
-metadata: { name: db-replication, namespace: ${NS} }
-stringData: { username: repl, password: replpass }
----
-apiVersion: v1
-kind: Secret
-metadata: { name: s3-credentials, namespace: ${NS} }
-stringData: { AWS_ACCESS_KEY_ID: ${env.s3.accessKeyId}, AWS_SECRET_ACCESS_KEY: ${env.s3.secretAccessKey} }
----
-apiVersion: replicator.dev/v1alpha1
-kind: ReplicatorRepository
-metadata: { name: default, namespace: ${NS} }
-spec:
-  s3: { bucket: prov, endpoint: "${env.s3.endpoint}", credentialsSecret: { name: s3-credentials } }
----
 apiVersion: apps/v1
 kind: StatefulSet
 metadata:
@@ -125,7 +104,6 @@ spec:
 `,
     { namespace: NS },
   );
-  await env.s3.createBucket("prov");
   await env.waitFor("the master to be Ready", async () => ((await isReady("db-0")) ? true : undefined));
   await env.sql(NS, "db-0", "CREATE USER 'repl'@'%' IDENTIFIED BY 'replpass'; GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO 'repl'@'%'");
   await env.sql(NS, "db-0", "CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY, v VARCHAR(20)) ENGINE=InnoDB");

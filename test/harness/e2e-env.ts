@@ -21,6 +21,12 @@ export interface E2eEnv {
   operator: OperatorProcess;
   operatorKubeconfig: string;
   restartOperator(opts?: { kill?: boolean }): Promise<void>;
+  /**
+   * In namespace `ns`: Secrets db-credentials (root, no password), db-replication
+   * (repl/replpass) and s3-credentials, a bucket, and a ReplicatorRepository
+   * "default" on it (plus `extraSpec` lines, indented two spaces).
+   */
+  setUpNamespace(ns: string, bucket: string, opts?: { prefix?: string; extraSpec?: string }): Promise<void>;
   sql<T = Record<string, unknown>>(ns: string, pod: string, q: string, params?: unknown[]): Promise<T[]>;
   waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs?: number): Promise<T>;
   stop(): Promise<void>;
@@ -59,6 +65,36 @@ export async function startE2eEnv(): Promise<E2eEnv> {
       if (opts.kill) await env.operator.kill();
       else await env.operator.stop();
       env.operator = await startOperator({ kubeconfig: operatorKubeconfig, agentImage: AGENT_IMAGE, podNamespace: OPERATOR_NS, identity: `operator-${++n}` });
+    },
+    setUpNamespace: async (ns, bucket, opts = {}) => {
+      await cp.createNamespace(ns);
+      await s3.createBucket(bucket);
+      await cp.applyYaml(
+        `
+apiVersion: v1
+kind: Secret
+metadata: { name: db-credentials, namespace: ${ns} }
+stringData: { username: root, password: "" }
+---
+apiVersion: v1
+kind: Secret
+metadata: { name: db-replication, namespace: ${ns} }
+stringData: { username: repl, password: replpass }
+---
+apiVersion: v1
+kind: Secret
+metadata: { name: s3-credentials, namespace: ${ns} }
+stringData: { AWS_ACCESS_KEY_ID: ${s3.accessKeyId}, AWS_SECRET_ACCESS_KEY: ${s3.secretAccessKey} }
+---
+apiVersion: replicator.dev/v1alpha1
+kind: ReplicatorRepository
+metadata: { name: default, namespace: ${ns} }
+spec:
+  s3: { bucket: ${bucket}, prefix: "${opts.prefix ?? ""}", endpoint: "${s3.endpoint}", credentialsSecret: { name: s3-credentials } }
+${opts.extraSpec ?? ""}
+`,
+        { namespace: ns },
+      );
     },
     sql: async <T>(ns: string, pod: string, q: string, params?: unknown[]) => {
       const c = await mysql.createConnection({ host: kubelet.podAddress(ns, pod) ?? "", port: 3306, user: "root", password: "", multipleStatements: true });

@@ -2,7 +2,7 @@
 // ReplicatorBackup given what was observed, and the status that follows.
 import type { BackupSpec, BackupStatus, RepositorySpec } from "../../../api/v1alpha1.js";
 import { formatBytes } from "../../../storage/catalog.js";
-import { setCondition } from "../../conditions.js";
+import { operationStatus } from "../../conditions.js";
 import { agentResult, formatPositionShort, jobState, selectServerPod, type AgentResult, type JobLike, type PodLike } from "../../observe.js";
 
 export interface BackupObserved {
@@ -78,42 +78,23 @@ export function decideBackup(o: BackupObserved): BackupPlan {
 
 export function computeBackupStatus(prev: BackupStatus | undefined, plan: BackupPlan, now: Date, generation: number, jobName?: string): BackupStatus | undefined {
   const s: BackupStatus = { ...(prev ?? {}), observedGeneration: generation };
-  const cond = (status: "True" | "False" | "Unknown", reason: string, message: string): void => {
-    s.conditions = setCondition(s.conditions, { type: "Ready", status, reason, message }, now, generation);
-  };
   switch (plan.kind) {
     case "done":
       return undefined;
     case "invalid":
-      s.phase = "Failed";
-      s.message = plan.message;
-      cond("False", "InvalidSpec", plan.message);
-      s.conditions = setCondition(s.conditions, { type: "Succeeded", status: "False", reason: "InvalidSpec", message: plan.message }, now, generation);
-      return s;
+      return operationStatus(s, { phase: "Failed", reason: "InvalidSpec", message: plan.message }, now, generation);
     case "wait":
-      s.phase = "Pending";
-      s.message = plan.message;
-      cond("False", plan.reason, plan.message);
-      return s;
+      return operationStatus(s, { phase: "Pending", reason: plan.reason, message: plan.message }, now, generation);
     case "createJob":
-      s.phase = "Running";
-      s.jobName = jobName;
       s.sourcePod = plan.sourcePod;
       s.cluster = plan.cluster;
       s.method = plan.spec.method ?? plan.repo.method;
       s.startedAt = now.toISOString();
-      s.message = `backup Job ${jobName ?? ""} started on ${plan.sourcePod}`;
-      cond("False", "Running", s.message);
-      return s;
+      return operationStatus(s, { phase: "Running", reason: "Running", message: `backup Job ${jobName ?? ""} started on ${plan.sourcePod}`, jobName }, now, generation);
     case "running":
-      s.phase = "Running";
-      s.jobName = plan.jobName;
-      cond("False", "Running", `backup Job ${plan.jobName} is running`);
-      return s;
+      return operationStatus(s, { phase: "Running", reason: "Running", message: `backup Job ${plan.jobName} is running`, jobName: plan.jobName }, now, generation);
     case "succeeded": {
       const r = plan.result;
-      s.phase = "Completed";
-      s.jobName = plan.jobName;
       if (r.name !== undefined) s.backupName = r.name;
       if (r.method !== undefined) s.method = r.method;
       if (r.size !== undefined) {
@@ -132,18 +113,10 @@ export function computeBackupStatus(prev: BackupStatus | undefined, plan: Backup
       }
       if (r.startedAt) s.startedAt = r.startedAt;
       s.finishedAt = r.finishedAt ?? now.toISOString();
-      s.message = `backup ${r.name ?? ""} stored`;
-      cond("True", "BackupSucceeded", s.message);
-      s.conditions = setCondition(s.conditions, { type: "Succeeded", status: "True", reason: "BackupSucceeded", message: s.message }, now, generation);
-      return s;
+      return operationStatus(s, { phase: "Completed", reason: "BackupSucceeded", message: `backup ${r.name ?? ""} stored`, jobName: plan.jobName }, now, generation);
     }
     case "failed":
-      s.phase = "Failed";
-      s.jobName = plan.jobName;
-      s.message = plan.message;
       s.finishedAt = now.toISOString();
-      cond("False", plan.reason, plan.message);
-      s.conditions = setCondition(s.conditions, { type: "Succeeded", status: "False", reason: plan.reason, message: plan.message }, now, generation);
-      return s;
+      return operationStatus(s, { phase: "Failed", reason: plan.reason, message: plan.message, jobName: plan.jobName }, now, generation);
   }
 }

@@ -1,6 +1,6 @@
 // The restore controller's rules, pure.
 import type { RepositorySpec, RestoreSpec, RestoreStatus } from "../../../api/v1alpha1.js";
-import { setCondition } from "../../conditions.js";
+import { operationStatus } from "../../conditions.js";
 import { agentResult, formatPositionShort, jobState, selectServerPod, type AgentResult, type JobLike, type PodLike } from "../../observe.js";
 
 export interface RestoreObserved {
@@ -59,57 +59,32 @@ export function decideRestore(o: RestoreObserved): RestorePlan {
 
 export function computeRestoreStatus(prev: RestoreStatus | undefined, plan: RestorePlan, now: Date, generation: number, jobName?: string): RestoreStatus | undefined {
   const s: RestoreStatus = { ...(prev ?? {}), observedGeneration: generation };
-  const cond = (status: "True" | "False", reason: string, message: string): void => {
-    s.conditions = setCondition(s.conditions, { type: "Ready", status, reason, message }, now, generation);
-  };
   switch (plan.kind) {
     case "done":
       return undefined;
     case "invalid":
-      s.phase = "Failed";
-      s.message = plan.message;
-      cond("False", "InvalidSpec", plan.message);
-      return s;
+      return operationStatus(s, { phase: "Failed", reason: "InvalidSpec", message: plan.message }, now, generation);
     case "wait":
-      s.phase = "Pending";
-      s.message = plan.message;
-      cond("False", plan.reason, plan.message);
-      return s;
+      return operationStatus(s, { phase: "Pending", reason: plan.reason, message: plan.message }, now, generation);
     case "createJob":
-      s.phase = "Running";
-      s.jobName = jobName;
       s.targetPod = plan.targetPod;
       s.startedAt = now.toISOString();
-      s.message = `restore Job ${jobName ?? ""} started on ${plan.targetPod}`;
-      cond("False", "Running", s.message);
-      return s;
+      return operationStatus(s, { phase: "Running", reason: "Running", message: `restore Job ${jobName ?? ""} started on ${plan.targetPod}`, jobName }, now, generation);
     case "running":
-      s.phase = "Running";
-      s.jobName = plan.jobName;
-      cond("False", "Running", `restore Job ${plan.jobName} is running`);
-      return s;
+      return operationStatus(s, { phase: "Running", reason: "Running", message: `restore Job ${plan.jobName} is running`, jobName: plan.jobName }, now, generation);
     case "succeeded": {
       const r = plan.result;
-      s.phase = "Completed";
-      s.jobName = plan.jobName;
       if (r.name) s.backupName = r.name;
       const pos = formatPositionShort(r.replication);
       if (pos) s.position = pos;
       s.replicating = r.replicating === true;
       if (typeof r.secondsBehindMaster === "number") s.secondsBehindMaster = r.secondsBehindMaster;
       s.finishedAt = now.toISOString();
-      s.message = `restored ${r.name ?? ""}${s.replicating ? ", replicating" : ""}`;
-      cond("True", "RestoreSucceeded", s.message);
-      s.conditions = setCondition(s.conditions, { type: "Succeeded", status: "True", reason: "RestoreSucceeded", message: s.message }, now, generation);
-      return s;
+      const message = `restored ${r.name ?? ""}${s.replicating ? ", replicating" : ""}`;
+      return operationStatus(s, { phase: "Completed", reason: "RestoreSucceeded", message, jobName: plan.jobName }, now, generation);
     }
     case "failed":
-      s.phase = "Failed";
-      s.jobName = plan.jobName;
-      s.message = plan.message;
       s.finishedAt = now.toISOString();
-      cond("False", plan.reason, plan.message);
-      s.conditions = setCondition(s.conditions, { type: "Succeeded", status: "False", reason: plan.reason, message: plan.message }, now, generation);
-      return s;
+      return operationStatus(s, { phase: "Failed", reason: plan.reason, message: plan.message, jobName: plan.jobName }, now, generation);
   }
 }
