@@ -3,7 +3,6 @@
 // Exit codes: 0 done, 2 bad input (do not retry), 1 failure.
 import { existsSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { clusterMain } from "./cluster.js";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { runBackup } from "../agent/backup.js";
 import { runRestore } from "../agent/restore.js";
@@ -102,9 +101,9 @@ function parse(argv: string[]): { command: Command; values: Values; positionals:
   return { command: first as Command, values: parsed.values, positionals: rest };
 }
 
-function repositoryOf(ctx: Ctx): Repository {
+async function repositoryOf(ctx: Ctx): Promise<Repository> {
   const url = requireSetting(ctx.settings.repository, "--repository", "repository");
-  return new Repository(openRepository(url, ctx.settings.s3), ctx.settings.cluster);
+  return new Repository(await openRepository(url, ctx.settings.s3), ctx.settings.cluster);
 }
 
 function methodOptionsOf(ctx: Ctx): Record<string, unknown> {
@@ -128,7 +127,7 @@ function showProgress(ctx: Ctx): boolean {
 async function cmdBackup(ctx: Ctx): Promise<unknown> {
   noPositionals(ctx, "backup");
   const source = endpointFrom(requireSetting(ctx.settings.source, "--source", "source"), "--source", ctx.settings.dbPassword(), process.env.REPLICATOR_DB_USER);
-  const repo = repositoryOf(ctx);
+  const repo = await repositoryOf(ctx);
   const r = await runBackup({
     repo,
     source,
@@ -172,7 +171,7 @@ async function cmdRestore(ctx: Ctx): Promise<unknown> {
     timeoutMs = s * 1000;
   }
   const r = await runRestore({
-    repo: repositoryOf(ctx),
+    repo: await repositoryOf(ctx),
     target,
     selector,
     replicateFrom,
@@ -200,7 +199,7 @@ export function renderTable(rows: string[][]): string {
 
 async function cmdList(ctx: Ctx): Promise<unknown> {
   noPositionals(ctx, "list");
-  const repo = repositoryOf(ctx);
+  const repo = await repositoryOf(ctx);
   await repo.store.check();
   const { backups, incomplete, corrupt } = await repo.list();
   const items = backups.map((b) => ({
@@ -233,7 +232,7 @@ async function cmdList(ctx: Ctx): Promise<unknown> {
 async function cmdPrune(ctx: Ctx): Promise<unknown> {
   noPositionals(ctx, "prune");
   const retain = requireSetting(ctx.settings.retain, "--retain N", "retain");
-  const repo = repositoryOf(ctx);
+  const repo = await repositoryOf(ctx);
   await repo.store.check();
   const plan = await repo.prune({ retain, dryRun: ctx.values["dry-run"] ?? false });
   if (!ctx.values.json) {
@@ -247,7 +246,7 @@ async function cmdPrune(ctx: Ctx): Promise<unknown> {
 
 async function cmdVerify(ctx: Ctx): Promise<unknown> {
   if (ctx.positionals.length > 1) throw badInput("InvalidArguments", "verify takes at most one backup name");
-  const repo = repositoryOf(ctx);
+  const repo = await repositoryOf(ctx);
   await repo.store.check();
   let names: string[];
   if (ctx.positionals[0]) names = [ctx.positionals[0]];
@@ -277,7 +276,7 @@ async function cmdVerify(ctx: Ctx): Promise<unknown> {
 async function cmdDelete(ctx: Ctx): Promise<unknown> {
   const name = ctx.positionals[0];
   if (!name || ctx.positionals.length > 1) throw badInput("InvalidArguments", "delete takes exactly one backup name; `replicator list` shows them");
-  const repo = repositoryOf(ctx);
+  const repo = await repositoryOf(ctx);
   await repo.store.check();
   await repo.delete(name, { force: ctx.values.force ?? false });
   if (!ctx.values.json) ctx.out(`deleted ${name}`);
@@ -410,8 +409,9 @@ function isClusterMode(): boolean {
   return path.basename(process.argv[1] ?? "").startsWith("kubectl-replicator") || process.env.REPLICATOR_MODE === "cluster";
 }
 
+// Cluster mode (and client-node) is loaded only when used: it costs start-up time.
 const entry = isClusterMode()
-  ? clusterMain(process.argv.slice(2), (l) => { process.stdout.write(`${l}\n`); }).catch((err: unknown) => {
+  ? import("./cluster.js").then(({ clusterMain }) => clusterMain(process.argv.slice(2), (l) => { process.stdout.write(`${l}\n`); })).catch((err: unknown) => {
       process.stderr.write(`kubectl replicator: ${oneLine(err)}\n`);
       return exitCodeFor(err);
     })

@@ -368,7 +368,7 @@ export class Operator {
       const get = (k: string): string => Buffer.from(s.data?.[k] ?? "", "base64").toString("utf8");
       credentials = { accessKeyId: get(repo.s3.credentialsSecret.accessKeyIdKey), secretAccessKey: get(repo.s3.credentialsSecret.secretAccessKeyKey) };
     }
-    return openRepository(repositoryUrl(repo), { endpoint: repo.s3.endpoint, region: repo.s3.region, credentials });
+    return await openRepository(repositoryUrl(repo), { endpoint: repo.s3.endpoint, region: repo.s3.region, credentials });
   }
 
   /** Backups that running restores use, by cluster: retention never deletes them. */

@@ -4,7 +4,6 @@
 import { badInput } from "../lib/errors.js";
 import { FsObjectStore } from "./fs/fs-store.js";
 import type { ObjectStore } from "./object-store.js";
-import { S3ObjectStore } from "./s3/s3-store.js";
 
 export interface S3Settings {
   endpoint?: string | undefined;
@@ -13,7 +12,11 @@ export interface S3Settings {
   credentials?: { accessKeyId: string; secretAccessKey: string } | undefined;
 }
 
-export function openRepository(url: string, s3: S3Settings = {}): ObjectStore {
+/**
+ * Open a repository. Async because the S3 backend (and the AWS SDK, about a
+ * second of module loading) is imported only when an s3:// URL needs it.
+ */
+export async function openRepository(url: string, s3: S3Settings = {}): Promise<ObjectStore> {
   let u: URL;
   try {
     u = new URL(url);
@@ -30,6 +33,7 @@ export function openRepository(url: string, s3: S3Settings = {}): ObjectStore {
       const q = u.searchParams;
       const endpoint = q.get("endpoint") ?? s3.endpoint ?? process.env.AWS_ENDPOINT_URL_S3 ?? process.env.AWS_ENDPOINT_URL;
       const pathStyle = q.get("pathStyle") ?? q.get("forcePathStyle");
+      const { S3ObjectStore } = await import("./s3/s3-store.js");
       return new S3ObjectStore({
         bucket: u.hostname,
         prefix: decodeURIComponent(u.pathname).replace(/^\/+|\/+$/g, ""),
