@@ -19,6 +19,7 @@ async function main(): Promise<void> {
   const abort = new AbortController();
   const operator = new Operator(rest, log, {
     namespace: env.WATCH_NAMESPACE || undefined,
+    addressMode: env.ADDRESS_MODE === "podIP" ? "podIP" : "dns",
     resyncMs: Number(env.RESYNC_SECONDS ?? "30") * 1000,
     jobs: {
       agentImage: env.AGENT_IMAGE ?? "ghcr.io/replicator-dev/replicator-agent:0.1.0",

@@ -131,3 +131,8 @@ export function formatPositionShort(p: AgentResult["replication"]): string | und
   if (p.file) return `${p.file}:${p.position ?? 0}`;
   return undefined;
 }
+
+/** Pure: a pod's stable DNS name under its StatefulSet's governing Service, or its IP. */
+export function stableAddress(mode: "dns" | "podIP", pod: string, namespace: string, serviceName: string | undefined, podIP: string): string {
+  return mode === "dns" && serviceName ? `${pod}.${serviceName}.${namespace}.svc` : podIP;
+}

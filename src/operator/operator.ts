@@ -45,7 +45,7 @@ import { checkMasterCanServe, setOffline, setOnline } from "../db/replication.js
 import { Informer, WorkQueue, keyOf } from "./kube/informer.js";
 import { isAlreadyExists, isNotFound, type KubeRest } from "./kube/rest.js";
 import type { Metrics } from "./metrics.js";
-import { isContainersReady, jobState, selectServerPod, type JobLike, type PodLike } from "./observe.js";
+import { isContainersReady, jobState, selectServerPod, stableAddress, type JobLike, type PodLike } from "./observe.js";
 
 export const IMPORTED_ANNOTATION = "replicator.dev/imported";
 const PROVISION_POD_LABEL = "replicator.dev/provision-pod";
@@ -58,7 +58,7 @@ export const REPLICATION_CONDITION = "replicator.dev/replicating";
 
 interface StatefulSetObj {
   metadata: { name: string; namespace: string; annotations?: Record<string, string> };
-  spec?: { volumeClaimTemplates?: { metadata?: { name?: string } }[] };
+  spec?: { serviceName?: string; volumeClaimTemplates?: { metadata?: { name?: string } }[] };
 }
 
 interface PvcObj {
@@ -80,6 +80,13 @@ const BACKUP_NAME_LABEL = "replicator.dev/backup-name";
 
 export interface OperatorSettings {
   namespace: string | undefined;
+  /**
+   * How a slave is pointed at its master: "dns" uses the master pod's stable
+   * name (<pod>.<serviceName>.<namespace>.svc) when it belongs to a StatefulSet
+   * with a serviceName, so replication survives the master pod getting a new
+   * IP; "podIP" uses the IP (for clusters without DNS, like the test bench).
+   */
+  addressMode: "dns" | "podIP";
   jobs: JobSettings;
   resyncMs: number;
 }
@@ -340,6 +347,16 @@ export class Operator {
     }
   }
 
+  /** The address a slave should replicate from: a stable DNS name when there is one (see addressMode). */
+  private masterAddress(ns: string, ref: ServerRef, podIP: string): string {
+    const sel = selectServerPod(ref, this.podsIn(ns));
+    if (!sel.ok) return podIP;
+    const pod = this.pods.get(`${ns}/${sel.pod}`);
+    const stsName = pod ? ownerSts(pod) : undefined;
+    const service = stsName ? this.statefulSets.get(`${ns}/${stsName}`)?.spec?.serviceName : undefined;
+    return stableAddress(this.settings.addressMode, sel.pod, ns, service, podIP);
+  }
+
   /** START SLAVE on a pod if replication is configured but not running. Returns true if it had to. */
   private async ensureReplicating(ns: string, pod: string, ref: ServerRef, log: Logger): Promise<boolean> {
     const p = this.pods.get(`${ns}/${pod}`);
@@ -444,7 +461,7 @@ export class Operator {
           repo: plan.repo,
           targetPod: plan.targetPod,
           targetAddress: plan.targetAddress,
-          masterAddress: plan.masterAddress,
+          masterAddress: plan.masterAddress && plan.spec.replicateFrom ? this.masterAddress(ns, plan.spec.replicateFrom, plan.masterAddress) : plan.masterAddress,
           settings: this.settings.jobs,
         });
         try {

@@ -45,6 +45,8 @@ export async function startOperator(opts: {
       RESYNC_SECONDS: "5",
       LOG_LEVEL: "debug",
       JOB_BACKOFF_LIMIT: "0",
+      // The bench has no cluster DNS: slaves replicate from the master's pod IP.
+      ADDRESS_MODE: "podIP",
       ...(opts.namespace ? { WATCH_NAMESPACE: opts.namespace } : {}),
       ...opts.env,
     },

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { backupSpecSchema, repositorySpecSchema, validateSpec } from "../../../api/v1alpha1.js";
-import type { JobLike, PodLike } from "../../observe.js";
+import { stableAddress, type JobLike, type PodLike } from "../../observe.js";
 import { computeBackupStatus, decideBackup, type BackupObserved } from "./decide.js";
 
 const repo = { found: true as const, spec: validateSpec(repositorySpecSchema, { s3: { bucket: "backups" }, retention: { keep: 2 } }) };
@@ -78,5 +78,13 @@ describe("decideBackup", () => {
   it("does nothing more once terminal, or for a resource that mirrors storage", () => {
     expect(decideBackup(observed({ status: { phase: "Completed" } }))).toEqual({ kind: "done" });
     expect(decideBackup(observed({ imported: true }))).toEqual({ kind: "done" });
+  });
+});
+
+describe("stableAddress", () => {
+  it("points slaves at the master's DNS name under its governing Service, or at its IP", () => {
+    expect(stableAddress("dns", "db-0", "prod", "db", "10.0.0.5")).toBe("db-0.db.prod.svc");
+    expect(stableAddress("dns", "db-0", "prod", undefined, "10.0.0.5")).toBe("10.0.0.5");
+    expect(stableAddress("podIP", "db-0", "prod", "db", "10.0.0.5")).toBe("10.0.0.5");
   });
 });
