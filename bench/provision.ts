@@ -4,7 +4,7 @@
 // backed up through a ReplicatorBackup, then the StatefulSet is scaled 1 → 2.
 import { writeFile, mkdir } from "node:fs/promises";
 import path from "node:path";
-import { startE2eEnv, type E2eEnv } from "../test/harness/e2e-env.js";
+import { mariadbStatefulSet, startE2eEnv, type E2eEnv } from "../test/harness/e2e-env.js";
 
 const NS = "bench";
 const sizeMb = Number(process.env.BENCH_SIZE_MB ?? "1024");
@@ -21,30 +21,7 @@ async function main(): Promise<void> {
   try {
     await env.setUpNamespace(NS, "bench");
     await env.cp.applyYaml(
-      `
-apiVersion: apps/v1
-kind: StatefulSet
-metadata:
-  name: db
-  namespace: ${NS}
-  annotations: { replicator.dev/provision: latest, replicator.dev/replication-secret: db-replication }
-spec:
-  serviceName: db
-  replicas: 1
-  podManagementPolicy: Parallel
-  selector: { matchLabels: { app: db } }
-  template:
-    metadata: { labels: { app: db } }
-    spec:
-      readinessGates: [{ conditionType: replicator.dev/provisioned }]
-      containers:
-        - name: mariadb
-          image: mariadb:10.11
-          args: ["--innodb-buffer-pool-size=512M", "--innodb-log-file-size=256M"]
-  volumeClaimTemplates:
-    - metadata: { name: data }
-      spec: { accessModes: [ReadWriteOnce], resources: { requests: { storage: 10Gi } } }
-`,
+      mariadbStatefulSet(NS, "db", 1, { provision: true, args: ["--innodb-buffer-pool-size=512M", "--innodb-log-file-size=256M"] }),
       { namespace: NS },
     );
     await env.waitFor("the master", async () => ((await ready(env, "db-0")) ? true : undefined), 120_000);

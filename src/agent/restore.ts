@@ -9,7 +9,7 @@ import { queryRows, withConn } from "../db/connection.js";
 import { describeEndpoint, type Endpoint } from "../db/endpoint.js";
 import { checkMasterCanServe, configureReplica, getSlaveStatus } from "../db/replication.js";
 import { getMethod } from "../plugins/registry.js";
-import { SYSTEM_SCHEMAS } from "../plugins/mysqldump/index.js";
+import { RESTORE_SENTINEL, SYSTEM_SCHEMAS } from "../db/schemas.js";
 import { selectBackup, type ReplicationPosition, type Selector } from "../storage/catalog.js";
 import type { Repository } from "../storage/repository.js";
 import { createDecompressor } from "./compression.js";
@@ -45,13 +45,6 @@ export interface RestoreResult {
   warnings: string[];
 }
 
-/**
- * The sentinel of an unfinished restore (the Vitess pattern): a database
- * created, outside the binlog, before anything is loaded and dropped only
- * once the restore (and replication, when asked) is done. A target that has
- * it holds a half-finished restore, not data: the next restore redoes it.
- */
-export const RESTORE_SENTINEL = "_replicator_restore_in_progress";
 
 /** Pure: describe what makes a target non-empty, or undefined when it is empty. */
 export function describeNonEmpty(tables: { s: string; n: number }[]): string | undefined {
@@ -79,7 +72,7 @@ export async function runRestore(req: RestoreRequest): Promise<RestoreResult> {
       c,
       `SELECT table_schema AS s, COUNT(*) AS n FROM information_schema.tables
        WHERE table_schema NOT IN (?) GROUP BY table_schema ORDER BY table_schema`,
-      [[...SYSTEM_SCHEMAS, RESTORE_SENTINEL]],
+      [SYSTEM_SCHEMAS],
     );
     const nonEmpty = describeNonEmpty(rows.map((r) => ({ s: r.s, n: Number(r.n) })));
     if (redo) warnings.push("the target holds an unfinished restore (its sentinel was found); it is redone");

@@ -5,6 +5,7 @@ import { parseArgs } from "node:util";
 import { API_VERSION, GROUP, VERSION, type BackupStatus, type ReplicatorBackup, type ReplicatorRestore, type RestoreStatus } from "../api/v1alpha1.js";
 import { badInput, failed, oneLine } from "../lib/errors.js";
 import { formatStamp } from "../storage/catalog.js";
+import { renderTable } from "./table.js";
 import { createKubeRest, loadKubeConfig, type KubeRest } from "../operator/kube/rest.js";
 
 export const CLUSTER_USAGE = `kubectl replicator: backups and restores through the operator
@@ -165,8 +166,7 @@ export async function clusterMain(argv: string[], out: (s: string) => void): Pro
         const s = b.status ?? {};
         rows.push([b.metadata.name, s.backupName ?? "-", s.phase ?? "Pending", s.method ?? "-", s.sizeHuman ?? "-", s.position ?? "-"]);
       }
-      const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length))) ?? [];
-      for (const r of rows) out(r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] ?? 0))).join("  "));
+      out(renderTable(rows));
       return 0;
     }
     case "offline":

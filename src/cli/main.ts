@@ -15,6 +15,7 @@ import { createLogger, type Logger } from "../lib/log.js";
 import { formatBytes, formatPosition, parseTime, type Selector } from "../storage/catalog.js";
 import { openRepository } from "../storage/open.js";
 import { Repository } from "../storage/repository.js";
+import { renderTable } from "./table.js";
 import { endpointFrom, findConfigPath, loadConfigFile, requireSetting, resolveSettings, type Settings } from "./config.js";
 
 const USAGE = `replicator ${TOOL_VERSION}: backup, restore and slave provisioning for MySQL/MariaDB
@@ -190,11 +191,6 @@ async function cmdRestore(ctx: Ctx): Promise<unknown> {
     for (const w of r.warnings) ctx.out(`  warning: ${w}`);
   }
   return r;
-}
-
-export function renderTable(rows: string[][]): string {
-  const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length))) ?? [];
-  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] ?? 0))).join("  ")).join("\n");
 }
 
 async function cmdList(ctx: Ctx): Promise<unknown> {

@@ -125,12 +125,6 @@ function lastLine(s: string): string {
   return s.trim().split("\n").filter(Boolean).pop()?.slice(0, 500) ?? s;
 }
 
-export function formatPositionShort(p: AgentResult["replication"]): string | undefined {
-  if (!p) return undefined;
-  if (p.gtid) return p.gtid;
-  if (p.file) return `${p.file}:${p.position ?? 0}`;
-  return undefined;
-}
 
 /** Pure: a pod's stable DNS name under its StatefulSet's governing Service, or its IP. */
 export function stableAddress(mode: "dns" | "podIP", pod: string, namespace: string, serviceName: string | undefined, podIP: string): string {

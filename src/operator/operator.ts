@@ -22,7 +22,7 @@ import type { Logger } from "../lib/log.js";
 import { oneLine } from "../lib/errors.js";
 import { connect } from "../db/connection.js";
 import { getSlaveStatus } from "../db/replication.js";
-import { formatBytes, formatStamp } from "../storage/catalog.js";
+import { formatBytes, formatStamp, positionText } from "../storage/catalog.js";
 import { dueRun, nextRun, parseCron } from "./cron.js";
 import { openRepository } from "../storage/open.js";
 import { Repository } from "../storage/repository.js";
@@ -42,7 +42,7 @@ import {
   type SeedChoice,
 } from "./controllers/provision/decide.js";
 import { checkMasterCanServe, setOffline, setOnline } from "../db/replication.js";
-import { Informer, WorkQueue, keyOf } from "./kube/informer.js";
+import { Informer, WorkQueue } from "./kube/informer.js";
 import { isAlreadyExists, isNotFound, type KubeRest } from "./kube/rest.js";
 import type { Metrics } from "./metrics.js";
 import { isContainersReady, jobState, selectServerPod, stableAddress, type JobLike, type PodLike } from "./observe.js";
@@ -348,13 +348,29 @@ export class Operator {
   }
 
   /** The address a slave should replicate from: a stable DNS name when there is one (see addressMode). */
-  private masterAddress(ns: string, ref: ServerRef, podIP: string): string {
-    const sel = selectServerPod(ref, this.podsIn(ns));
-    if (!sel.ok) return podIP;
-    const pod = this.pods.get(`${ns}/${sel.pod}`);
+  private masterAddress(ns: string, master: { pod: string; address: string }): string {
+    const pod = this.pods.get(`${ns}/${master.pod}`);
     const stsName = pod ? ownerSts(pod) : undefined;
     const service = stsName ? this.statefulSets.get(`${ns}/${stsName}`)?.spec?.serviceName : undefined;
-    return stableAddress(this.settings.addressMode, sel.pod, ns, service, podIP);
+    return stableAddress(this.settings.addressMode, master.pod, ns, service, master.address);
+  }
+
+  /** Read a Secret's keys, decoded. */
+  private async secretReader(ns: string, name: string): Promise<(key: string) => string | undefined> {
+    const secret = await this.rest.get<SecretObj>(nsPath("/api/v1", ns, "secrets", name));
+    return (k) => (secret.data?.[k] === undefined ? undefined : Buffer.from(secret.data[k], "base64").toString("utf8"));
+  }
+
+  /** A control connection to a server, as the user in a credentials Secret. */
+  private async connectWith(
+    ns: string,
+    secret: { name: string; userKey?: string; passwordKey?: string },
+    host: string,
+    port: number,
+    what: string,
+  ): Promise<Awaited<ReturnType<typeof connect>>> {
+    const get = await this.secretReader(ns, secret.name);
+    return connect({ host, port, user: get(secret.userKey ?? "username") ?? "root", password: get(secret.passwordKey ?? "password") }, what);
   }
 
   /** START SLAVE on a pod if replication is configured but not running. Returns true if it had to. */
@@ -362,9 +378,7 @@ export class Operator {
     const p = this.pods.get(`${ns}/${pod}`);
     const address = p?.status?.podIP;
     if (!address) return false;
-    const secret = await this.rest.get<SecretObj>(nsPath("/api/v1", ns, "secrets", ref.credentialsSecret.name));
-    const dec = (k: string): string | undefined => (secret.data?.[k] ? Buffer.from(secret.data[k], "base64").toString("utf8") : undefined);
-    const c = await connect({ host: address, port: ref.port, user: dec(ref.credentialsSecret.userKey) ?? "root", password: dec(ref.credentialsSecret.passwordKey) }, pod);
+    const c = await this.connectWith(ns, ref.credentialsSecret, address, ref.port, pod);
     try {
       const st = await getSlaveStatus(c);
       if (!st || (st.ioRunning && st.sqlRunning)) return false;
@@ -381,9 +395,8 @@ export class Operator {
     if (!repo.s3) return undefined;
     let credentials: { accessKeyId: string; secretAccessKey: string } | undefined;
     if (repo.s3.credentialsSecret) {
-      const s = await this.rest.get<SecretObj>(nsPath("/api/v1", ns, "secrets", repo.s3.credentialsSecret.name));
-      const get = (k: string): string => Buffer.from(s.data?.[k] ?? "", "base64").toString("utf8");
-      credentials = { accessKeyId: get(repo.s3.credentialsSecret.accessKeyIdKey), secretAccessKey: get(repo.s3.credentialsSecret.secretAccessKeyKey) };
+      const get = await this.secretReader(ns, repo.s3.credentialsSecret.name);
+      credentials = { accessKeyId: get(repo.s3.credentialsSecret.accessKeyIdKey) ?? "", secretAccessKey: get(repo.s3.credentialsSecret.secretAccessKeyKey) ?? "" };
     }
     return await openRepository(repositoryUrl(repo), { endpoint: repo.s3.endpoint, region: repo.s3.region, credentials });
   }
@@ -405,10 +418,7 @@ export class Operator {
     const cluster = b.status?.cluster ?? b.spec.cluster;
     if (!store || !cluster) return;
     const repository = new Repository(store, cluster);
-    const plan = await repository.prune({ retain: repo.retention.keep, dryRun: true });
-    const inUse = this.backupsInUse(ns, b.spec.repository ?? "default");
-    const expire = plan.expire.filter((n) => !inUse.has(n));
-    for (const n of expire) await repository.delete(n, { force: false });
+    const { expire } = await repository.prune({ retain: repo.retention.keep, inUse: this.backupsInUse(ns, b.spec.repository ?? "default") });
     if (expire.length > 0) {
       log.info({ deleted: expire, keep: repo.retention.keep }, "retention applied");
       await this.event(b, "Normal", "RetentionApplied", `deleted ${expire.length} backup(s) beyond ${repo.retention.keep}: ${expire.join(", ")}`);
@@ -461,7 +471,7 @@ export class Operator {
           repo: plan.repo,
           targetPod: plan.targetPod,
           targetAddress: plan.targetAddress,
-          masterAddress: plan.masterAddress && plan.spec.replicateFrom ? this.masterAddress(ns, plan.spec.replicateFrom, plan.masterAddress) : plan.masterAddress,
+          masterAddress: plan.master ? this.masterAddress(ns, plan.master) : undefined,
           settings: this.settings.jobs,
         });
         try {
@@ -621,7 +631,7 @@ export class Operator {
           message: `found in storage (${repositoryUrl(spec)}/${cluster})`,
           conditions: [{ type: "Ready", status: "True", reason: "Imported", message: "mirrors a backup found in storage", lastTransitionTime: this.now().toISOString() }],
         };
-        const pos = m.replication?.gtid ?? (m.replication?.file ? `${m.replication.file}:${m.replication.position ?? 0}` : undefined);
+        const pos = positionText(m.replication);
         if (pos) status.position = pos;
         try {
           await this.rest.create(crPath("replicatorbackups", ns), {
@@ -792,9 +802,7 @@ export class Operator {
       return;
     }
     try {
-      const secret = await this.rest.get<SecretObj>(nsPath("/api/v1", ns, "secrets", secretName));
-      const dec = (k: string): string | undefined => (secret.data?.[k] ? Buffer.from(secret.data[k], "base64").toString("utf8") : undefined);
-      const c = await connect({ host: address, port: 3306, user: dec("username") ?? "root", password: dec("password") }, podName);
+      const c = await this.connectWith(ns, { name: secretName }, address, 3306, podName);
       try {
         const r = want === "online" ? await setOnline(c) : await setOffline(c);
         await this.setCondition(pod, REPLICATION_CONDITION, desired, want === "online" ? "Online" : "Offline", `${r.role}: ${r.action}`);
@@ -831,16 +839,14 @@ export class Operator {
     }
     const master = selectServerPod({ statefulSet: sts, role: "master", port: s.port, credentialsSecret: { name: s.replicationSecret, userKey: "username", passwordKey: "password" } }, this.podsIn(ns));
     if (!master.ok) return { ok: false, reason: "MasterNotReady", message: master.message };
-    const secret = await this.rest.get<SecretObj>(nsPath("/api/v1", ns, "secrets", s.replicationSecret));
-    const dec = (k: string): string | undefined => (secret.data?.[k] ? Buffer.from(secret.data[k], "base64").toString("utf8") : undefined);
-    const c = await connect({ host: master.address, port: s.port, user: dec("username") ?? "repl", password: dec("password") }, `master ${master.pod}`);
+    const c = await this.connectWith(ns, { name: s.replicationSecret }, master.address, s.port, `master ${master.pod}`);
     try {
       let firstReason = "";
       for (const b of candidates) {
         const pos = b.manifest.replication;
         if (!pos) continue;
         const check = await checkMasterCanServe(c, pos, `master ${master.pod}`);
-        if (check.ok) return { ok: true, backup: b.name, position: pos.gtid ?? `${pos.file ?? ""}:${pos.position ?? 0}` };
+        if (check.ok) return { ok: true, backup: b.name, position: positionText(pos) ?? "-" };
         firstReason ||= `${b.name}: ${check.reason ?? ""}`;
       }
       return { ok: false, reason: "BinlogsPurged", message: `no stored backup can seed a slave: the newest, ${firstReason}` };
@@ -900,4 +906,3 @@ export class Operator {
   }
 }
 
-export { keyOf };

@@ -320,9 +320,14 @@ export function formatBytes(n: number): string {
   return i === 0 ? `${n} B` : `${v.toFixed(1)} ${units[i] ?? ""}`;
 }
 
+/** A position as one short string: the GTID, else file:pos; undefined when there is none. */
+export function positionText(p: { gtid?: string | undefined; file?: string | undefined; position?: number | undefined } | undefined): string | undefined {
+  if (p?.gtid) return p.gtid;
+  if (p?.file) return `${p.file}:${p.position ?? 0}`;
+  return undefined;
+}
+
 export function formatPosition(p: ReplicationPosition | undefined): string {
-  if (!p) return "-";
-  if (p.gtid) return `gtid ${p.gtid}`;
-  if (p.file) return `${p.file}:${p.position ?? 0}`;
-  return "-";
+  if (p?.gtid) return `gtid ${p.gtid}`;
+  return positionText(p) ?? "-";
 }

@@ -148,15 +148,15 @@ export class Repository {
     };
   }
 
-  /** Apply retention. Returns the plan that was carried out. */
-  async prune(opts: { retain: number; now?: Date; incompleteGraceMs?: number; dryRun?: boolean }): Promise<RetentionPlan> {
+  /** Apply retention. `inUse` adds backups known to be in use elsewhere (e.g. by running restore resources). */
+  async prune(opts: { retain: number; now?: Date; incompleteGraceMs?: number; dryRun?: boolean; inUse?: Set<string> }): Promise<RetentionPlan> {
     const now = opts.now ?? new Date();
     const scan = await this.scan();
     const complete = scan.complete.flatMap((name) => {
       const p = parseBackupName(name);
       return p ? [{ name, time: p.time }] : [];
     });
-    const inUse = new Set<string>();
+    const inUse = new Set<string>(opts.inUse);
     for (const name of scan.leasesByBackup.keys()) {
       if ((await this.activeLeases(name, now)).length > 0) inUse.add(name);
     }

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runCli } from "../harness/cli.js";
 import type { ControlPlane } from "../harness/kube/controlplane.js";
 import type { Kubelet } from "../harness/kube/kubelet.js";
-import { startE2eEnv, type E2eEnv } from "../harness/e2e-env.js";
+import { mariadbStatefulSet, startE2eEnv, type E2eEnv } from "../harness/e2e-env.js";
 import type { S3Server } from "../harness/s3.js";
 
 const NS = "db";
@@ -38,27 +38,6 @@ async function count(pod: string, table: string): Promise<number> {
   return Number(r?.n);
 }
 
-function statefulSet(name: string, replicas: number): string {
-  return `
-apiVersion: apps/v1
-kind: StatefulSet
-metadata: { name: ${name}, namespace: ${NS} }
-spec:
-  serviceName: ${name}
-  replicas: ${replicas}
-  selector: { matchLabels: { app: ${name} } }
-  template:
-    metadata: { labels: { app: ${name} } }
-    spec:
-      containers:
-        - name: mariadb
-          image: mariadb:10.11
-          ports: [{ containerPort: 3306, name: mysql }]
-  volumeClaimTemplates:
-    - metadata: { name: data }
-      spec: { accessModes: [ReadWriteOnce], resources: { requests: { storage: 1Gi } } }
-`;
-}
 
 async function podsReady(names: string[]): Promise<void> {
   await waitFor(`pods ${names.join(", ")} to be ready`, async () => {
@@ -76,9 +55,9 @@ beforeAll(async () => {
   await env.setUpNamespace(NS, "backups", { prefix: "k8s", extraSpec: "  retention: { keep: 2 }\n  syncIntervalSeconds: 10" });
   await cp.applyYaml(
     `
-${statefulSet("db", 2)}
+${mariadbStatefulSet(NS, "db", 2)}
 ---
-${statefulSet("fresh", 1)}
+${mariadbStatefulSet(NS, "fresh", 1)}
 `,
     { namespace: NS },
   );

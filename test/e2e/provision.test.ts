@@ -4,7 +4,7 @@
 // PVC marked, and only then turns Ready. Never twice.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runCli } from "../harness/cli.js";
-import { startE2eEnv, type E2eEnv } from "../harness/e2e-env.js";
+import { mariadbStatefulSet, startE2eEnv, type E2eEnv } from "../harness/e2e-env.js";
 
 const NS = "prov";
 let env: E2eEnv;
@@ -75,35 +75,7 @@ async function waitProvisioned(pod: string): Promise<{ readyBeforeMarked: boolea
 beforeAll(async () => {
   env = await startE2eEnv();
   await env.setUpNamespace(NS, "prov");
-  await env.cp.applyYaml(
-    `
-apiVersion: apps/v1
-kind: StatefulSet
-metadata:
-  name: db
-  namespace: ${NS}
-  annotations:
-    replicator.dev/provision: latest
-    replicator.dev/replication-secret: db-replication
-spec:
-  serviceName: db
-  replicas: 3
-  podManagementPolicy: Parallel
-  selector: { matchLabels: { app: db } }
-  template:
-    metadata: { labels: { app: db } }
-    spec:
-      readinessGates: [{ conditionType: replicator.dev/provisioned }]
-      containers:
-        - name: mariadb
-          image: mariadb:10.11
-          ports: [{ containerPort: 3306, name: mysql }]
-  volumeClaimTemplates:
-    - metadata: { name: data }
-      spec: { accessModes: [ReadWriteOnce], resources: { requests: { storage: 1Gi } } }
-`,
-    { namespace: NS },
-  );
+  await env.cp.applyYaml(mariadbStatefulSet(NS, "db", 3, { provision: true }), { namespace: NS });
   await env.waitFor("the master to be Ready", async () => ((await isReady("db-0")) ? true : undefined));
   await env.sql(NS, "db-0", "CREATE USER 'repl'@'%' IDENTIFIED BY 'replpass'; GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO 'repl'@'%'");
   await env.sql(NS, "db-0", "CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY, v VARCHAR(20)) ENGINE=InnoDB");

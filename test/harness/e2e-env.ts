@@ -14,6 +14,39 @@ export const repoRoot = path.resolve(import.meta.dirname, "../..");
 export const OPERATOR_NS = "replicator-system";
 export const AGENT_IMAGE = "ghcr.io/replicator-dev/replicator-agent:test";
 
+/**
+ * A MariaDB StatefulSet for the test kubelet (image mariadb:10.11, a `data`
+ * volumeClaimTemplate). With `provision`, it carries the provisioning
+ * annotations, the readiness gate and podManagementPolicy Parallel.
+ */
+export function mariadbStatefulSet(ns: string, name: string, replicas: number, opts: { provision?: boolean; args?: string[] } = {}): string {
+  const provision = opts.provision
+    ? { annotations: `\n  annotations: { replicator.dev/provision: latest, replicator.dev/replication-secret: db-replication }`, policy: "\n  podManagementPolicy: Parallel", gate: "\n      readinessGates: [{ conditionType: replicator.dev/provisioned }]" }
+    : { annotations: "", policy: "", gate: "" };
+  return `
+apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: ${name}
+  namespace: ${ns}${provision.annotations}
+spec:
+  serviceName: ${name}
+  replicas: ${replicas}${provision.policy}
+  selector: { matchLabels: { app: ${name} } }
+  template:
+    metadata: { labels: { app: ${name} } }
+    spec:${provision.gate}
+      containers:
+        - name: mariadb
+          image: mariadb:10.11
+          ports: [{ containerPort: 3306, name: mysql }]
+          args: ${JSON.stringify(opts.args ?? [])}
+  volumeClaimTemplates:
+    - metadata: { name: data }
+      spec: { accessModes: [ReadWriteOnce], resources: { requests: { storage: 10Gi } } }
+`;
+}
+
 export interface E2eEnv {
   cp: ControlPlane;
   kubelet: Kubelet;

@@ -18,12 +18,12 @@ import { pipeline } from "node:stream/promises";
 import { badInput } from "../../lib/errors.js";
 import { spawnStreaming } from "../../lib/exec.js";
 import { connect, queryRows, withConn, type Conn } from "../../db/connection.js";
+import { SYSTEM_SCHEMAS } from "../../db/schemas.js";
 import { writeDefaultsFile } from "../../db/defaults-file.js";
 import { getServerInfo, startSlave, stopSqlThreadAndReadPosition } from "../../db/replication.js";
 import type { ReplicationPosition } from "../../storage/catalog.js";
 import type { BackupContext, BackupMethod, BackupOutcome, BackupRun, RestoreContext } from "../contract.js";
 
-export const SYSTEM_SCHEMAS = ["mysql", "sys", "information_schema", "performance_schema", "_replicator_restore_in_progress"];
 const TRANSACTIONAL_ENGINES = ["InnoDB", "RocksDB", "TokuDB"];
 
 export type LockMode = "auto" | "single-transaction" | "ftwrl";

@@ -1,15 +1,16 @@
 // The backup controller's rules, pure: what to do next for a
 // ReplicatorBackup given what was observed, and the status that follows.
 import type { BackupSpec, BackupStatus, RepositorySpec } from "../../../api/v1alpha1.js";
-import { formatBytes } from "../../../storage/catalog.js";
+import { formatBytes, positionText } from "../../../storage/catalog.js";
 import { operationStatus } from "../../conditions.js";
-import { agentResult, formatPositionShort, jobState, selectServerPod, type AgentResult, type JobLike, type PodLike } from "../../observe.js";
+import { selectServerPod, type AgentResult, type JobLike, type PodLike } from "../../observe.js";
+import { followJob, usableRepository, type RepositoryObserved } from "../shared.js";
 
 export interface BackupObserved {
   spec: { ok: true; value: BackupSpec } | { ok: false; message: string };
   status: BackupStatus | undefined;
   generation: number;
-  repository: { found: false } | { found: true; spec: { ok: true; value: RepositorySpec } | { ok: false; message: string } };
+  repository: RepositoryObserved;
   job: JobLike | undefined;
   jobPods: PodLike[];
   /** Pods in the namespace, for resolving the source. */
@@ -39,31 +40,20 @@ export function decideBackup(o: BackupObserved): BackupPlan {
   if (o.imported) return { kind: "done" };
   if (!spec.source) return { kind: "invalid", message: "spec.source: Required" };
   const source = spec.source;
-  if (!o.repository.found) {
-    return { kind: "wait", reason: "RepositoryNotFound", message: `ReplicatorRepository ${spec.repository} not found; create it`, requeueMs: 15_000 };
-  }
-  if (!o.repository.spec.ok) {
-    return { kind: "wait", reason: "RepositoryInvalid", message: `ReplicatorRepository ${spec.repository}: ${o.repository.spec.message}`, requeueMs: 30_000 };
-  }
-  const repo = o.repository.spec.value;
+  const usable = usableRepository(spec.repository, o.repository);
+  if (!usable.ok) return usable.wait;
+  const repo = usable.repo;
   if (o.job) {
-    const s = jobState(o.job);
     const sourcePod = o.job.metadata.labels?.["replicator.dev/source-pod"];
-    switch (s.state) {
+    const out = followJob(o.job, o.jobPods, "backup");
+    switch (out.kind) {
       case "running":
-        return { kind: "running", jobName: o.job.metadata.name };
-      case "succeeded": {
-        const result = agentResult(o.jobPods);
-        if (!result?.ok || !result.name) {
-          return { kind: "failed", jobName: o.job.metadata.name, reason: "PluginFailed", message: "the backup Job succeeded but reported no result", spec, sourcePod };
-        }
-        return { kind: "succeeded", jobName: o.job.metadata.name, result, repo, spec };
-      }
-      case "failed": {
-        const result = agentResult(o.jobPods);
-        const message = result?.error ?? s.message;
-        return { kind: "failed", jobName: o.job.metadata.name, reason: result?.reason ?? s.reason, message, spec, sourcePod };
-      }
+        return out;
+      case "succeeded":
+        if (!out.result.name) return { kind: "failed", jobName: out.jobName, reason: "PluginFailed", message: "the backup Job succeeded but reported no result", spec, sourcePod };
+        return { ...out, repo, spec };
+      case "failed":
+        return { ...out, spec, sourcePod };
     }
   }
   const sel = selectServerPod(source, o.pods);
@@ -102,7 +92,7 @@ export function computeBackupStatus(prev: BackupStatus | undefined, plan: Backup
         s.sizeHuman = formatBytes(r.size);
       }
       if (r.sha256 !== undefined) s.sha256 = r.sha256;
-      const pos = formatPositionShort(r.replication);
+      const pos = positionText(r.replication);
       if (pos) s.position = pos;
       if (r.replication) {
         s.replication = {};

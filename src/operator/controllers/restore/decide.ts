@@ -1,13 +1,15 @@
 // The restore controller's rules, pure.
 import type { RepositorySpec, RestoreSpec, RestoreStatus } from "../../../api/v1alpha1.js";
 import { operationStatus } from "../../conditions.js";
-import { agentResult, formatPositionShort, jobState, selectServerPod, type AgentResult, type JobLike, type PodLike } from "../../observe.js";
+import { selectServerPod, type AgentResult, type JobLike, type PodLike } from "../../observe.js";
+import { positionText } from "../../../storage/catalog.js";
+import { followJob, usableRepository, type RepositoryObserved } from "../shared.js";
 
 export interface RestoreObserved {
   spec: { ok: true; value: RestoreSpec } | { ok: false; message: string };
   status: RestoreStatus | undefined;
   generation: number;
-  repository: { found: false } | { found: true; spec: { ok: true; value: RepositorySpec } | { ok: false; message: string } };
+  repository: RepositoryObserved;
   job: JobLike | undefined;
   jobPods: PodLike[];
   pods: PodLike[];
@@ -17,7 +19,7 @@ export type RestorePlan =
   | { kind: "done" }
   | { kind: "invalid"; message: string }
   | { kind: "wait"; reason: string; message: string; requeueMs: number }
-  | { kind: "createJob"; targetPod: string; targetAddress: string; masterAddress: string | undefined; repo: RepositorySpec; spec: RestoreSpec }
+  | { kind: "createJob"; targetPod: string; targetAddress: string; master: { pod: string; address: string } | undefined; repo: RepositorySpec; spec: RestoreSpec }
   | { kind: "running"; jobName: string }
   | { kind: "succeeded"; jobName: string; result: AgentResult }
   | { kind: "failed"; jobName: string; reason: string; message: string };
@@ -27,34 +29,18 @@ export function decideRestore(o: RestoreObserved): RestorePlan {
   if (!o.spec.ok) return { kind: "invalid", message: o.spec.message };
   const spec = o.spec.value;
   if (spec.before && spec.backup !== "latest") return { kind: "invalid", message: "spec: set backup or before, not both" };
-  if (!o.repository.found) {
-    return { kind: "wait", reason: "RepositoryNotFound", message: `ReplicatorRepository ${spec.repository} not found; create it`, requeueMs: 15_000 };
-  }
-  if (!o.repository.spec.ok) {
-    return { kind: "wait", reason: "RepositoryInvalid", message: `ReplicatorRepository ${spec.repository}: ${o.repository.spec.message}`, requeueMs: 30_000 };
-  }
-  if (o.job) {
-    const s = jobState(o.job);
-    const result = agentResult(o.jobPods);
-    switch (s.state) {
-      case "running":
-        return { kind: "running", jobName: o.job.metadata.name };
-      case "succeeded":
-        if (!result?.ok) return { kind: "failed", jobName: o.job.metadata.name, reason: "PluginFailed", message: "the restore Job succeeded but reported no result" };
-        return { kind: "succeeded", jobName: o.job.metadata.name, result };
-      case "failed":
-        return { kind: "failed", jobName: o.job.metadata.name, reason: result?.reason ?? s.reason, message: result?.error ?? s.message };
-    }
-  }
+  const repo = usableRepository(spec.repository, o.repository);
+  if (!repo.ok) return repo.wait;
+  if (o.job) return followJob(o.job, o.jobPods, "restore");
   const target = selectServerPod(spec.target, o.pods);
   if (!target.ok) return { kind: "wait", reason: target.reason === "SourceNotFound" ? "TargetNotFound" : "TargetNotReady", message: target.message, requeueMs: 5_000 };
-  let masterAddress: string | undefined;
+  let master: { pod: string; address: string } | undefined;
   if (spec.replicateFrom) {
     const m = selectServerPod(spec.replicateFrom, o.pods);
     if (!m.ok) return { kind: "wait", reason: "MasterNotReady", message: `replicateFrom: ${m.message}`, requeueMs: 5_000 };
-    masterAddress = m.address;
+    master = { pod: m.pod, address: m.address };
   }
-  return { kind: "createJob", targetPod: target.pod, targetAddress: target.address, masterAddress, repo: o.repository.spec.value, spec };
+  return { kind: "createJob", targetPod: target.pod, targetAddress: target.address, master, repo: repo.repo, spec };
 }
 
 export function computeRestoreStatus(prev: RestoreStatus | undefined, plan: RestorePlan, now: Date, generation: number, jobName?: string): RestoreStatus | undefined {
@@ -75,7 +61,7 @@ export function computeRestoreStatus(prev: RestoreStatus | undefined, plan: Rest
     case "succeeded": {
       const r = plan.result;
       if (r.name) s.backupName = r.name;
-      const pos = formatPositionShort(r.replication);
+      const pos = positionText(r.replication);
       if (pos) s.position = pos;
       s.replicating = r.replicating === true;
       if (typeof r.secondsBehindMaster === "number") s.secondsBehindMaster = r.secondsBehindMaster;
