@@ -5,6 +5,7 @@ import { Transform } from "node:stream";
 import { badInput } from "../lib/errors.js";
 import type { Logger } from "../lib/log.js";
 import type { Endpoint } from "../db/endpoint.js";
+import type { BackupMethod } from "../plugins/contract.js";
 import { getMethod } from "../plugins/registry.js";
 import {
   FORMAT_VERSION,
@@ -33,6 +34,8 @@ export interface BackupRequest {
   log: Logger;
   signal: AbortSignal;
   now?: () => Date;
+  /** Resolve a method by name (the conformance kit passes third-party plugins here). */
+  resolveMethod?: (name: string) => BackupMethod;
 }
 
 export interface BackupResult {
@@ -54,7 +57,10 @@ export interface BackupResult {
 
 export async function runBackup(req: BackupRequest): Promise<BackupResult> {
   const now = req.now ?? (() => new Date());
-  const method = getMethod(req.method);
+  const method = (req.resolveMethod ?? getMethod)(req.method);
+  if (req.source.engine !== method.engine) {
+    throw badInput("EngineMismatch", `method ${method.name} backs up ${method.engine} servers but --source is a ${req.source.engine} server`);
+  }
   method.validateOptions(req.methodOptions);
   if (req.retain !== undefined && (!Number.isInteger(req.retain) || req.retain < 1)) {
     throw badInput("InvalidRetention", `--retain must be a whole number >= 1 (got ${req.retain})`);

@@ -1,23 +1,39 @@
-// One restore: pick a backup (latest, named, or newest before a time),
-// refuse a non-empty target, check the master can serve the position,
-// stream storage → sha256 check → decompression → the method's loader,
-// then optionally make the target a slave and wait until it replicates.
+// One restore: pick a backup (latest, named, or newest before a time), check
+// the target, check the master can serve the position, stream storage →
+// sha256 check → decompression → the method's loader, then make the target
+// a replica.
+//
+// Two shapes, chosen by the method (see plugins/contract.ts):
+// - "server" (logical): load into a running, empty server, then optionally
+//   CHANGE MASTER and wait until it replicates.
+// - "datadir" (physical): write the data directory of a stopped server,
+//   then optionally write the replica configuration into it; the server
+//   replicates when it is started.
+// Both leave a sentinel while they work, so that an interrupted restore is
+// redone rather than mistaken for data.
 import { hostname } from "node:os";
+import type { Readable } from "node:stream";
 import { badInput, failed } from "../lib/errors.js";
 import type { Logger } from "../lib/log.js";
-import { queryRows, withConn } from "../db/connection.js";
+import { withConn } from "../db/connection.js";
 import { describeEndpoint, type Endpoint } from "../db/endpoint.js";
-import { checkMasterCanServe, configureReplica, getSlaveStatus } from "../db/replication.js";
+import { configureReplica } from "../db/replication.js";
+import { checkCanServe, hasPosition } from "../db/serve-check.js";
+import { restoreTargetFor } from "../db/target.js";
+import type { BackupMethod } from "../plugins/contract.js";
 import { getMethod } from "../plugins/registry.js";
-import { RESTORE_SENTINEL, SYSTEM_SCHEMAS } from "../db/schemas.js";
-import { selectBackup, type ReplicationPosition, type Selector } from "../storage/catalog.js";
+import { selectBackup, type BackupEntry, type Manifest, type ReplicationPosition, type Selector } from "../storage/catalog.js";
 import type { Repository } from "../storage/repository.js";
 import { createDecompressor } from "./compression.js";
+import { restoreDatadir } from "./datadir.js";
 import { ByteCounter, startProgress } from "./progress.js";
 
 export interface RestoreRequest {
   repo: Repository;
-  target: Endpoint;
+  /** A running server to load into (logical backups). */
+  target?: Endpoint | undefined;
+  /** The data directory of a stopped server (physical backups). */
+  datadir?: string | undefined;
   selector: Selector;
   replicateFrom?: Endpoint | undefined;
   force?: boolean;
@@ -28,6 +44,8 @@ export interface RestoreRequest {
   progress?: boolean;
   log: Logger;
   signal: AbortSignal;
+  /** Resolve a method by name (the conformance kit passes third-party plugins here). */
+  resolveMethod?: (name: string) => BackupMethod;
 }
 
 export interface RestoreResult {
@@ -35,16 +53,19 @@ export interface RestoreResult {
   name: string;
   repository: string;
   method: string;
+  /** The server (logical) or data directory (physical) restored into. */
   target: string;
   rawSize: number;
   replication: ReplicationPosition | undefined;
+  /** Logical: the target replicates now. */
   replicating: boolean;
+  /** Physical: the data directory is configured to replicate when its server starts. */
+  replicaConfigured?: boolean;
   replicatingFrom?: string;
   secondsBehindMaster?: number | null;
   durationMs: number;
   warnings: string[];
 }
-
 
 /** Pure: describe what makes a target non-empty, or undefined when it is empty. */
 export function describeNonEmpty(tables: { s: string; n: number }[]): string | undefined {
@@ -54,115 +75,165 @@ export function describeNonEmpty(tables: { s: string; n: number }[]): string | u
   return `${withTables.length} database${withTables.length === 1 ? "" : "s"} with tables: ${list}${withTables.length > 5 ? ", ..." : ""}`;
 }
 
+/** The stored object, verified and decompressed as it streams. A corrupt object fails the stream with CorruptBackup. */
+export interface VerifiedInput {
+  input: Readable;
+  counter: ByteCounter;
+  /** The first stream error: a corrupt object beats the loader's complaint about the garbage it was fed. */
+  streamError(): unknown;
+}
+
+export async function openBackupInput(repo: Repository, chosen: BackupEntry): Promise<VerifiedInput> {
+  const manifest = chosen.manifest;
+  const object = manifest.objects[0];
+  if (!object) throw badInput("CorruptManifest", `backup ${chosen.name} lists no objects`);
+  const counter = new ByteCounter();
+  const stored = await repo.openVerified(chosen.name, object.name, manifest);
+  const decompress = createDecompressor(manifest.compression);
+  const input = stored.pipe(decompress).pipe(counter);
+  let streamError: unknown;
+  const fail = (err: unknown): void => {
+    streamError ??= err;
+    input.destroy(err as Error);
+  };
+  input.on("error", (err) => { streamError ??= err; });
+  stored.on("error", fail);
+  decompress.on("error", (err) => {
+    fail(failed("CorruptBackup", `backup ${chosen.name}: ${object.name} does not decompress (${err.message}); the stored object is corrupt`, { cause: err }));
+  });
+  return { input, counter, streamError: () => streamError };
+}
+
+/** Run a loader over a verified input: a corrupt object is reported as such, whatever the loader said. */
+export async function loadVerified<T>(v: VerifiedInput, load: (input: Readable) => Promise<T>): Promise<T> {
+  const corrupt = (): unknown => ((v.streamError() as { reason?: string } | undefined)?.reason === "CorruptBackup" ? v.streamError() : undefined);
+  let out: T;
+  try {
+    out = await load(v.input);
+  } catch (err) {
+    throw corrupt() ?? err;
+  }
+  const c = corrupt();
+  if (c) throw c;
+  return out;
+}
+
+function requirePosition(manifest: Manifest, name: string): ReplicationPosition {
+  if (!hasPosition(manifest.replication)) {
+    throw badInput("NoPosition", `backup ${name} recorded no replication position (its source had binary logging or WAL archiving off); it cannot seed a replica`);
+  }
+  return manifest.replication;
+}
+
 export async function runRestore(req: RestoreRequest): Promise<RestoreResult> {
-  const t0 = Date.now();
-  const warnings: string[] = [];
   await req.repo.store.check();
   const { backups } = await req.repo.list();
   const chosen = selectBackup(backups, req.selector, req.repo.where);
-  const manifest = chosen.manifest;
-  const method = getMethod(manifest.method);
-  const log = req.log.child({ backup: chosen.name, target: describeEndpoint(req.target) });
-
-  // The target: reachable, and empty unless --force.
-  const wasSlave = await withConn(req.target, "inspect the target", async (c) => {
-    const [sentinel] = await queryRows<{ n: number | string }>(c, "SELECT COUNT(*) AS n FROM information_schema.schemata WHERE schema_name = ?", [RESTORE_SENTINEL]);
-    const redo = Number(sentinel?.n ?? 0) > 0;
-    const rows = await queryRows<{ s: string; n: number | string }>(
-      c,
-      `SELECT table_schema AS s, COUNT(*) AS n FROM information_schema.tables
-       WHERE table_schema NOT IN (?) GROUP BY table_schema ORDER BY table_schema`,
-      [SYSTEM_SCHEMAS],
-    );
-    const nonEmpty = describeNonEmpty(rows.map((r) => ({ s: r.s, n: Number(r.n) })));
-    if (redo) warnings.push("the target holds an unfinished restore (its sentinel was found); it is redone");
-    if (nonEmpty && !req.force && !redo) {
+  const method = (req.resolveMethod ?? getMethod)(chosen.manifest.method);
+  for (const [what, e] of [["--target", req.target], ["--replicate-from", req.replicateFrom]] as const) {
+    if (e && e.engine !== method.engine) {
+      throw badInput("EngineMismatch", `backup ${chosen.name} is a ${method.engine} backup (${method.name}) but ${what} is a ${e.engine} server`);
+    }
+  }
+  if (method.restoreInto === "datadir") {
+    if (!req.datadir) {
       throw badInput(
-        "TargetNotEmpty",
-        `target ${describeEndpoint(req.target)} is not empty (${nonEmpty}); restore into an empty server, or pass --force to overwrite the databases in the backup`,
+        "DatadirRequired",
+        `backup ${chosen.name} is physical (${method.name}): stop the server and restore into its data directory with --datadir DIR`,
       );
     }
-    if (nonEmpty && !redo) warnings.push(`target was not empty (${nonEmpty}); databases in the backup were replaced`);
-    return (await getSlaveStatus(c)) !== undefined;
-  });
+    const replicateFrom = req.replicateFrom;
+    if (replicateFrom && !req.skipBinlogCheck) await requireServable(replicateFrom, requirePosition(chosen.manifest, chosen.name), chosen.name);
+    return withLease(req, chosen, () => restoreDatadir({ ...req, datadir: req.datadir ?? "", method, chosen }));
+  }
+  if (!req.target) {
+    throw badInput(
+      "TargetRequired",
+      `backup ${chosen.name} is logical (${method.name}): it loads into a running server; pass --target ${method.engine === "postgresql" ? "postgresql" : "mysql"}://USER@HOST:PORT`,
+    );
+  }
+  return restoreIntoServer(req, req.target, method, chosen);
+}
+
+async function requireServable(master: Endpoint, pos: ReplicationPosition, name: string): Promise<void> {
+  const check = await checkCanServe(master, pos);
+  if (!check.ok) throw badInput("BinlogsPurged", `cannot seed a replica from ${name}: ${check.reason ?? "the master cannot serve its position"}`);
+}
+
+async function withLease<T>(req: RestoreRequest, chosen: BackupEntry, fn: () => Promise<T>): Promise<T> {
+  const lease = await req.repo.acquireLease(chosen.name, "restore", `${hostname()}:${process.pid}`, 12 * 60 * 60 * 1000);
+  try {
+    return await fn();
+  } finally {
+    await lease.release().catch((err: unknown) => { req.log.warn({ err }, "could not release the restore lease; it expires by itself"); });
+  }
+}
+
+async function restoreIntoServer(req: RestoreRequest, target: Endpoint, method: BackupMethod, chosen: BackupEntry): Promise<RestoreResult> {
+  if (method.restoreInto !== "server") throw new Error("unreachable");
+  const t0 = Date.now();
+  const warnings: string[] = [];
+  const manifest = chosen.manifest;
+  const log = req.log.child({ backup: chosen.name, target: describeEndpoint(target) });
+  const t = await restoreTargetFor(target);
+
+  // The target: reachable, and empty unless --force.
+  const state = await t.inspect();
+  const nonEmpty = describeNonEmpty(state.tables);
+  if (state.redo) warnings.push("the target holds an unfinished restore (its sentinel was found); it is redone");
+  if (nonEmpty && !req.force && !state.redo) {
+    throw badInput(
+      "TargetNotEmpty",
+      `target ${describeEndpoint(target)} is not empty (${nonEmpty}); restore into an empty server, or pass --force to overwrite the databases in the backup`,
+    );
+  }
+  if (nonEmpty && !state.redo) warnings.push(`target was not empty (${nonEmpty}); databases in the backup were replaced`);
 
   // Before loading anything: can the master still serve the backup's position?
   const replicateFrom = req.replicateFrom;
   if (replicateFrom) {
-    if (!manifest.replication || (!manifest.replication.gtid && !manifest.replication.file)) {
-      throw badInput("NoPosition", `backup ${chosen.name} recorded no replication position (its source had binary logging off); it cannot seed a slave`);
+    if (target.engine !== "mysql") {
+      throw badInput("CannotSeed", `a logical ${method.name} backup cannot seed a ${target.engine} standby; use a physical backup (pg_basebackup) for that`);
     }
-    const pos = manifest.replication;
-    if (!req.skipBinlogCheck) {
-      const check = await withConn(replicateFrom, "check the master's binlogs", (c) => checkMasterCanServe(c, pos, describeEndpoint(replicateFrom)));
-      if (!check.ok) {
-        throw badInput("BinlogsPurged", `cannot seed a slave from ${chosen.name}: ${check.reason ?? "the master cannot serve its position"}`);
-      }
-    }
+    const pos = requirePosition(manifest, chosen.name);
+    if (!req.skipBinlogCheck) await requireServable(replicateFrom, pos, chosen.name);
   }
 
-  const lease = await req.repo.acquireLease(chosen.name, "restore", `${hostname()}:${process.pid}`, 12 * 60 * 60 * 1000);
-  try {
-    if (wasSlave) {
-      await withConn(req.target, "stop replication on the target", (c) => c.query("STOP SLAVE"));
+  return withLease(req, chosen, async () => {
+    if (state.isReplica) {
+      await t.stopReplication();
       if (!replicateFrom) warnings.push("replication on the target was stopped for the restore and left stopped; use --replicate-from to start it at the backup's position");
     }
-    const object = manifest.objects[0];
-    if (!object) throw badInput("CorruptManifest", `backup ${chosen.name} lists no objects`);
-    await withConn(req.target, "mark the restore as in progress", async (c) => {
-      await c.query("SET SESSION sql_log_bin = 0");
-      await c.query(`CREATE DATABASE IF NOT EXISTS \`${RESTORE_SENTINEL}\` COMMENT ?`, [`restoring ${chosen.name}`]);
-    });
-    log.info({ object: object.name, size: object.size }, "restore started");
-    const counter = new ByteCounter();
-    const stopProgress = req.progress ? startProgress(`restore ${chosen.name}`, () => counter.bytes) : () => undefined;
-    const stored = await req.repo.openVerified(chosen.name, object.name, manifest);
-    const decompress = createDecompressor(manifest.compression);
-    const input = stored.pipe(decompress).pipe(counter);
-    // The first stream error is the real cause (a corrupt object beats the
-    // loader's complaint about the garbage it was fed).
-    let streamError: unknown;
-    const fail = (err: unknown): void => {
-      streamError ??= err;
-      input.destroy(err as Error);
-    };
-    input.on("error", (err) => { streamError ??= err; });
-    stored.on("error", fail);
-    decompress.on("error", (err) => {
-      fail(failed("CorruptBackup", `backup ${chosen.name}: ${object.name} does not decompress (${err.message}); the stored object is corrupt`, { cause: err }));
-    });
+    await t.markStarted(chosen.name);
+    log.info({ object: manifest.objects[0]?.name, size: manifest.objects[0]?.size }, "restore started");
+    const v = await openBackupInput(req.repo, chosen);
+    const stopProgress = req.progress ? startProgress(`restore ${chosen.name}`, () => v.counter.bytes) : () => undefined;
     try {
-      await method.restore({ target: req.target, manifest, options: req.methodOptions ?? {}, log, signal: req.signal }, input);
-    } catch (err) {
-      throw (streamError as { reason?: string } | undefined)?.reason === "CorruptBackup" ? streamError : err;
+      await loadVerified(v, (input) => method.restore({ target, manifest, options: req.methodOptions ?? {}, log, signal: req.signal }, input));
     } finally {
       stopProgress();
     }
-    if ((streamError as { reason?: string } | undefined)?.reason === "CorruptBackup") throw streamError;
-    log.info({ rawSize: counter.bytes }, "data loaded");
+    log.info({ rawSize: v.counter.bytes }, "data loaded");
 
     let replicating = false;
     let secondsBehindMaster: number | null | undefined;
     if (replicateFrom && manifest.replication) {
       const pos = manifest.replication;
-      const st = await withConn(req.target, "start replication", (c) =>
+      const st = await withConn(target, "start replication", (c) =>
         configureReplica(c, replicateFrom, pos, { timeoutMs: req.replicationTimeoutMs ?? 60_000 }),
       );
       replicating = true;
       secondsBehindMaster = st.secondsBehindMaster;
       log.info({ master: describeEndpoint(replicateFrom), lag: st.secondsBehindMaster }, "replicating");
     }
-    await withConn(req.target, "mark the restore as finished", async (c) => {
-      await c.query("SET SESSION sql_log_bin = 0");
-      await c.query(`DROP DATABASE IF EXISTS \`${RESTORE_SENTINEL}\``);
-    });
+    await t.markFinished();
     const result: RestoreResult = {
       operation: "restore",
       name: chosen.name,
       repository: req.repo.where,
       method: manifest.method,
-      target: describeEndpoint(req.target),
-      rawSize: counter.bytes,
+      target: describeEndpoint(target),
+      rawSize: v.counter.bytes,
       replication: manifest.replication,
       replicating,
       durationMs: Date.now() - t0,
@@ -173,7 +244,5 @@ export async function runRestore(req: RestoreRequest): Promise<RestoreResult> {
       result.secondsBehindMaster = secondsBehindMaster ?? null;
     }
     return result;
-  } finally {
-    await lease.release().catch((err: unknown) => { log.warn({ err }, "could not release the restore lease; it expires by itself"); });
-  }
+  });
 }

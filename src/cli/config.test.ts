@@ -27,7 +27,7 @@ describe("resolveSettings", () => {
     expect(s.cluster).toBe("flag");
     expect(s.repository).toBe("s3://env/x");
     expect(s.retain).toBe(3);
-    expect(s.method).toBe("mysqldump");
+    expect(s.method).toBeUndefined(); // the engine's default is chosen by the command (mysqldump for mysql://)
     expect(s.compression).toBe("zstd");
   });
 
@@ -50,6 +50,14 @@ describe("resolveSettings", () => {
 describe("endpointFrom", () => {
   it("never takes a password from the URL", () => {
     expect(() => endpointFrom("mysql://root:secret@db:3306", "--source", undefined)).toThrow(/contains a password; remove it/);
-    expect(endpointFrom("mysql://backup@db", "--source", "pw")).toEqual({ host: "db", port: 3306, user: "backup", password: "pw", socket: undefined });
+    expect(endpointFrom("mysql://backup@db", "--source", "pw")).toEqual({ engine: "mysql", host: "db", port: 3306, user: "backup", password: "pw", socket: undefined });
+  });
+
+  it("reads PostgreSQL endpoints with their database and defaults", () => {
+    expect(endpointFrom("postgresql://repl@pg-0/app", "--source", "pw")).toEqual({
+      engine: "postgresql", host: "pg-0", port: 5432, user: "repl", password: "pw", socket: undefined, database: "app",
+    });
+    expect(endpointFrom("postgres://pg-0:6543", "--source", undefined)).toMatchObject({ engine: "postgresql", port: 6543, user: "postgres", database: "postgres" });
+    expect(() => endpointFrom("redis://x", "--source", undefined)).toThrow(/must start with mysql:\/\/ or postgresql:\/\//);
   });
 });

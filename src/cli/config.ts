@@ -81,7 +81,8 @@ export interface Settings {
   s3: { endpoint?: string | undefined; region?: string | undefined; forcePathStyle?: boolean | undefined };
   source: string | undefined;
   target: string | undefined;
-  method: string;
+  /** The method named by flag, env or config; undefined means the engine's default. */
+  method: string | undefined;
   methodOptions: Record<string, unknown>;
   compression: "zstd" | "gzip" | "none";
   retain: number | undefined;
@@ -149,7 +150,7 @@ export function resolveSettings(flags: FlagValues, cfg: ConfigFile, env: NodeJS.
     },
     source: flags.source ?? env.REPLICATOR_SOURCE ?? cfg.source,
     target: flags.target ?? env.REPLICATOR_TARGET ?? cfg.target,
-    method: flags.method ?? env.REPLICATOR_METHOD ?? cfg.method ?? "mysqldump",
+    method: flags.method ?? env.REPLICATOR_METHOD ?? cfg.method,
     methodOptions: { ...(cfg.methodOptions ?? {}) },
     compression,
     retain,

@@ -1,14 +1,24 @@
 // The in-process plugin interface. A method turns a server into a byte
 // stream (backup) and a byte stream back into a server (restore). The agent
 // owns compression, checksums, storage and the manifest.
-// The container-level contract (run spec, result line, exit codes) is in
-// docs/plugins.md.
+//
+// Two restore shapes:
+// - "server": the stream is loaded into a running, empty server (logical
+//   dumps: mysqldump, pg_dump).
+// - "datadir": the stream becomes the data directory of a stopped server
+//   (physical copies: mariabackup, pg_basebackup). `configureReplica` then
+//   writes into that directory what makes the server start as a replica of
+//   its master (the recovery.conf step), before the server is started.
+//
+// The process-level contract for third-party plugins (run spec, result
+// line, exit codes) is in docs/plugins.md.
 import type { Readable } from "node:stream";
 import type { Logger } from "../lib/log.js";
-import type { Endpoint } from "../db/endpoint.js";
+import type { Endpoint, Engine } from "../db/endpoint.js";
 import type { Manifest, ReplicationPosition } from "../storage/catalog.js";
 
 export type MethodKind = "logical" | "physical" | "snapshot";
+export type { Engine };
 
 export interface BackupContext {
   source: Endpoint;
@@ -42,14 +52,58 @@ export interface RestoreContext {
   signal: AbortSignal;
 }
 
-export interface BackupMethod {
+export interface DatadirRestoreContext {
+  /** An empty directory (the agent checked) that becomes the server's data directory. */
+  datadir: string;
+  manifest: Manifest;
+  options: Record<string, unknown>;
+  log: Logger;
+  signal: AbortSignal;
+}
+
+export interface DatadirRestoreOutcome {
+  /** The position found in the restored data itself (e.g. mariadb_backup_binlog_info); it wins over the manifest's. */
+  replication?: ReplicationPosition | undefined;
+  warnings: string[];
+}
+
+export interface SeedContext {
+  /** The restored data directory; the server is stopped. */
+  datadir: string;
+  manifest: Manifest;
+  /** Where the position to start from came from: the restored data, or the manifest. */
+  position: ReplicationPosition;
+  /** The master/primary to replicate from, with the replication user's credentials. */
+  replicateFrom: Endpoint;
+  options: Record<string, unknown>;
+  log: Logger;
+  signal: AbortSignal;
+}
+
+interface MethodBase {
   readonly name: string;
   readonly kind: MethodKind;
+  /** The database engine the method backs up. Endpoints of another engine are refused. */
+  readonly engine: Engine;
   /** File extension of the raw stream, e.g. "sql" or "xbstream". */
   readonly extension: string;
   /** Check options before anything runs; throw BadInput with the option's name. */
   validateOptions(options: Record<string, unknown>): void;
   backup(ctx: BackupContext): Promise<BackupRun>;
-  /** Load `input` (raw, already decompressed and checksummed) into the target. */
+}
+
+export interface ServerRestoreMethod extends MethodBase {
+  readonly restoreInto: "server";
+  /** Load `input` (raw, already decompressed and checksummed) into the running target. */
   restore(ctx: RestoreContext, input: Readable): Promise<void>;
 }
+
+export interface DatadirRestoreMethod extends MethodBase {
+  readonly restoreInto: "datadir";
+  /** Turn `input` into a ready-to-start data directory at ctx.datadir (extract, prepare, move). */
+  restore(ctx: DatadirRestoreContext, input: Readable): Promise<DatadirRestoreOutcome>;
+  /** Make the restored, stopped server start as a replica of ctx.replicateFrom at ctx.position. */
+  configureReplica(ctx: SeedContext): Promise<void>;
+}
+
+export type BackupMethod = ServerRestoreMethod | DatadirRestoreMethod;

@@ -81,6 +81,9 @@ export const replicationPositionSchema = z.object({
   masterPort: z.number().int().optional(),
   /** The server id of the server whose binlog the coordinates refer to, when known. */
   sourceServerId: z.number().int().optional(),
+  /** PostgreSQL: the WAL location the backup is consistent at (e.g. "0/3000028"), and its timeline. */
+  lsn: z.string().optional(),
+  timeline: z.number().int().optional(),
 });
 export type ReplicationPosition = z.infer<typeof replicationPositionSchema>;
 
@@ -321,13 +324,17 @@ export function formatBytes(n: number): string {
 }
 
 /** A position as one short string: the GTID, else file:pos; undefined when there is none. */
-export function positionText(p: { gtid?: string | undefined; file?: string | undefined; position?: number | undefined } | undefined): string | undefined {
+export function positionText(
+  p: { gtid?: string | undefined; file?: string | undefined; position?: number | undefined; lsn?: string | undefined } | undefined,
+): string | undefined {
   if (p?.gtid) return p.gtid;
+  if (p?.lsn) return p.lsn;
   if (p?.file) return `${p.file}:${p.position ?? 0}`;
   return undefined;
 }
 
 export function formatPosition(p: ReplicationPosition | undefined): string {
   if (p?.gtid) return `gtid ${p.gtid}`;
+  if (p?.lsn) return `lsn ${p.lsn}${p.timeline !== undefined ? ` (timeline ${p.timeline})` : ""}`;
   return positionText(p) ?? "-";
 }

@@ -154,6 +154,8 @@ async function missingDatabases(c: Conn, databases: string[]): Promise<string[]>
 }
 
 export const mysqldumpMethod: BackupMethod = {
+  engine: "mysql",
+  restoreInto: "server",
   name: "mysqldump",
   kind: "logical",
   extension: "sql",

@@ -1,0 +1,128 @@
+// A physical restore into the data directory of a stopped server.
+//
+// The directory must be empty (a lost+found from a fresh filesystem is
+// fine). While the restore works, a sentinel file sits at the top of the
+// directory; a directory that holds it is an interrupted restore, and is
+// wiped and redone. The sentinel is removed last, after the method has
+// prepared the data and written the replica configuration, so a server
+// container that checks for it never starts on half-restored data.
+import { constants } from "node:fs";
+import { mkdir, open, readdir, rm, stat } from "node:fs/promises";
+import path from "node:path";
+import { badInput } from "../lib/errors.js";
+import { describeEndpoint } from "../db/endpoint.js";
+import type { BackupMethod } from "../plugins/contract.js";
+import type { BackupEntry } from "../storage/catalog.js";
+import { loadVerified, openBackupInput, type RestoreRequest, type RestoreResult } from "./restore.js";
+import { startProgress } from "./progress.js";
+
+export const DATADIR_SENTINEL = ".replicator-restore-in-progress";
+const IGNORED = new Set(["lost+found"]);
+
+export interface DatadirState {
+  exists: boolean;
+  /** An interrupted restore left its sentinel here. */
+  redo: boolean;
+  /** Entries that make the directory non-empty (sentinel and lost+found aside). */
+  entries: string[];
+}
+
+export async function inspectDatadir(dir: string): Promise<DatadirState> {
+  let names: string[];
+  try {
+    const st = await stat(dir);
+    if (!st.isDirectory()) throw badInput("DatadirNotDirectory", `--datadir ${dir} is not a directory`);
+    names = await readdir(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return { exists: false, redo: false, entries: [] };
+    throw err;
+  }
+  return {
+    exists: true,
+    redo: names.includes(DATADIR_SENTINEL),
+    entries: names.filter((n) => n !== DATADIR_SENTINEL && !IGNORED.has(n)).sort(),
+  };
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  const fh = await open(dir, constants.O_RDONLY);
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+async function writeSentinel(dir: string, backup: string): Promise<void> {
+  const fh = await open(path.join(dir, DATADIR_SENTINEL), "w", 0o600);
+  try {
+    await fh.writeFile(`restoring ${backup} since ${new Date().toISOString()}\n`);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await fsyncDir(dir);
+}
+
+export async function restoreDatadir(
+  req: RestoreRequest & { datadir: string; method: BackupMethod; chosen: BackupEntry },
+): Promise<RestoreResult> {
+  const { method, chosen, datadir } = req;
+  if (method.restoreInto !== "datadir") throw new Error("unreachable");
+  const t0 = Date.now();
+  const warnings: string[] = [];
+  const manifest = chosen.manifest;
+  const dir = path.resolve(datadir);
+  const log = req.log.child({ backup: chosen.name, datadir: dir });
+
+  const state = await inspectDatadir(dir);
+  if (state.redo) {
+    warnings.push("the data directory holds an unfinished restore (its sentinel was found); it was wiped and the restore redone");
+    for (const e of state.entries) await rm(path.join(dir, e), { recursive: true, force: true });
+  } else if (state.entries.length > 0) {
+    const shown = state.entries.slice(0, 5).join(", ") + (state.entries.length > 5 ? ", ..." : "");
+    throw badInput(
+      "DatadirNotEmpty",
+      `data directory ${dir} is not empty (${state.entries.length} entries: ${shown}); a physical restore needs the empty data directory of a stopped server`,
+    );
+  }
+  if (!state.exists) await mkdir(dir, { recursive: true, mode: 0o750 });
+  await writeSentinel(dir, chosen.name);
+
+  log.info({ object: manifest.objects[0]?.name, size: manifest.objects[0]?.size }, "restore started");
+  const v = await openBackupInput(req.repo, chosen);
+  const stopProgress = req.progress ? startProgress(`restore ${chosen.name}`, () => v.counter.bytes) : () => undefined;
+  let outcome;
+  try {
+    outcome = await loadVerified(v, (input) => method.restore({ datadir: dir, manifest, options: req.methodOptions ?? {}, log, signal: req.signal }, input));
+  } finally {
+    stopProgress();
+  }
+  warnings.push(...outcome.warnings);
+  const position = outcome.replication ?? manifest.replication;
+  log.info({ rawSize: v.counter.bytes, position }, "data directory prepared");
+
+  const replicateFrom = req.replicateFrom;
+  if (replicateFrom) {
+    if (!position) throw badInput("NoPosition", `backup ${chosen.name} holds no replication position; it cannot seed a replica`);
+    await method.configureReplica({ datadir: dir, manifest, position, replicateFrom, options: req.methodOptions ?? {}, log, signal: req.signal });
+    log.info({ master: describeEndpoint(replicateFrom) }, "replica configured; it replicates when the server starts");
+  }
+  await rm(path.join(dir, DATADIR_SENTINEL), { force: true });
+  await fsyncDir(dir);
+  const result: RestoreResult = {
+    operation: "restore",
+    name: chosen.name,
+    repository: req.repo.where,
+    method: manifest.method,
+    target: dir,
+    rawSize: v.counter.bytes,
+    replication: position,
+    replicating: false,
+    replicaConfigured: replicateFrom !== undefined,
+    durationMs: Date.now() - t0,
+    warnings,
+  };
+  if (replicateFrom) result.replicatingFrom = describeEndpoint(replicateFrom);
+  return result;
+}
