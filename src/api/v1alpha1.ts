@@ -89,7 +89,7 @@ export const backupSpecSchema = z.object({
   repository: dnsName.default("default").describe("A ReplicatorRepository in the same namespace."),
   cluster: dnsName.optional().describe("Catalog name in the repository; defaults to the StatefulSet (or pod) name."),
   source: serverRefSchema.optional().describe("The server to back up. Absent only on resources that mirror a backup found in storage."),
-  method: z.string().optional().describe("A built-in method (mysqldump); defaults to the repository's."),
+  method: z.string().optional().describe("A built-in method (mysqldump, mariabackup); defaults to the repository's. mariabackup runs on the source pod's node with its data volume mounted."),
   image: z.string().optional().describe("A third-party plugin image that implements docs/plugins.md."),
   options: z.record(z.string(), z.string()).default({}).describe("Method options, e.g. lock: ftwrl."),
 });

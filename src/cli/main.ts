@@ -6,6 +6,7 @@ import path from "node:path";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { runBackup } from "../agent/backup.js";
 import { runRestore } from "../agent/restore.js";
+import { runProvision } from "../agent/provision.js";
 import { TOOL_VERSION } from "../agent/version.js";
 import { describeEndpoint } from "../db/endpoint.js";
 import { withConn } from "../db/connection.js";
@@ -21,15 +22,22 @@ import { endpointFrom, findConfigPath, loadConfigFile, requireSetting, resolveSe
 const USAGE = `replicator ${TOOL_VERSION}: backup, restore and slave provisioning for MySQL/MariaDB
 
 Usage:
-  replicator backup  [--source mysql://USER@HOST:PORT] [--repository URL] [--cluster NAME] [--method mysqldump] [--retain N] [--json]
-  replicator restore [--target mysql://USER@HOST:PORT] [--repository URL] [--cluster NAME] [--backup NAME | --before TIME]
-                     [--replicate-from mysql://USER@HOST:PORT] [--force] [--json]
+  replicator backup  [--source URL] [--repository URL] [--cluster NAME] [--method NAME] [--retain N] [--json]
+  replicator restore [--target URL | --datadir DIR] [--repository URL] [--cluster NAME] [--backup NAME | --before TIME]
+                     [--replicate-from URL] [--force] [--json]
   replicator list    [--repository URL] [--cluster NAME] [--json]
   replicator prune   --retain N [--repository URL] [--cluster NAME] [--dry-run] [--json]
   replicator verify  [NAME] [--repository URL] [--cluster NAME] [--json]
   replicator delete  NAME [--repository URL] [--cluster NAME] [--force]
   replicator offline|online [--target mysql://USER@HOST:PORT]
+  replicator provision --datadir DIR --plan-file FILE [--plan-timeout SECONDS]
+                     (the init container of a self-provisioning slave; see docs/provisioning.md)
 
+Servers: mysql://USER@HOST:PORT (MySQL/MariaDB) or postgresql://USER@HOST:PORT/DB.
+Methods: mysqldump (default for mysql://), mariabackup (physical), pg_dump (default for
+postgresql://), pg_basebackup (physical). Logical backups restore into a running server
+(--target); physical ones into the empty data directory of a stopped server (--datadir),
+which --replicate-from configures to replicate when the server starts.
 Repositories: s3://bucket/prefix (credentials from the AWS SDK chain; --s3-endpoint for
 S3-compatible stores) or file:///abs/path.
 Passwords: REPLICATOR_DB_PASSWORD or --password-file (database user),
@@ -54,6 +62,9 @@ const options = {
   backup: { type: "string" },
   before: { type: "string" },
   "replicate-from": { type: "string" },
+  datadir: { type: "string" },
+  "plan-file": { type: "string" },
+  "plan-timeout": { type: "string" },
   force: { type: "boolean" },
   lock: { type: "string" },
   databases: { type: "string" },
@@ -74,7 +85,7 @@ const options = {
 
 type Values = ReturnType<typeof parseArgs<{ options: typeof options; allowPositionals: true }>>["values"];
 
-const COMMANDS = ["backup", "restore", "list", "prune", "verify", "delete", "offline", "online", "help", "version"] as const;
+const COMMANDS = ["backup", "restore", "provision", "list", "prune", "verify", "delete", "offline", "online", "help", "version"] as const;
 type Command = (typeof COMMANDS)[number];
 
 interface Ctx {
@@ -133,7 +144,7 @@ async function cmdBackup(ctx: Ctx): Promise<unknown> {
     repo,
     source,
     sourceName: ctx.values["source-name"],
-    method: ctx.settings.method,
+    method: ctx.settings.method ?? (source.engine === "postgresql" ? "pg_dump" : "mysqldump"),
     methodOptions: methodOptionsOf(ctx),
     compression: ctx.settings.compression,
     retain: ctx.settings.retain,
@@ -161,7 +172,13 @@ async function cmdRestore(ctx: Ctx): Promise<unknown> {
     : ctx.values.before
       ? { kind: "before", time: parseTime(ctx.values.before) }
       : { kind: "latest" };
-  const target = endpointFrom(requireSetting(ctx.settings.target, "--target", "target"), "--target", ctx.settings.dbPassword(), process.env.REPLICATOR_DB_USER);
+  const datadir = ctx.values.datadir ?? process.env.REPLICATOR_DATADIR;
+  const target = ctx.settings.target
+    ? endpointFrom(ctx.settings.target, "--target", ctx.settings.dbPassword(), process.env.REPLICATOR_DB_USER)
+    : undefined;
+  if (!target && !datadir) {
+    throw badInput("MissingSetting", "restore needs --target URL (a running server, for logical backups) or --datadir DIR (a stopped server's data directory, for physical backups)");
+  }
   const replicateFrom = ctx.settings.replicateFrom
     ? endpointFrom(ctx.settings.replicateFrom, "--replicate-from", ctx.settings.replicationPassword(), process.env.REPLICATOR_REPLICATION_USER)
     : undefined;
@@ -174,6 +191,7 @@ async function cmdRestore(ctx: Ctx): Promise<unknown> {
   const r = await runRestore({
     repo: await repositoryOf(ctx),
     target,
+    datadir,
     selector,
     replicateFrom,
     force: ctx.values.force ?? false,
@@ -187,7 +205,31 @@ async function cmdRestore(ctx: Ctx): Promise<unknown> {
   if (!ctx.values.json) {
     ctx.out(`restored ${r.name} into ${r.target}: ${formatBytes(r.rawSize)} in ${(r.durationMs / 1000).toFixed(1)}s`);
     ctx.out(`  position ${formatPosition(r.replication)}`);
+    if (r.replicaConfigured) ctx.out(`  configured to replicate from ${r.replicatingFrom ?? "?"} when the server starts`);
     if (r.replicating) ctx.out(`  replicating from ${r.replicatingFrom ?? "?"}; seconds behind master: ${r.secondsBehindMaster ?? "unknown"}`);
+    for (const w of r.warnings) ctx.out(`  warning: ${w}`);
+  }
+  return r;
+}
+
+async function cmdProvision(ctx: Ctx): Promise<unknown> {
+  noPositionals(ctx, "provision");
+  const datadir = requireSetting(ctx.values.datadir ?? process.env.REPLICATOR_DATADIR, "--datadir", "datadir");
+  const planFile = requireSetting(ctx.values["plan-file"] ?? process.env.REPLICATOR_PLAN_FILE, "--plan-file", "plan file");
+  const timeoutText = ctx.values["plan-timeout"] ?? "3600";
+  const timeout = Number(timeoutText);
+  if (!Number.isFinite(timeout) || timeout <= 0) throw badInput("InvalidArguments", `--plan-timeout must be a positive number of seconds (got "${timeoutText}")`);
+  const r = await runProvision({
+    datadir,
+    planFile,
+    timeoutMs: timeout * 1000,
+    masterFrom: (url) => endpointFrom(url, "the plan's master", ctx.settings.replicationPassword(), process.env.REPLICATOR_REPLICATION_USER),
+    s3: ctx.settings.s3,
+    log: ctx.log,
+    signal: ctx.signal,
+  });
+  if (!ctx.values.json) {
+    ctx.out(r.action === "restored" ? `provisioned ${datadir} from ${r.name ?? "?"} at ${r.position ?? "-"} in ${(r.durationMs / 1000).toFixed(1)}s` : `nothing to provision: ${r.reason ?? ""}`);
     for (const w of r.warnings) ctx.out(`  warning: ${w}`);
   }
   return r;
@@ -361,6 +403,9 @@ export async function main(argv: string[]): Promise<number> {
       case "restore":
         result = await cmdRestore(ctx);
         break;
+      case "provision":
+        result = await cmdProvision(ctx);
+        break;
       case "list":
         result = await cmdList(ctx);
         break;
@@ -384,7 +429,7 @@ export async function main(argv: string[]): Promise<number> {
     process.off("SIGTERM", onSignal);
     if (abort.signal.aborted) throw badInput("Interrupted", "interrupted");
     if (json && result !== undefined) out(JSON.stringify({ ok: true, ...(result as object) }));
-    if (result !== undefined && (command === "backup" || command === "restore")) writeTerminationLog({ ok: true, ...(result as object) });
+    if (result !== undefined && (command === "backup" || command === "restore" || command === "provision")) writeTerminationLog({ ok: true, ...(result as object) });
     return 0;
   } catch (err) {
     const code = exitCodeFor(err);
@@ -395,7 +440,7 @@ export async function main(argv: string[]): Promise<number> {
     const printed = (err as { printed?: boolean }).printed === true;
     if (json && !printed) out(JSON.stringify({ ok: false, reason, error: message }));
     process.stderr.write(`replicator${command && command !== "help" ? ` ${command}` : ""}: ${message}\n`);
-    if (command === "backup" || command === "restore") writeTerminationLog({ ok: false, reason, error: message });
+    if (command === "backup" || command === "restore" || command === "provision") writeTerminationLog({ ok: false, reason, error: message });
     return code;
   }
 }

@@ -33,6 +33,19 @@ export type ServerSelection =
   | { ok: true; pod: string; address: string; role: "master" | "slave" }
   | { ok: false; reason: "SourceNotFound" | "SourceNotReady"; message: string };
 
+/** The master among a StatefulSet's pods (sorted by ordinal): the one labelled replicator.dev/role=master, else ordinal 0. */
+export function masterOf<P extends PodLike>(members: P[]): P | undefined {
+  return members.find((p) => p.metadata.labels?.[ROLE_LABEL] === "master") ?? members.find((p) => ordinalOf(p.metadata.name) === 0) ?? members[0];
+}
+
+/** The master's pod name of a StatefulSet, ready or not (a master blocked in an init container still is the master). */
+export function masterPodName(sts: string, pods: PodLike[]): string | undefined {
+  const members = pods
+    .filter((p) => p.metadata.ownerReferences?.some((o) => o.kind === "StatefulSet" && o.name === sts) && !p.metadata.deletionTimestamp)
+    .sort((a, b) => ordinalOf(a.metadata.name) - ordinalOf(b.metadata.name));
+  return masterOf(members)?.metadata.name;
+}
+
 /**
  * Pick the pod a ServerRef names. For a StatefulSet the master is the pod
  * labelled replicator.dev/role=master, else ordinal 0; a slave is any other
@@ -51,8 +64,7 @@ export function selectServerPod(ref: ServerRef, pods: PodLike[]): ServerSelectio
     .filter((p) => p.metadata.ownerReferences?.some((o) => o.kind === "StatefulSet" && o.name === sts) && !p.metadata.deletionTimestamp)
     .sort((a, b) => ordinalOf(a.metadata.name) - ordinalOf(b.metadata.name));
   if (members.length === 0) return { ok: false, reason: "SourceNotFound", message: `StatefulSet ${sts} has no pods` };
-  const labelled = members.find((p) => p.metadata.labels?.[ROLE_LABEL] === "master");
-  const master = labelled ?? members.find((p) => ordinalOf(p.metadata.name) === 0) ?? members[0];
+  const master = masterOf(members);
   if (ref.role === "master") {
     if (!master?.status?.podIP || !isContainersReady(master)) {
       return { ok: false, reason: "SourceNotReady", message: `master ${master?.metadata.name ?? "?"} of StatefulSet ${sts} is not ready` };

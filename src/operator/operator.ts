@@ -26,12 +26,24 @@ import { formatBytes, formatStamp, positionText } from "../storage/catalog.js";
 import { dueRun, nextRun, parseCron } from "./cron.js";
 import { openRepository } from "../storage/open.js";
 import { Repository } from "../storage/repository.js";
-import { buildBackupJob, buildRestoreJob, childName, repositoryUrl, type JobSettings, type Owner } from "./builders/jobs.js";
+import {
+  LOCAL_DATA_METHODS,
+  buildBackupJob,
+  buildRestoreJob,
+  childName,
+  dataVolumeOf,
+  repositoryUrl,
+  serverUrl,
+  type DataVolumeMount,
+  type JobSettings,
+  type Owner,
+} from "./builders/jobs.js";
 import { sameStatus, setCondition } from "./conditions.js";
 import { computeBackupStatus, decideBackup, type BackupPlan } from "./controllers/backup/decide.js";
 import { computeRestoreStatus, decideRestore } from "./controllers/restore/decide.js";
 import {
   GATE_CONDITION,
+  PLAN_ANNOTATION,
   PROVISION_ANNOTATION,
   PROVISIONED_ANNOTATION,
   PROVISIONED_AT_ANNOTATION,
@@ -42,10 +54,12 @@ import {
   type SeedChoice,
 } from "./controllers/provision/decide.js";
 import { checkMasterCanServe, setOffline, setOnline } from "../db/replication.js";
+import { podPlan, provisionInitResult, takesPlan, type ProvisionPod } from "./controllers/provision/observe.js";
+import type { ProvisionPlanDoc } from "../api/provision-plan.js";
 import { Informer, WorkQueue } from "./kube/informer.js";
 import { isAlreadyExists, isNotFound, type KubeRest } from "./kube/rest.js";
 import type { Metrics } from "./metrics.js";
-import { isContainersReady, jobState, selectServerPod, stableAddress, type JobLike, type PodLike } from "./observe.js";
+import { isContainersReady, jobState, masterPodName, selectServerPod, stableAddress, type JobLike, type PodLike } from "./observe.js";
 
 export const IMPORTED_ANNOTATION = "replicator.dev/imported";
 const PROVISION_POD_LABEL = "replicator.dev/provision-pod";
@@ -65,10 +79,11 @@ interface PvcObj {
   metadata: { name: string; namespace: string; uid?: string; annotations?: Record<string, string>; creationTimestamp?: string };
 }
 
-type PodObj = PodLike & {
-  metadata: { name: string; namespace: string; uid?: string; creationTimestamp?: string; annotations?: Record<string, string> };
-  spec?: { readinessGates?: { conditionType: string }[] };
-};
+type PodObj = PodLike &
+  ProvisionPod & {
+    metadata: { name: string; namespace: string; uid?: string; creationTimestamp?: string; annotations?: Record<string, string> };
+    spec?: { readinessGates?: { conditionType: string }[] };
+  };
 
 /** A label value: at most 63 characters, alphanumeric at both ends. */
 const labelValue = (s: string): string => s.toLowerCase().replace(/[^a-z0-9._-]/g, "-").slice(0, 63).replace(/^[^a-z0-9]+|[^a-z0-9]+$/g, "");
@@ -289,6 +304,18 @@ export class Operator {
         this.queue.after(`backup/${ns}/${b.metadata.name}`, plan.requeueMs);
         return;
       case "createJob": {
+        let dataVolume: DataVolumeMount | undefined;
+        const method = plan.spec.method ?? plan.repo.method;
+        if (LOCAL_DATA_METHODS.has(method)) {
+          const src = this.pods.get(`${ns}/${plan.sourcePod}`) as Parameters<typeof dataVolumeOf>[0] | undefined;
+          const dv = src ? dataVolumeOf(src) : { error: `pod ${plan.sourcePod} not found` };
+          if ("error" in dv) {
+            await this.event(b, "Warning", "NoDataVolume", `${method} backs up the data files of ${plan.sourcePod}: ${dv.error}`);
+            this.queue.after(`backup/${ns}/${b.metadata.name}`, 15_000);
+            return;
+          }
+          dataVolume = dv;
+        }
         const job = buildBackupJob({
           owner: this.owner(b),
           spec: plan.spec,
@@ -297,6 +324,7 @@ export class Operator {
           sourcePod: plan.sourcePod,
           sourceAddress: plan.sourceAddress,
           settings: this.settings.jobs,
+          dataVolume,
         });
         job.metadata.annotations = { "replicator.dev/source-role": plan.sourceRole };
         try {
@@ -370,7 +398,7 @@ export class Operator {
     what: string,
   ): Promise<Awaited<ReturnType<typeof connect>>> {
     const get = await this.secretReader(ns, secret.name);
-    return connect({ host, port, user: get(secret.userKey ?? "username") ?? "root", password: get(secret.passwordKey ?? "password") }, what);
+    return connect({ engine: "mysql", host, port, user: get(secret.userKey ?? "username") ?? "root", password: get(secret.passwordKey ?? "password") }, what);
   }
 
   /** START SLAVE on a pod if replication is configured but not running. Returns true if it had to. */
@@ -407,6 +435,13 @@ export class Operator {
     for (const r of this.restores.list()) {
       if (r.metadata.namespace !== ns || (r.spec.repository ?? "default") !== repoName) continue;
       if (r.status?.phase === "Running" && r.status.backupName) used.add(r.status.backupName);
+    }
+    // A plan handed to an init container: the backup is about to be restored (the agent's lease covers the rest).
+    for (const p of this.pods.list()) {
+      if (p.metadata.namespace !== ns) continue;
+      const plan = podPlan(p);
+      if (plan?.action !== "restore" || isContainersReady(p)) continue;
+      used.add(plan.backup);
     }
     return used;
   }
@@ -686,21 +721,51 @@ export class Operator {
     const master = selectServerPod({ statefulSet: sts.metadata.name, role: "master", port: settings.port, credentialsSecret: { name: settings.credentialsSecret, userKey: "username", passwordKey: "password" } }, this.podsIn(ns));
     const observed = {
       podReady: isContainersReady(pod),
-      isMaster: master.ok ? master.pod === podName : pod.metadata.labels?.["replicator.dev/role"] === "master",
+      isMaster: master.ok ? master.pod === podName : masterPodName(sts.metadata.name, this.podsIn(ns)) === podName,
       pvc,
       restore: restore ? { name: restore.metadata.name, status: restore.status } : undefined,
       gate: pod.status?.conditions?.find((c) => c.type === GATE_CONDITION)?.status as "True" | "False" | undefined,
       seed: undefined as SeedChoice | undefined,
+      takesPlan: takesPlan(pod),
+      plan: podPlan(pod),
+      init: provisionInitResult(pod),
+      replicating: undefined as { ok: boolean; message: string } | undefined,
     };
     let plan: ProvisionPlan = decideProvision(observed);
     if (plan.kind === "needSeed") {
-      observed.seed = await this.planSeed(ns, sts.metadata.name, settings).catch((err: unknown): SeedChoice => ({ ok: false, reason: "StorageUnreachable", message: oneLine(err) }));
+      observed.seed = await this.planSeed(ns, sts.metadata.name, settings, observed.takesPlan).catch((err: unknown): SeedChoice => ({ ok: false, reason: "StorageUnreachable", message: oneLine(err) }));
+      plan = decideProvision(observed);
+    }
+    if (plan.kind === "needReplicationCheck") {
+      observed.replicating = await this.replicationOf(ns, pod, settings).catch((err: unknown) => ({ ok: false, message: oneLine(err) }));
       plan = decideProvision(observed);
     }
     const key = `provision/${ns}/${podName}`;
     switch (plan.kind) {
       case "needSeed":
+      case "needReplicationCheck":
         return;
+      case "setPlan": {
+        const doc = plan.plan.action === "none" ? plan.plan : await this.restorePlanDoc(ns, sts.metadata.name, settings, plan.plan.backup);
+        if (!doc) return;
+        await this.rest.patch(nsPath("/api/v1", ns, "pods", podName), { metadata: { annotations: { [PLAN_ANNOTATION]: JSON.stringify(doc) } } });
+        if (plan.plan.action === "restore") {
+          await this.event(
+            { apiVersion: "v1", kind: "Pod", metadata: pod.metadata },
+            "Normal",
+            "Provisioning",
+            `volume ${pvc?.name ?? "?"} has no provision marker: the init container restores ${plan.plan.backup} (position ${plan.plan.position}) before the server starts`,
+          );
+          await this.setGate(pod, "False", "Provisioning", `restoring ${plan.plan.backup} in the init container`);
+          log.info({ backup: plan.plan.backup }, "provision plan handed to the init container");
+        }
+        if (plan.then === "markMaster" && pvc) {
+          await this.markPvc(ns, pvc.name, "master");
+          await this.setGate(pod, "True", "Master", "the master is not provisioned from a backup");
+        }
+        this.queue.after(key, 2_000);
+        return;
+      }
       case "wait":
         if (plan.gate === "False") {
           const prev = pod.status?.conditions?.find((c) => c.type === GATE_CONDITION);
@@ -818,7 +883,7 @@ export class Operator {
   }
 
   /** The newest backup whose position the master can still serve. */
-  private async planSeed(ns: string, sts: string, s: ProvisionSettings): Promise<SeedChoice> {
+  private async planSeed(ns: string, sts: string, s: ProvisionSettings, physicalOk = false): Promise<SeedChoice> {
     const repoObj = this.repositories.get(`${ns}/${s.repository}`);
     if (!repoObj) return { ok: false, reason: "StorageUnreachable", message: `ReplicatorRepository ${s.repository} not found` };
     const spec = validateSpec(repositorySpecSchema, repoObj.spec);
@@ -826,7 +891,16 @@ export class Operator {
     const store = await this.openStore(ns, spec.value);
     if (!store) return { ok: false, reason: "StorageUnreachable", message: `provisioning needs an S3 repository; ${s.repository} is a filesystem repository` };
     const { backups } = await new Repository(store, s.cluster).list();
-    const candidates = (s.backup === "latest" ? backups : backups.filter((b) => b.name === s.backup)).filter((b) => b.manifest.replication).reverse();
+    const named = (s.backup === "latest" ? backups : backups.filter((b) => b.name === s.backup)).filter((b) => b.manifest.replication).reverse();
+    // Physical backups are restored before the server starts: only by the init container.
+    const candidates = physicalOk ? named : named.filter((b) => b.manifest.kind === "logical");
+    if (candidates.length === 0 && named.length > 0) {
+      return {
+        ok: false,
+        reason: "NeedsInitContainer",
+        message: `the backups that could seed this slave are physical (${named[0]?.name ?? ""}): add the replicator provision init container to StatefulSet ${sts} (docs/provisioning.md), or take a logical backup`,
+      };
+    }
     if (candidates.length === 0) {
       return {
         ok: false,
@@ -846,10 +920,43 @@ export class Operator {
         const pos = b.manifest.replication;
         if (!pos) continue;
         const check = await checkMasterCanServe(c, pos, `master ${master.pod}`);
-        if (check.ok) return { ok: true, backup: b.name, position: positionText(pos) ?? "-" };
+        if (check.ok) return { ok: true, backup: b.name, position: positionText(pos) ?? "-", kind: b.manifest.kind };
         firstReason ||= `${b.name}: ${check.reason ?? ""}`;
       }
       return { ok: false, reason: "BinlogsPurged", message: `no stored backup can seed a slave: the newest, ${firstReason}` };
+    } finally {
+      await c.end().catch(() => undefined);
+    }
+  }
+
+  /** The plan for a pod's init container: where the backup is, and which master to follow. */
+  private async restorePlanDoc(ns: string, stsName: string, s: ProvisionSettings, backup: string): Promise<ProvisionPlanDoc | undefined> {
+    const repoObj = this.repositories.get(`${ns}/${s.repository}`);
+    const spec = repoObj ? validateSpec(repositorySpecSchema, repoObj.spec) : undefined;
+    if (!spec?.ok) return undefined;
+    const master = selectServerPod({ statefulSet: stsName, role: "master", port: s.port, credentialsSecret: { name: s.replicationSecret, userKey: "username", passwordKey: "password" } }, this.podsIn(ns));
+    if (!master.ok) return undefined;
+    const s3 = spec.value.s3;
+    return {
+      action: "restore",
+      backup,
+      repository: repositoryUrl(spec.value),
+      cluster: s.cluster,
+      ...(s3 ? { s3: { endpoint: s3.endpoint, region: s3.region, forcePathStyle: s3.endpoint ? true : undefined } } : {}),
+      master: serverUrl(this.masterAddress(ns, master), s.port),
+    };
+  }
+
+  /** Is the pod's server replicating (both threads running)? Asked after a physical restore. */
+  private async replicationOf(ns: string, pod: PodObj, s: ProvisionSettings): Promise<{ ok: boolean; message: string }> {
+    const address = pod.status?.podIP;
+    if (!address) return { ok: false, message: "the pod has no IP yet" };
+    const c = await this.connectWith(ns, { name: s.credentialsSecret }, address, s.port, `pod ${pod.metadata.name}`);
+    try {
+      const st = await getSlaveStatus(c);
+      if (!st) return { ok: false, message: "the server has no replication configured" };
+      if (st.ioRunning && st.sqlRunning) return { ok: true, message: "" };
+      return { ok: false, message: `replication is not running (IO ${st.ioRunning ? "running" : "stopped"}, SQL ${st.sqlRunning ? "running" : "stopped"})${st.lastIoError || st.lastSqlError ? `: ${st.lastIoError || st.lastSqlError}` : ""}` };
     } finally {
       await c.end().catch(() => undefined);
     }

@@ -16,13 +16,35 @@ export const AGENT_IMAGE = "ghcr.io/replicator-dev/replicator-agent:test";
 
 /**
  * A MariaDB StatefulSet for the test kubelet (image mariadb:10.11, a `data`
- * volumeClaimTemplate). With `provision`, it carries the provisioning
- * annotations, the readiness gate and podManagementPolicy Parallel.
+ * volumeClaimTemplate mounted at /var/lib/mysql with subPath data, where the
+ * test kubelet keeps the datadir). With `provision`, it carries the
+ * provisioning annotations, the readiness gate and podManagementPolicy
+ * Parallel; with `initContainer` also the `replicator provision` init
+ * container that restores physical backups before mariadbd starts, as
+ * docs/provisioning.md shows it.
  */
-export function mariadbStatefulSet(ns: string, name: string, replicas: number, opts: { provision?: boolean; args?: string[] } = {}): string {
+export function mariadbStatefulSet(ns: string, name: string, replicas: number, opts: { provision?: boolean; initContainer?: boolean; args?: string[] } = {}): string {
   const provision = opts.provision
     ? { annotations: `\n  annotations: { replicator.dev/provision: latest, replicator.dev/replication-secret: db-replication }`, policy: "\n  podManagementPolicy: Parallel", gate: "\n      readinessGates: [{ conditionType: replicator.dev/provisioned }]" }
     : { annotations: "", policy: "", gate: "" };
+  const init = opts.initContainer
+    ? `
+      initContainers:
+        - name: provision
+          image: ${AGENT_IMAGE}
+          args: [provision, --datadir, /var/lib/mysql, --plan-file, /etc/replicator/plan]
+          env:
+            - { name: REPLICATOR_REPLICATION_USER, valueFrom: { secretKeyRef: { name: db-replication, key: username } } }
+            - { name: REPLICATOR_REPLICATION_PASSWORD, valueFrom: { secretKeyRef: { name: db-replication, key: password } } }
+            - { name: AWS_ACCESS_KEY_ID, valueFrom: { secretKeyRef: { name: s3-credentials, key: AWS_ACCESS_KEY_ID } } }
+            - { name: AWS_SECRET_ACCESS_KEY, valueFrom: { secretKeyRef: { name: s3-credentials, key: AWS_SECRET_ACCESS_KEY } } }
+          volumeMounts:
+            - { name: data, mountPath: /var/lib/mysql, subPath: data }
+            - { name: plan, mountPath: /etc/replicator }
+      volumes:
+        - name: plan
+          downwardAPI: { items: [{ path: plan, fieldRef: { fieldPath: "metadata.annotations['replicator.dev/provision-plan']" } }] }`
+    : "";
   return `
 apiVersion: apps/v1
 kind: StatefulSet
@@ -35,12 +57,13 @@ spec:
   selector: { matchLabels: { app: ${name} } }
   template:
     metadata: { labels: { app: ${name} } }
-    spec:${provision.gate}
+    spec:${provision.gate}${init}
       containers:
         - name: mariadb
           image: mariadb:10.11
           ports: [{ containerPort: 3306, name: mysql }]
           args: ${JSON.stringify(opts.args ?? [])}
+          volumeMounts: [{ name: data, mountPath: /var/lib/mysql, subPath: data }]
   volumeClaimTemplates:
     - metadata: { name: data }
       spec: { accessModes: [ReadWriteOnce], resources: { requests: { storage: 10Gi } } }

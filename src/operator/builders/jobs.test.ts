@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { backupSpecSchema, repositorySpecSchema, restoreSpecSchema } from "../../api/v1alpha1.js";
-import { buildBackupJob, buildRestoreJob, childName } from "./jobs.js";
+import { buildBackupJob, buildRestoreJob, childName, dataVolumeOf } from "./jobs.js";
 
 const settings = { agentImage: "agent:1", backoffLimit: 2, activeDeadlineSeconds: 3600, ttlSecondsAfterFinished: 600, logLevel: "info" };
 const owner = { apiVersion: "replicator.dev/v1alpha1", kind: "ReplicatorBackup", name: "nightly", namespace: "db", uid: "u1" };
@@ -71,5 +71,54 @@ describe("childName", () => {
     const long = "a".repeat(70);
     expect(childName(long, "backup").length).toBeLessThanOrEqual(63);
     expect(childName(long, "backup")).not.toBe(childName(`${long}b`, "backup"));
+  });
+});
+
+describe("a physical (mariabackup) backup Job", () => {
+  const sourcePod = {
+    spec: {
+      nodeName: "node-7",
+      securityContext: { runAsUser: 999, runAsGroup: 999, fsGroup: 999 },
+      volumes: [{ name: "config", configMap: {} }, { name: "data", persistentVolumeClaim: { claimName: "data-db-0" } }],
+      containers: [{ name: "mariadb", volumeMounts: [{ name: "config", mountPath: "/etc/mysql/conf.d" }, { name: "data", mountPath: "/var/lib/mysql", subPath: "data" }] }],
+    },
+  };
+
+  it("finds the server's data volume, node and user", () => {
+    expect(dataVolumeOf(sourcePod)).toEqual({ nodeName: "node-7", claimName: "data-db-0", mountPath: "/var/lib/mysql", subPath: "data", runAsUser: 999, runAsGroup: 999, fsGroup: 999 });
+    expect(dataVolumeOf({ spec: { nodeName: "n", containers: [{ name: "x" }] } })).toEqual({ error: expect.stringContaining("mounts no PersistentVolumeClaim") });
+    expect(dataVolumeOf({ spec: {} })).toEqual({ error: "the source pod is not scheduled to a node" });
+  });
+
+  it("runs on the source's node with its volume mounted where the server has it", () => {
+    const dv = dataVolumeOf(sourcePod);
+    if ("error" in dv) throw new Error(dv.error);
+    const job = buildBackupJob({
+      owner,
+      spec: backupSpecSchema.parse({ source: { pod: "db-0", credentialsSecret: { name: "db-creds" } }, method: "mariabackup" }),
+      repo: repositorySpecSchema.parse({ s3: { bucket: "bkp", prefix: "" } }),
+      cluster: "db",
+      sourcePod: "db-0",
+      sourceAddress: "10.0.0.5",
+      settings,
+      dataVolume: dv,
+    });
+    const pod = (job.spec.template as { spec: { nodeName?: string; securityContext: { runAsUser: number }; volumes: unknown[]; containers: { args: string[]; volumeMounts: unknown[] }[] } }).spec;
+    expect(pod.nodeName).toBe("node-7");
+    expect(pod.securityContext.runAsUser).toBe(999);
+    expect(pod.volumes).toContainEqual({ name: "data", persistentVolumeClaim: { claimName: "data-db-0" } });
+    expect(pod.containers[0]?.volumeMounts).toContainEqual({ name: "data", mountPath: "/var/lib/mysql", subPath: "data" });
+    expect(pod.containers[0]?.args).toContain("mariabackup");
+    expect(() =>
+      buildBackupJob({
+        owner,
+        spec: backupSpecSchema.parse({ source: { pod: "db-0", credentialsSecret: { name: "db-creds" } }, method: "mariabackup" }),
+        repo: repositorySpecSchema.parse({ s3: { bucket: "bkp", prefix: "" } }),
+        cluster: "db",
+        sourcePod: "db-0",
+        sourceAddress: "10.0.0.5",
+        settings,
+      }),
+    ).toThrow(/needs the source's data volume/);
   });
 });

@@ -117,9 +117,14 @@ function jobFor(
   repo: RepositorySpec,
   settings: JobSettings,
   extraLabels: Record<string, string>,
+  data?: DataVolumeMount,
 ): K8sJob {
   const lbl = labels(owner, operation, cluster, extraLabels);
   const { volumes: vols, mounts } = volumes(repo);
+  if (data) {
+    vols.push({ name: "data", persistentVolumeClaim: { claimName: data.claimName } });
+    mounts.push({ name: "data", mountPath: data.mountPath, ...(data.subPath ? { subPath: data.subPath } : {}) });
+  }
   return {
     apiVersion: "batch/v1",
     kind: "Job",
@@ -139,7 +144,11 @@ function jobFor(
         metadata: { labels: lbl },
         spec: {
           restartPolicy: "Never",
-          securityContext: { runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, fsGroup: 65532, seccompProfile: { type: "RuntimeDefault" } },
+          // A physical backup runs beside its server: same node (a ReadWriteOnce volume), same user.
+          ...(data ? { nodeName: data.nodeName } : {}),
+          securityContext: data
+            ? { runAsNonRoot: true, runAsUser: data.runAsUser, runAsGroup: data.runAsGroup, ...(data.fsGroup !== undefined ? { fsGroup: data.fsGroup } : {}), seccompProfile: { type: "RuntimeDefault" } }
+            : { runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, fsGroup: 65532, seccompProfile: { type: "RuntimeDefault" } },
           containers: [
             {
               name: "agent",
@@ -165,6 +174,24 @@ export function serverUrl(address: string, port: number): string {
   return `mysql://${host}:${port}`;
 }
 
+/**
+ * Methods that read the server's data files (physical copies): their Job runs
+ * on the source pod's node with the source's data volume mounted where the
+ * server has it, so the server's own @@datadir is valid inside the Job.
+ */
+export const LOCAL_DATA_METHODS = new Set(["mariabackup"]);
+
+export interface DataVolumeMount {
+  nodeName: string;
+  claimName: string;
+  mountPath: string;
+  subPath?: string | undefined;
+  /** The source pod's user and group, so the data files are readable. */
+  runAsUser?: number | undefined;
+  runAsGroup?: number | undefined;
+  fsGroup?: number | undefined;
+}
+
 export interface BackupJobInput {
   owner: Owner;
   spec: BackupSpec;
@@ -173,6 +200,31 @@ export interface BackupJobInput {
   sourcePod: string;
   sourceAddress: string;
   settings: JobSettings;
+  /** For LOCAL_DATA_METHODS: the source's data volume. */
+  dataVolume?: DataVolumeMount | undefined;
+}
+
+/** Pure: where a pod keeps its data volume (the first container mounting a PVC), for a physical backup Job. */
+export function dataVolumeOf(pod: {
+  spec?: {
+    nodeName?: string;
+    securityContext?: { runAsUser?: number; runAsGroup?: number; fsGroup?: number };
+    volumes?: { name: string; persistentVolumeClaim?: { claimName: string } }[];
+    containers?: { name: string; volumeMounts?: { name: string; mountPath: string; subPath?: string }[] }[];
+  };
+}): DataVolumeMount | { error: string } {
+  const nodeName = pod.spec?.nodeName;
+  if (!nodeName) return { error: "the source pod is not scheduled to a node" };
+  const pvcs = new Map((pod.spec?.volumes ?? []).filter((v) => v.persistentVolumeClaim).map((v) => [v.name, v.persistentVolumeClaim?.claimName ?? ""]));
+  for (const c of pod.spec?.containers ?? []) {
+    for (const m of c.volumeMounts ?? []) {
+      const claimName = pvcs.get(m.name);
+      if (!claimName) continue;
+      const sc = pod.spec?.securityContext;
+      return { nodeName, claimName, mountPath: m.mountPath, subPath: m.subPath, runAsUser: sc?.runAsUser ?? 999, runAsGroup: sc?.runAsGroup ?? 999, fsGroup: sc?.fsGroup };
+    }
+  }
+  return { error: "the source pod mounts no PersistentVolumeClaim; a physical backup reads the server's data volume" };
 }
 
 export function buildBackupJob(i: BackupJobInput): K8sJob {
@@ -200,7 +252,8 @@ export function buildBackupJob(i: BackupJobInput): K8sJob {
   if (i.repo.filesystem && i.repo.retention) args.push("--retain", String(i.repo.retention.keep));
   if (!i.spec.source) throw new Error("buildBackupJob: spec.source is required");
   const env = [...dbEnv(i.spec.source, "REPLICATOR_DB"), ...repositoryEnv(i.repo)];
-  return jobFor(i.owner, "backup", i.cluster, i.spec.image ?? i.settings.agentImage, args, env, i.repo, i.settings, { [LABEL_SOURCE_POD]: i.sourcePod });
+  if (LOCAL_DATA_METHODS.has(method) && !i.dataVolume) throw new Error(`buildBackupJob: method ${method} needs the source's data volume`);
+  return jobFor(i.owner, "backup", i.cluster, i.spec.image ?? i.settings.agentImage, args, env, i.repo, i.settings, { [LABEL_SOURCE_POD]: i.sourcePod }, i.dataVolume);
 }
 
 function dbEnv(ref: ServerRef, prefix: string): K8sEnvVar[] {

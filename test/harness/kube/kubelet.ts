@@ -8,6 +8,8 @@
 //   "agent"   node <repo>/dist/cli/main.js <args>  (the replicator CLI)
 //   "mariadb" a real mariadbd on the pod's own IP 127.0.0.N, datadir on the PVC
 //   "exec"    command + args as a host process (e.g. ["sh", "-c", "..."])
+// Volumes: PVCs, emptyDir, hostPath, Secret, ConfigMap and downwardAPI (the
+// last rewritten on every sync, so annotation changes reach running pods).
 // Pod readiness follows the real rule: Ready = every container ready AND
 // every spec.readinessGates condition True; gate conditions belong to their
 // owner (the operator) and are never written here.
@@ -20,7 +22,7 @@ import path from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import type { KubeConfig } from "@kubernetes/client-node";
 import { canBind, canLogin, ensureDatadir, mariadbdArgs } from "./mariadb-pod.js";
-import { ContainerConfigError, expandVars, prepareMounts, resolveEnv, rewritePaths, type PodContext } from "./pod-env.js";
+import { ContainerConfigError, expandVars, prepareMounts, resolveEnv, rewritePaths, writeDownwardVolumes, type PodContext } from "./pod-env.js";
 import type { Container, ContainerState, ContainerStateTerminated, ContainerStatus, Pod, PodCondition, PodPhase, PodStatus } from "./pod-types.js";
 import { isConflict, isNotFound, KubeHttpError, kubeHttp, type KubeHttp } from "./rest.js";
 
@@ -411,6 +413,7 @@ class TestKubelet implements Kubelet {
       rt.run = this.runPod(started).catch((err: unknown) => { this.log(`${started.key}: ${errText(err)}`); });
     }
     rt.pod = pod;
+    await writeDownwardVolumes(pod, rt.dir).catch((err: unknown) => { this.log(`${rt.key}: downwardAPI: ${errText(err)}`); });
     if (pod.metadata.deletionTimestamp && !rt.terminating) {
       const grace = Math.min(pod.metadata.deletionGracePeriodSeconds ?? pod.spec.terminationGracePeriodSeconds ?? 30, this.maxGrace);
       this.log(`${rt.key}: deleted, stopping (grace ${grace}s)`);

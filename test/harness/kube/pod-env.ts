@@ -3,7 +3,7 @@
 // envFrom) and volumes, which the test kubelet maps to host directories.
 // Processes run on the host, so container paths in args and env (e.g.
 // `--repository file:///repository`) are rewritten to those directories.
-import { mkdir, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { Container, KeyValueObject, Pod } from "./pod-types.js";
 import { isNotFound, type KubeHttp } from "./rest.js";
@@ -160,6 +160,7 @@ export async function prepareMounts(ctx: PodContext, container: Container, dirs:
       root = path.join(dirs.podDir, "volumes", vol.name);
     }
     await mkdir(root, { recursive: true });
+    if (vol.downwardAPI) await writeDownwardVolumes({ ...ctx.pod, spec: { ...ctx.pod.spec, volumes: [vol] } }, dirs.podDir);
     const source: [SourceKind, string, boolean] | undefined = vol.secret
       ? ["Secret", vol.secret.secretName, vol.secret.optional ?? false]
       : vol.configMap
@@ -182,6 +183,55 @@ export async function prepareMounts(ctx: PodContext, container: Container, dirs:
     mounts.push({ mountPath: vm.mountPath.replace(/\/+$/, ""), hostPath });
   }
   return mounts;
+}
+
+/**
+ * A downward-API field of the pod, as the kubelet projects it into a file:
+ * metadata.name/namespace/uid, metadata.labels['k'], metadata.annotations['k']
+ * (missing keys give ""), and metadata.labels / metadata.annotations as k="v" lines.
+ */
+export function downwardField(pod: Pod, fieldPath: string): string {
+  const m = /^metadata\.(labels|annotations)\[['"](.+)['"]\]$/.exec(fieldPath);
+  if (m?.[1] && m[2] !== undefined) return (m[1] === "labels" ? pod.metadata.labels : pod.metadata.annotations)?.[m[2]] ?? "";
+  switch (fieldPath) {
+    case "metadata.name":
+      return pod.metadata.name;
+    case "metadata.namespace":
+      return pod.metadata.namespace;
+    case "metadata.uid":
+      return pod.metadata.uid;
+    case "metadata.labels":
+    case "metadata.annotations": {
+      const map = (fieldPath === "metadata.labels" ? pod.metadata.labels : pod.metadata.annotations) ?? {};
+      return Object.keys(map).sort().map((k) => `${k}=${JSON.stringify(map[k])}`).join("\n");
+    }
+    default:
+      throw new ContainerConfigError(`downwardAPI fieldPath ${fieldPath} is not supported by the test kubelet`);
+  }
+}
+
+/**
+ * (Re)write a pod's downward-API volume files under `podDir`. Called when the
+ * pod starts and on every sync, so annotation changes reach running
+ * containers as they do on a real node (there within a sync period).
+ */
+export async function writeDownwardVolumes(pod: Pod, podDir: string): Promise<void> {
+  for (const vol of pod.spec.volumes ?? []) {
+    if (!vol.downwardAPI) continue;
+    const root = path.join(podDir, "volumes", vol.name);
+    await mkdir(root, { recursive: true });
+    for (const item of vol.downwardAPI.items ?? []) {
+      if (!item.fieldRef) continue;
+      const file = path.join(root, item.path);
+      await mkdir(path.dirname(file), { recursive: true });
+      const value = downwardField(pod, item.fieldRef.fieldPath);
+      const current = await readFile(file, "utf8").catch(() => undefined);
+      if (current === value) continue;
+      // Replace atomically, as the kubelet's atomic writer does.
+      await writeFile(`${file}.tmp`, value);
+      await rename(`${file}.tmp`, file);
+    }
+  }
 }
 
 const escapeRegExp = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");

@@ -66,6 +66,7 @@ export interface Volume {
   hostPath?: { path: string };
   secret?: { secretName: string; items?: KeyToPath[]; optional?: boolean };
   configMap?: { name: string; items?: KeyToPath[]; optional?: boolean };
+  downwardAPI?: { items?: { path: string; fieldRef?: { fieldPath: string } }[] };
 }
 
 export interface PodCondition {

@@ -22,7 +22,7 @@ describe("decideProvision", () => {
 
   it("asks for a seed, then starts a restore of it, or says why it cannot", () => {
     expect(decideProvision(o({}))).toEqual({ kind: "needSeed" });
-    expect(decideProvision(o({ seed: { ok: true, backup: "b1", position: "0-1-5" } }))).toEqual({ kind: "createRestore", backup: "b1", position: "0-1-5" });
+    expect(decideProvision(o({ seed: { ok: true, backup: "b1", position: "0-1-5", kind: "logical" } }))).toEqual({ kind: "createRestore", backup: "b1", position: "0-1-5" });
     expect(decideProvision(o({ seed: { ok: false, reason: "BinlogsPurged", message: "purged" } }))).toMatchObject({ kind: "wait", reason: "BinlogsPurged", gate: "False" });
   });
 
@@ -59,5 +59,48 @@ describe("provisionSettings", () => {
     expect(provisionSettings({ metadata: { name: "db", annotations: { "replicator.dev/provision": "latest" } } })).toEqual({
       error: "StatefulSet db has no volumeClaimTemplates: a provisioned slave needs a data volume to mark",
     });
+  });
+});
+
+describe("decideProvision with the provision init container (physical backups)", () => {
+  const seed = (kind: "logical" | "physical") => ({ ok: true as const, backup: `b-${kind}`, position: "0-1-9", kind });
+  const p = (x: Partial<ProvisionObserved>) => o({ takesPlan: true, podReady: false, ...x });
+
+  it("decides before the server starts, since the init container blocks it", () => {
+    expect(decideProvision(p({}))).toEqual({ kind: "needSeed" });
+    expect(decideProvision(p({ seed: seed("physical") }))).toEqual({ kind: "setPlan", plan: { action: "restore", backup: "b-physical", position: "0-1-9" } });
+    expect(decideProvision(p({ seed: seed("logical") }))).toMatchObject({ kind: "setPlan", plan: { action: "none" } });
+    expect(decideProvision(p({ seed: { ok: false, reason: "NoBackup", message: "none" } }))).toMatchObject({ kind: "wait", reason: "NoBackup", gate: "False" });
+  });
+
+  it("never leaves an init container waiting: the master and marked volumes get a none plan", () => {
+    expect(decideProvision(p({ isMaster: true }))).toEqual({ kind: "setPlan", plan: { action: "none", reason: "the master" }, then: "markMaster" });
+    expect(decideProvision(p({ pvc: pvc({ "replicator.dev/provisioned": "b0" }) }))).toMatchObject({ kind: "setPlan", plan: { action: "none" } });
+    expect(decideProvision(p({ pvc: pvc({ "replicator.dev/provisioned": "b0" }), plan: { action: "none" } })).kind).toBe("openGate");
+  });
+
+  it("follows the init container, then marks the volume only once the server replicates", () => {
+    const plan = { action: "restore" as const, backup: "b-physical" };
+    expect(decideProvision(p({ plan }))).toMatchObject({ kind: "wait", reason: "Provisioning" });
+    expect(decideProvision(p({ plan, init: { ok: false, error: "boom" } }))).toMatchObject({ kind: "wait", reason: "ProvisionFailed", message: expect.stringContaining("boom") });
+    expect(decideProvision(p({ plan, init: { ok: true, action: "skipped" } }))).toMatchObject({ kind: "wait", reason: "VolumeNotEmpty" });
+    expect(decideProvision(p({ plan, init: { ok: true, action: "restored" } }))).toMatchObject({ kind: "wait", reason: "ServerNotReady" });
+    expect(decideProvision(p({ plan, init: { ok: true, action: "restored" }, podReady: true }))).toEqual({ kind: "needReplicationCheck" });
+    expect(decideProvision(p({ plan, init: { ok: true, action: "restored" }, podReady: true, replicating: { ok: false, message: "IO thread: access denied" } }))).toMatchObject({
+      kind: "wait",
+      reason: "NotReplicating",
+    });
+    expect(decideProvision(p({ plan, init: { ok: true, action: "restored" }, podReady: true, replicating: { ok: true, message: "" } }))).toMatchObject({
+      kind: "markProvisioned",
+      backup: "b-physical",
+    });
+  });
+
+  it("a logical plan falls through to the restore Job once the server runs", () => {
+    expect(decideProvision(p({ plan: { action: "none" }, podReady: true, seed: seed("logical") }))).toMatchObject({ kind: "createRestore", backup: "b-logical" });
+  });
+
+  it("without the init container a physical backup is not restored into a running server", () => {
+    expect(decideProvision(o({ seed: seed("physical") }))).toMatchObject({ kind: "wait", reason: "NeedsInitContainer" });
   });
 });

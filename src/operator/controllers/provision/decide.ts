@@ -12,6 +12,12 @@ export const PROVISION_ANNOTATION = "replicator.dev/provision";
 export const PROVISIONED_ANNOTATION = "replicator.dev/provisioned";
 export const PROVISIONED_AT_ANNOTATION = "replicator.dev/provisioned-at";
 export const GATE_CONDITION = "replicator.dev/provisioned";
+/**
+ * The operator's decision for a pod whose init container restores physical
+ * backups (`replicator provision`), read through a downward-API volume:
+ * JSON of a ProvisionPlanDoc (src/agent/provision.ts).
+ */
+export const PLAN_ANNOTATION = "replicator.dev/provision-plan";
 
 export interface ProvisionSettings {
   /** "latest" or a backup name. */
@@ -47,8 +53,8 @@ export function provisionSettings(
 }
 
 export type SeedChoice =
-  | { ok: true; backup: string; position: string }
-  | { ok: false; reason: "NoBackup" | "BinlogsPurged" | "MasterNotReady" | "StorageUnreachable"; message: string };
+  | { ok: true; backup: string; position: string; kind: "logical" | "physical" | "snapshot" }
+  | { ok: false; reason: "NoBackup" | "BinlogsPurged" | "MasterNotReady" | "StorageUnreachable" | "NeedsInitContainer"; message: string };
 
 export interface ProvisionObserved {
   podReady: boolean;
@@ -59,6 +65,14 @@ export interface ProvisionObserved {
   gate: "True" | "False" | undefined;
   /** Only computed when a restore must be started. */
   seed: SeedChoice | undefined;
+  /** The pod mounts the plan annotation for a `replicator provision` init container. */
+  takesPlan?: boolean;
+  /** The plan annotation now on the pod: restore a backup in the init container, or nothing to do there. */
+  plan?: { action: "restore"; backup: string } | { action: "none" } | undefined;
+  /** The provision init container's result (termination message), once it has run. */
+  init?: { ok: boolean; action?: string | undefined; error?: string | undefined } | undefined;
+  /** Only computed after a physical restore, once the server runs: is it replicating? */
+  replicating?: { ok: boolean; message: string } | undefined;
 }
 
 export type ProvisionPlan =
@@ -68,16 +82,30 @@ export type ProvisionPlan =
   | { kind: "openGate"; message: string }
   | { kind: "createRestore"; backup: string; position: string }
   | { kind: "markProvisioned"; backup: string; message: string }
-  | { kind: "retry"; reason: string; message: string };
+  | { kind: "retry"; reason: string; message: string }
+  /** Write the plan annotation the init container waits for. */
+  | { kind: "setPlan"; plan: { action: "restore"; backup: string; position: string } | { action: "none"; reason: string }; then?: "markMaster" }
+  | { kind: "needReplicationCheck" };
 
 export function decideProvision(o: ProvisionObserved): ProvisionPlan {
   if (!o.pvc) return { kind: "wait", reason: "VolumeMissing", message: "the pod's data volume claim does not exist yet", requeueMs: 2_000, gate: "False" };
   const marker = o.pvc.annotations[PROVISIONED_ANNOTATION];
+  // A pod with the init container must never be left waiting for a plan it will not get.
+  const needsNonePlan = o.takesPlan === true && o.plan === undefined;
   if (marker) {
+    if (needsNonePlan) return { kind: "setPlan", plan: { action: "none", reason: `volume ${o.pvc.name} was provisioned from ${marker}` } };
     // Consumed: never act again on this volume.
     return o.gate === "True" ? { kind: "wait", reason: "Provisioned", message: "provisioned", requeueMs: 0, gate: "keep" } : { kind: "openGate", message: `volume ${o.pvc.name} was provisioned from ${marker}` };
   }
-  if (o.isMaster) return { kind: "markMaster" };
+  if (o.isMaster) return needsNonePlan ? { kind: "setPlan", plan: { action: "none", reason: "the master" }, then: "markMaster" } : { kind: "markMaster" };
+  if (o.takesPlan && o.plan?.action === "restore") return decidePhysical(o, o.plan.backup);
+  if (o.takesPlan && o.plan === undefined) {
+    // The init container blocks the server until it has a plan: decide now, without waiting for the server.
+    if (!o.seed) return { kind: "needSeed" };
+    if (!o.seed.ok) return { kind: "wait", reason: o.seed.reason, message: o.seed.message, requeueMs: 15_000, gate: "False" };
+    if (o.seed.kind === "physical") return { kind: "setPlan", plan: { action: "restore", backup: o.seed.backup, position: o.seed.position } };
+    return { kind: "setPlan", plan: { action: "none", reason: `${o.seed.backup} is a logical backup: it is loaded once the server runs` } };
+  }
   if (o.restore) {
     const s = o.restore.status;
     if (s?.phase === "Completed") {
@@ -90,5 +118,35 @@ export function decideProvision(o: ProvisionObserved): ProvisionPlan {
   if (!o.podReady) return { kind: "wait", reason: "ServerNotReady", message: "waiting for the pod's database server to start", requeueMs: 2_000, gate: "False" };
   if (!o.seed) return { kind: "needSeed" };
   if (!o.seed.ok) return { kind: "wait", reason: o.seed.reason, message: o.seed.message, requeueMs: 15_000, gate: "False" };
+  if (o.seed.kind !== "logical") {
+    return {
+      kind: "wait",
+      reason: "NeedsInitContainer",
+      message: `${o.seed.backup} is a ${o.seed.kind} backup: it is restored before the server starts, by the replicator provision init container; add it to the StatefulSet (docs/provisioning.md) or take a logical backup`,
+      requeueMs: 30_000,
+      gate: "False",
+    };
+  }
   return { kind: "createRestore", backup: o.seed.backup, position: o.seed.position };
+}
+
+/** A physical backup restored by the pod's init container: follow it until the server replicates. */
+function decidePhysical(o: ProvisionObserved, backup: string): ProvisionPlan {
+  if (o.init && !o.init.ok) {
+    return { kind: "wait", reason: "ProvisionFailed", message: `the provision init container failed: ${o.init.error ?? "unknown error"}; it is retried and redoes the restore`, requeueMs: 10_000, gate: "False" };
+  }
+  if (!o.init) return { kind: "wait", reason: "Provisioning", message: `restoring ${backup} in the pod's init container`, requeueMs: 5_000, gate: "False" };
+  if (o.init.action !== "restored") {
+    return {
+      kind: "wait",
+      reason: "VolumeNotEmpty",
+      message: `the init container did not restore ${backup}: the data directory already held data but the volume has no ${PROVISIONED_ANNOTATION} marker; delete the PVC to provision it, or annotate it ${PROVISIONED_ANNOTATION}=manual`,
+      requeueMs: 30_000,
+      gate: "False",
+    };
+  }
+  if (!o.podReady) return { kind: "wait", reason: "ServerNotReady", message: `restored ${backup}; waiting for the server to start`, requeueMs: 2_000, gate: "False" };
+  if (!o.replicating) return { kind: "needReplicationCheck" };
+  if (!o.replicating.ok) return { kind: "wait", reason: "NotReplicating", message: `restored ${backup}, but ${o.replicating.message}`, requeueMs: 5_000, gate: "False" };
+  return { kind: "markProvisioned", backup, message: `restored ${backup} before the server started; replicating` };
 }

@@ -1,0 +1,148 @@
+// Self-provisioning from a PHYSICAL backup, end to end: a ReplicatorBackup
+// with method mariabackup runs on the master's node with its data volume
+// mounted; a new slave's `replicator provision` init container restores it
+// into the empty data volume and writes the replica configuration before
+// mariadbd starts; the operator marks the PVC once the started server
+// replicates, and only then opens the readiness gate. Never twice.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { mariadbStatefulSet, startE2eEnv, type E2eEnv } from "../harness/e2e-env.js";
+
+const NS = "phys";
+let env: E2eEnv;
+
+interface PodObj {
+  metadata: { uid: string; annotations?: Record<string, string> };
+  status?: {
+    conditions?: { type: string; status: string; reason?: string; message?: string }[];
+    initContainerStatuses?: { name: string; state?: { terminated?: { exitCode: number; message?: string } } }[];
+  };
+}
+interface Pvc { metadata: { annotations?: Record<string, string> } }
+
+const podPath = (name: string): string => `/api/v1/namespaces/${NS}/pods/${name}`;
+const getPod = (name: string): Promise<PodObj> => env.cp.api.get<PodObj>(podPath(name));
+const isReady = async (name: string): Promise<boolean> => (await getPod(name)).status?.conditions?.some((c) => c.type === "Ready" && c.status === "True") ?? false;
+const pvcMarker = async (pod: string): Promise<Record<string, string>> =>
+  (await env.cp.api.get<Pvc>(`/api/v1/namespaces/${NS}/persistentvolumeclaims/data-${pod}`)).metadata.annotations ?? {};
+const initResult = async (pod: string): Promise<{ ok?: boolean; action?: string; name?: string; reason?: string }> => {
+  const t = (await getPod(pod)).status?.initContainerStatuses?.find((s) => s.name === "provision")?.state?.terminated;
+  return JSON.parse(t?.message ?? "{}") as { ok?: boolean; action?: string; name?: string };
+};
+
+async function checksums(pod: string): Promise<Record<string, string>> {
+  const rows = await env.sql<{ Table: string; Checksum: string | number }>(NS, pod, "CHECKSUM TABLE app.t, app.notes, app.blobs");
+  return Object.fromEntries(rows.map((r) => [r.Table, String(r.Checksum)]));
+}
+
+beforeAll(async () => {
+  env = await startE2eEnv();
+  await env.setUpNamespace(NS, "phys");
+  await env.cp.applyYaml(mariadbStatefulSet(NS, "db", 1, { provision: true, initContainer: true }), { namespace: NS });
+  await env.waitFor("the master to be Ready", async () => ((await isReady("db-0")) ? true : undefined), 180_000);
+  await env.sql(NS, "db-0", "CREATE USER 'repl'@'%' IDENTIFIED BY 'replpass'; GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO 'repl'@'%'");
+  await env.sql(
+    NS,
+    "db-0",
+    `CREATE DATABASE app;
+     CREATE TABLE app.t (id INT PRIMARY KEY, v VARCHAR(40)) ENGINE=InnoDB;
+     CREATE TABLE app.notes (id INT PRIMARY KEY, note TEXT) ENGINE=MyISAM;
+     CREATE TABLE app.blobs (id INT PRIMARY KEY, b LONGBLOB) ENGINE=InnoDB;`,
+  );
+  await env.sql(NS, "db-0", `INSERT INTO app.t VALUES ${Array.from({ length: 2000 }, (_, i) => `(${i + 1}, 'row ${i + 1} ü')`).join(",")}`);
+  await env.sql(NS, "db-0", `INSERT INTO app.notes VALUES ${Array.from({ length: 200 }, (_, i) => `(${i + 1}, REPEAT('n', ${i + 1}))`).join(",")}`);
+  await env.sql(NS, "db-0", "INSERT INTO app.blobs VALUES (1, RANDOM_BYTES(1024)), (2, REPEAT(0x00ff, 40000))");
+}, 600_000);
+
+afterAll(async () => {
+  await (env as E2eEnv | undefined)?.stop();
+}, 120_000);
+
+describe("self-provisioning from a physical (mariabackup) backup", () => {
+  let backupName = "";
+
+  it("the master's init container is told there is nothing to restore; its volume is marked as the master", async () => {
+    expect(await initResult("db-0")).toMatchObject({ ok: true, action: "skipped" });
+    expect((await pvcMarker("db-0"))["replicator.dev/provisioned"]).toBe("master");
+  });
+
+  it("a mariabackup ReplicatorBackup runs beside the master with its data volume and records the position", async () => {
+    await env.cp.applyYaml(
+      `apiVersion: replicator.dev/v1alpha1
+kind: ReplicatorBackup
+metadata: { name: physical, namespace: ${NS} }
+spec:
+  method: mariabackup
+  source: { statefulSet: db, credentialsSecret: { name: db-credentials } }
+`,
+      { namespace: NS },
+    );
+    const s = await env.waitFor("the physical backup", async () => {
+      const o = await env.cp.api.get<{ status?: { phase?: string; backupName?: string; message?: string; position?: string } }>(
+        `/apis/replicator.dev/v1alpha1/namespaces/${NS}/replicatorbackups/physical`,
+      );
+      return o.status?.phase === "Completed" || o.status?.phase === "Failed" ? o.status : undefined;
+    }, 180_000);
+    expect(s.phase, s.message).toBe("Completed");
+    backupName = s.backupName ?? "";
+    expect(backupName).toMatch(/^\d{8}T\d{6}Z-mariabackup-db-0$/);
+    const job = await env.cp.api.get<{ spec: { template: { spec: { nodeName?: string; volumes: { name: string; persistentVolumeClaim?: { claimName: string } }[] } } } }>(
+      `/apis/batch/v1/namespaces/${NS}/jobs/physical-backup`,
+    );
+    expect(job.spec.template.spec.nodeName).toBe(env.kubelet.nodeName);
+    expect(job.spec.template.spec.volumes).toContainEqual({ name: "data", persistentVolumeClaim: { claimName: "data-db-0" } });
+  });
+
+  it("scaling up: the init container restores it before mariadbd starts; the slave replicates later writes, is marked, then Ready", async () => {
+    await env.sql(NS, "db-0", "INSERT INTO app.t VALUES (2001, 'after the backup')");
+    const t0 = Date.now();
+    await env.cp.api.patch(`/apis/apps/v1/namespaces/${NS}/statefulsets/db`, { spec: { replicas: 2 } }, "merge");
+    let readyBeforeMarked = false;
+    await env.waitFor("db-1 to be provisioned and Ready", async () => {
+      const ready = await isReady("db-1").catch(() => false);
+      const marked = Boolean((await pvcMarker("db-1").catch(() => ({})) as Record<string, string>)["replicator.dev/provisioned"]);
+      if (ready && !marked) readyBeforeMarked = true;
+      return ready && marked ? true : undefined;
+    }, 240_000);
+    const seconds = (Date.now() - t0) / 1000;
+    process.stdout.write(`physical provisioning: scale → Ready in ${seconds.toFixed(1)}s\n`);
+    expect(readyBeforeMarked).toBe(false);
+    expect((await pvcMarker("db-1"))["replicator.dev/provisioned"]).toBe(backupName);
+    expect(await initResult("db-1")).toMatchObject({ ok: true, action: "restored", name: backupName });
+    const pod = await getPod("db-1");
+    expect(JSON.parse(pod.metadata.annotations?.["replicator.dev/provision-plan"] ?? "{}")).toMatchObject({ action: "restore", backup: backupName });
+    // No ReplicatorRestore Job: the restore ran in the pod itself.
+    const restores = await env.cp.api.get<{ items: unknown[] }>(`/apis/replicator.dev/v1alpha1/namespaces/${NS}/replicatorrestores`);
+    expect(restores.items).toHaveLength(0);
+    const [st] = await env.sql<{ Slave_IO_Running: string; Slave_SQL_Running: string; Using_Gtid: string }>(NS, "db-1", "SHOW SLAVE STATUS");
+    expect([st?.Slave_IO_Running, st?.Slave_SQL_Running, st?.Using_Gtid]).toEqual(["Yes", "Yes", "Slave_Pos"]);
+    await env.waitFor("db-1 to replicate the row written after the backup", async () => {
+      const [r] = await env.sql<{ n: number | string }>(NS, "db-1", "SELECT COUNT(*) AS n FROM app.t WHERE id = 2001");
+      return Number(r?.n) === 1 ? true : undefined;
+    });
+    await env.sql(NS, "db-0", "INSERT INTO app.t VALUES (2002, 'after provisioning'); UPDATE app.notes SET note = 'changed' WHERE id = 7");
+    await env.waitFor("db-1 to catch up", async () => {
+      const [r] = await env.sql<{ n: number | string }>(NS, "db-1", "SELECT COUNT(*) AS n FROM app.t WHERE id = 2002");
+      return Number(r?.n) === 1 ? true : undefined;
+    });
+    expect(await checksums("db-1")).toEqual(await checksums("db-0"));
+    const events = await env.cp.api.get<{ items: { reason: string; message: string; involvedObject: { name: string } }[] }>(`/api/v1/namespaces/${NS}/events`);
+    expect(events.items.some((e) => e.involvedObject.name === "db-1" && e.reason === "Provisioning" && e.message.includes("the init container restores"))).toBe(true);
+  });
+
+  it("never provisions twice: a restarted pod's init container finds data and leaves it", async () => {
+    const before = await pvcMarker("db-1");
+    const oldUid = (await getPod("db-1")).metadata.uid;
+    await env.cp.api.delete(podPath("db-1"));
+    await env.waitFor("a new db-1 to be Ready", async () => {
+      const p = await getPod("db-1").catch(() => undefined);
+      return p && p.metadata.uid !== oldUid && (await isReady("db-1")) ? true : undefined;
+    }, 180_000);
+    expect(await initResult("db-1")).toMatchObject({ ok: true, action: "skipped", reason: "DatadirNotEmpty" });
+    expect(await pvcMarker("db-1")).toEqual(before);
+    await env.sql(NS, "db-0", "INSERT INTO app.t VALUES (2003, 'after the restart')");
+    await env.waitFor("db-1 to replicate after its restart", async () => {
+      const [r] = await env.sql<{ n: number | string }>(NS, "db-1", "SELECT COUNT(*) AS n FROM app.t WHERE id = 2003");
+      return Number(r?.n) === 1 ? true : undefined;
+    });
+  });
+});
