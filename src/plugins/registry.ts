@@ -1,9 +1,11 @@
 import { badInput } from "../lib/errors.js";
 import type { BackupMethod } from "./contract.js";
+import { mariabackupMethod } from "./mariabackup/index.js";
 import { mysqldumpMethod } from "./mysqldump/index.js";
 
 const builtins: Record<string, BackupMethod> = {
   mysqldump: mysqldumpMethod,
+  mariabackup: mariabackupMethod,
 };
 
 export function builtinMethods(): string[] {
