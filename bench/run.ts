@@ -570,6 +570,55 @@ async function main(): Promise<void> {
     }
   });
 
+  // ------------------------------------------------------------ physical: replicator's mariabackup method
+  // Against the plain mariabackup rows above (same run, same data), with the
+  // same --parallel and --use-memory. `replicator restore --datadir` also
+  // fsyncs every restored file and renames it into the data directory.
+  const physCwd = out("cwd-physical");
+  const physRepo = out("repo-physical");
+  await mkdir(physCwd);
+  await mkdir(physRepo);
+  await writeFile(path.join(physCwd, "replicator.yaml"), `methodOptions:\n  parallel: ${THREADS}\n  useMemory: 1G\n`);
+  const physBackups: Row[] = [];
+  const physRestores: Row[] = [];
+  /** The plain-tool row measured above, as this table's baseline. */
+  const asBaseline = (rows: Row[], r: Row | undefined): void => {
+    if (r) rows.push({ ...r, baseline: true });
+  };
+  const physBackup = (row: Row, repository: string, env: Record<string, string>): Promise<void> =>
+    (async () => {
+      let j: CliJson | undefined;
+      row.seconds = await timed(async () => {
+        j = await replicator(["backup", "--method", "mariabackup", "--source", src.url, "--repository", repository, "--cluster", "bench", "--compression", "zstd"], env, physCwd);
+      });
+      row.bytes = j?.size;
+      row.check = `ok (CLI ${fmt((j?.durationMs ?? 0) / 1000, 2)} s)`;
+    })();
+  await step(physBackups, "replicator backup --method mariabackup → file:// (zstd)", (row) => physBackup(row, `file://${physRepo}`, {}));
+  await step(physBackups, "replicator backup --method mariabackup → S3 versitygw (zstd)", (row) => physBackup(row, "s3://bench/physical", s3.env));
+  asBaseline(physBackups, byName("mariabackup"));
+  const physRestore = async (row: Row, b: Row | undefined, tag: string, repository: string, env: Record<string, string>): Promise<void> => {
+    need(b);
+    row.bytes = b?.bytes;
+    const dir = path.join(out(tag), "data");
+    let j: CliJson | undefined;
+    row.seconds = await timed(async () => {
+      j = await replicator(["restore", "--datadir", dir, "--repository", repository, "--cluster", "bench"], env, physCwd);
+    });
+    // Not timed: start a server on the restored datadir and count rows.
+    const restored = await server(tag, { datadir: dir });
+    try {
+      const bad = await checkRows(restored, expected);
+      if (bad) throw new Error(`row counts differ: ${bad}`);
+      row.check = `CLI ${fmt((j?.durationMs ?? 0) / 1000, 2)} s; rows ok (${TABLES.length} tables; ${BIGGEST} ${fmt(expected[BIGGEST] ?? 0, 0)}), checked by starting mariadbd on it (not timed)`;
+    } finally {
+      await restored.destroy();
+    }
+  };
+  await step(physRestores, "replicator restore --datadir ← file://", (row) => physRestore(row, physBackups[0], "phys-restore-file", `file://${physRepo}`, {}));
+  await step(physRestores, "replicator restore --datadir ← S3 versitygw", (row) => physRestore(row, physBackups[1], "phys-restore-s3", "s3://bench/physical", s3.env));
+  asBaseline(physRestores, restores.find((r) => r.name.startsWith("mbstream -x")));
+
   // ------------------------------------------------------------ report
   const cpu = cpus()[0]?.model ?? "?";
   const facts = [
@@ -596,13 +645,21 @@ async function main(): Promise<void> {
     "",
     table(restores, rawBytes, "Read MB"),
     "",
+    "## Physical backup (replicator's mariabackup method)",
+    "",
+    table(physBackups, rawBytes, "Stored MB"),
+    "",
+    "## Physical restore (replicator restore --datadir: extract, prepare, move into the data directory, fsync)",
+    "",
+    table(physRestores, rawBytes, "Read MB"),
+    "",
   ].join("\n");
   console.log(report);
   const resultsDir = path.join(repoRoot, "bench/results");
   await mkdir(resultsDir, { recursive: true });
   await writeFile(path.join(resultsDir, "latest.md"), report);
   process.stderr.write(`bench: wrote ${path.relative(process.cwd(), path.join(resultsDir, "latest.md"))}\n`);
-  if ([...backups, ...restores].some((r) => r.error !== undefined)) process.exitCode = 1;
+  if ([...backups, ...restores, ...physBackups, ...physRestores].some((r) => r.error !== undefined)) process.exitCode = 1;
 }
 
 try {
