@@ -2,10 +2,14 @@ import { badInput } from "../lib/errors.js";
 import type { BackupMethod } from "./contract.js";
 import { mariabackupMethod } from "./mariabackup/index.js";
 import { mysqldumpMethod } from "./mysqldump/index.js";
+import { pgBasebackupMethod } from "./pg_basebackup/index.js";
+import { pgDumpMethod } from "./pg_dump/index.js";
 
 const builtins: Record<string, BackupMethod> = {
   mysqldump: mysqldumpMethod,
   mariabackup: mariabackupMethod,
+  pg_dump: pgDumpMethod,
+  pg_basebackup: pgBasebackupMethod,
 };
 
 export function builtinMethods(): string[] {
