@@ -18,7 +18,7 @@
 // configuration files, which a base backup copies to its restores.
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, openSync, closeSync, readFileSync, readdirSync } from "node:fs";
+import { closeSync, existsSync, openSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { chown, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import net from "node:net";
 import { tmpdir } from "node:os";
@@ -106,8 +106,9 @@ async function templateDir(): Promise<string> {
     const conf = path.join(dir, "postgresql.conf");
     await writeFile(conf, `${await readFile(conf, "utf8")}\n# replicator conformance sandbox\n${SETTINGS.join("\n")}\n`);
     await writeFile(path.join(dir, "pg_hba.conf"), HBA);
+    // Synchronously: nothing asynchronous runs in an exit handler.
     process.once("exit", () => {
-      void rm(base, { recursive: true, force: true });
+      rmSync(base, { recursive: true, force: true });
     });
     return dir;
   })();
@@ -202,14 +203,21 @@ export const startPostgresSandbox: StartSandbox = async (opts: SandboxOptions): 
   };
 
   if (!opts.empty) {
-    await start();
-    const setup = [`ALTER ROLE postgres PASSWORD ${quoteLiteral(password)};`];
-    if (opts.replicationUser) {
-      const { user, password: rp } = opts.replicationUser;
-      // pg_monitor lets the restore's check list the primary's WAL (pg_ls_waldir).
-      setup.push(`CREATE ROLE ${quoteIdent(user)} LOGIN REPLICATION PASSWORD ${quoteLiteral(rp)};`, `GRANT pg_monitor TO ${quoteIdent(user)};`);
+    try {
+      await start();
+      const setup = [`ALTER ROLE postgres PASSWORD ${quoteLiteral(password)};`];
+      if (opts.replicationUser) {
+        const { user, password: rp } = opts.replicationUser;
+        // pg_monitor lets the restore's check list the primary's WAL (pg_ls_waldir).
+        setup.push(`CREATE ROLE ${quoteIdent(user)} LOGIN REPLICATION PASSWORD ${quoteLiteral(rp)};`, `GRANT pg_monitor TO ${quoteIdent(user)};`);
+      }
+      await pgQuery(local, setup.join("\n"), { what: "set up the sandbox" });
+    } catch (err) {
+      // Nobody gets a handle to destroy: clean up here.
+      await stop();
+      await rm(base, { recursive: true, force: true });
+      throw err;
     }
-    await pgQuery(local, setup.join("\n"), { what: "set up the sandbox" });
   }
 
   return {

@@ -249,6 +249,8 @@ describe("pg_basebackup: a physical backup of the whole cluster", () => {
   let name: string;
   /** The primary's checksums when `name` was taken (later tests write to it). */
   let atBackup: Record<string, string>;
+  /** The standby the seeding test makes (used by the next test). */
+  let standby: SandboxServer;
 
   it("backs up with the WAL end point and timeline, and restores into an empty data directory that starts with every table intact", async () => {
     const b = await cli(["backup", "--source", url(primary), "--method", "pg_basebackup", "--repository", repo, "--cluster", "pgb", "--json"]);
@@ -282,7 +284,7 @@ describe("pg_basebackup: a physical backup of the whole cluster", () => {
 
   it("seeds a standby with --replicate-from: it streams from the primary and sees writes made after the backup", async () => {
     await fixture.writeAfter(primary);
-    const standby = await sandbox({ empty: true });
+    standby = await sandbox({ empty: true });
     const r = await cli(
       ["restore", "--datadir", standby.datadir, "--repository", repo, "--cluster", "pgb", "--replicate-from", url(primary, REPL.user), "--json"],
       { REPLICATOR_REPLICATION_PASSWORD: REPL.password },
@@ -306,7 +308,58 @@ describe("pg_basebackup: a physical backup of the whole cluster", () => {
     await primary.query("INSERT INTO kit.events (id, payload) VALUES (2000002, 'written while streaming')");
     await waitFor(async () => (await standby.query("SELECT count(*) FROM kit.events WHERE id = 2000002"))[0]?.[0] === "1", "a live write to reach the standby");
     expect(await fixture.checksums(standby)).toEqual(await fixture.checksums(primary));
+  });
+
+  it("backs up a standby (role slave), and refuses it as a logical restore target or as the primary to seed from", async () => {
+    const b = await cli(["backup", "--source", url(standby), "--method", "pg_basebackup", "--repository", repo, "--cluster", "pgb-standby", "--json"]);
+    expect(b.stderr).toBe("");
+    expect(b.exitCode).toBe(0);
+    expect(b.json!.role).toBe("slave");
+    expect(b.json!.replication).toMatchObject({ role: "slave", timeline: 1 });
+    const copy = await sandbox({ empty: true });
+    const r = await cli(["restore", "--datadir", copy.datadir, "--repository", repo, "--cluster", "pgb-standby", "--json"]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    // Without --replicate-from the copy is a server of its own, not a second standby.
+    expect(r.json!.warnings).toEqual([expect.stringContaining("the backup was taken from a standby: its standby.signal was removed")]);
+    await copy.start();
+    expect(await copy.query("SELECT pg_is_in_recovery()")).toEqual([["f"]]);
+    expect(await fixture.checksums(copy)).toEqual(await fixture.checksums(standby));
+    await copy.destroy();
+
+    const d = await cli(["backup", "--source", url(standby), "--repository", repo, "--cluster", "pg-standby", "--json"]);
+    expect(d.exitCode).toBe(0);
+    expect(d.json!.role).toBe("slave");
+    expect(d.json!.warnings).toEqual([expect.stringContaining("dumped from a standby")]);
+
+    const into = await cli(["restore", "--target", url(standby), "--repository", repo, "--cluster", "pg", "--force"]);
+    expect(into.exitCode).toBe(2);
+    expect(into.stderr).toContain(`target postgres@127.0.0.1:${standby.endpoint.port} is a PostgreSQL standby (in recovery) and cannot be loaded into`);
+
+    const from = await cli(
+      ["restore", "--datadir", path.join(await userDir("replicator-pg-from-standby-"), "data"), "--repository", repo, "--cluster", "pgb", "--replicate-from", url(standby, REPL.user)],
+      { REPLICATOR_REPLICATION_PASSWORD: REPL.password },
+    );
+    expect(from.exitCode).toBe(2);
+    expect(from.stderr).toContain(`repl@127.0.0.1:${standby.endpoint.port} is a standby (in recovery), not a primary; pass the primary as --replicate-from`);
     await standby.destroy();
+  });
+
+  it("names a user without the REPLICATION attribute, and a replication user that may not list the primary's WAL", async () => {
+    await primary.query("CREATE ROLE app LOGIN PASSWORD 'app-pw'; CREATE ROLE repl2 LOGIN REPLICATION PASSWORD 'repl2-pw'");
+    const b = await cli(["backup", "--source", url(primary, "app"), "--method", "pg_basebackup", "--repository", repo, "--cluster", "pgb-x"], {
+      REPLICATOR_DB_PASSWORD: "app-pw",
+    });
+    expect(b.exitCode).toBe(2);
+    expect(b.stderr.trim()).toBe(
+      `replicator backup: user "app" on 127.0.0.1:${primary.endpoint.port} may not open a replication connection (back up the source); ALTER ROLE "app" REPLICATION, or use a superuser`,
+    );
+    const r = await cli(
+      ["restore", "--datadir", path.join(await userDir("replicator-pg-monitor-"), "data"), "--repository", repo, "--cluster", "pgb", "--replicate-from", url(primary, "repl2")],
+      { REPLICATOR_REPLICATION_PASSWORD: "repl2-pw" },
+    );
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toContain(`user "repl2" may not list repl2@127.0.0.1:${primary.endpoint.port}'s WAL (pg_ls_waldir)`);
+    expect(r.stderr).toContain("GRANT pg_monitor TO repl2, or pass --skip-binlog-check");
   });
 
   it("refuses a non-empty data directory, and a wrong replication password before writing anything", async () => {

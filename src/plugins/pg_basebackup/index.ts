@@ -26,7 +26,7 @@
 // postgresql.auto.conf is 0600, inside the 0700 data directory, as
 // pg_basebackup -R does it) so that the server starts as a streaming standby.
 import { hostname } from "node:os";
-import { chmod, lchown, readdir, readFile, stat, writeFile, appendFile } from "node:fs/promises";
+import { appendFile, chmod, lchown, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { Readable } from "node:stream";
 import { badInput, failed, isReplicatorError } from "../../lib/errors.js";
@@ -262,8 +262,12 @@ export const pgBasebackupMethod: BackupMethod = {
     if (replication && recorded?.lsn && recorded.lsn !== replication.lsn) {
       warnings.push(`the restored data ends at ${replication.lsn} but the manifest recorded ${recorded.lsn}; the data's position is used`);
     }
+    // A backup of a standby holds its standby.signal. A restore makes a
+    // server of its own (as a logical restore does); configureReplica writes
+    // the signal again when --replicate-from asks for a standby.
     if (await exists(path.join(dir, "standby.signal"))) {
-      warnings.push("the backup holds standby.signal (it was taken from a standby): the server starts as a standby unless it is removed");
+      await rm(path.join(dir, "standby.signal"));
+      warnings.push("the backup was taken from a standby: its standby.signal was removed, so the server starts as a primary of its own (use --replicate-from for a standby)");
     }
     ctx.log.info({ pgVersion: major, position: replication, backupFrom: label.backupFrom }, "base backup extracted");
     return { replication, warnings };
