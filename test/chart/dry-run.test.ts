@@ -126,6 +126,7 @@ describe("deploy/ against a real API server", () => {
       ["create", "jobs.batch", "demo"],
       ["list", "pods", "demo"],
       ["patch", "pods", "demo", "status"],
+      ["patch", "pods", "demo"],
       ["get", "secrets", "demo"],
       ["create", "events", "demo"],
       ["create", "events.events.k8s.io", "demo"],
