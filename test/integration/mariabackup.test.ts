@@ -47,8 +47,11 @@ async function backup(source: MariaDb, cluster: string, extra: string[] = [], en
   return { name: r.json!.name as string, json: r.json! };
 }
 
-function lastLine(text: string): string {
-  return text.trim().split("\n").pop() ?? "";
+/** The CLI's one-line message (the JSON log lines around it, written asynchronously, may come in any order). */
+function messageLine(text: string): string {
+  const lines = text.split("\n").filter((l) => l.startsWith("replicator "));
+  expect(lines).toHaveLength(1);
+  return lines[0] ?? "";
 }
 
 async function allOwnedByMe(dir: string): Promise<string[]> {
@@ -209,8 +212,8 @@ describe("a slave's physical backup", () => {
     await writeFile(path.join(dir, "replicator.yaml"), `methodOptions:\n  mariabackupCommand: ${failing}\n`);
     const r = await runCli(["backup", "--method", "mariabackup", "--source", slave.url, "--repository", repo, "--cluster", "f"], {}, { cwd: dir });
     expect(r.exitCode).toBe(1);
-    // One line for the person (the log line before it carries mariabackup's stderr tail).
-    expect(lastLine(r.stderr)).toBe(`replicator backup: ${failing} failed to back up the source (exit code 1): Error: failed to copy datafile ./shop/customers.ibd`);
+    // One line for the person (a JSON log line next to it carries the tail of mariabackup's stderr).
+    expect(messageLine(r.stderr)).toBe(`replicator backup: ${failing} failed to back up the source (exit code 1): Error: failed to copy datafile ./shop/customers.ibd`);
     const st = await slaveStatus(slave);
     expect([st?.Slave_IO_Running, st?.Slave_SQL_Running]).toEqual(["Yes", "Yes"]);
     const list = await runCli(["list", "--repository", repo, "--cluster", "f", "--json"]);
@@ -295,7 +298,7 @@ describe("bad input and credentials", () => {
     await master.query("CREATE USER IF NOT EXISTS 'weak'@'127.0.0.1' IDENTIFIED BY 'weakpw'; GRANT SELECT, SLAVE MONITOR, BINLOG MONITOR ON *.* TO 'weak'@'127.0.0.1'");
     const weak = await runCli(["backup", "--method", "mariabackup", "--source", `mysql://weak@127.0.0.1:${master.port}`, "--repository", repo, "--cluster", "pw"], { REPLICATOR_DB_PASSWORD: "weakpw" });
     expect(weak.exitCode).toBe(1);
-    expect(lastLine(weak.stderr)).toBe("replicator backup: mariabackup failed to back up the source (exit code 1): the backup user is missing privileges mariabackup needs: RELOAD on *.*, PROCESS on *.*");
+    expect(messageLine(weak.stderr)).toBe("replicator backup: mariabackup failed to back up the source (exit code 1): the backup user is missing privileges mariabackup needs: RELOAD on *.*, PROCESS on *.*");
     expect(weak.stderr).not.toContain("weakpw");
 
     const dir = await mkdtemp(path.join(work, "opts-"));

@@ -7,7 +7,7 @@ import { badInput } from "../../lib/errors.js";
 export interface MariabackupOptions {
   /** The server's data directory as seen from here; default: the server's @@datadir. */
   datadir: string | undefined;
-  /** mariabackup --parallel (threads copying files). */
+  /** mariabackup --parallel (threads copying files) on backup, mbstream --parallel on restore. */
   parallel: number | undefined;
   /** On a slave: --safe-slave-backup. "auto" uses it only when the SQL thread holds temporary tables. */
   safeSlaveBackup: "auto" | boolean;

@@ -91,7 +91,7 @@ async function feed(input: Readable, child: Tool): Promise<void> {
 }
 
 async function extract(ctx: DatadirRestoreContext, input: Readable, opts: MariabackupOptions, staging: string): Promise<void> {
-  const child = runTool(opts.mbstreamCommand, ["-x", "-C", staging], {
+  const child = runTool(opts.mbstreamCommand, ["-x", "-C", staging, ...(opts.parallel ? [`--parallel=${opts.parallel}`] : [])], {
     what: "extract the backup stream",
     stdin: "pipe",
     stdout: "ignore",

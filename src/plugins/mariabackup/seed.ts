@@ -95,6 +95,7 @@ export async function configureRestoredReplica(ctx: SeedContext, opts: Mariaback
     const startFailed = async (err: unknown): Promise<never> => {
       server.kill();
       await server.done.catch(() => undefined);
+      if (ctx.signal.aborted) throw failed("Cancelled", "cancelled while the temporary server was starting");
       const line = await errorLogLine(errorLog);
       throw failed(
         "SeedFailed",
