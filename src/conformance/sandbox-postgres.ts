@@ -80,10 +80,23 @@ async function own(p: string): Promise<void> {
 }
 
 let template: Promise<string> | undefined;
+let templateBase: string | undefined;
+
+/**
+ * Remove this process's template cluster. It is removed at exit anyway;
+ * test runners that end their workers with a signal (no exit event) call
+ * this when they are done.
+ */
+export function removePostgresSandboxTemplate(): void {
+  if (templateBase) rmSync(templateBase, { recursive: true, force: true });
+  templateBase = undefined;
+  template = undefined;
+}
 
 async function templateDir(): Promise<string> {
   template ??= (async () => {
     const base = await mkdtemp(path.join(tmpdir(), "replicator-kit-pg-template-"));
+    templateBase = base;
     await own(base);
     const dir = path.join(base, "data");
     const pwfile = path.join(base, "pw");
@@ -97,7 +110,7 @@ async function templateDir(): Promise<string> {
         { ...(u ? { uid: u.uid, gid: u.gid } : {}), cwd: base },
       );
     } catch (err) {
-      template = undefined;
+      removePostgresSandboxTemplate();
       const e = err as { stderr?: string; shortMessage?: string };
       throw new Error(`initdb failed: ${(e.stderr ?? e.shortMessage ?? String(err)).trim().split("\n").pop() ?? ""}`, { cause: err });
     } finally {
@@ -107,9 +120,7 @@ async function templateDir(): Promise<string> {
     await writeFile(conf, `${await readFile(conf, "utf8")}\n# replicator conformance sandbox\n${SETTINGS.join("\n")}\n`);
     await writeFile(path.join(dir, "pg_hba.conf"), HBA);
     // Synchronously: nothing asynchronous runs in an exit handler.
-    process.once("exit", () => {
-      rmSync(base, { recursive: true, force: true });
-    });
+    process.once("exit", removePostgresSandboxTemplate);
     return dir;
   })();
   return template;

@@ -15,7 +15,7 @@ import { CLI, type CliResult } from "../harness/cli.js";
 import { waitFor } from "../harness/mariadb.js";
 import { startS3, type S3Server } from "../harness/s3.js";
 import { postgresFixture as fixture } from "../../src/conformance/fixture-postgres.js";
-import { serverUser, startPostgresSandbox } from "../../src/conformance/sandbox-postgres.js";
+import { removePostgresSandboxTemplate, serverUser, startPostgresSandbox } from "../../src/conformance/sandbox-postgres.js";
 import type { SandboxOptions, SandboxServer } from "../../src/conformance/types.js";
 import { endpointUrl } from "../../src/db/endpoint.js";
 import { withPgEnv } from "../../src/db/postgres/client.js";
@@ -57,9 +57,12 @@ async function sandbox(opts: SandboxOptions = {}): Promise<SandboxServer> {
 
 const url = (s: SandboxServer, user?: string): string => endpointUrl({ ...s.endpoint, ...(user ? { user } : {}) });
 
-/** A directory the CLI (running as the servers' user) can write. */
+const tempDirs: string[] = [];
+
+/** A directory the CLI (running as the servers' user) can write; removed after the tests. */
 async function userDir(prefix: string): Promise<string> {
   const dir = await mkdtemp(path.join(tmpdir(), prefix));
+  tempDirs.push(dir);
   const u = serverUser();
   if (u) await chown(dir, u.uid, u.gid);
   return dir;
@@ -120,7 +123,8 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await Promise.all(servers.map((s) => s.destroy()));
-  if (repoDir) await rm(repoDir, { recursive: true, force: true });
+  await Promise.all(tempDirs.map((d) => rm(d, { recursive: true, force: true })));
+  removePostgresSandboxTemplate();
 });
 
 describe("pg_dump: a logical backup of one database", () => {
@@ -378,8 +382,6 @@ describe("pg_basebackup: a physical backup of the whole cluster", () => {
     expect(bad.stderr).toContain(`PostgreSQL at 127.0.0.1:${primary.endpoint.port} rejected the password of user "repl"`);
     expect(bad.stderr).toContain("REPLICATOR_REPLICATION_PASSWORD or --replication-password-file");
     expect(await readdir(empty)).toEqual([]);
-    await rm(dir, { recursive: true, force: true });
-    await rm(empty, { recursive: true, force: true });
   });
 
   it("refuses a truncated or corrupt object with a clear message, and leaves the sentinel so the next restore wipes and redoes it", async () => {

@@ -90,7 +90,9 @@ export async function* inOneTransaction(input: AsyncIterable<Buffer | string>, b
   yield "BEGIN;\n";
   let tailText = "";
   for await (const chunk of input) {
-    tailText = (tailText + (typeof chunk === "string" ? chunk : chunk.toString("latin1"))).slice(-4096);
+    // Only the end matters: convert at most the last 4 KiB of each chunk.
+    const end = typeof chunk === "string" ? chunk.slice(-4096) : chunk.subarray(-4096).toString("latin1");
+    tailText = (tailText + end).slice(-4096);
     yield chunk;
   }
   if (!tailText.includes(DUMP_COMPLETE)) {
