@@ -3,7 +3,7 @@
 // into the data directory of a stopped server, and slaves seeded with
 // --replicate-from that replicate as soon as mariadbd starts on them. Real
 // MariaDB servers, mariabackup, mbstream; a file:// repository and one S3 round trip.
-import { chmod, mkdir, mkdtemp, readdir, readFile, stat, truncate, writeFile } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, truncate, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -79,6 +79,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await Promise.all(servers.map((s) => s.destroy()));
+  if (work) await rm(work, { recursive: true, force: true });
 });
 
 describe("a master's physical backup", () => {
