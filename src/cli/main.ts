@@ -13,6 +13,7 @@ import { withConn } from "../db/connection.js";
 import { setOffline, setOnline } from "../db/replication.js";
 import { badInput, exitCodeFor, isReplicatorError, oneLine } from "../lib/errors.js";
 import { createLogger, type Logger } from "../lib/log.js";
+import { loadPluginCommand, pluginCommand, pluginResolver, type LoadedPlugin } from "../plugins/exec/index.js";
 import { formatBytes, formatPosition, parseTime, type Selector } from "../storage/catalog.js";
 import { openRepository } from "../storage/open.js";
 import { Repository } from "../storage/repository.js";
@@ -30,6 +31,7 @@ Usage:
   replicator verify  [NAME] [--repository URL] [--cluster NAME] [--json]
   replicator delete  NAME [--repository URL] [--cluster NAME] [--force]
   replicator offline|online [--target mysql://USER@HOST:PORT]
+  replicator plugin-test COMMAND|IMAGE | --method NAME [--json]
   replicator provision --datadir DIR --plan-file FILE [--plan-timeout SECONDS]
                      (the init container of a self-provisioning slave; see docs/provisioning.md)
 
@@ -47,6 +49,8 @@ Config: --config FILE, $REPLICATOR_CONFIG, or ./replicator.yaml.
 Backup options: --lock auto|single-transaction|ftwrl  --databases a,b  --users
                 --compression zstd|gzip|none  --source-name NAME
 Restore options: --skip-binlog-check  --replication-timeout SECONDS
+Plugins: --plugin CMD (or REPLICATOR_PLUGIN) backs up with, and restores backups of, a
+         third-party method (docs/plugins.md); \`plugin-test\` checks one against the contract.
 Global: --config FILE  --log-level LEVEL  --no-progress  --help  --version`;
 
 const options = {
@@ -57,6 +61,7 @@ const options = {
   "source-name": { type: "string" },
   target: { type: "string" },
   method: { type: "string" },
+  plugin: { type: "string" },
   retain: { type: "string" },
   json: { type: "boolean" },
   backup: { type: "string" },
@@ -85,7 +90,7 @@ const options = {
 
 type Values = ReturnType<typeof parseArgs<{ options: typeof options; allowPositionals: true }>>["values"];
 
-const COMMANDS = ["backup", "restore", "provision", "list", "prune", "verify", "delete", "offline", "online", "help", "version"] as const;
+const COMMANDS = ["backup", "restore", "provision", "list", "prune", "verify", "delete", "offline", "online", "plugin-test", "help", "version"] as const;
 type Command = (typeof COMMANDS)[number];
 
 interface Ctx {
@@ -140,11 +145,16 @@ async function cmdBackup(ctx: Ctx): Promise<unknown> {
   noPositionals(ctx, "backup");
   const source = endpointFrom(requireSetting(ctx.settings.source, "--source", "source"), "--source", ctx.settings.dbPassword(), process.env.REPLICATOR_DB_USER);
   const repo = await repositoryOf(ctx);
+  const plugin = await pluginOf(ctx);
+  if (plugin && ctx.settings.method && ctx.settings.method !== plugin.info.name) {
+    ctx.log.warn({ method: ctx.settings.method, plugin: plugin.info.name }, `method ${ctx.settings.method} ignored: backing up with plugin ${plugin.info.name}`);
+  }
   const r = await runBackup({
     repo,
     source,
     sourceName: ctx.values["source-name"],
-    method: ctx.settings.method ?? (source.engine === "postgresql" ? "pg_dump" : "mysqldump"),
+    method: plugin?.info.name ?? ctx.settings.method ?? (source.engine === "postgresql" ? "pg_dump" : "mysqldump"),
+    resolveMethod: plugin ? pluginResolver(plugin) : undefined,
     methodOptions: methodOptionsOf(ctx),
     compression: ctx.settings.compression,
     retain: ctx.settings.retain,
@@ -190,6 +200,7 @@ async function cmdRestore(ctx: Ctx): Promise<unknown> {
   }
   const r = await runRestore({
     repo: await repositoryOf(ctx),
+    resolveMethod: pluginResolver(await pluginOf(ctx)),
     target,
     datadir,
     selector,
@@ -233,6 +244,12 @@ async function cmdProvision(ctx: Ctx): Promise<unknown> {
     for (const w of r.warnings) ctx.out(`  warning: ${w}`);
   }
   return r;
+}
+
+/** The plugin named by --plugin or REPLICATOR_PLUGIN, after its `info` was checked. */
+async function pluginOf(ctx: Ctx): Promise<LoadedPlugin | undefined> {
+  const cmd = pluginCommand(ctx.values.plugin);
+  return cmd ? loadPluginCommand(cmd, { log: ctx.log, signal: ctx.signal }) : undefined;
 }
 
 async function cmdList(ctx: Ctx): Promise<unknown> {
@@ -361,6 +378,10 @@ export async function main(argv: string[]): Promise<number> {
     if (command === "version") {
       out(TOOL_VERSION);
       return 0;
+    }
+    if (command === "plugin-test") {
+      const { pluginTest } = await import("./plugin-test.js");
+      return await pluginTest({ positionals: parsed.positionals, method: parsed.values.method, json, logLevel: parsed.values["log-level"], out });
     }
     log = createLogger({ level: parsed.values["log-level"] });
     const configPath = findConfigPath(parsed.values.config, process.env, process.cwd());
