@@ -7,7 +7,7 @@
 // prepared the data and written the replica configuration, so a server
 // container that checks for it never starts on half-restored data.
 import { constants } from "node:fs";
-import { mkdir, open, readdir, rm, stat } from "node:fs/promises";
+import { chown, lstat, mkdir, open, readdir, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { badInput } from "../lib/errors.js";
 import { describeEndpoint } from "../db/endpoint.js";
@@ -64,6 +64,16 @@ async function writeSentinel(dir: string, backup: string): Promise<void> {
   await fsyncDir(dir);
 }
 
+/** chown -R without following links. */
+async function chownTree(dir: string, uid: number, gid: number): Promise<void> {
+  await chown(dir, uid, gid);
+  for (const e of await readdir(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) await chownTree(p, uid, gid);
+    else if (!e.isSymbolicLink()) await chown(p, uid, gid);
+  }
+}
+
 export async function restoreDatadir(
   req: RestoreRequest & { datadir: string; method: BackupMethod; chosen: BackupEntry },
 ): Promise<RestoreResult> {
@@ -87,6 +97,11 @@ export async function restoreDatadir(
     );
   }
   if (!state.exists) await mkdir(dir, { recursive: true, mode: 0o750 });
+  // Run as root (an init container without runAsUser, a DBA with sudo), the
+  // files would be root's and the server could not open them: they go to
+  // whoever owns the data directory.
+  const owner = await lstat(dir);
+  const chownTo = process.getuid?.() === 0 && owner.uid !== 0 ? { uid: owner.uid, gid: owner.gid } : undefined;
   await writeSentinel(dir, chosen.name);
 
   log.info({ object: manifest.objects[0]?.name, size: manifest.objects[0]?.size }, "restore started");
@@ -99,6 +114,7 @@ export async function restoreDatadir(
     stopProgress();
   }
   warnings.push(...outcome.warnings);
+  if (chownTo) await chownTree(dir, chownTo.uid, chownTo.gid);
   const position = outcome.replication ?? manifest.replication;
   log.info({ rawSize: v.counter.bytes, position }, "data directory prepared");
 
@@ -106,6 +122,8 @@ export async function restoreDatadir(
   if (replicateFrom) {
     if (!position) throw badInput("NoPosition", `backup ${chosen.name} holds no replication position; it cannot seed a replica`);
     await method.configureReplica({ datadir: dir, manifest, position, replicateFrom, options: req.methodOptions ?? {}, log, signal: req.signal });
+    // The temporary server (MariaDB) wrote master.info and table files as us.
+    if (chownTo) await chownTree(dir, chownTo.uid, chownTo.gid);
     log.info({ master: describeEndpoint(replicateFrom) }, "replica configured; it replicates when the server starts");
   }
   await rm(path.join(dir, DATADIR_SENTINEL), { force: true });

@@ -81,6 +81,13 @@ export interface VerifiedInput {
   counter: ByteCounter;
   /** The first stream error: a corrupt object beats the loader's complaint about the garbage it was fed. */
   streamError(): unknown;
+  /**
+   * After the loader is done: an error when fewer raw bytes came out than the
+   * manifest recorded. zlib's zstd decoder ends quietly on a stream cut at a
+   * frame boundary, so a short object whose manifest matches it would
+   * otherwise pass as complete.
+   */
+  shortRead(): Error | undefined;
 }
 
 export async function openBackupInput(repo: Repository, chosen: BackupEntry): Promise<VerifiedInput> {
@@ -101,19 +108,26 @@ export async function openBackupInput(repo: Repository, chosen: BackupEntry): Pr
   decompress.on("error", (err) => {
     fail(failed("CorruptBackup", `backup ${chosen.name}: ${object.name} does not decompress (${err.message}); the stored object is corrupt`, { cause: err }));
   });
-  return { input, counter, streamError: () => streamError };
+  const shortRead = (): Error | undefined =>
+    object.rawSize !== undefined && counter.bytes < object.rawSize
+      ? failed("CorruptBackup", `backup ${chosen.name}: ${object.name} decompressed to ${counter.bytes} bytes but the manifest says ${object.rawSize}; the stored object is truncated`)
+      : undefined;
+  return { input, counter, streamError: () => streamError, shortRead };
 }
 
 /** Run a loader over a verified input: a corrupt object is reported as such, whatever the loader said. */
 export async function loadVerified<T>(v: VerifiedInput, load: (input: Readable) => Promise<T>): Promise<T> {
-  const corrupt = (): unknown => ((v.streamError() as { reason?: string } | undefined)?.reason === "CorruptBackup" ? v.streamError() : undefined);
+  const corrupt = (): Error | undefined => {
+    const e = v.streamError();
+    return (e as { reason?: string } | undefined)?.reason === "CorruptBackup" ? (e as Error) : undefined;
+  };
   let out: T;
   try {
     out = await load(v.input);
   } catch (err) {
     throw corrupt() ?? err;
   }
-  const c = corrupt();
+  const c = corrupt() ?? v.shortRead();
   if (c) throw c;
   return out;
 }

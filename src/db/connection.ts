@@ -50,7 +50,9 @@ export function mapDbError(err: unknown, e: Endpoint, what: string): ReplicatorE
     case "ER_ACCESS_DENIED_NO_PASSWORD_ERROR":
       return badInput(
         "AccessDenied",
-        `access denied for ${at} (${what}): wrong user or password; check REPLICATOR_DB_PASSWORD or passwordFile`,
+        `access denied for ${at} (${what}): wrong user or password; check ${
+          /master|replicat/i.test(what) ? "REPLICATOR_REPLICATION_PASSWORD or replicationPasswordFile" : "REPLICATOR_DB_PASSWORD or passwordFile"
+        }`,
         { cause: err },
       );
     case "ER_HOST_NOT_PRIVILEGED":

@@ -25,8 +25,9 @@ export function spawnStreaming(
       stdin: opts.stdin ?? "ignore",
       stdout: opts.stdout ?? "pipe",
       stderr: "pipe",
-      buffer: { stdout: false, stderr: true },
-      maxBuffer: { stderr: 1024 * 1024 },
+      // stderr is not buffered by execa (its maxBuffer would kill a chatty
+      // tool such as mariabackup, which logs a line per file); its tail is kept below.
+      buffer: false,
       reject: false,
       ...(opts.signal ? { cancelSignal: opts.signal } : {}),
       env: opts.env,
@@ -36,11 +37,14 @@ export function spawnStreaming(
   } catch (err) {
     throw failed("CommandFailed", `cannot start ${command}: ${(err as Error).message}`, { cause: err });
   }
+  let stderrTail = "";
+  child.stderr?.on("data", (chunk: Buffer) => {
+    stderrTail = (stderrTail + chunk.toString("utf8")).slice(-8192);
+  });
   const done = (async () => {
     const r = await child;
     if (r.failed) {
-      const stderr = Buffer.isBuffer(r.stderr) ? r.stderr.toString("utf8") : r.stderr instanceof Uint8Array ? Buffer.from(r.stderr).toString("utf8") : String(r.stderr ?? "");
-      const errTail = tail(stderr, 1500);
+      const errTail = tail(stderrTail, 1500);
       const code = (r as { code?: string }).code;
       if (code === "ENOENT") {
         throw failed("CommandNotFound", `${command} is not installed (needed to ${opts.what}); install it or put it on PATH`);

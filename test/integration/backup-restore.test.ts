@@ -6,6 +6,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { execa } from "execa";
 import { hostname } from "node:os";
+import { createHash } from "node:crypto";
 import { CLI, runCli } from "../harness/cli.js";
 import { checksums, startMariaDb, type MariaDb } from "../harness/mariadb.js";
 import { count, routines, seedShop } from "../harness/fixtures.js";
@@ -193,6 +194,34 @@ describe("backup and restore through S3", () => {
     const r2 = await runCli(["restore", "--target", target.url, "--repository", repo, "--cluster", "corrupt", "--force"], env);
     expect(r2.exitCode).toBe(1);
     expect(r2.stderr).toContain("is 100 bytes but the manifest says");
+  });
+
+  it("refuses an object cut short even when its manifest was rewritten to match it", async () => {
+    // zlib's zstd decoder ends quietly on a stream cut inside a frame; the raw
+    // size recorded at backup time is what catches it. (A file:// repository:
+    // S3 objects cannot be edited behind the server's checksums.)
+    const fsRepo = await mkdtemp(path.join(tmpdir(), "replicator-cut-"));
+    const url = `file://${fsRepo}`;
+    const b = await runCli(["backup", "--source", master.url, "--repository", url, "--cluster", "cut", "--json"], env);
+    expect(b.exitCode).toBe(0);
+    const name = b.json!.name as string;
+    const file = path.join(fsRepo, "cut", name, "data.sql.zst");
+    const whole = await readFile(file);
+    const cut = whole.subarray(0, Math.floor(whole.length * 0.6));
+    await writeFile(file, cut);
+    const mfile = path.join(fsRepo, "cut", name, "manifest.json");
+    const m = JSON.parse(await readFile(mfile, "utf8")) as { objects: { size: number; sha256: string; rawSize: number }[] };
+    m.objects[0]!.size = cut.length;
+    m.objects[0]!.sha256 = createHash("sha256").update(cut).digest("hex");
+    await writeFile(mfile, JSON.stringify(m));
+    const target = await freshServer();
+    const r = await runCli(["restore", "--target", target.url, "--repository", url, "--cluster", "cut", "--json"], env);
+    expect(r.exitCode, r.stderr).toBe(1);
+    expect(r.json!.reason).toBe("CorruptBackup");
+    expect(r.stderr).toMatch(/(decompressed to \d+ bytes but the manifest says \d+; the stored object is truncated|does not decompress)/);
+    // The sentinel stays: the target is not taken for a finished restore.
+    const [s] = await target.query<{ n: number }>("SELECT COUNT(*) AS n FROM information_schema.schemata WHERE schema_name = '_replicator_restore_in_progress'");
+    expect(Number(s?.n)).toBe(1);
   });
 });
 

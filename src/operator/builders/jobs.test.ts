@@ -86,7 +86,9 @@ describe("a physical (mariabackup) backup Job", () => {
 
   it("finds the server's data volume, node and user", () => {
     expect(dataVolumeOf(sourcePod)).toEqual({ nodeName: "node-7", claimName: "data-db-0", mountPath: "/var/lib/mysql", subPath: "data", runAsUser: 999, runAsGroup: 999, fsGroup: 999 });
-    expect(dataVolumeOf({ spec: { nodeName: "n", containers: [{ name: "x" }] } })).toEqual({ error: expect.stringContaining("mounts no PersistentVolumeClaim") });
+    expect(dataVolumeOf({ spec: { nodeName: "n", containers: [{ name: "x" }] } })).toEqual({
+      error: "the source pod mounts no PersistentVolumeClaim; a physical backup reads the server's data volume",
+    });
     expect(dataVolumeOf({ spec: {} })).toEqual({ error: "the source pod is not scheduled to a node" });
   });
 
