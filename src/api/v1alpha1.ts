@@ -89,7 +89,12 @@ export const backupSpecSchema = z.object({
   repository: dnsName.default("default").describe("A ReplicatorRepository in the same namespace."),
   cluster: dnsName.optional().describe("Catalog name in the repository; defaults to the StatefulSet (or pod) name."),
   source: serverRefSchema.optional().describe("The server to back up. Absent only on resources that mirror a backup found in storage."),
-  method: z.string().optional().describe("A built-in method (mysqldump, mariabackup); defaults to the repository's. mariabackup runs on the source pod's node with its data volume mounted."),
+  method: z
+    .string()
+    .optional()
+    .describe(
+      "A built-in method (mysqldump, mariabackup, volumesnapshot); defaults to the repository's. mariabackup runs on the source pod's node with its data volume mounted; volumesnapshot is run by the operator: a CSI VolumeSnapshot of the source's data volume under FLUSH TABLES WITH READ LOCK (options lockTimeoutSeconds, readyTimeoutSeconds, volumeSnapshotClassName).",
+    ),
   image: z.string().optional().describe("A third-party plugin image that implements docs/plugins.md."),
   options: z.record(z.string(), z.string()).default({}).describe("Method options, e.g. lock: ftwrl."),
 });
@@ -148,6 +153,17 @@ export const restoreSpecSchema = z.object({
   replicateFrom: serverRefSchema.optional().describe("Make the target a slave of this server at the backup's position."),
   force: z.boolean().default(false).describe("Overwrite a target that already has tables."),
   options: z.record(z.string(), z.string()).default({}),
+  volume: z
+    .object({
+      claimName: dnsName.describe("The PersistentVolumeClaim to create; it must not exist."),
+      storageClassName: z.string().optional().describe("Default: the source volume's."),
+      size: z.string().optional().describe("Default: the source volume's size (never less than the snapshot's restoreSize)."),
+      accessModes: z.array(z.string()).optional().describe("Default: [ReadWriteOnce]."),
+    })
+    .optional()
+    .describe(
+      "For volumesnapshot backups: create this PVC with the backup's VolumeSnapshot as its dataSource. The restore completes once the target pod runs on it and, with replicateFrom, replicates from the backup's position.",
+    ),
 });
 export type RestoreSpec = z.infer<typeof restoreSpecSchema>;
 

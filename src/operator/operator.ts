@@ -60,6 +60,7 @@ import { Informer, WorkQueue } from "./kube/informer.js";
 import { isAlreadyExists, isNotFound, type KubeRest } from "./kube/rest.js";
 import type { Metrics } from "./metrics.js";
 import { isContainersReady, jobState, masterPodName, selectServerPod, stableAddress, type JobLike, type PodLike } from "./observe.js";
+import { SnapshotController, isSnapshotBackup, volumeOnlyBackup, type RestoreSpecWithVolume, type SnapshotPod } from "./snapshot/controller.js";
 
 export const IMPORTED_ANNOTATION = "replicator.dev/imported";
 const PROVISION_POD_LABEL = "replicator.dev/provision-pod";
@@ -125,6 +126,8 @@ export class Operator {
   private readonly statefulSets: Informer<StatefulSetObj>;
   private readonly pvcs: Informer<PvcObj>;
   private readonly queue = new WorkQueue();
+  /** The volumesnapshot method: snapshot backups, spare volumes, clones (src/operator/snapshot). */
+  private readonly snapshots: SnapshotController;
 
   constructor(
     private readonly rest: KubeRest,
@@ -179,12 +182,39 @@ export class Operator {
       nsPath("/apis/apps/v1", ns, "statefulsets"),
       (_k, sts) => {
         if (!sts?.metadata.annotations?.[PROVISION_ANNOTATION]) return;
+        this.snapshots.statefulSetChanged(sts.metadata.namespace, sts);
         for (const p of this.pods.list()) if (p.metadata.namespace === sts.metadata.namespace && ownerSts(p) === sts.metadata.name) this.enqueueProvision(p);
       },
       log,
       opts,
     );
     this.pvcs = new Informer(rest, nsPath("/api/v1", ns, "persistentvolumeclaims"), () => undefined, log, opts);
+    this.snapshots = new SnapshotController({
+      rest,
+      log,
+      metrics,
+      now,
+      enqueue: (key, afterMs) => {
+        if (afterMs) this.queue.after(key, afterMs);
+        else this.queue.add(key);
+      },
+      pod: (n, name) => this.pods.get(`${n}/${name}`) as SnapshotPod | undefined,
+      pods: (n) => this.podsIn(n) as SnapshotPod[],
+      pvc: (n, name) => this.pvcs.get(`${n}/${name}`),
+      pvcs: (n) => this.pvcs.list().filter((p) => p.metadata.namespace === n),
+      statefulSet: (n, name) => this.statefulSets.get(`${n}/${name}`),
+      repository: (n, name) => {
+        const r = this.repoObserved(n, name);
+        return r.found && r.spec.ok ? r.spec.value : undefined;
+      },
+      openStore: (n, repo) => this.openStore(n, repo),
+      secret: (n, name) => this.secretReader(n, name),
+      connectWith: (n, secret, host, port, what) => this.connectWith(n, secret, host, port, what),
+      masterAddress: (n, master) => this.masterAddress(n, master),
+      event: (obj, type, reason, message) => this.event(obj, type, reason, message),
+      setGate: (pod, status, reason, message) => this.setGate(pod, status, reason, message),
+      markPvc: (n, name, backup) => this.markPvc(n, name, backup),
+    });
   }
 
   get ready(): boolean {
@@ -229,6 +259,8 @@ export class Operator {
         return this.reconcileProvision(ns, name);
       case "replication":
         return this.reconcileReplication(ns, name);
+      case "snapshot-spare":
+        return this.reconcileSnapshotSpare(ns, name);
       default:
         return;
     }
@@ -262,8 +294,12 @@ export class Operator {
       const pod = j.metadata.labels["replicator.dev/source-pod"];
       if (pod) busyPods.set(pod, [...(busyPods.get(pod) ?? []), j.metadata.name]);
     }
+    for (const [pod, names] of this.snapshots.busyPods(ns)) busyPods.set(pod, [...(busyPods.get(pod) ?? []), ...names]);
+    // A snapshot backup this process ran (or one a previous process left Running).
+    const snap = await this.snapshots.beforeDecide(b);
+    if (snap === "busy") return;
     const spec = validateSpec(backupSpecSchema, b.spec);
-    const plan = decideBackup({
+    const plan = snap ?? decideBackup({
       spec,
       status: b.status,
       generation: b.metadata.generation ?? 0,
@@ -278,12 +314,39 @@ export class Operator {
       log.debug({}, "nothing to do");
       return;
     }
+    if (plan.kind === "createJob" && isSnapshotBackup(plan.spec.method ?? plan.repo.method)) {
+      // No Job: the operator takes the snapshot itself, and records the outcome when it ends.
+      const early = await this.snapshots.start(b, plan);
+      if (early) await this.finishSnapshotBackup(b, early, log);
+      return;
+    }
+    if (snap) return this.finishSnapshotBackup(b, snap, log);
     await this.actBackup(b, plan, jobName, log);
     const status = computeBackupStatus(b.status, plan, this.now(), b.metadata.generation ?? 0, jobName);
     if (status && !sameStatus(status, b.status)) {
       await this.rest.patch(`${crPath("replicatorbackups", ns, name)}/status`, { status });
       if (status.phase !== b.status?.phase) log.info({ phase: status.phase, reason: status.conditions?.find((c) => c.type === "Ready")?.reason }, "backup phase changed");
     }
+  }
+
+  /** Record a snapshot backup's outcome like a Job's (events, metrics, retention, status), without a Job name. */
+  private async finishSnapshotBackup(b: ReplicatorBackup, plan: BackupPlan, log: Logger): Promise<void> {
+    const { namespace: ns, name } = b.metadata;
+    await this.actBackup(b, plan, "", log);
+    const status = computeBackupStatus(b.status, plan, this.now(), b.metadata.generation ?? 0);
+    if (status) {
+      delete status.jobName;
+      await this.rest.patch(`${crPath("replicatorbackups", ns, name)}/status`, { status });
+      log.info({ phase: status.phase, reason: status.conditions?.find((c) => c.type === "Ready")?.reason }, "backup phase changed");
+    }
+    this.snapshots.recorded(b);
+  }
+
+  private async reconcileSnapshotSpare(ns: string, stsName: string): Promise<void> {
+    const sts = this.statefulSets.get(`${ns}/${stsName}`);
+    const settings = sts ? provisionSettings(sts) : undefined;
+    if (!settings || "error" in settings) return;
+    await this.snapshots.reconcileSpare(ns, stsName, settings);
   }
 
   private owner(o: ReplicatorBackup | ReplicatorRestore): Owner {
@@ -443,6 +506,8 @@ export class Operator {
       if (plan?.action !== "restore" || isContainersReady(p)) continue;
       used.add(plan.backup);
     }
+    // Volumes cloned from snapshot backups that are not provisioned yet.
+    for (const name of this.snapshots.backupsInUse(ns)) used.add(name);
     return used;
   }
 
@@ -453,10 +518,18 @@ export class Operator {
     const cluster = b.status?.cluster ?? b.spec.cluster;
     if (!store || !cluster) return;
     const repository = new Repository(store, cluster);
+    const snapshotRefs = await this.snapshots.snapshotRefs(repository);
     const { expire } = await repository.prune({ retain: repo.retention.keep, inUse: this.backupsInUse(ns, b.spec.repository ?? "default") });
+    // A snapshot backup's data is its VolumeSnapshot: it goes with the backup.
+    const deletedSnapshots = await this.snapshots.deleteSnapshots(expire, snapshotRefs);
     if (expire.length > 0) {
-      log.info({ deleted: expire, keep: repo.retention.keep }, "retention applied");
-      await this.event(b, "Normal", "RetentionApplied", `deleted ${expire.length} backup(s) beyond ${repo.retention.keep}: ${expire.join(", ")}`);
+      log.info({ deleted: expire, keep: repo.retention.keep, volumeSnapshots: deletedSnapshots }, "retention applied");
+      await this.event(
+        b,
+        "Normal",
+        "RetentionApplied",
+        `deleted ${expire.length} backup(s) beyond ${repo.retention.keep}: ${expire.join(", ")}${deletedSnapshots.length > 0 ? `; VolumeSnapshots ${deletedSnapshots.join(", ")}` : ""}`,
+      );
     }
     await this.deleteBackupResources(ns, cluster, new Set(expire));
   }
@@ -479,6 +552,29 @@ export class Operator {
     const log = this.log.child({ controller: "restore", namespace: ns, name });
     const jobName = childName(name, "restore");
     const spec = validateSpec(restoreSpecSchema, r.spec);
+    const volumeOnly = spec.ok && !spec.value.volume ? volumeOnlyBackup(spec.value.backup) : undefined;
+    if (volumeOnly && r.status?.phase !== "Failed") {
+      await this.event(r, "Warning", "InvalidSpec", volumeOnly);
+      await this.rest.patch(`${crPath("replicatorrestores", ns, name)}/status`, {
+        status: computeRestoreStatus(r.status, { kind: "invalid", message: volumeOnly }, this.now(), r.metadata.generation ?? 0),
+      });
+      return;
+    }
+    if (spec.ok && spec.value.volume) {
+      // A volumesnapshot backup restored into a new PVC: no Job (src/operator/snapshot).
+      const volumeSpec = { ...spec.value, volume: spec.value.volume } satisfies RestoreSpecWithVolume;
+      const repoObs = this.repoObserved(ns, spec.value.repository);
+      const status = await this.snapshots.reconcileVolumeRestore(r, volumeSpec, repoObs.found && repoObs.spec.ok ? repoObs.spec.value : undefined);
+      if (status && !sameStatus(status, r.status)) {
+        await this.rest.patch(`${crPath("replicatorrestores", ns, name)}/status`, { status });
+        if (status.phase !== r.status?.phase) log.info({ phase: status.phase }, "restore phase changed");
+        if (status.phase === "Failed") {
+          this.metrics.restoreFinished(ns, "failed");
+          await this.event(r, "Warning", status.conditions?.find((c) => c.type === "Ready")?.reason ?? "RestoreFailed", status.message ?? "");
+        }
+      }
+      return;
+    }
     const plan = decideRestore({
       spec,
       status: r.status,
@@ -731,6 +827,8 @@ export class Operator {
       init: provisionInitResult(pod),
       replicating: undefined as { ok: boolean; message: string } | undefined,
     };
+    // A volume cloned from a snapshot backup: configured once its server runs (src/operator/snapshot).
+    if (pvcObj && !observed.isMaster && (await this.snapshots.provisionSeeded(pod as SnapshotPod, pvcObj, settings, sts.metadata.name))) return;
     let plan: ProvisionPlan = decideProvision(observed);
     if (plan.kind === "needSeed") {
       observed.seed = await this.planSeed(ns, sts.metadata.name, settings, observed.takesPlan).catch((err: unknown): SeedChoice => ({ ok: false, reason: "StorageUnreachable", message: oneLine(err) }));
@@ -891,7 +989,16 @@ export class Operator {
     const store = await this.openStore(ns, spec.value);
     if (!store) return { ok: false, reason: "StorageUnreachable", message: `provisioning needs an S3 repository; ${s.repository} is a filesystem repository` };
     const { backups } = await new Repository(store, s.cluster).list();
-    const named = (s.backup === "latest" ? backups : backups.filter((b) => b.name === s.backup)).filter((b) => b.manifest.replication).reverse();
+    const all = (s.backup === "latest" ? backups : backups.filter((b) => b.name === s.backup)).filter((b) => b.manifest.replication).reverse();
+    // A snapshot seeds only a volume created from it (the StatefulSet's spare, src/operator/snapshot), never a pod's existing volume.
+    const named = all.filter((b) => b.manifest.kind !== "snapshot");
+    if (named.length === 0 && all.length > 0) {
+      return {
+        ok: false,
+        reason: "NoBackup",
+        message: `the backups that could seed this slave are volume snapshots (${all[0]?.name ?? ""}), which seed only a volume cloned from them: this pod's volume was created empty. The operator keeps the next ordinal's volume pre-created from the newest snapshot; scale one at a time, or delete this pod and its PVC, or take a logical backup`,
+      };
+    }
     // Physical backups are restored before the server starts: only by the init container.
     const candidates = physicalOk ? named : named.filter((b) => b.manifest.kind === "logical");
     if (candidates.length === 0 && named.length > 0) {

@@ -103,7 +103,8 @@ const OPERATOR_RULES: Rule[] = [
   { apiGroups: [""], resources: ["secrets"], verbs: ["get"] },
   { apiGroups: [""], resources: ["events"], verbs: ["create", "patch"] },
   { apiGroups: ["events.k8s.io"], resources: ["events"], verbs: ["create", "patch"] },
-  { apiGroups: [""], resources: ["persistentvolumeclaims"], verbs: ["get", "list", "watch", "update", "patch"] },
+  { apiGroups: [""], resources: ["persistentvolumeclaims"], verbs: ["get", "list", "watch", "create", "update", "patch"] },
+  { apiGroups: ["snapshot.storage.k8s.io"], resources: ["volumesnapshots"], verbs: ["get", "create", "delete"] },
   { apiGroups: ["apps"], resources: ["statefulsets"], verbs: ["get", "list", "watch"] },
 ];
 
