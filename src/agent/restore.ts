@@ -142,7 +142,16 @@ function requirePosition(manifest: Manifest, name: string): ReplicationPosition 
 export async function runRestore(req: RestoreRequest): Promise<RestoreResult> {
   await req.repo.store.check();
   const { backups } = await req.repo.list();
-  const chosen = selectBackup(backups, req.selector, req.repo.where);
+  // Volume snapshots live in the cluster, not in the repository's objects: "latest" and
+  // "before" mean the latest restorable here; a snapshot named explicitly is explained.
+  const restorable = req.selector.kind === "name" ? backups : backups.filter((b) => b.manifest.kind !== "snapshot");
+  const chosen = selectBackup(restorable, req.selector, req.repo.where);
+  if (chosen.manifest.kind === "snapshot") {
+    throw badInput(
+      "SnapshotBackup",
+      `backup ${chosen.name} is a volume snapshot: restore it into a new PVC with a ReplicatorRestore that sets spec.volume (docs/volumesnapshot.md)`,
+    );
+  }
   const method = (req.resolveMethod ?? getMethod)(chosen.manifest.method);
   for (const [what, e] of [["--target", req.target], ["--replicate-from", req.replicateFrom]] as const) {
     if (e && e.engine !== method.engine) {

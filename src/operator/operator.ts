@@ -844,7 +844,7 @@ export class Operator {
       case "needReplicationCheck":
         return;
       case "setPlan": {
-        const doc = plan.plan.action === "none" ? plan.plan : await this.restorePlanDoc(ns, sts.metadata.name, settings, plan.plan.backup);
+        const doc = plan.plan.action === "none" ? plan.plan : this.restorePlanDoc(ns, sts.metadata.name, settings, plan.plan.backup);
         if (!doc) return;
         await this.rest.patch(nsPath("/api/v1", ns, "pods", podName), { metadata: { annotations: { [PLAN_ANNOTATION]: JSON.stringify(doc) } } });
         if (plan.plan.action === "restore") {
@@ -1037,7 +1037,7 @@ export class Operator {
   }
 
   /** The plan for a pod's init container: where the backup is, and which master to follow. */
-  private async restorePlanDoc(ns: string, stsName: string, s: ProvisionSettings, backup: string): Promise<ProvisionPlanDoc | undefined> {
+  private restorePlanDoc(ns: string, stsName: string, s: ProvisionSettings, backup: string): ProvisionPlanDoc | undefined {
     const repoObj = this.repositories.get(`${ns}/${s.repository}`);
     const spec = repoObj ? validateSpec(repositorySpecSchema, repoObj.spec) : undefined;
     if (!spec?.ok) return undefined;
