@@ -30,6 +30,8 @@ import { Repository } from "../storage/repository.js";
 import { SecretWatcher } from "./secrets.js";
 import type { Fixture, SandboxServer, StartSandbox } from "./types.js";
 
+const REPLICA_HINT =
+  "a replica started at the reported position must apply exactly the writes after the backup (a duplicate-key error means the position is earlier than the data; missing rows mean it is later)";
 const NO_LOGICAL_STANDBY = "PostgreSQL standbys are physical copies; a logical backup cannot seed one";
 
 /** How long a sandbox server may take to start before the kit gives up. */
@@ -558,13 +560,17 @@ export async function runConformance(opts: ConformanceOptions): Promise<Report> 
               "FAIL",
               running
                 ? "the replica runs but did not receive the write made after the backup within the timeout: the reported position is probably later than the backup's data"
-                : `the replica does not replicate${why ? `: ${why}` : ""}; a replica started at the reported position must apply exactly the writes after the backup (a duplicate-key error means the position is earlier than the data; missing rows mean it is later)`,
+                : `the replica does not replicate${why ? `: ${why}` : ""}; ${REPLICA_HINT}`,
               tRep,
             );
           }
           await t.destroy();
         } catch (err) {
-          record("replica", "FAIL", `${oneLine(err)}${hintFor(err)}`, tRep);
+          const msg =
+            isReplicatorError(err) && err.reason === "ReplicationFailed"
+              ? `the replica does not replicate: ${oneLine(err)}; ${REPLICA_HINT}`
+              : `${oneLine(err)}${hintFor(err)}`;
+          record("replica", "FAIL", msg, tRep);
         }
       }
     } else {

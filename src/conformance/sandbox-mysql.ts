@@ -19,10 +19,23 @@ const SERVER = process.env.REPLICATOR_KIT_MARIADBD ?? "mariadbd";
 const INSTALL_DB = process.env.REPLICATOR_KIT_MARIADB_INSTALL_DB ?? "mariadb-install-db";
 
 let template: Promise<string> | undefined;
+let templatePath: string | undefined;
+
+/**
+ * Remove this process's template data directory. It is removed at exit
+ * anyway; test runners that end their workers with a signal (no exit event)
+ * call this when they are done.
+ */
+export function removeMysqlSandboxTemplate(): void {
+  if (templatePath) rmSync(templatePath, { recursive: true, force: true });
+  templatePath = undefined;
+  template = undefined;
+}
 
 async function templateDir(): Promise<string> {
   template ??= (async () => {
     const dir = await mkdtemp(path.join(tmpdir(), "replicator-kit-template-"));
+    templatePath = dir;
     try {
       await execa(INSTALL_DB, [
         "--no-defaults",
@@ -33,15 +46,13 @@ async function templateDir(): Promise<string> {
         "--skip-name-resolve",
       ]);
     } catch (err) {
-      template = undefined;
+      removeMysqlSandboxTemplate();
       const e = err as { code?: string; stderr?: string; shortMessage?: string };
       if (e.code === "ENOENT") throw new Error(`${INSTALL_DB} is not installed; the conformance kit starts its own MariaDB servers (Debian: apt-get install mariadb-server)`, { cause: err });
       throw new Error(`${INSTALL_DB} failed: ${(e.stderr ?? e.shortMessage ?? String(err)).trim().split("\n").pop() ?? ""}`, { cause: err });
     }
     // Synchronously: nothing asynchronous runs in an exit handler.
-    process.once("exit", () => {
-      rmSync(dir, { recursive: true, force: true });
-    });
+    process.once("exit", removeMysqlSandboxTemplate);
     return dir;
   })();
   return template;
