@@ -23,9 +23,13 @@ function pgpassField(v: string): string {
   return v.replace(/\\/g, "\\\\").replace(/:/g, "\\:");
 }
 
-/** A libpq password file: one line `host:port:*:user:password`. */
+/**
+ * A libpq password file: one line `*:*:*:user:password`. Host, port and
+ * database are wildcards: the file serves one connection, and a wildcard
+ * avoids libpq's host matching rules (sockets, IPv6 literals).
+ */
 export function pgpassFile(e: Endpoint): string {
-  return `${[e.host, String(e.port), "*", e.user, e.password ?? ""].map(pgpassField).join(":")}\n`;
+  return `${["*", "*", "*", pgpassField(e.user), pgpassField(e.password ?? "")].join(":")}\n`;
 }
 
 /**

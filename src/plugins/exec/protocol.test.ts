@@ -113,7 +113,7 @@ describe("what a plugin inherits", () => {
     expect(mysqlOptionFile({ engine: "mysql", host: "localhost", port: 3306, user: "u", password: undefined, socket: "/run/mysqld.sock" })).toBe(
       '[client]\nuser="u"\nsocket="/run/mysqld.sock"\n',
     );
-    expect(pgpassFile({ engine: "postgresql", host: "pg", port: 5432, user: "u:x", password: "a\\b:c", database: "app" })).toBe("pg:5432:*:u\\:x:a\\\\b\\:c\n");
+    expect(pgpassFile({ engine: "postgresql", host: "pg", port: 5432, user: "u:x", password: "a\\b:c", database: "app" })).toBe("*:*:*:u\\:x:a\\\\b\\:c\n");
   });
 
   it("quotes the last stderr line, shortened", () => {
