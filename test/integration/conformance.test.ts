@@ -189,6 +189,33 @@ grep -q '"name":"20260101T000000Z-fake-x"' "$REPLICATOR_MANIFEST_FILE" || { echo
     );
   });
 
+  it("gives a datadir plugin the data directory, takes the position it found, and configures the replica with the master's credentials file", async () => {
+    const p = await load(
+      await fakePlugin(
+        "datadir_fake",
+        `case "$1" in
+restore) cat > "$REPLICATOR_DATADIR/data.bin"; echo '{"replication":{"role":"master","gtid":"0-1-9","file":"b.000002","position":42},"warnings":["found the position in the data"]}' > "$REPLICATOR_RESULT_FILE";;
+configure-replica) { echo "position=$REPLICATOR_POSITION"; env | grep '^REPLICATOR_MASTER_' | grep -v FILE | sort; echo "--- file"; cat "$REPLICATOR_MASTER_DEFAULTS_FILE"; } > "$REPLICATOR_DATADIR/replica.txt";;
+*) exit 2;;
+esac`,
+        '{"contract":1,"name":"datadir_fake","kind":"physical","engine":"mysql","restoreInto":"datadir","extension":"bin"}',
+      ),
+    );
+    if (p.method.restoreInto !== "datadir") throw new Error("expected a datadir method");
+    const datadir = await mkdtemp(path.join(work, "datadir-"));
+    const signal = new AbortController().signal;
+    const out = await p.method.restore({ datadir, manifest, options: {}, log, signal }, Readable.from([Buffer.from("page data")]));
+    expect(out).toEqual({ replication: { role: "master", gtid: "0-1-9", file: "b.000002", position: 42 }, warnings: ["found the position in the data"] });
+    expect(await readFile(path.join(datadir, "data.bin"), "utf8")).toBe("page data");
+    const master: Endpoint = { engine: "mysql", host: "10.0.0.5", port: 3306, user: "repl", password: "r3pl-secret" };
+    await p.method.configureReplica({ datadir, manifest, position: out.replication!, replicateFrom: master, options: {}, log, signal });
+    expect(await readFile(path.join(datadir, "replica.txt"), "utf8")).toBe(
+      'position={"role":"master","gtid":"0-1-9","file":"b.000002","position":42}\n' +
+        "REPLICATOR_MASTER_ENGINE=mysql\nREPLICATOR_MASTER_HOST=10.0.0.5\nREPLICATOR_MASTER_PORT=3306\nREPLICATOR_MASTER_USER=repl\n" +
+        '--- file\n[client]\nuser="repl"\npassword="r3pl-secret"\nhost="10.0.0.5"\nport=3306\nprotocol=TCP\n',
+    );
+  });
+
   it("kills the plugin and its children on abort", async () => {
     const pidFile = path.join(work, "child.pid");
     const p = await load(await fakePlugin("sleeper", `sleep 300 & echo $! > ${pidFile}; echo started; wait`));
