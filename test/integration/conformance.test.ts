@@ -235,23 +235,25 @@ esac`,
 
 // ---------------------------------------------------------------- the kit
 
-/** Built-in methods whose engine has a sandbox on this machine. */
-async function hasSandbox(engine: string): Promise<boolean> {
-  if (engine === "mysql") return true;
+/** Why an engine has no usable sandbox on this machine, or undefined when it has one. */
+async function noSandbox(engine: string): Promise<string | undefined> {
+  if (engine === "mysql") return undefined;
   try {
     await engineKit("postgresql");
     const pgModule = "../../src/conformance/sandbox-postgres.js";
     const { pgBinDir } = (await import(pgModule)) as { pgBinDir: () => string };
-    pgBinDir();
-    return true;
-  } catch {
-    return false;
+    const dir = pgBinDir();
+    // The sandbox runs these from one directory.
+    const missing = ["initdb", "postgres", "pg_isready"].filter((t) => !existsSync(path.join(dir, t)));
+    return missing.length > 0 ? `${missing.join(", ")} missing in ${dir}; set REPLICATOR_KIT_PG_BINDIR` : undefined;
+  } catch (err) {
+    return (err as Error).message;
   }
 }
 
 const builtins = builtinMethods();
-const sandboxFor = new Map<string, boolean>();
-for (const name of builtins) sandboxFor.set(getMethod(name).engine, await hasSandbox(getMethod(name).engine));
+const sandboxFor = new Map<string, string | undefined>();
+for (const name of builtins) sandboxFor.set(getMethod(name).engine, await noSandbox(getMethod(name).engine));
 
 describe("the conformance kit", () => {
   it("passes the example mydumper plugin", { timeout: 300_000 }, async () => {
@@ -271,7 +273,8 @@ describe("the conformance kit", () => {
 
   for (const name of builtins.filter((n) => n !== "mysqldump")) {
     const engine = getMethod(name).engine;
-    it.skipIf(!sandboxFor.get(engine))(`passes built-in ${name} (${engine}${sandboxFor.get(engine) ? "" : ": no sandbox here"})`, { timeout: 300_000 }, async () => {
+    const why = sandboxFor.get(engine);
+    it.skipIf(why !== undefined)(`passes built-in ${name} (${engine}${why ? `; no sandbox here: ${why}` : ""})`, { timeout: 300_000 }, async () => {
       const r = await runConformance({ builtin: name, log });
       expect(r.failed, JSON.stringify(r.checks, null, 2)).toBe(0);
       expect(r.ok).toBe(true);
