@@ -254,7 +254,7 @@ export function countChecks(checks: CheckResult[]): { passed: number; failed: nu
   };
 }
 
-/** Run every check against one plugin or built-in method. Throws only when the kit itself cannot run (bad arguments, no sandbox). */
+/** Run every check against one plugin or built-in method. Throws only when the kit itself cannot run (bad arguments, no sandbox) or was interrupted. */
 export async function runConformance(opts: ConformanceOptions): Promise<Report> {
   const t0 = Date.now();
   if (!!opts.plugin === !!opts.builtin) {
@@ -262,13 +262,16 @@ export async function runConformance(opts: ConformanceOptions): Promise<Report> 
   }
   const log = opts.log ?? silentLogger();
   const outer = opts.signal ?? new AbortController().signal;
+  // A function, so that type narrowing never assumes it is still false.
+  const interrupted = (): boolean => outer.aborted;
   const stepMs = opts.stepTimeoutMs ?? 10 * 60_000;
   const methodOptions = opts.methodOptions ?? {};
   const checks: CheckResult[] = [];
   const notes: string[] = [];
   const done = new Set<CheckId>();
   const record = (id: CheckId, status: CheckStatus, message: string, since: number): void => {
-    if (done.has(id)) return;
+    // After an interrupt, failures are the interrupt's, not the method's: nothing more is reported.
+    if (done.has(id) || interrupted()) return;
     done.add(id);
     const c: CheckResult = { id, title: CHECK_TITLES[id], status, message, durationMs: Date.now() - since };
     checks.push(c);
@@ -330,6 +333,7 @@ export async function runConformance(opts: ConformanceOptions): Promise<Report> 
       loaded = await loadPlugin(runner, { log, signal: stepSignal(), timeoutMs: stepMs });
     } catch (err) {
       record("info", "FAIL", `${oneLine(err)}; \`PLUGIN info\` must print one JSON object like {"contract":1,"name":"my_method","kind":"logical","engine":"mysql","restoreInto":"server","extension":"tar"}`, tInfo);
+      if (interrupted()) throw failed("Interrupted", "interrupted");
       skipRest("skipped: info failed, so nothing else can run");
       return report();
     }
@@ -338,6 +342,8 @@ export async function runConformance(opts: ConformanceOptions): Promise<Report> 
     record("info", "PASS", `${i.name}${i.version ? ` ${i.version}` : ""}: ${i.kind}, ${i.engine}, restores into a ${i.restoreInto}, stream .${i.extension}, contract ${String(i.contract)}`, tInfo);
     resolveMethod = pluginResolver(loaded);
   }
+
+  if (interrupted()) throw failed("Interrupted", "interrupted");
 
   // ---- the servers and the repository
   const m: BackupMethod = method;
@@ -619,6 +625,8 @@ export async function runConformance(opts: ConformanceOptions): Promise<Report> 
     await watcher.stop();
     for (const c of cleanups.reverse()) await c().catch(() => undefined);
   }
+
+  if (interrupted()) throw failed("Interrupted", "interrupted; the kit's servers and files were removed");
 
   // ---- secrets on command lines
   const tSec = Date.now();
