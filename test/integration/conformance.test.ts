@@ -164,7 +164,7 @@ echo '{"role":"master","serverId":7,"version":"10.11","replication":{"role":"mas
     const bad = await fakePlugin("x", "", '{"contract":1,"name":"My Plugin","kind":"logical","engine":"mysql","restoreInto":"server","extension":"tar"}');
     await expect(load(bad)).rejects.toThrow(`plugin ${bad} printed invalid info: name "My Plugin" is not a valid method name`);
     const builtin = await fakePlugin("x", "", '{"contract":1,"name":"mysqldump","kind":"logical","engine":"mysql","restoreInto":"server","extension":"sql"}');
-    await expect(load(builtin)).rejects.toThrow(/is a built-in method's name/);
+    await expect(load(builtin)).rejects.toThrow(/is taken by a built-in method/);
     await expect(load(path.join(work, "no-such-plugin"))).rejects.toThrow(/cannot run plugin .*no-such-plugin: it does not exist/);
     const noexec = path.join(work, "noexec");
     await writeFile(noexec, "#!/bin/sh\n");

@@ -34,6 +34,7 @@ import {
   ENV,
   EXIT_BAD_INPUT,
   lastLine,
+  RESERVED_METHOD_NAMES,
   validateBackupResult,
   validateDatadirRestoreResult,
   validateInfo,
@@ -351,7 +352,7 @@ export async function loadPlugin(
   });
   const x = await p.exit;
   if (x.spawnError || x.code !== 0 || x.signal) throw exitError(who, "info", x, opts.signal?.aborted ?? false);
-  const v = validateInfo(stdout, builtinMethods());
+  const v = validateInfo(stdout, [...builtinMethods(), ...RESERVED_METHOD_NAMES]);
   if (!v.ok) throw badInput("PluginInvalidInfo", `plugin ${who} printed invalid info: ${v.error}`);
   return { info: v.value, runner, method: execMethod({ runner, info: v.value, timeoutMs: opts.timeoutMs }) };
 }

@@ -34,7 +34,7 @@ describe("validateInfo", () => {
     );
     expect(bad(validateInfo(infoText({ name: "my-dumper" })))).toMatch(/e\.g\. "my_dumper"/);
     expect(bad(validateInfo(infoText({ name: "mysqldump" }), ["mysqldump"]))).toBe(
-      'name "mysqldump" is a built-in method\'s name; choose another, so backups say which made them',
+      'name "mysqldump" is taken by a built-in method; choose another, so backups say which made them',
     );
     expect(isValidMethodName("pg_basebackup")).toBe(true);
     expect(isValidMethodName("a__b")).toBe(false);

@@ -28,6 +28,9 @@ export const ENV = {
 /** Connection variables: `${prefix}_ENGINE`, `_HOST`, `_PORT`, `_USER`, `_DATABASE`, `_SOCKET`, `_DEFAULTS_FILE` | `_PASSFILE`. */
 export type ConnectionPrefix = "REPLICATOR_DB" | "REPLICATOR_MASTER";
 
+/** Method names no plugin may take besides the built-ins': the operator's own method, and sanitizeMethod's fallback. */
+export const RESERVED_METHOD_NAMES = ["volumesnapshot", "custom"];
+
 /** Exit code a plugin uses for bad input (wrong option, wrong password): the agent does not retry. */
 export const EXIT_BAD_INPUT = 2;
 
@@ -166,7 +169,7 @@ export function validateInfo(stdout: string, builtins: readonly string[] = []): 
     };
   }
   if (builtins.includes(info.name)) {
-    return { ok: false, error: `name ${JSON.stringify(info.name)} is a built-in method's name; choose another, so backups say which made them` };
+    return { ok: false, error: `name ${JSON.stringify(info.name)} is taken by a built-in method; choose another, so backups say which made them` };
   }
   return r;
 }
