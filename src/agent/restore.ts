@@ -44,8 +44,8 @@ export interface RestoreRequest {
   progress?: boolean;
   log: Logger;
   signal: AbortSignal;
-  /** Resolve a method by name (the conformance kit passes third-party plugins here). */
-  resolveMethod?: (name: string) => BackupMethod;
+  /** Resolve a method by name (the conformance kit passes third-party plugins here); the backup's name is for messages. */
+  resolveMethod?: (name: string, backup?: string) => BackupMethod;
 }
 
 export interface RestoreResult {
@@ -152,7 +152,7 @@ export async function runRestore(req: RestoreRequest): Promise<RestoreResult> {
       `backup ${chosen.name} is a volume snapshot: restore it into a new PVC with a ReplicatorRestore that sets spec.volume (docs/volumesnapshot.md)`,
     );
   }
-  const method = (req.resolveMethod ?? getMethod)(chosen.manifest.method);
+  const method = req.resolveMethod ? req.resolveMethod(chosen.manifest.method, chosen.name) : getMethod(chosen.manifest.method);
   for (const [what, e] of [["--target", req.target], ["--replicate-from", req.replicateFrom]] as const) {
     if (e && e.engine !== method.engine) {
       throw badInput("EngineMismatch", `backup ${chosen.name} is a ${method.engine} backup (${method.name}) but ${what} is a ${e.engine} server`);

@@ -18,7 +18,7 @@
 // configuration files, which a base backup copies to its restores.
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { closeSync, existsSync, openSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { closeSync, existsSync, openSync, readFileSync, readdirSync, realpathSync, rmSync } from "node:fs";
 import { chown, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import net from "node:net";
 import { tmpdir } from "node:os";
@@ -52,7 +52,9 @@ export function pgBinDir(): string {
   const fromEnv = process.env.REPLICATOR_KIT_PG_BINDIR;
   if (fromEnv) return fromEnv;
   for (const dir of (process.env.PATH ?? "").split(path.delimiter)) {
-    if (dir && existsSync(path.join(dir, "initdb")) && existsSync(path.join(dir, "postgres"))) return dir;
+    // A PATH entry may hold links to a few of the tools (initdb, postgres, but no
+    // pg_isready): the directory they point into has all of them.
+    if (dir && existsSync(path.join(dir, "initdb")) && existsSync(path.join(dir, "postgres"))) return path.dirname(realpathSync(path.join(dir, "initdb")));
   }
   const root = "/usr/lib/postgresql";
   const versions = existsSync(root) ? readdirSync(root).filter((v) => /^\d+$/.test(v)).sort((a, b) => Number(b) - Number(a)) : [];
