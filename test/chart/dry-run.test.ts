@@ -132,8 +132,6 @@ describe("deploy/ against a real API server", () => {
       ["create", "events.events.k8s.io", "demo"],
       ["patch", "persistentvolumeclaims", "demo"],
       ["create", "persistentvolumeclaims", "demo"],
-      ["create", "volumesnapshots.snapshot.storage.k8s.io", "demo"],
-      ["delete", "volumesnapshots.snapshot.storage.k8s.io", "demo"],
       ["watch", "statefulsets.apps", "demo"],
       ["create", "leases.coordination.k8s.io", OPERATOR_NAMESPACE],
       ["update", "leases.coordination.k8s.io/replicator-operator", OPERATOR_NAMESPACE],
