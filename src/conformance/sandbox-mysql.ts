@@ -6,14 +6,14 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { rmSync } from "node:fs";
-import { cp, mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
-import net from "node:net";
+import { cp, mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { execa } from "execa";
 import mysql from "mysql2/promise";
 import type { Endpoint } from "../db/endpoint.js";
 import type { SandboxOptions, SandboxServer, StartSandbox } from "./types.js";
+import { freePort, tailOf } from "./local.js";
 
 const SERVER = process.env.REPLICATOR_KIT_MARIADBD ?? "mariadbd";
 const INSTALL_DB = process.env.REPLICATOR_KIT_MARIADB_INSTALL_DB ?? "mariadb-install-db";
@@ -58,28 +58,6 @@ async function templateDir(): Promise<string> {
   return template;
 }
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const addr = srv.address();
-      if (addr === null || typeof addr === "string") {
-        reject(new Error("no free port"));
-        return;
-      }
-      srv.close(() => { resolve(addr.port); });
-    });
-  });
-}
-
-async function tailOf(file: string, lines = 15): Promise<string> {
-  try {
-    return (await readFile(file, "utf8")).trim().split("\n").slice(-lines).join("\n");
-  } catch {
-    return "(no error log)";
-  }
-}
 
 async function connectAs(port: number, user: string, password: string | undefined, socket?: string): Promise<mysql.Connection> {
   return mysql.createConnection({
@@ -139,7 +117,7 @@ export const startMysqlSandbox: StartSandbox = async (opts: SandboxOptions): Pro
     const deadline = Date.now() + 60_000;
     for (;;) {
       if (child?.exitCode !== null && child?.exitCode !== undefined) {
-        throw new Error(`mariadbd exited with code ${child.exitCode} on ${datadir}: ${(await tailOf(errorLog, 3)).replace(/\n/g, " | ")}`);
+        throw new Error(`mariadbd exited with code ${child.exitCode} on ${datadir}: ${(await tailOf(errorLog, "(no error log)", 3)).replace(/\n/g, " | ")}`);
       }
       try {
         const c = await connectAs(port, "root", password);
@@ -149,7 +127,7 @@ export const startMysqlSandbox: StartSandbox = async (opts: SandboxOptions): Pro
         const code = (err as { code?: string }).code;
         // Up, but the accounts are not ours yet (a fresh template: root has no password).
         if (code === "ER_ACCESS_DENIED_ERROR" || code === "ER_HOST_NOT_PRIVILEGED") return;
-        if (Date.now() > deadline) throw new Error(`mariadbd on port ${port} did not accept connections within 60 s: ${(await tailOf(errorLog, 3)).replace(/\n/g, " | ")}`, { cause: err });
+        if (Date.now() > deadline) throw new Error(`mariadbd on port ${port} did not accept connections within 60 s: ${(await tailOf(errorLog, "(no error log)", 3)).replace(/\n/g, " | ")}`, { cause: err });
         await new Promise((r) => setTimeout(r, 100));
       }
     }
@@ -229,7 +207,7 @@ export const startMysqlSandbox: StartSandbox = async (opts: SandboxOptions): Pro
         await c.end();
       }
     },
-    logTail: () => tailOf(errorLog),
+    logTail: () => tailOf(errorLog, "(no error log)"),
   };
   return server;
 };

@@ -20,13 +20,13 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { closeSync, existsSync, openSync, readFileSync, readdirSync, realpathSync, rmSync } from "node:fs";
 import { chown, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { execa } from "execa";
 import type { Endpoint } from "../db/endpoint.js";
 import { pgQuery, quoteIdent, quoteLiteral } from "../db/postgres/client.js";
 import type { SandboxOptions, SandboxServer, StartSandbox } from "./types.js";
+import { freePort, tailOf } from "./local.js";
 
 const PROCESS_PASSWORD = randomBytes(12).toString("hex");
 
@@ -128,28 +128,6 @@ async function templateDir(): Promise<string> {
   return template;
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const addr = srv.address();
-      if (addr === null || typeof addr === "string") {
-        reject(new Error("no free port"));
-        return;
-      }
-      srv.close(() => { resolve(addr.port); });
-    });
-  });
-}
-
-async function tailOf(file: string, lines = 15): Promise<string> {
-  try {
-    return (await readFile(file, "utf8")).trim().split("\n").slice(-lines).join("\n");
-  } catch {
-    return "(no server log)";
-  }
-}
 
 /** Start a throw-away PostgreSQL server. */
 export const startPostgresSandbox: StartSandbox = async (opts: SandboxOptions): Promise<SandboxServer> => {
@@ -197,10 +175,10 @@ export const startPostgresSandbox: StartSandbox = async (opts: SandboxOptions): 
     const deadline = Date.now() + 90_000;
     for (;;) {
       if (c.exitCode !== null || c.signalCode !== null) {
-        throw new Error(`postgres exited with code ${String(c.exitCode ?? c.signalCode)} on ${datadir}: ${(await tailOf(logFile, 4)).replace(/\n/g, " | ")}`);
+        throw new Error(`postgres exited with code ${String(c.exitCode ?? c.signalCode)} on ${datadir}: ${(await tailOf(logFile, "(no server log)", 4)).replace(/\n/g, " | ")}`);
       }
       if (await ready()) return;
-      if (Date.now() > deadline) throw new Error(`postgres on port ${port} did not accept connections within 90 s: ${(await tailOf(logFile, 4)).replace(/\n/g, " | ")}`);
+      if (Date.now() > deadline) throw new Error(`postgres on port ${port} did not accept connections within 90 s: ${(await tailOf(logFile, "(no server log)", 4)).replace(/\n/g, " | ")}`);
       await new Promise((r) => setTimeout(r, 150));
     }
   };
@@ -244,6 +222,6 @@ export const startPostgresSandbox: StartSandbox = async (opts: SandboxOptions): 
       await rm(base, { recursive: true, force: true });
     },
     query: (sql) => pgQuery(endpoint, sql, { what: "run a sandbox query", nullAs: "NULL" }),
-    logTail: () => tailOf(logFile),
+    logTail: () => tailOf(logFile, "(no server log)"),
   };
 };
