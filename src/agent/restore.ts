@@ -88,6 +88,13 @@ export interface VerifiedInput {
    * otherwise pass as complete.
    */
   shortRead(): Error | undefined;
+  /**
+   * After a loader failed: read the rest of the stored object (at most
+   * `maxMs`) so that its size and sha256 check can still say whether the
+   * object is corrupt. A loader often trips over damaged bytes before the
+   * check, which needs the whole object, has seen them.
+   */
+  verifyRest(maxMs: number): Promise<void>;
 }
 
 export async function openBackupInput(repo: Repository, chosen: BackupEntry): Promise<VerifiedInput> {
@@ -112,8 +119,30 @@ export async function openBackupInput(repo: Repository, chosen: BackupEntry): Pr
     object.rawSize !== undefined && counter.bytes < object.rawSize
       ? failed("CorruptBackup", `backup ${chosen.name}: ${object.name} decompressed to ${counter.bytes} bytes but the manifest says ${object.rawSize}; the stored object is truncated`)
       : undefined;
-  return { input, counter, streamError: () => streamError, shortRead };
+  const verifyRest = async (maxMs: number): Promise<void> => {
+    if (streamError !== undefined) return;
+    // Keep decompressing (the decoder's own checks) and hashing (the storage
+    // check) what is left, with nobody reading the output.
+    const tailEnd = !decompress.destroyed ? decompress : !stored.destroyed ? stored : undefined;
+    if (!tailEnd || tailEnd.readableEnded) return;
+    tailEnd.unpipe();
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, maxMs);
+      const done = (): void => {
+        clearTimeout(timer);
+        resolve();
+      };
+      tailEnd.once("end", done);
+      tailEnd.once("error", done);
+      tailEnd.once("close", done);
+      tailEnd.resume();
+    });
+  };
+  return { input, counter, streamError: () => streamError, shortRead, verifyRest };
 }
+
+/** How long a failed restore keeps reading the stored object to tell a corrupt object from a loader error. */
+const VERIFY_REST_MS = 60_000;
 
 /** Run a loader over a verified input: a corrupt object is reported as such, whatever the loader said. */
 export async function loadVerified<T>(v: VerifiedInput, load: (input: Readable) => Promise<T>): Promise<T> {
@@ -125,6 +154,7 @@ export async function loadVerified<T>(v: VerifiedInput, load: (input: Readable) 
   try {
     out = await load(v.input);
   } catch (err) {
+    if (!corrupt()) await v.verifyRest(VERIFY_REST_MS);
     throw corrupt() ?? err;
   }
   const c = corrupt() ?? v.shortRead();
