@@ -16,6 +16,7 @@ import { provisionPlanSchema, type ProvisionPlanDoc } from "../api/provision-pla
 import { badInput, failed } from "../lib/errors.js";
 import type { Logger } from "../lib/log.js";
 import type { Endpoint } from "../db/endpoint.js";
+import type { BackupMethod } from "../plugins/contract.js";
 import { openRepository, type S3Settings } from "../storage/open.js";
 import { Repository } from "../storage/repository.js";
 import { positionText } from "../storage/catalog.js";
@@ -29,6 +30,8 @@ export interface ProvisionRequest {
   /** The master endpoint from the plan's URL, with the replication user's credentials. */
   masterFrom: (url: string) => Endpoint;
   s3: S3Settings;
+  /** Resolves methods (a datadir plugin's backups, with --plugin / REPLICATOR_PLUGIN). */
+  resolveMethod?: ((name: string, backup?: string) => BackupMethod) | undefined;
   log: Logger;
   signal: AbortSignal;
   pollMs?: number;
@@ -101,6 +104,7 @@ export async function runProvision(req: ProvisionRequest): Promise<ProvisionResu
     datadir: req.datadir,
     selector: { kind: "name", name: plan.backup },
     replicateFrom: req.masterFrom(plan.master),
+    resolveMethod: req.resolveMethod,
     log: req.log,
     signal: req.signal,
   });

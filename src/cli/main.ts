@@ -32,7 +32,7 @@ Usage:
   replicator delete  NAME [--repository URL] [--cluster NAME] [--force]
   replicator offline|online [--target mysql://USER@HOST:PORT]
   replicator plugin-test COMMAND|IMAGE | --method NAME [--json]
-  replicator provision --datadir DIR --plan-file FILE [--plan-timeout SECONDS]
+  replicator provision --datadir DIR --plan-file FILE [--plan-timeout SECONDS] [--plugin CMD]
                      (the init container of a self-provisioning slave; see docs/provisioning.md)
 
 Servers: mysql://USER@HOST:PORT (MySQL/MariaDB) or postgresql://USER@HOST:PORT/DB.
@@ -235,6 +235,7 @@ async function cmdProvision(ctx: Ctx): Promise<unknown> {
     planFile,
     timeoutMs: timeout * 1000,
     masterFrom: (url) => endpointFrom(url, "the plan's master", ctx.settings.replicationPassword(), process.env.REPLICATOR_REPLICATION_USER),
+    resolveMethod: pluginResolver(await pluginOf(ctx)),
     s3: ctx.settings.s3,
     log: ctx.log,
     signal: ctx.signal,
