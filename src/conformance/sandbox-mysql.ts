@@ -5,7 +5,6 @@
 // empty data directory that a physical restore fills before `start()`.
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { rmSync } from "node:fs";
 import { cp, mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -13,50 +12,35 @@ import { execa } from "execa";
 import mysql from "mysql2/promise";
 import type { Endpoint } from "../db/endpoint.js";
 import type { SandboxOptions, SandboxServer, StartSandbox } from "./types.js";
-import { freePort, tailOf } from "./local.js";
+import { cachedTemplate, freePort, tailOf } from "./local.js";
 
 const SERVER = process.env.REPLICATOR_KIT_MARIADBD ?? "mariadbd";
 const INSTALL_DB = process.env.REPLICATOR_KIT_MARIADB_INSTALL_DB ?? "mariadb-install-db";
 
-let template: Promise<string> | undefined;
-let templatePath: string | undefined;
+const template = cachedTemplate("replicator-kit-template-", async (dir) => {
+  try {
+    await execa(INSTALL_DB, [
+      "--no-defaults",
+      `--datadir=${dir}`,
+      ...(process.getuid?.() === 0 ? ["--user=root"] : []),
+      "--auth-root-authentication-method=normal",
+      "--skip-test-db",
+      "--skip-name-resolve",
+    ]);
+  } catch (err) {
+    const e = err as { code?: string; stderr?: string; shortMessage?: string };
+    if (e.code === "ENOENT") throw new Error(`${INSTALL_DB} is not installed; the conformance kit starts its own MariaDB servers (Debian: apt-get install mariadb-server)`, { cause: err });
+    throw new Error(`${INSTALL_DB} failed: ${(e.stderr ?? e.shortMessage ?? String(err)).trim().split("\n").pop() ?? ""}`, { cause: err });
+  }
+  return dir;
+});
 
 /**
  * Remove this process's template data directory. It is removed at exit
  * anyway; test runners that end their workers with a signal (no exit event)
  * call this when they are done.
  */
-export function removeMysqlSandboxTemplate(): void {
-  if (templatePath) rmSync(templatePath, { recursive: true, force: true });
-  templatePath = undefined;
-  template = undefined;
-}
-
-async function templateDir(): Promise<string> {
-  template ??= (async () => {
-    const dir = await mkdtemp(path.join(tmpdir(), "replicator-kit-template-"));
-    templatePath = dir;
-    try {
-      await execa(INSTALL_DB, [
-        "--no-defaults",
-        `--datadir=${dir}`,
-        ...(process.getuid?.() === 0 ? ["--user=root"] : []),
-        "--auth-root-authentication-method=normal",
-        "--skip-test-db",
-        "--skip-name-resolve",
-      ]);
-    } catch (err) {
-      removeMysqlSandboxTemplate();
-      const e = err as { code?: string; stderr?: string; shortMessage?: string };
-      if (e.code === "ENOENT") throw new Error(`${INSTALL_DB} is not installed; the conformance kit starts its own MariaDB servers (Debian: apt-get install mariadb-server)`, { cause: err });
-      throw new Error(`${INSTALL_DB} failed: ${(e.stderr ?? e.shortMessage ?? String(err)).trim().split("\n").pop() ?? ""}`, { cause: err });
-    }
-    // Synchronously: nothing asynchronous runs in an exit handler.
-    process.once("exit", removeMysqlSandboxTemplate);
-    return dir;
-  })();
-  return template;
-}
+export const removeMysqlSandboxTemplate = template.remove;
 
 
 async function connectAs(port: number, user: string, password: string | undefined, socket?: string): Promise<mysql.Connection> {
@@ -81,7 +65,7 @@ export const startMysqlSandbox: StartSandbox = async (opts: SandboxOptions): Pro
   const base = await mkdtemp(path.join(tmpdir(), `replicator-kit-mariadb-${serverId}-`));
   const datadir = path.join(base, "data");
   if (opts.empty) await mkdir(datadir, { mode: 0o750 });
-  else await cp(await templateDir(), datadir, { recursive: true });
+  else await cp(await template.get(), datadir, { recursive: true });
   const socket = path.join(base, "mysqld.sock");
   const errorLog = path.join(base, "error.log");
   const port = await freePort();

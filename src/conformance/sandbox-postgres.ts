@@ -18,7 +18,7 @@
 // configuration files, which a base backup copies to its restores.
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { closeSync, existsSync, openSync, readFileSync, readdirSync, realpathSync, rmSync } from "node:fs";
+import { closeSync, existsSync, openSync, readFileSync, readdirSync, realpathSync } from "node:fs";
 import { chown, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -26,7 +26,7 @@ import { execa } from "execa";
 import type { Endpoint } from "../db/endpoint.js";
 import { pgQuery, quoteIdent, quoteLiteral } from "../db/postgres/client.js";
 import type { SandboxOptions, SandboxServer, StartSandbox } from "./types.js";
-import { freePort, tailOf } from "./local.js";
+import { cachedTemplate, freePort, tailOf } from "./local.js";
 
 const PROCESS_PASSWORD = randomBytes(12).toString("hex");
 
@@ -81,52 +81,37 @@ async function own(p: string): Promise<void> {
   if (u) await chown(p, u.uid, u.gid);
 }
 
-let template: Promise<string> | undefined;
-let templateBase: string | undefined;
+const template = cachedTemplate("replicator-kit-pg-template-", async (base) => {
+  await own(base);
+  const dir = path.join(base, "data");
+  const pwfile = path.join(base, "pw");
+  await writeFile(pwfile, `${PROCESS_PASSWORD}\n`, { mode: 0o600 });
+  await own(pwfile);
+  const u = serverUser();
+  try {
+    await execa(
+      path.join(pgBinDir(), "initdb"),
+      ["-D", dir, "-U", "postgres", "--auth-local=trust", "--auth-host=scram-sha-256", `--pwfile=${pwfile}`, "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"],
+      { ...(u ? { uid: u.uid, gid: u.gid } : {}), cwd: base },
+    );
+  } catch (err) {
+    const e = err as { stderr?: string; shortMessage?: string };
+    throw new Error(`initdb failed: ${(e.stderr ?? e.shortMessage ?? String(err)).trim().split("\n").pop() ?? ""}`, { cause: err });
+  } finally {
+    await rm(pwfile, { force: true });
+  }
+  const conf = path.join(dir, "postgresql.conf");
+  await writeFile(conf, `${await readFile(conf, "utf8")}\n# replicator conformance sandbox\n${SETTINGS.join("\n")}\n`);
+  await writeFile(path.join(dir, "pg_hba.conf"), HBA);
+  return dir;
+});
 
 /**
  * Remove this process's template cluster. It is removed at exit anyway;
  * test runners that end their workers with a signal (no exit event) call
  * this when they are done.
  */
-export function removePostgresSandboxTemplate(): void {
-  if (templateBase) rmSync(templateBase, { recursive: true, force: true });
-  templateBase = undefined;
-  template = undefined;
-}
-
-async function templateDir(): Promise<string> {
-  template ??= (async () => {
-    const base = await mkdtemp(path.join(tmpdir(), "replicator-kit-pg-template-"));
-    templateBase = base;
-    await own(base);
-    const dir = path.join(base, "data");
-    const pwfile = path.join(base, "pw");
-    await writeFile(pwfile, `${PROCESS_PASSWORD}\n`, { mode: 0o600 });
-    await own(pwfile);
-    const u = serverUser();
-    try {
-      await execa(
-        path.join(pgBinDir(), "initdb"),
-        ["-D", dir, "-U", "postgres", "--auth-local=trust", "--auth-host=scram-sha-256", `--pwfile=${pwfile}`, "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"],
-        { ...(u ? { uid: u.uid, gid: u.gid } : {}), cwd: base },
-      );
-    } catch (err) {
-      removePostgresSandboxTemplate();
-      const e = err as { stderr?: string; shortMessage?: string };
-      throw new Error(`initdb failed: ${(e.stderr ?? e.shortMessage ?? String(err)).trim().split("\n").pop() ?? ""}`, { cause: err });
-    } finally {
-      await rm(pwfile, { force: true });
-    }
-    const conf = path.join(dir, "postgresql.conf");
-    await writeFile(conf, `${await readFile(conf, "utf8")}\n# replicator conformance sandbox\n${SETTINGS.join("\n")}\n`);
-    await writeFile(path.join(dir, "pg_hba.conf"), HBA);
-    // Synchronously: nothing asynchronous runs in an exit handler.
-    process.once("exit", removePostgresSandboxTemplate);
-    return dir;
-  })();
-  return template;
-}
+export const removePostgresSandboxTemplate = template.remove;
 
 
 /** Start a throw-away PostgreSQL server. */
@@ -140,7 +125,7 @@ export const startPostgresSandbox: StartSandbox = async (opts: SandboxOptions): 
     await own(datadir);
   } else {
     // cp -a keeps the owner and the 0700/0600 modes PostgreSQL insists on.
-    await execa("cp", ["-a", await templateDir(), datadir]);
+    await execa("cp", ["-a", await template.get(), datadir]);
   }
   const logFile = path.join(base, "server.log");
   const port = await freePort();
