@@ -5,7 +5,7 @@
 // mariadbd starts; the operator marks the PVC once the started server
 // replicates, and only then opens the readiness gate. Never twice.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { mariadbStatefulSet, startE2eEnv, type E2eEnv } from "../harness/e2e-env.js";
+import { mariadbStatefulSet, seedAppMaster, startE2eEnv, type E2eEnv } from "../harness/e2e-env.js";
 
 const NS = "phys";
 let env: E2eEnv;
@@ -39,18 +39,7 @@ beforeAll(async () => {
   await env.setUpNamespace(NS, "phys");
   await env.cp.applyYaml(mariadbStatefulSet(NS, "db", 1, { provision: true, initContainer: true }), { namespace: NS });
   await env.waitFor("the master to be Ready", async () => ((await isReady("db-0")) ? true : undefined), 180_000);
-  await env.sql(NS, "db-0", "CREATE USER 'repl'@'%' IDENTIFIED BY 'replpass'; GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO 'repl'@'%'");
-  await env.sql(
-    NS,
-    "db-0",
-    `CREATE DATABASE app;
-     CREATE TABLE app.t (id INT PRIMARY KEY, v VARCHAR(40)) ENGINE=InnoDB;
-     CREATE TABLE app.notes (id INT PRIMARY KEY, note TEXT) ENGINE=MyISAM;
-     CREATE TABLE app.blobs (id INT PRIMARY KEY, b LONGBLOB) ENGINE=InnoDB;`,
-  );
-  await env.sql(NS, "db-0", `INSERT INTO app.t VALUES ${Array.from({ length: 2000 }, (_, i) => `(${i + 1}, 'row ${i + 1} ü')`).join(",")}`);
-  await env.sql(NS, "db-0", `INSERT INTO app.notes VALUES ${Array.from({ length: 200 }, (_, i) => `(${i + 1}, REPEAT('n', ${i + 1}))`).join(",")}`);
-  await env.sql(NS, "db-0", "INSERT INTO app.blobs VALUES (1, RANDOM_BYTES(1024)), (2, REPEAT(0x00ff, 40000))");
+  await seedAppMaster(env, NS, "db-0");
 }, 600_000);
 
 afterAll(async () => {

@@ -70,6 +70,29 @@ spec:
 `;
 }
 
+/**
+ * On a StatefulSet's master pod: the replication user of the db-replication
+ * Secret, and database `app` with InnoDB (t: 2000 rows, blobs) and MyISAM
+ * (notes: 200 rows) tables, plus `extraTables` (CREATE TABLE statements).
+ */
+export async function seedAppMaster(env: E2eEnv, ns: string, pod: string, extraTables: string[] = []): Promise<void> {
+  await env.sql(ns, pod, "CREATE USER 'repl'@'%' IDENTIFIED BY 'replpass'; GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO 'repl'@'%'");
+  await env.sql(
+    ns,
+    pod,
+    [
+      "CREATE DATABASE app",
+      "CREATE TABLE app.t (id INT PRIMARY KEY, v VARCHAR(40)) ENGINE=InnoDB",
+      "CREATE TABLE app.notes (id INT PRIMARY KEY, note TEXT) ENGINE=MyISAM",
+      "CREATE TABLE app.blobs (id INT PRIMARY KEY, b LONGBLOB) ENGINE=InnoDB",
+      ...extraTables,
+    ].join(";\n"),
+  );
+  await env.sql(ns, pod, `INSERT INTO app.t VALUES ${Array.from({ length: 2000 }, (_, i) => `(${i + 1}, 'row ${i + 1} ü')`).join(",")}`);
+  await env.sql(ns, pod, `INSERT INTO app.notes VALUES ${Array.from({ length: 200 }, (_, i) => `(${i + 1}, REPEAT('n', ${i + 1}))`).join(",")}`);
+  await env.sql(ns, pod, "INSERT INTO app.blobs VALUES (1, RANDOM_BYTES(1024)), (2, REPEAT(0x00ff, 40000))");
+}
+
 export interface E2eEnv {
   cp: ControlPlane;
   kubelet: Kubelet;
