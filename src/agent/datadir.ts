@@ -7,7 +7,7 @@
 // prepared the data and written the replica configuration, so a server
 // container that checks for it never starts on half-restored data.
 import { constants } from "node:fs";
-import { chown, lstat, mkdir, open, readdir, rm, stat } from "node:fs/promises";
+import { lchown, lstat, mkdir, open, readdir, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { badInput } from "../lib/errors.js";
 import { describeEndpoint } from "../db/endpoint.js";
@@ -66,11 +66,11 @@ async function writeSentinel(dir: string, backup: string): Promise<void> {
 
 /** chown -R without following links. */
 async function chownTree(dir: string, uid: number, gid: number): Promise<void> {
-  await chown(dir, uid, gid);
+  await lchown(dir, uid, gid);
   for (const e of await readdir(dir, { withFileTypes: true })) {
     const p = path.join(dir, e.name);
     if (e.isDirectory()) await chownTree(p, uid, gid);
-    else if (!e.isSymbolicLink()) await chown(p, uid, gid);
+    else await lchown(p, uid, gid);
   }
 }
 
@@ -114,7 +114,6 @@ export async function restoreDatadir(
     stopProgress();
   }
   warnings.push(...outcome.warnings);
-  if (chownTo) await chownTree(dir, chownTo.uid, chownTo.gid);
   const position = outcome.replication ?? manifest.replication;
   log.info({ rawSize: v.counter.bytes, position }, "data directory prepared");
 
@@ -122,10 +121,10 @@ export async function restoreDatadir(
   if (replicateFrom) {
     if (!position) throw badInput("NoPosition", `backup ${chosen.name} holds no replication position; it cannot seed a replica`);
     await method.configureReplica({ datadir: dir, manifest, position, replicateFrom, options: req.methodOptions ?? {}, log, signal: req.signal });
-    // The temporary server (MariaDB) wrote master.info and table files as us.
-    if (chownTo) await chownTree(dir, chownTo.uid, chownTo.gid);
     log.info({ master: describeEndpoint(replicateFrom) }, "replica configured; it replicates when the server starts");
   }
+  // What the method and its replica configuration wrote as root goes to the directory's owner, once.
+  if (chownTo) await chownTree(dir, chownTo.uid, chownTo.gid);
   await rm(path.join(dir, DATADIR_SENTINEL), { force: true });
   await fsyncDir(dir);
   const result: RestoreResult = {

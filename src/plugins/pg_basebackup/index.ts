@@ -26,7 +26,7 @@
 // postgresql.auto.conf is 0600, inside the 0700 data directory, as
 // pg_basebackup -R does it) so that the server starts as a streaming standby.
 import { hostname } from "node:os";
-import { appendFile, chmod, lchown, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { appendFile, chmod, readFile, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { Readable } from "node:stream";
 import { badInput, failed, isReplicatorError } from "../../lib/errors.js";
@@ -46,9 +46,6 @@ import type {
   SeedContext,
 } from "../contract.js";
 import { parseBackupLabel, parseBasebackupStderr, parseManifestWalRange } from "./position.js";
-
-/** The sentinel file the agent keeps in the data directory while it works (agent/datadir.ts). */
-const AGENT_SENTINEL = ".replicator-restore-in-progress";
 
 export interface PgBasebackupOptions {
   command: string;
@@ -117,28 +114,6 @@ function defaultApplicationName(): string {
 
 async function exists(p: string): Promise<boolean> {
   return stat(p).then(() => true, () => false);
-}
-
-/** When the restore runs as root, give what it wrote to the data directory's owner (PostgreSQL refuses a data directory it does not own). */
-async function chownTree(dir: string, uid: number, gid: number, skip: Set<string>): Promise<void> {
-  await lchown(dir, uid, gid);
-  for (const entry of await readdir(dir, { withFileTypes: true })) {
-    if (skip.has(entry.name)) continue;
-    const p = path.join(dir, entry.name);
-    if (entry.isDirectory()) await chownTree(p, uid, gid, new Set());
-    else await lchown(p, uid, gid);
-  }
-}
-
-async function giveToOwner(datadir: string, paths?: string[]): Promise<void> {
-  if (process.getuid?.() !== 0) return;
-  const st = await stat(datadir);
-  if (st.uid === 0) return;
-  if (paths) {
-    for (const p of paths) await lchown(p, st.uid, st.gid);
-  } else {
-    await chownTree(datadir, st.uid, st.gid, new Set([AGENT_SENTINEL]));
-  }
 }
 
 /** tar's own failure, with the line that says what went wrong; a cut-short archive is a corrupt backup. */
@@ -247,8 +222,8 @@ export const pgBasebackupMethod: BackupMethod = {
     if (major >= 13 && !(await exists(path.join(dir, "backup_manifest")))) {
       throw failed("CorruptBackup", `backup ${ctx.manifest.name} ends early: its last member, backup_manifest, is missing; the stored backup is incomplete`);
     }
+    // (Run as root, the agent gives the files to the directory's owner when the restore is done.)
     await chmod(dir, 0o700);
-    await giveToOwner(dir);
 
     const warnings: string[] = [];
     const label = parseBackupLabel(await readFile(path.join(dir, "backup_label"), "utf8"));
@@ -295,7 +270,6 @@ export const pgBasebackupMethod: BackupMethod = {
     await appendFile(conf, `\n${settings}`, { mode: 0o600 });
     await chmod(conf, 0o600);
     await writeFile(signal, "", { mode: 0o600 });
-    await giveToOwner(ctx.datadir, [conf, signal]);
     ctx.log.info({ primary: describeEndpoint(primary), applicationName: opts.applicationName ?? defaultApplicationName() }, "standby.signal and primary_conninfo written");
   },
 };
