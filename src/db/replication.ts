@@ -2,7 +2,7 @@
 // differs in statement names and GTID format (see README: untested).
 import { badInput, failed } from "../lib/errors.js";
 import type { ReplicationPosition } from "../storage/catalog.js";
-import { queryRows, type Conn } from "./connection.js";
+import { detectFlavour, queryRows, type Conn } from "./connection.js";
 import { describeEndpoint, type Endpoint } from "./endpoint.js";
 
 export interface ServerInfo {
@@ -40,10 +40,10 @@ const num = (v: unknown): number => Number(str(v) || "0");
 export async function getServerInfo(c: Conn): Promise<ServerInfo> {
   const [v] = await queryRows<Row>(
     c,
-    "SELECT @@version AS version, @@server_id AS serverId, @@log_bin AS logBin, @@read_only AS readOnly",
+    "SELECT @@version AS version, @@version_comment AS versionComment, @@server_id AS serverId, @@log_bin AS logBin, @@read_only AS readOnly",
   );
   const version = str(v?.version);
-  const flavor = /mariadb/i.test(version) ? "mariadb" : "mysql";
+  const flavor = detectFlavour(version, str(v?.versionComment));
   let gtidBinlogPos: string;
   if (flavor === "mariadb") {
     const [g] = await queryRows<Row>(c, "SELECT @@gtid_binlog_pos AS pos");

@@ -8,11 +8,12 @@
 // (BadCredentials), a server that cannot be reached (Unreachable), a missing
 // database (NoSuchDatabase), a user without the REPLICATION attribute or a
 // pg_hba.conf without a line for it.
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import { execa } from "execa";
 import { badInput, failed, isReplicatorError, ReplicatorError, tail } from "../../lib/errors.js";
+import { childEnvOptions } from "../../lib/exec.js";
+import { makePrivateDir } from "../defaults-file.js";
 import { describeEndpoint, type Endpoint } from "../endpoint.js";
 
 /** Where the password of an endpoint comes from, for the "how to fix" part of BadCredentials. */
@@ -53,14 +54,20 @@ export async function pgEnv(e: Endpoint, opts: { database?: string } = {}): Prom
     PGCONNECT_TIMEOUT: process.env.PGCONNECT_TIMEOUT ?? "10",
   };
   if (e.password === undefined || e.password === "") return { env, cleanup: () => Promise.resolve() };
-  const dir = await mkdtemp(path.join(tmpdir(), "replicator-cred-"));
-  const file = path.join(dir, "pgpass");
-  await writeFile(file, passfileLine(e.user, e.password), { mode: 0o600 });
+  const line = passfileLine(e.user, e.password);
+  const dir = await makePrivateDir("replicator-cred");
+  const file = path.join(dir.path, "pgpass");
+  try {
+    await writeFile(file, line, { mode: 0o600, flag: "wx" });
+  } catch (err) {
+    await dir.remove();
+    throw err;
+  }
   env.PGPASSFILE = file;
   // libpq prefers PGPASSWORD over the password file; an empty one counts as
   // unset, so a stray PGPASSWORD in the parent's environment cannot win.
   env.PGPASSWORD = "";
-  return { env, cleanup: () => rm(dir, { recursive: true, force: true }) };
+  return { env, cleanup: () => dir.remove() };
 }
 
 /** Run `fn` with a libpq environment for `e`; the password file is removed afterwards. */
@@ -211,8 +218,7 @@ export async function pgQuery(e: Endpoint, sql: string, opts: QueryOptions): Pro
       r = await execa("psql", args, {
         input: sql,
         stripFinalNewline: false,
-        env,
-        extendEnv: true,
+        ...childEnvOptions(env),
         reject: false,
         timeout: opts.timeoutMs ?? 60_000,
         ...(opts.signal ? { cancelSignal: opts.signal } : {}),

@@ -6,7 +6,7 @@ import { PassThrough, Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { execa, type ResultPromise } from "execa";
 import { failed, isReplicatorError, tail } from "../../lib/errors.js";
-import type { StreamingChild } from "../../lib/exec.js";
+import { childEnvOptions, type StreamingChild } from "../../lib/exec.js";
 import { errorLine } from "./client.js";
 
 /**
@@ -88,8 +88,7 @@ export function spawnWithStderr(
       buffer: { stdout: false, stderr: true },
       maxBuffer: { stderr: 4 * 1024 * 1024 },
       reject: false,
-      env: opts.env,
-      extendEnv: true,
+      ...childEnvOptions(opts.env),
       encoding: "buffer",
       ...(opts.signal ? { cancelSignal: opts.signal } : {}),
     });

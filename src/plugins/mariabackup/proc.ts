@@ -8,6 +8,7 @@ import { createInterface } from "node:readline";
 import type { Readable, Writable } from "node:stream";
 import { execa, type ResultPromise } from "execa";
 import { failed } from "../../lib/errors.js";
+import { childEnvOptions } from "../../lib/exec.js";
 import { lastErrorLine } from "./parse.js";
 
 export interface Tool {
@@ -44,6 +45,7 @@ export function runTool(
       buffer: false,
       reject: false,
       encoding: "buffer",
+      ...childEnvOptions(),
       ...(opts.signal ? { cancelSignal: opts.signal } : {}),
     });
   } catch (err) {
