@@ -22,7 +22,7 @@ import type { Logger } from "../lib/log.js";
 import { oneLine } from "../lib/errors.js";
 import { connect } from "../db/connection.js";
 import { getSlaveStatus } from "../db/replication.js";
-import { formatBytes, formatStamp, positionText } from "../storage/catalog.js";
+import { formatBytes, formatStamp, positionText, type BackupEntry } from "../storage/catalog.js";
 import { dueRun, nextRun, parseCron } from "./cron.js";
 import { openRepository } from "../storage/open.js";
 import { Repository } from "../storage/repository.js";
@@ -41,6 +41,7 @@ import {
 import { sameStatus, setCondition } from "./conditions.js";
 import { computeBackupStatus, decideBackup, type BackupPlan } from "./controllers/backup/decide.js";
 import { computeRestoreStatus, decideRestore } from "./controllers/restore/decide.js";
+import { decideCatalogSync, faultReason, syncMessage, type CatalogObserved, type CatalogPlan, type ClusterListing, type MirrorResource } from "./controllers/catalog/decide.js";
 import {
   GATE_CONDITION,
   PLAN_ANNOTATION,
@@ -66,6 +67,10 @@ export const IMPORTED_ANNOTATION = "replicator.dev/imported";
 const PROVISION_POD_LABEL = "replicator.dev/provision-pod";
 /** Backups younger than this are not mirrored yet: their own resource may not have recorded them. */
 const IMPORT_GRACE_MS = 30_000;
+/** On a ReplicatorBackup: False when its backup is in storage but cannot be used (corrupt or unknown-format manifest). */
+export const USABLE_CONDITION = "Usable";
+/** The first retry of a failed catalog sync; it doubles up to the sync interval. */
+const SYNC_RETRY_BASE_MS = 5_000;
 /** On a pod: `offline` or `online`; the operator runs STOP SLAVE / START SLAVE. */
 export const REPLICATION_ANNOTATION = "replicator.dev/replication";
 /** The pod condition that reports it: True when replicating (online), False when stopped (offline). */
@@ -126,6 +131,8 @@ export class Operator {
   private readonly statefulSets: Informer<StatefulSetObj>;
   private readonly pvcs: Informer<PvcObj>;
   private readonly queue = new WorkQueue();
+  /** Consecutive failed catalog syncs, by queue key: the retry backs off. */
+  private readonly syncFailures = new Map<string, number>();
   /** The volumesnapshot method: snapshot backups, spare volumes, clones (src/operator/snapshot). */
   private readonly snapshots: SnapshotController;
 
@@ -647,22 +654,22 @@ export class Operator {
       status.url = repositoryUrl(spec.value);
       const nextSchedule = await this.runSchedules(r, spec.value, status, now, log);
       const syncMs = spec.value.syncIntervalSeconds * 1000;
-      this.queue.after(`repository/${ns}/${name}`, nextSchedule ? Math.max(1000, Math.min(syncMs, nextSchedule.getTime() - now.getTime() + 500)) : syncMs);
-      try {
-        const count = await this.syncCatalog(r, spec.value, log);
-        status.conditions = setCondition(
-          status.conditions,
-          { type: "Ready", status: "True", reason: count === undefined ? "NotSynced" : "Synced", message: count === undefined ? "filesystem repositories are not listed by the operator" : `${count} backup(s) in storage` },
-          now,
-          gen,
-        );
-        if (count !== undefined) {
-          status.backups = count;
-          status.lastSyncTime = now.toISOString();
-        }
-      } catch (err) {
-        const reason = (err as { reason?: string }).reason ?? "StorageUnreachable";
-        status.conditions = setCondition(status.conditions, { type: "Ready", status: "False", reason, message: oneLine(err) }, now, gen);
+      const key = `repository/${ns}/${name}`;
+      this.queue.after(key, nextSchedule ? Math.max(1000, Math.min(syncMs, nextSchedule.getTime() - now.getTime() + 500)) : syncMs);
+      const plan = await this.syncCatalog(r, spec.value, log).catch((err: unknown): CatalogPlan => ({ kind: "fault", reason: faultReason(err), message: oneLine(err) }));
+      if (!plan) {
+        status.conditions = setCondition(status.conditions, { type: "Ready", status: "True", reason: "NotSynced", message: "filesystem repositories are not listed by the operator" }, now, gen);
+      } else if (plan.kind === "fault") {
+        // A fault is not a verdict: the catalog is left as it is, and the sync is retried with backoff.
+        status.conditions = setCondition(status.conditions, { type: "Ready", status: "False", reason: plan.reason, message: plan.message }, now, gen);
+        const failures = (this.syncFailures.get(key) ?? 0) + 1;
+        this.syncFailures.set(key, failures);
+        this.queue.after(key, Math.min(syncMs, SYNC_RETRY_BASE_MS * 2 ** Math.min(failures - 1, 16)));
+      } else {
+        this.syncFailures.delete(key);
+        status.conditions = setCondition(status.conditions, { type: "Ready", status: "True", reason: "Synced", message: syncMessage(plan) }, now, gen);
+        status.backups = plan.total;
+        status.lastSyncTime = now.toISOString();
       }
     }
     // lastSyncTime changes every sync; compare without it to avoid needless writes.
@@ -722,70 +729,112 @@ export class Operator {
   }
 
   /**
-   * Mirror storage as resources: a complete backup with no ReplicatorBackup
-   * gets one (phase Completed, imported); a Completed resource whose backup is
-   * gone from storage is deleted. Returns the number of backups, or undefined
-   * for repositories the operator cannot list.
+   * Mirror storage as resources (rules: controllers/catalog/decide.ts): a
+   * complete backup with no ReplicatorBackup gets one (phase Completed,
+   * imported); a Completed resource whose backup is absent from a complete,
+   * successful listing is deleted; a backup whose manifest is corrupt or of a
+   * newer format keeps its resource, flagged `Usable=False`. A storage fault
+   * (the listing or any manifest could not be read) changes nothing and is
+   * thrown, so the repository's condition says it and the sync is retried.
+   * Returns undefined for repositories the operator cannot list.
    */
-  private async syncCatalog(repoObj: ReplicatorRepository, spec: RepositorySpec, log: Logger): Promise<number | undefined> {
+  private async syncCatalog(repoObj: ReplicatorRepository, spec: RepositorySpec, log: Logger): Promise<CatalogPlan | undefined> {
     const ns = repoObj.metadata.namespace;
     const now = this.now();
     const store = await this.openStore(ns, spec);
     if (!store) return undefined;
-    await store.check();
-    const clusters = new Set((await store.list("")).map((o) => o.key.split("/")[0] ?? "").filter((c) => /^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/.test(c)));
-    let total = 0;
-    const existing = this.backups.list().filter((b) => b.metadata.namespace === ns && (b.spec.repository ?? "default") === repoObj.metadata.name);
-    for (const cluster of clusters) {
-      const { backups } = await new Repository(store, cluster).list();
-      total += backups.length;
-      const inStorage = new Set(backups.map((b) => b.name));
-      const known = new Set(existing.filter((b) => b.status?.cluster === cluster && b.status.backupName).map((b) => b.status?.backupName ?? ""));
-      for (const b of backups) {
-        if (known.has(b.name)) continue;
-        // A backup this operator just made may be in storage before its resource
-        // records it: give our own Jobs time, and never import one a Job is running for.
-        if (now.getTime() - Date.parse(b.manifest.finishedAt) < IMPORT_GRACE_MS) continue;
-        const crName = childName(cluster, b.name.toLowerCase()).slice(0, 63).replace(/[^a-z0-9-]/g, "-").replace(/-+$/, "");
-        const m = b.manifest;
-        const status: BackupStatus = {
-          phase: "Completed",
-          imported: true,
-          backupName: b.name,
+    const existingObjs = this.backups.list().filter((b) => b.metadata.namespace === ns && (b.spec.repository ?? "default") === repoObj.metadata.name);
+    const existing: MirrorResource[] = existingObjs.map((b) => ({
+      name: b.metadata.name,
+      cluster: b.status?.cluster,
+      backupName: b.status?.backupName,
+      phase: b.status?.phase,
+      unusableReason: b.status?.conditions?.find((c) => c.type === USABLE_CONDITION && c.status === "False")?.reason,
+    }));
+    let observed: CatalogObserved;
+    const entries = new Map<string, BackupEntry>();
+    try {
+      await store.check();
+      const clusters = [...new Set((await store.list("")).map((o) => o.key.split("/")[0] ?? "").filter((c) => /^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/.test(c)))];
+      const listings: ClusterListing[] = [];
+      for (const cluster of clusters) {
+        // Throws on any storage fault (no partial result): then nothing below runs.
+        const { backups, corrupt } = await new Repository(store, cluster).list();
+        for (const b of backups) entries.set(`${cluster}/${b.name}`, b);
+        listings.push({
           cluster,
-          method: m.method,
-          sourcePod: b.source,
-          size: b.size,
-          sizeHuman: formatBytes(b.size),
-          startedAt: m.startedAt,
-          finishedAt: m.finishedAt,
-          message: `found in storage (${repositoryUrl(spec)}/${cluster})`,
-          conditions: [{ type: "Ready", status: "True", reason: "Imported", message: "mirrors a backup found in storage", lastTransitionTime: this.now().toISOString() }],
-        };
-        const pos = positionText(m.replication);
-        if (pos) status.position = pos;
-        try {
-          await this.rest.create(crPath("replicatorbackups", ns), {
-            apiVersion: API_VERSION,
-            kind: "ReplicatorBackup",
-            metadata: { name: crName, namespace: ns, annotations: { [IMPORTED_ANNOTATION]: "true" }, labels: { [BACKUP_NAME_LABEL]: labelValue(b.name), "replicator.dev/cluster": cluster } },
-            spec: { repository: repoObj.metadata.name, cluster, method: m.method },
-          });
-        } catch (err) {
-          if (!isAlreadyExists(err)) throw err;
-        }
-        await this.rest.patch(`${crPath("replicatorbackups", ns, crName)}/status`, { status });
-        log.info({ backup: b.name, resource: crName }, "backup found in storage; resource created");
-      }
-      const gone = existing.filter((b) => b.status?.cluster === cluster && b.status.phase === "Completed" && b.status.backupName && !inStorage.has(b.status.backupName));
-      for (const b of gone) {
-        await this.rest.delete(crPath("replicatorbackups", ns, b.metadata.name)).catch((err: unknown) => {
-          if (!isNotFound(err)) throw err;
+          backups: backups.map((b) => ({ name: b.name, finishedAt: b.manifest.finishedAt })),
+          corrupt: corrupt.map((c) => ({ name: c.name, reason: (c as { reason?: string }).reason, error: c.error })),
         });
-        log.info({ backup: b.status?.backupName, resource: b.metadata.name }, "backup gone from storage; resource deleted");
       }
+      observed = { ok: true, clusters: listings };
+    } catch (err) {
+      observed = { ok: false, reason: faultReason(err), message: oneLine(err) };
     }
-    return total;
+    const plan = decideCatalogSync(observed, existing, now, IMPORT_GRACE_MS);
+    if (plan.kind === "fault") {
+      log.warn({ reason: plan.reason, err: plan.message }, "storage listing failed; nothing created or deleted");
+      return plan;
+    }
+    for (const c of plan.create) {
+      const b = entries.get(`${c.cluster}/${c.backup}`);
+      if (!b) continue;
+      const cluster = c.cluster;
+      const crName = childName(cluster, b.name.toLowerCase());
+      const m = b.manifest;
+      const status: BackupStatus = {
+        phase: "Completed",
+        imported: true,
+        backupName: b.name,
+        cluster,
+        method: m.method,
+        sourcePod: b.source,
+        size: b.size,
+        sizeHuman: formatBytes(b.size),
+        startedAt: m.startedAt,
+        finishedAt: m.finishedAt,
+        message: `found in storage (${repositoryUrl(spec)}/${cluster})`,
+        conditions: [{ type: "Ready", status: "True", reason: "Imported", message: "mirrors a backup found in storage", lastTransitionTime: now.toISOString() }],
+      };
+      const pos = positionText(m.replication);
+      if (pos) status.position = pos;
+      try {
+        await this.rest.create(crPath("replicatorbackups", ns), {
+          apiVersion: API_VERSION,
+          kind: "ReplicatorBackup",
+          metadata: { name: crName, namespace: ns, annotations: { [IMPORTED_ANNOTATION]: "true" }, labels: { [BACKUP_NAME_LABEL]: labelValue(b.name), "replicator.dev/cluster": cluster } },
+          spec: { repository: repoObj.metadata.name, cluster, method: m.method },
+        });
+      } catch (err) {
+        if (!isAlreadyExists(err)) throw err;
+      }
+      await this.rest.patch(`${crPath("replicatorbackups", ns, crName)}/status`, { status });
+      log.info({ backup: b.name, resource: crName }, "backup found in storage; resource created");
+    }
+    const byName = new Map(existingObjs.map((b) => [b.metadata.name, b]));
+    for (const u of plan.unusable) {
+      const obj = u.resource ? byName.get(u.resource) : undefined;
+      if (!obj) continue;
+      const prev = obj.status?.conditions?.find((c) => c.type === USABLE_CONDITION);
+      if (prev?.status === "False" && prev.reason === u.reason && prev.message === u.message) continue;
+      const conditions = setCondition(obj.status?.conditions, { type: USABLE_CONDITION, status: "False", reason: u.reason, message: u.message }, now);
+      await this.rest.patch(`${crPath("replicatorbackups", ns, obj.metadata.name)}/status`, { status: { conditions } });
+      await this.event(obj, "Warning", u.reason, `${u.message}; the backup and its resource are kept (storage: ${repositoryUrl(spec)}/${u.cluster})`);
+      log.warn({ backup: u.backup, resource: obj.metadata.name, reason: u.reason }, "backup unusable; resource kept");
+    }
+    for (const name of plan.usableAgain) {
+      const obj = byName.get(name);
+      if (!obj) continue;
+      const conditions = setCondition(obj.status?.conditions, { type: USABLE_CONDITION, status: "True", reason: "Readable", message: "its manifest reads and verifies again" }, now);
+      await this.rest.patch(`${crPath("replicatorbackups", ns, name)}/status`, { status: { conditions } });
+    }
+    for (const d of plan.delete) {
+      await this.rest.delete(crPath("replicatorbackups", ns, d.resource)).catch((err: unknown) => {
+        if (!isNotFound(err)) throw err;
+      });
+      log.info({ backup: d.backup, resource: d.resource }, "backup gone from storage; resource deleted");
+    }
+    return plan;
   }
 
   // ------------------------------------------------------------ provisioning
@@ -831,7 +880,7 @@ export class Operator {
     if (pvcObj && !observed.isMaster && (await this.snapshots.provisionSeeded(pod as SnapshotPod, pvcObj, settings, sts.metadata.name))) return;
     let plan: ProvisionPlan = decideProvision(observed);
     if (plan.kind === "needSeed") {
-      observed.seed = await this.planSeed(ns, sts.metadata.name, settings, observed.takesPlan).catch((err: unknown): SeedChoice => ({ ok: false, reason: "StorageUnreachable", message: oneLine(err) }));
+      observed.seed = await this.planSeed(ns, sts.metadata.name, settings, observed.takesPlan).catch((err: unknown): SeedChoice => ({ ok: false, reason: faultReason(err), message: oneLine(err) }));
       plan = decideProvision(observed);
     }
     if (plan.kind === "needReplicationCheck") {
@@ -867,7 +916,7 @@ export class Operator {
       case "wait":
         if (plan.gate === "False") {
           const prev = pod.status?.conditions?.find((c) => c.type === GATE_CONDITION);
-          if ((prev as { reason?: string } | undefined)?.reason !== plan.reason && (plan.reason === "NoBackup" || plan.reason === "BinlogsPurged" || plan.reason === "StorageUnreachable")) {
+          if ((prev as { reason?: string } | undefined)?.reason !== plan.reason && (plan.reason === "NoBackup" || plan.reason === "BinlogsPurged" || plan.reason === "StorageUnreachable" || plan.reason === "StorageError")) {
             await this.event({ apiVersion: "v1", kind: "Pod", metadata: pod.metadata }, "Warning", plan.reason, plan.message);
           }
           await this.setGate(pod, "False", plan.reason, plan.message);
@@ -988,6 +1037,7 @@ export class Operator {
     if (!spec.ok) return { ok: false, reason: "StorageUnreachable", message: `ReplicatorRepository ${s.repository}: ${spec.message}` };
     const store = await this.openStore(ns, spec.value);
     if (!store) return { ok: false, reason: "StorageUnreachable", message: `provisioning needs an S3 repository; ${s.repository} is a filesystem repository` };
+    // Throws on a storage fault (no partial listing): never an older backup chosen, never "NoBackup" (the caller reports the fault).
     const { backups } = await new Repository(store, s.cluster).list();
     const all = (s.backup === "latest" ? backups : backups.filter((b) => b.name === s.backup)).filter((b) => b.manifest.replication).reverse();
     // A snapshot seeds only a volume created from it (the StatefulSet's spare, src/operator/snapshot), never a pod's existing volume.
@@ -1020,7 +1070,12 @@ export class Operator {
     }
     const master = selectServerPod({ statefulSet: sts, role: "master", port: s.port, credentialsSecret: { name: s.replicationSecret, userKey: "username", passwordKey: "password" } }, this.podsIn(ns));
     if (!master.ok) return { ok: false, reason: "MasterNotReady", message: master.message };
-    const c = await this.connectWith(ns, { name: s.replicationSecret }, master.address, s.port, `master ${master.pod}`);
+    let c: Awaited<ReturnType<Operator["connectWith"]>>;
+    try {
+      c = await this.connectWith(ns, { name: s.replicationSecret }, master.address, s.port, `master ${master.pod}`);
+    } catch (err) {
+      return { ok: false, reason: "MasterNotReady", message: oneLine(err) };
+    }
     try {
       let firstReason = "";
       for (const b of candidates) {

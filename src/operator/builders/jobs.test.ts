@@ -72,6 +72,31 @@ describe("childName", () => {
     expect(childName(long, "backup").length).toBeLessThanOrEqual(63);
     expect(childName(long, "backup")).not.toBe(childName(`${long}b`, "backup"));
   });
+
+  it("gives a valid, deterministic DNS-1123 label for names of every length", () => {
+    const valid = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+    const seen = new Map<string, string>();
+    for (let n = 1; n <= 120; n++) {
+      for (const base of ["a".repeat(n), "ab-".repeat(n).slice(0, n), `x${"-".repeat(n)}`]) {
+        for (const suffix of ["backup", "restore", "20261129t1200", `provision-${"f".repeat(8)}`, "s".repeat(70), "20261129T120000Z-mysqldump-Db_0"]) {
+          const name = childName(base, suffix);
+          expect(name, `${base} + ${suffix}`).toMatch(valid);
+          expect(name.length).toBeLessThanOrEqual(63);
+          expect(childName(base, suffix)).toBe(name);
+          const input = `${base}|${suffix}`;
+          const prev = seen.get(name);
+          if (prev !== undefined) expect(prev).toBe(input);
+          seen.set(name, input);
+        }
+      }
+    }
+  });
+
+  it("keeps a short valid name as it is, and the old shape for a long one", () => {
+    expect(childName("nightly", "backup")).toBe("nightly-backup");
+    const long = "a".repeat(68);
+    expect(childName(long, "backup")).toMatch(/^a{47}-[0-9a-f]{8}-backup$/);
+  });
 });
 
 describe("a physical (mariabackup) backup Job", () => {

@@ -45,12 +45,25 @@ export interface JobSettings {
   logLevel: string;
 }
 
-/** A DNS-1123 name of at most 63 chars: `<base>-<suffix>`, shortened with a hash when too long. */
+const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+/** Lower case, every character outside [a-z0-9-] a "-", no "-" at either end. */
+const dnsPart = (s: string): string => s.toLowerCase().replace(/[^a-z0-9-]/g, "-").replace(/^-+|-+$/g, "");
+
+/**
+ * A valid DNS-1123 label (at most 63 chars, alphanumeric at both ends; a Job's
+ * name is also its pods' `job-name` label value) for `<base>-<suffix>`,
+ * deterministic so the next reconcile finds the child again. A name that is
+ * valid and short enough is used as it is; any other gets an 8-hex hash of
+ * the full input, so two inputs that shorten or clean up alike still differ.
+ */
 export function childName(base: string, suffix: string): string {
   const full = `${base}-${suffix}`;
-  if (full.length <= 63) return full;
+  if (full.length <= 63 && DNS_LABEL.test(full)) return full;
   const hash = createHash("sha256").update(full).digest("hex").slice(0, 8);
-  return `${base.slice(0, 63 - suffix.length - hash.length - 2).replace(/-+$/, "")}-${hash}-${suffix}`;
+  const sfx = dnsPart(suffix).slice(0, 40).replace(/-+$/, "");
+  const room = 63 - hash.length - 1 - (sfx ? sfx.length + 1 : 0);
+  const head = dnsPart(base).slice(0, room).replace(/-+$/, "");
+  return [head, hash, sfx].filter((p) => p !== "").join("-");
 }
 
 export function repositoryUrl(repo: RepositorySpec): string {

@@ -272,7 +272,11 @@ export class SnapshotController {
     const store = await this.host.openStore(ns, repoSpec);
     if (store) {
       const repo = new Repository(store, b.status.cluster);
-      const m = await repo.readManifest(name).catch(() => undefined);
+      // Only "not there" means the backup never finished; a storage fault is thrown (the reconcile is retried), never taken for that.
+      const m = await repo.readManifest(name).catch((err: unknown) => {
+        if ((err as { reason?: string }).reason === "BackupNotFound") return undefined;
+        throw err;
+      });
       if (m) {
         const size = m.objects.reduce((s, o) => s + o.size, 0);
         return {
@@ -386,7 +390,7 @@ export class SnapshotController {
     const early = decideSpare({ ...observed, candidate: { backup: "\uffff" } });
     if (early.kind === "none" || early.kind === "wait") return;
     const candidate = await this.usableSnapshot(ns, stsName, settings).catch((err: unknown) => {
-      log.debug({ err: oneLine(err) }, "no usable snapshot for the spare volume");
+      log.warn({ err: oneLine(err) }, "could not look for a snapshot for the spare volume; nothing changed");
       return undefined;
     });
     const plan = decideSpare({ ...observed, candidate: candidate ? { backup: candidate.backup } : undefined });
@@ -600,7 +604,14 @@ export class SnapshotController {
     if (!base.backupName) {
       const store = await this.host.openStore(ns, repoSpec);
       if (!store) return fail("NeedsS3Repository", "restoring a volumesnapshot backup needs an S3 repository (the operator lists it)");
-      const { backups } = await new Repository(store, spec.cluster).list();
+      let backups: BackupEntry[];
+      try {
+        // Throws on a storage fault (no partial listing): "latest" is never an older backup picked on a fault.
+        ({ backups } = await new Repository(store, spec.cluster).list());
+      } catch (err) {
+        const reason = (err as { reason?: string }).reason === "StorageUnreachable" ? "StorageUnreachable" : "StorageError";
+        return wait("Pending", reason, `could not list ${store.location}/${spec.cluster}: ${oneLine(err)}; retrying`, 30_000);
+      }
       const snapshots = backups.filter((b) => b.manifest.kind === "snapshot");
       let chosen: BackupEntry;
       try {

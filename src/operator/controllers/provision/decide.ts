@@ -54,7 +54,7 @@ export function provisionSettings(
 
 export type SeedChoice =
   | { ok: true; backup: string; position: string; kind: "logical" | "physical" | "snapshot" }
-  | { ok: false; reason: "NoBackup" | "BinlogsPurged" | "MasterNotReady" | "StorageUnreachable" | "NeedsInitContainer"; message: string };
+  | { ok: false; reason: "NoBackup" | "BinlogsPurged" | "MasterNotReady" | "StorageUnreachable" | "StorageError" | "NeedsInitContainer"; message: string };
 
 export interface ProvisionObserved {
   podReady: boolean;
