@@ -4,7 +4,9 @@
 // On-storage layout (format version 1):
 //   <cluster>/<yyyymmddThhmmssZ>-<method>-<source>/data.<ext>
 //   <cluster>/<yyyymmddThhmmssZ>-<method>-<source>/manifest.json   (written LAST)
-//   <cluster>/<name>/in-use/<id>.json                               (restore leases)
+//   <cluster>/<name>/claim.json        (create-only, FIRST: reserves the name)
+//   <cluster>/<name>/deleting.json     (tombstone: a delete is under way)
+//   <cluster>/<name>/in-use/<id>.json  (restore leases)
 import { z } from "zod";
 import { badInput } from "../lib/errors.js";
 import type { ObjectInfo } from "./object-store.js";
@@ -12,6 +14,8 @@ import type { ObjectInfo } from "./object-store.js";
 export const FORMAT_VERSION = 1;
 export const MANIFEST = "manifest.json";
 export const IN_USE_DIR = "in-use";
+export const CLAIM = "claim.json";
+export const TOMBSTONE = "deleting.json";
 
 const NAME_RE = /^(\d{8}T\d{6}Z)-([a-z0-9]+(?:_[a-z0-9]+)*)-([a-z0-9](?:[a-z0-9.-]*[a-z0-9])?)$/;
 
@@ -26,15 +30,45 @@ export function parseStamp(stamp: string): Date {
   return new Date(Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]), Number(m[4]), Number(m[5]), Number(m[6])));
 }
 
-/** Lower-case, and replace what a name may not hold with "-" (max 63 chars). */
-export function sanitizeSource(source: string): string {
-  const s = source
+const SOURCE_RE = /^[a-z0-9](?:[a-z0-9.-]{0,61}[a-z0-9])?$/;
+
+/**
+ * A source name as it goes into backup names: refused, never mangled, when
+ * it cannot be represented (lowercase letters, digits, "." and "-", at most
+ * 63 characters, starting and ending with a letter or digit).
+ */
+export function validateSourceName(name: string): string {
+  if (SOURCE_RE.test(name)) return name;
+  const rule = 'use lowercase letters, digits, "." and "-", at most 63 characters, starting and ending with a letter or digit';
+  if (name.length === 0) throw badInput("InvalidSourceName", `empty source name; ${rule}`);
+  if (name.length > 63) throw badInput("InvalidSourceName", `source name "${clip(name)}" is ${name.length} characters long; ${rule}`);
+  const bad = [...new Set(Array.from(name.matchAll(/[^a-z0-9.-]/gu), (m) => m[0]))];
+  if (bad.length > 0) {
+    const shown = bad.slice(0, 10).map((c) => JSON.stringify(c)).join(", ");
+    throw badInput("InvalidSourceName", `source name "${clip(name)}" holds ${shown}${bad.length > 10 ? ` and ${bad.length - 10} more` : ""}; ${rule}`);
+  }
+  throw badInput("InvalidSourceName", `source name "${clip(name)}" must start and end with a letter or digit; ${rule}`);
+}
+
+/**
+ * The default source name of a server: its host and port, e.g.
+ * `127.0.0.1-3306` or `db-0.db-3306`, so two servers on one host differ.
+ * The host is lower-cased and any character outside [a-z0-9.-] (IPv6
+ * brackets and colons included) becomes "-".
+ */
+export function defaultSourceName(host: string, port: number): string {
+  const suffix = `-${port}`;
+  const h = host
     .toLowerCase()
-    .replace(/[^a-z0-9.-]+/g, "-")
-    .replace(/^[-.]+|[-.]+$/g, "")
-    .slice(0, 63)
-    .replace(/[-.]+$/g, "");
-  return s || "unknown";
+    .replace(/[^a-z0-9.-]/g, "-")
+    .replace(/^[-.]+/, "")
+    .slice(0, 63 - suffix.length)
+    .replace(/[-.]+$/, "");
+  return validateSourceName(`${h || "host"}${suffix}`);
+}
+
+function clip(s: string, max = 80): string {
+  return s.length <= max ? s : `${s.slice(0, max)}…`;
 }
 
 /** Method names use `_` as the word separator so that `-` can split a backup name. */
@@ -42,8 +76,9 @@ export function sanitizeMethod(method: string): string {
   return method.toLowerCase().replace(/[^a-z0-9]+/g, "_").replace(/^_+|_+$/g, "") || "custom";
 }
 
+/** `source` must be a valid source name (see validateSourceName): it is refused, not mangled. */
 export function buildBackupName(at: Date, method: string, source: string): string {
-  return `${formatStamp(at)}-${sanitizeMethod(method)}-${sanitizeSource(source)}`;
+  return `${formatStamp(at)}-${sanitizeMethod(method)}-${validateSourceName(source)}`;
 }
 
 export interface ParsedName {
@@ -124,6 +159,8 @@ export const manifestSchema = z.object({
 });
 export type Manifest = z.infer<typeof manifestSchema>;
 
+export type ManifestProblem = "CorruptManifest" | "UnknownFormat";
+
 export function parseManifest(text: string, where: string): Manifest {
   let json: unknown;
   try {
@@ -131,11 +168,18 @@ export function parseManifest(text: string, where: string): Manifest {
   } catch {
     throw badInput("CorruptManifest", `manifest ${where} is not valid JSON; the backup is corrupt`);
   }
+  const version = (json as { formatVersion?: unknown } | null)?.formatVersion;
+  if (typeof version === "number" && version > FORMAT_VERSION) {
+    throw badInput(
+      "UnknownFormat",
+      `manifest ${where} has format version ${version}, newer than this replicator's ${FORMAT_VERSION}: written by a newer replicator; upgrade`,
+    );
+  }
   const res = manifestSchema.safeParse(json);
   if (!res.success) {
     const issue = res.error.issues[0];
     const at = issue ? issue.path.join(".") : "";
-    throw badInput("CorruptManifest", `manifest ${where} is invalid at ${at || "(root)"}: ${issue?.message ?? "unknown"}`);
+    throw badInput("CorruptManifest", `manifest ${where} is invalid at ${at || "(root)"}: ${clip(issue?.message ?? "unknown", 200)}`);
   }
   return res.data;
 }
@@ -157,6 +201,13 @@ export interface IncompleteEntry {
   keys: string[];
 }
 
+/** A backup whose manifest was read but cannot be used: never restored, counted or deleted by retention. */
+export interface UnusableEntry {
+  name: string;
+  reason: ManifestProblem;
+  error: string;
+}
+
 export interface Scan {
   /** Prefixes that hold a manifest, oldest first. */
   complete: string[];
@@ -166,6 +217,8 @@ export interface Scan {
   keysByBackup: Map<string, string[]>;
   /** Restore leases by backup. */
   leasesByBackup: Map<string, string[]>;
+  /** Backups with a tombstone (a delete is under way), and when it was written. */
+  deleting: Map<string, Date | undefined>;
 }
 
 /** Group a cluster's object listing into backups. Keys are relative to `<cluster>/`. */
@@ -173,6 +226,7 @@ export function scanListing(objects: ObjectInfo[]): Scan {
   const keysByBackup = new Map<string, string[]>();
   const leasesByBackup = new Map<string, string[]>();
   const withManifest = new Set<string>();
+  const deleting = new Map<string, Date | undefined>();
   for (const o of objects) {
     const slash = o.key.indexOf("/");
     if (slash <= 0) continue;
@@ -183,6 +237,7 @@ export function scanListing(objects: ObjectInfo[]): Scan {
     keys.push(o.key);
     keysByBackup.set(name, keys);
     if (rest === MANIFEST) withManifest.add(name);
+    if (rest === TOMBSTONE) deleting.set(name, o.lastModified);
     if (rest.startsWith(`${IN_USE_DIR}/`)) {
       const l = leasesByBackup.get(name) ?? [];
       l.push(o.key);
@@ -192,13 +247,13 @@ export function scanListing(objects: ObjectInfo[]): Scan {
   const names = [...keysByBackup.keys()].sort();
   const incomplete: IncompleteEntry[] = [];
   for (const name of names) {
-    if (withManifest.has(name)) continue;
+    if (withManifest.has(name) || deleting.has(name)) continue;
     const parsed = parseBackupName(name);
     if (!parsed) continue;
     const keys = (keysByBackup.get(name) ?? []).filter((k) => !k.slice(name.length + 1).startsWith(`${IN_USE_DIR}/`));
     if (keys.length > 0) incomplete.push({ name, time: parsed.time, keys });
   }
-  return { complete: names.filter((n) => withManifest.has(n)), incomplete, keysByBackup, leasesByBackup };
+  return { complete: names.filter((n) => withManifest.has(n) && !deleting.has(n)), incomplete, keysByBackup, leasesByBackup, deleting };
 }
 
 // ---------------------------------------------------------------- selection
@@ -254,8 +309,10 @@ export function selectBackup<T extends { name: string; time: Date }>(backups: T[
 // ---------------------------------------------------------------- retention
 
 export interface RetentionInput {
-  /** Complete backups, oldest first. */
+  /** Complete backups whose manifest was read and verified, oldest first. Only these are counted. */
   complete: { name: string; time: Date }[];
+  /** Backups with a corrupt or newer-format manifest: never counted, never deleted. */
+  unusable?: UnusableEntry[];
   incomplete: { name: string; time: Date }[];
   /** Backups with an unexpired restore lease. */
   inUse: Set<string>;
@@ -272,6 +329,8 @@ export interface RetentionPlan {
   abandon: string[];
   /** Backups beyond the count that were kept because a restore is using them. */
   keptInUse: string[];
+  /** Backups retention neither counts nor deletes (corrupt or newer-format manifest): a human decides. */
+  unusable: UnusableEntry[];
 }
 
 /**
@@ -293,7 +352,7 @@ export function planRetention(input: RetentionInput): RetentionPlan {
   const abandon = input.incomplete
     .filter((b) => input.now.getTime() - b.time.getTime() > input.incompleteGraceMs)
     .map((b) => b.name);
-  return { expire, abandon, keptInUse };
+  return { expire, abandon, keptInUse, unusable: [...(input.unusable ?? [])] };
 }
 
 // ---------------------------------------------------------------- leases
@@ -308,6 +367,36 @@ export type Lease = z.infer<typeof leaseSchema>;
 
 export function leaseActive(lease: Lease, now: Date): boolean {
   return new Date(lease.expiresAt).getTime() > now.getTime();
+}
+
+/** A lease object that cannot be parsed protects its backup this long after it was written, to be safe. */
+export const UNREADABLE_LEASE_PROTECTS_MS = 24 * 60 * 60 * 1000;
+
+export const claimSchema = z.object({
+  name: z.string(),
+  host: z.string(),
+  pid: z.number().int(),
+  claimedAt: z.iso.datetime(),
+});
+export type Claim = z.infer<typeof claimSchema>;
+
+// ---------------------------------------------------------------- S3 part size
+
+export const MIB = 1024 * 1024;
+export const DEFAULT_PART_SIZE = 16 * MIB;
+export const MAX_PARTS = 10_000;
+/** S3's largest object: 5 TiB. */
+export const MAX_OBJECT_SIZE = 5 * 1024 * 1024 * MIB;
+
+/**
+ * The multipart part size for an object of about `expectedSize` bytes: 16 MiB,
+ * or more so that 1.5x the hint fits in S3's 10,000 parts (rounded up to MiB).
+ */
+export function computePartSize(expectedSize: number | undefined): number {
+  if (expectedSize === undefined || !Number.isFinite(expectedSize) || expectedSize <= 0) return DEFAULT_PART_SIZE;
+  const needed = Math.ceil((expectedSize * 1.5) / MAX_PARTS);
+  const rounded = Math.ceil(needed / MIB) * MIB;
+  return Math.max(DEFAULT_PART_SIZE, Math.min(rounded, 5 * 1024 * MIB));
 }
 
 // ---------------------------------------------------------------- formatting

@@ -2,6 +2,7 @@
 // relative to the repository root ("<cluster>/<backup>/manifest.json") and
 // always use "/" as the separator.
 import type { Readable } from "node:stream";
+import { ReplicatorError } from "../lib/errors.js";
 
 export interface ObjectInfo {
   key: string;
@@ -13,12 +14,25 @@ export interface PutResult {
   size: number;
 }
 
+export interface PutOptions {
+  /** Create-only: fail with ObjectExists when the key already exists (small Buffer/string bodies). */
+  ifNoneMatch?: boolean;
+  /** About how many bytes a streamed body holds; sizes S3 multipart parts (objects up to 5 TiB). */
+  expectedSize?: number;
+}
+
 export interface ObjectStore {
   /** A human-readable location, e.g. `s3://bucket/prefix` (never with credentials). */
   readonly location: string;
-  /** Stream `body` into `key`. The object appears whole or not at all. */
-  put(key: string, body: Readable | Buffer | string): Promise<PutResult>;
-  /** A stream of the object's bytes. Throws StorageError NotFound if absent. */
+  /**
+   * Stream `body` into `key`. The object appears whole or not at all.
+   * With `ifNoneMatch`, throws ObjectExists when the key is already there.
+   */
+  put(key: string, body: Readable | Buffer | string, opts?: PutOptions): Promise<PutResult>;
+  /**
+   * A stream of the object's bytes. Throws ReplicatorError NotFound if absent.
+   * Faults (StorageUnreachable, StorageError) are retried before they surface.
+   */
   get(key: string): Promise<Readable>;
   /** Size and mtime, or undefined when the object does not exist. */
   head(key: string): Promise<ObjectInfo | undefined>;
@@ -41,4 +55,53 @@ export async function readAll(stream: Readable): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const chunk of stream) chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string));
   return Buffer.concat(chunks);
+}
+
+/**
+ * A fault that may pass if tried again (a dropped connection, a 5xx, a
+ * throttle, a timeout), as opposed to a verdict (NotFound, AccessDenied, corrupt).
+ */
+const transientFaults = new WeakSet<object>();
+
+export function markTransient<E extends object>(err: E): E {
+  transientFaults.add(err);
+  return err;
+}
+
+export function isTransient(err: unknown): boolean {
+  return typeof err === "object" && err !== null && transientFaults.has(err);
+}
+
+/** A storage fault (never a verdict on the data): StorageUnreachable or StorageError. */
+export function isStorageFault(err: unknown): boolean {
+  return err instanceof ReplicatorError && (err.reason === "StorageUnreachable" || err.reason === "StorageError" || err.reason === "StorageFull");
+}
+
+/**
+ * Run `fn` again while it fails with a transient fault, with jittered
+ * exponential backoff (about 0.2, 0.4, 0.8, 1.6 s); the last error is thrown.
+ */
+export async function withRetries<T>(fn: () => Promise<T>, opts: { attempts?: number; baseMs?: number } = {}): Promise<T> {
+  const attempts = opts.attempts ?? 5;
+  const base = opts.baseMs ?? 200;
+  for (let i = 1; ; i++) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (i >= attempts || !isTransient(err)) throw err;
+      const delay = base * 2 ** (i - 1) * (0.5 + Math.random());
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+}
+
+/** Read a whole (small) object, retrying the GET when it fails part-way with a transient fault. */
+export async function readObject(store: ObjectStore, key: string, opts?: { attempts?: number }): Promise<Buffer> {
+  return withRetries(async () => readAll(await store.get(key)), opts);
+}
+
+/** At most `max` items, then "and N more": a message never carries an unbounded list. */
+export function boundedList(items: string[], max = 5): string {
+  if (items.length <= max) return items.join(", ");
+  return `${items.slice(0, max).join(", ")} and ${(items.length - max).toLocaleString("en-US")} more`;
 }

@@ -17,6 +17,7 @@ export interface S3Settings {
  * second of module loading) is imported only when an s3:// URL needs it.
  */
 export async function openRepository(url: string, s3: S3Settings = {}): Promise<ObjectStore> {
+  checkPathSegments(url);
   let u: URL;
   try {
     u = new URL(url);
@@ -45,6 +46,33 @@ export async function openRepository(url: string, s3: S3Settings = {}): Promise<
     }
     default:
       throw badInput("InvalidRepository", `unsupported repository scheme "${u.protocol}" in ${url}; use s3:// or file://`);
+  }
+}
+
+/**
+ * Refuse `.`/`..` and empty segments in the path of a repository URL, before
+ * URL parsing silently resolves them (`s3://bkt/../bkt2/x` would become a
+ * prefix inside `bkt`).
+ */
+function checkPathSegments(url: string): void {
+  const m = /^([a-z][a-z0-9+.-]*):\/\/([^/?#]*)([^?#]*)/i.exec(url);
+  if (!m) return;
+  const scheme = (m[1] ?? "").toLowerCase();
+  const rawPath = m[3] ?? "";
+  let decoded: string;
+  try {
+    decoded = decodeURIComponent(rawPath);
+  } catch {
+    throw badInput("InvalidRepository", `invalid percent-encoding in repository URL "${url}"`);
+  }
+  const trimmed = decoded.replace(/^\//, "").replace(/\/+$/, "");
+  const segments = trimmed.split("/");
+  if (segments.some((s) => s === "." || s === "..")) {
+    const fix = scheme === "s3" ? "write the bucket and prefix plainly, e.g. s3://bucket/prefix" : "use the absolute path without . or .., e.g. file:///backups/prod";
+    throw badInput("InvalidRepository", `repository URL "${url}" has a "." or ".." path segment; ${fix}`);
+  }
+  if (scheme === "s3" && trimmed.length > 0 && segments.some((s) => s === "")) {
+    throw badInput("InvalidRepository", `repository URL "${url}" has an empty path segment ("//"); write the prefix without empty segments, e.g. s3://bucket/a/b`);
   }
 }
 

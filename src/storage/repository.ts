@@ -1,12 +1,27 @@
-// Catalog operations with I/O: list, read, delete, prune, verify and lease
-// backups of one cluster in one repository. The rules live in catalog.ts.
+// Catalog operations with I/O: list, read, claim, delete, prune, verify and
+// lease backups of one cluster in one repository. The rules live in catalog.ts.
+//
+// Faults are not verdicts: a manifest that could not be READ (a storage fault,
+// after retries) makes list/prune/verify throw that fault; only a manifest that
+// was read and failed to parse is "corrupt", and one of a newer format is
+// "unknown format". Neither is ever counted or deleted by retention.
+//
+// Deletes and restore leases use two flags on a strongly consistent store:
+// delete writes a tombstone, then reads the leases; a lease is written, then
+// the tombstone and manifest are read. Whichever write comes second sees the
+// first, so a restore and a delete never both proceed.
 import { createHash, randomBytes } from "node:crypto";
-import { Transform, type Readable } from "node:stream";
+import { hostname } from "node:os";
+import { pipeline as pipelineCb, Transform, type Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { badInput, failed } from "../lib/errors.js";
+import { badInput, failed, isReplicatorError, ReplicatorError } from "../lib/errors.js";
 import {
+  CLAIM,
   IN_USE_DIR,
   MANIFEST,
+  TOMBSTONE,
+  UNREADABLE_LEASE_PROTECTS_MS,
+  claimSchema,
   leaseActive,
   leaseSchema,
   parseBackupName,
@@ -15,14 +30,46 @@ import {
   scanListing,
   validateClusterName,
   type BackupEntry,
+  type Claim,
   type IncompleteEntry,
   type Lease,
   type Manifest,
   type RetentionPlan,
+  type Scan,
+  type UnusableEntry,
 } from "./catalog.js";
-import { joinKey, readAll, type ObjectStore } from "./object-store.js";
+import { joinKey, readObject, withRetries, type ObjectStore } from "./object-store.js";
 
 export const DEFAULT_INCOMPLETE_GRACE_MS = 6 * 60 * 60 * 1000;
+export const DEFAULT_LEASE_TTL_MS = 10 * 60 * 1000;
+/** Manifests read at once while listing. */
+const LIST_CONCURRENCY = 8;
+
+export interface Listing {
+  /** Backups whose manifest was read, parsed and verified, oldest first; none that is being deleted. */
+  backups: BackupEntry[];
+  incomplete: IncompleteEntry[];
+  /** Backups whose manifest was read but is corrupt or of a newer format. */
+  corrupt: UnusableEntry[];
+}
+
+export interface LeaseHandle {
+  /** Stop renewing and remove the lease (waits for a renewal in flight). */
+  release(): Promise<void>;
+  /** Aborts with a ReplicatorError LeaseLost when the lease could not be renewed before it would expire. */
+  readonly signal: AbortSignal;
+}
+
+export interface LeaseOptions {
+  /** How long one write of the lease holds (default 10 min). */
+  ttlMs?: number;
+  /** How often it is rewritten with a new expiry (default ttl/4). */
+  renewEveryMs?: number;
+}
+
+function reasonOf(err: unknown): string | undefined {
+  return isReplicatorError(err) ? err.reason : undefined;
+}
 
 export class Repository {
   constructor(
@@ -40,46 +87,64 @@ export class Repository {
     return joinKey(this.cluster, ...parts);
   }
 
-  private async scan() {
+  private async scan(): Promise<Scan> {
     const objects = await this.store.list(`${this.cluster}/`);
     return scanListing(objects.map((o) => ({ ...o, key: o.key.slice(this.cluster.length + 1) })));
   }
 
-  /** Complete backups, oldest first. Backups whose manifest is unreadable are reported, not hidden. */
-  async list(): Promise<{ backups: BackupEntry[]; incomplete: IncompleteEntry[]; corrupt: { name: string; error: string }[] }> {
-    const scan = await this.scan();
-    const backups: BackupEntry[] = [];
-    const corrupt: { name: string; error: string }[] = [];
-    for (const name of scan.complete) {
-      const parsed = parseBackupName(name);
-      if (!parsed) continue;
-      try {
-        const manifest = await this.readManifest(name);
-        backups.push({
-          name,
-          time: parsed.time,
-          method: parsed.method,
-          source: parsed.source,
-          manifest,
-          size: manifest.objects.reduce((s, o) => s + o.size, 0),
-        });
-      } catch (err) {
-        corrupt.push({ name, error: err instanceof Error ? err.message : String(err) });
+  /**
+   * Complete backups, oldest first, each with its verified manifest. Throws the
+   * storage fault when a manifest cannot be read: never a partial listing.
+   */
+  async list(): Promise<Listing> {
+    return this.readListing(await this.scan());
+  }
+
+  private async readListing(scan: Scan): Promise<Listing> {
+    const results: ({ entry: BackupEntry } | { corrupt: UnusableEntry } | undefined)[] = scan.complete.map(() => undefined);
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < scan.complete.length) {
+        const i = next++;
+        const name = scan.complete[i] as string;
+        const parsed = parseBackupName(name);
+        if (!parsed) continue;
+        try {
+          const manifest = await this.readManifest(name);
+          results[i] = {
+            entry: { name, time: parsed.time, method: parsed.method, source: parsed.source, manifest, size: manifest.objects.reduce((s, o) => s + o.size, 0) },
+          };
+        } catch (err) {
+          const reason = reasonOf(err);
+          if (reason === "CorruptManifest" || reason === "UnknownFormat") {
+            results[i] = { corrupt: { name, reason, error: (err as Error).message } };
+          } else if (reason === "BackupNotFound") {
+            // Deleted between the listing and the read: it is gone, not corrupt.
+          } else {
+            throw err;
+          }
+        }
       }
+    };
+    await Promise.all(Array.from({ length: Math.min(LIST_CONCURRENCY, scan.complete.length) }, worker));
+    const backups: BackupEntry[] = [];
+    const corrupt: UnusableEntry[] = [];
+    for (const r of results) {
+      if (!r) continue;
+      if ("entry" in r) backups.push(r.entry);
+      else corrupt.push(r.corrupt);
     }
     return { backups, incomplete: scan.incomplete, corrupt };
   }
 
   async readManifest(name: string): Promise<Manifest> {
-    if (!parseBackupName(name)) {
-      throw badInput("InvalidName", `"${name}" is not a backup name (expected yyyymmddThhmmssZ-method-source)`);
-    }
+    this.checkName(name);
     const key = this.key(name, MANIFEST);
     let text: string;
     try {
-      text = (await readAll(await this.store.get(key))).toString("utf8");
+      text = (await readObject(this.store, key)).toString("utf8");
     } catch (err) {
-      if ((err as { reason?: string }).reason === "NotFound") {
+      if (reasonOf(err) === "NotFound") {
         throw badInput("BackupNotFound", `backup ${name} not found (or incomplete) in ${this.where}; \`replicator list\` shows what exists`);
       }
       throw err;
@@ -96,102 +161,263 @@ export class Repository {
     return objs.length > 0;
   }
 
-  async writeManifest(m: Manifest): Promise<void> {
-    await this.store.put(this.key(m.name, MANIFEST), `${JSON.stringify(m, null, 2)}\n`);
+  /**
+   * Reserve a backup name before writing anything under it: a create-only
+   * write of `<name>/claim.json`. Throws NameTaken when another backup has it.
+   */
+  async claimName(name: string, info: { host: string; pid: number }): Promise<void> {
+    this.checkName(name);
+    const claim: Claim = { name, host: info.host, pid: info.pid, claimedAt: new Date().toISOString() };
+    const key = this.key(name, CLAIM);
+    try {
+      await withRetries(() => this.store.put(key, `${JSON.stringify(claim)}\n`, { ifNoneMatch: true }));
+    } catch (err) {
+      if (reasonOf(err) !== "ObjectExists") throw err;
+      const by = await this.readClaim(name).catch(() => undefined);
+      throw failed("NameTaken", `backup name ${name} is already taken in ${this.where}${by ? ` (claimed by ${by.host} pid ${by.pid} at ${by.claimedAt})` : ""}; retry in a second for a new name`);
+    }
+    // A backup written before claims existed has a manifest but no claim.
+    if (await this.store.head(this.key(name, MANIFEST))) {
+      await this.store.delete([key]);
+      throw failed("NameTaken", `backup ${name} already exists in ${this.where}; retry in a second for a new name`);
+    }
   }
 
-  /** Delete one backup. Refuses one that a restore is using unless `force`. */
-  async delete(name: string, opts: { force?: boolean; now?: Date } = {}): Promise<void> {
-    if (!parseBackupName(name)) {
-      throw badInput("InvalidName", `"${name}" is not a backup name (expected yyyymmddThhmmssZ-method-source)`);
+  private async readClaim(name: string): Promise<Claim | undefined> {
+    const res = claimSchema.safeParse(JSON.parse((await readObject(this.store, this.key(name, CLAIM))).toString("utf8")));
+    return res.success ? res.data : undefined;
+  }
+
+  /** The commit point of a backup: a create-only write. Throws NameTaken when a manifest is already there. */
+  async writeManifest(m: Manifest): Promise<void> {
+    try {
+      await withRetries(() => this.store.put(this.key(m.name, MANIFEST), `${JSON.stringify(m, null, 2)}\n`, { ifNoneMatch: true }));
+    } catch (err) {
+      if (reasonOf(err) === "ObjectExists") {
+        throw failed("NameTaken", `backup ${m.name} already has a manifest in ${this.where}: another backup took the same name; nothing was overwritten`, { cause: err });
+      }
+      throw err;
     }
-    const keys = (await this.store.list(`${this.key(name)}/`)).map((o) => o.key);
-    if (keys.length === 0) {
+  }
+
+  /**
+   * Delete one backup. Writes a tombstone first, then checks the leases:
+   * refuses (BackupInUse) a backup a restore holds, unless `force`. The
+   * manifest goes first, the tombstone last.
+   */
+  async delete(name: string, opts: { force?: boolean; now?: Date } = {}): Promise<void> {
+    this.checkName(name);
+    const first = await this.store.list(`${this.key(name)}/`);
+    if (first.length === 0) {
       throw badInput("BackupNotFound", `backup ${name} not found in ${this.where}`);
     }
+    const tombstone = this.key(name, TOMBSTONE);
+    await withRetries(() => this.store.put(tombstone, `${JSON.stringify({ name, host: hostname(), pid: process.pid, at: new Date().toISOString() })}\n`));
     if (!opts.force) {
-      const leases = await this.activeLeases(name, opts.now ?? new Date());
+      let leases: Lease[];
+      try {
+        leases = await this.activeLeases(name, opts.now ?? new Date());
+      } catch (err) {
+        await this.store.delete([tombstone]).catch(() => undefined);
+        throw err;
+      }
       if (leases.length > 0) {
-        throw badInput("BackupInUse", `backup ${name} is in use by ${leases.map((l) => l.holder).join(", ")}; wait for the restore to finish or use --force`);
+        await withRetries(() => this.store.delete([tombstone]));
+        const holders = [...new Set(leases.map((l) => l.holder))];
+        throw badInput("BackupInUse", `backup ${name} is in use by ${holders.slice(0, 3).join(", ")}${holders.length > 3 ? ` and ${holders.length - 3} more` : ""}; wait for the restore to finish or use --force`);
       }
     }
     // The manifest goes first, so a half-deleted backup is never listed as complete.
+    const keys = (await this.store.list(`${this.key(name)}/`)).map((o) => o.key);
     const manifestKey = this.key(name, MANIFEST);
-    if (keys.includes(manifestKey)) await this.store.delete([manifestKey]);
-    await this.store.delete(keys.filter((k) => k !== manifestKey));
+    if (keys.includes(manifestKey)) await withRetries(() => this.store.delete([manifestKey]));
+    await withRetries(() => this.store.delete(keys.filter((k) => k !== manifestKey && k !== tombstone)));
+    await withRetries(() => this.store.delete([tombstone]));
   }
 
+  /**
+   * The unexpired leases on a backup. A lease that cannot be read because of
+   * a fault throws; one that cannot be parsed counts as active for 24 h after it was written.
+   */
   async activeLeases(name: string, now: Date): Promise<Lease[]> {
     const objs = await this.store.list(`${this.key(name, IN_USE_DIR)}/`);
     const out: Lease[] = [];
     for (const o of objs) {
+      let text: string;
       try {
-        const lease = leaseSchema.parse(JSON.parse((await readAll(await this.store.get(o.key))).toString("utf8")));
-        if (leaseActive(lease, now)) out.push(lease);
-      } catch {
-        // An unreadable lease protects nothing; prune removes it with its backup.
+        text = (await readObject(this.store, o.key)).toString("utf8");
+      } catch (err) {
+        if (reasonOf(err) === "NotFound") continue; // released meanwhile
+        throw err;
       }
+      let lease: Lease | undefined;
+      try {
+        lease = leaseSchema.parse(JSON.parse(text));
+      } catch {
+        const written = o.lastModified?.getTime() ?? now.getTime();
+        const until = new Date(written + UNREADABLE_LEASE_PROTECTS_MS);
+        if (until.getTime() > now.getTime()) {
+          out.push({ id: o.key.slice(o.key.lastIndexOf("/") + 1).replace(/\.json$/, ""), purpose: "unknown", holder: `an unreadable lease (${o.key})`, expiresAt: until.toISOString() });
+        }
+        continue;
+      }
+      if (leaseActive(lease, now)) out.push(lease);
     }
     return out;
   }
 
-  /** Mark a backup in use (by a restore) until released or expired. */
-  async acquireLease(name: string, purpose: string, holder: string, ttlMs: number): Promise<{ release: () => Promise<void> }> {
+  /**
+   * Mark a backup in use (by a restore) until released. The lease is renewed
+   * in the background; `signal` aborts with LeaseLost if renewal keeps
+   * failing until it would expire. Throws BackupGone when the backup is being
+   * deleted or is gone: choose again.
+   */
+  async acquireLease(name: string, purpose: string, holder: string, opts: LeaseOptions = {}): Promise<LeaseHandle> {
+    this.checkName(name);
+    const ttlMs = opts.ttlMs ?? DEFAULT_LEASE_TTL_MS;
+    const renewEveryMs = opts.renewEveryMs ?? Math.max(1, Math.floor(ttlMs / 4));
     const id = `${Date.now().toString(36)}-${randomBytes(4).toString("hex")}`;
-    const lease: Lease = { id, purpose, holder, expiresAt: new Date(Date.now() + ttlMs).toISOString() };
     const key = this.key(name, IN_USE_DIR, `${id}.json`);
-    await this.store.put(key, JSON.stringify(lease));
+    let expiresAt = Date.now() + ttlMs;
+    const write = async (until: number): Promise<void> => {
+      const lease: Lease = { id, purpose, holder, expiresAt: new Date(until).toISOString() };
+      await this.store.put(key, JSON.stringify(lease));
+    };
+    await withRetries(() => write(expiresAt));
+    // The second flag: a delete that started before our lease was written is seen here.
+    let gone: boolean;
+    try {
+      gone = (await this.store.head(this.key(name, TOMBSTONE))) !== undefined || (await this.store.head(this.key(name, MANIFEST))) === undefined;
+    } catch (err) {
+      await this.store.delete([key]).catch(() => undefined);
+      throw err;
+    }
+    if (gone) {
+      await withRetries(() => this.store.delete([key]));
+      throw failed("BackupGone", `backup ${name} was deleted (by retention or delete) while this restore chose it`);
+    }
+
+    const controller = new AbortController();
+    let released = false;
+    let inFlight: Promise<void> | undefined;
+    const lose = (cause: unknown): void => {
+      if (controller.signal.aborted || released) return;
+      clearInterval(timer);
+      controller.abort(
+        failed("LeaseLost", `lost the lease on backup ${name} in ${this.where}: it could not be renewed before it expired; stopping so that retention cannot delete the backup in use`, { cause }),
+      );
+    };
+    const tick = (): void => {
+      if (released || controller.signal.aborted) return;
+      // The next attempt would come after the lease expired: it is lost.
+      const tooLate = (): boolean => Date.now() + renewEveryMs >= expiresAt;
+      if (inFlight) {
+        if (tooLate()) lose(new Error("a renewal is still pending"));
+        return;
+      }
+      const until = Date.now() + ttlMs;
+      inFlight = write(until)
+        .then(
+          () => {
+            expiresAt = until;
+          },
+          (err: unknown) => {
+            if (tooLate()) lose(err);
+          },
+        )
+        .finally(() => {
+          inFlight = undefined;
+        });
+    };
+    const timer = setInterval(tick, renewEveryMs);
+    timer.unref();
     return {
+      signal: controller.signal,
       release: async () => {
-        await this.store.delete([key]);
+        if (released) return;
+        released = true;
+        clearInterval(timer);
+        await inFlight;
+        await withRetries(() => this.store.delete([key]));
       },
     };
   }
 
-  /** Apply retention. `inUse` adds backups known to be in use elsewhere (e.g. by running restore resources). */
+  /**
+   * Apply retention: keep the newest `retain` backups whose manifest was read
+   * and verified. Corrupt or newer-format backups are never counted nor
+   * deleted (plan.unusable). Any fault while reading throws before anything is
+   * deleted. Deletes through the lease-checking path: a backup a restore
+   * leases meanwhile is kept (keptInUse). `inUse` adds backups known to be in use elsewhere.
+   */
   async prune(opts: { retain: number; now?: Date; incompleteGraceMs?: number; dryRun?: boolean; inUse?: Set<string> }): Promise<RetentionPlan> {
     const now = opts.now ?? new Date();
+    const graceMs = opts.incompleteGraceMs ?? DEFAULT_INCOMPLETE_GRACE_MS;
     const scan = await this.scan();
-    const complete = scan.complete.flatMap((name) => {
-      const p = parseBackupName(name);
-      return p ? [{ name, time: p.time }] : [];
-    });
+    const listing = await this.readListing(scan);
     const inUse = new Set<string>(opts.inUse);
     for (const name of scan.leasesByBackup.keys()) {
       if ((await this.activeLeases(name, now)).length > 0) inUse.add(name);
     }
     const plan = planRetention({
-      complete,
+      complete: listing.backups,
+      unusable: listing.corrupt,
       incomplete: scan.incomplete,
       inUse,
       retain: opts.retain,
       now,
-      incompleteGraceMs: opts.incompleteGraceMs ?? DEFAULT_INCOMPLETE_GRACE_MS,
+      incompleteGraceMs: graceMs,
     });
+    // A delete that died after its tombstone: finish it after the grace period.
+    for (const [name, at] of scan.deleting) {
+      if (!inUse.has(name) && now.getTime() - (at?.getTime() ?? now.getTime()) > graceMs) plan.abandon.push(name);
+    }
     if (opts.dryRun) return plan;
-    for (const name of plan.expire) await this.delete(name, { force: true, now });
+    const expired: string[] = [];
+    for (const name of plan.expire) {
+      try {
+        await this.delete(name, { now });
+        expired.push(name);
+      } catch (err) {
+        if (reasonOf(err) !== "BackupInUse") throw err;
+        plan.keptInUse.push(name);
+      }
+    }
+    plan.expire = expired;
     for (const name of plan.abandon) {
-      await this.store.delete((scan.keysByBackup.get(name) ?? []).map((k) => joinKey(this.cluster, k)));
+      await withRetries(() => this.store.delete((scan.keysByBackup.get(name) ?? []).map((k) => joinKey(this.cluster, k))));
     }
     return plan;
   }
 
-  /** Re-read every object of a backup and check its size and sha256. */
+  /**
+   * Re-read every object of a backup and check its size and sha256. A read
+   * fault (after retries) throws the fault: it says nothing about the data.
+   */
   async verify(name: string): Promise<{ name: string; objects: { name: string; size: number; ok: boolean; error?: string }[] }> {
     const m = await this.readManifest(name);
     const results: { name: string; size: number; ok: boolean; error?: string }[] = [];
     for (const o of m.objects) {
+      let got: { size: number; sha256: string };
       try {
-        const { size, sha256 } = await hashStream(await this.store.get(this.key(name, o.name)));
-        if (size !== o.size) {
-          results.push({ name: o.name, size, ok: false, error: `size ${size} != manifest ${o.size} (truncated or replaced)` });
-        } else if (sha256 !== o.sha256) {
-          results.push({ name: o.name, size, ok: false, error: `sha256 mismatch (corrupt object)` });
-        } else {
-          results.push({ name: o.name, size, ok: true });
-        }
+        got = await withRetries(async () => hashStream(await this.store.get(this.key(name, o.name))));
       } catch (err) {
-        results.push({ name: o.name, size: 0, ok: false, error: err instanceof Error ? err.message : String(err) });
+        if (reasonOf(err) === "NotFound") {
+          results.push({ name: o.name, size: 0, ok: false, error: "missing although the manifest lists it" });
+          continue;
+        }
+        if (reasonOf(err) === "CorruptBackup") {
+          results.push({ name: o.name, size: 0, ok: false, error: (err as Error).message });
+          continue;
+        }
+        throw err;
+      }
+      if (got.size !== o.size) {
+        results.push({ name: o.name, size: got.size, ok: false, error: `size ${got.size} != manifest ${o.size} (truncated or replaced)` });
+      } else if (got.sha256 !== o.sha256) {
+        results.push({ name: o.name, size: got.size, ok: false, error: `sha256 mismatch (corrupt object)` });
+      } else {
+        results.push({ name: o.name, size: got.size, ok: true });
       }
     }
     return { name, objects: results };
@@ -199,7 +425,8 @@ export class Repository {
 
   /**
    * Open an object of a backup for restore: the stream fails with a
-   * CorruptBackup error at its end if the size or sha256 differ from the manifest.
+   * CorruptBackup error at its end if the size or sha256 differ from the
+   * manifest. Destroying the returned stream destroys the storage source at once.
    */
   async openVerified(name: string, objectName: string, manifest: Manifest): Promise<Readable> {
     const o = manifest.objects.find((x) => x.name === objectName);
@@ -213,9 +440,19 @@ export class Repository {
     }
     const src = await this.store.get(this.key(name, o.name));
     const check = verifyingTransform(o.size, o.sha256, `${name}/${o.name}`);
-    src.on("error", (err) => check.destroy(err));
-    return src.pipe(check);
+    // The error surfaces on `check` (the returned stream); pipeline destroys `src` with it.
+    return pipelineCb(src, check, () => undefined);
   }
+
+  private checkName(name: string): void {
+    if (!parseBackupName(name)) {
+      throw badInput("InvalidName", `"${name}" is not a backup name (expected yyyymmddThhmmssZ-method-source)`);
+    }
+  }
+}
+
+export function isLeaseLost(err: unknown): err is ReplicatorError {
+  return reasonOf(err) === "LeaseLost";
 }
 
 export async function hashStream(stream: Readable): Promise<{ size: number; sha256: string }> {

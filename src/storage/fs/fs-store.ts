@@ -2,13 +2,15 @@
 // same directory, are fsynced, then renamed into place, so a reader never
 // sees half an object.
 import { createReadStream, createWriteStream } from "node:fs";
-import { mkdir, open, readdir, rename, rm, rmdir, stat, access, constants } from "node:fs/promises";
+import { mkdir, open, readdir, rename, rm, rmdir, stat, access, constants, link, unlink } from "node:fs/promises";
 import path from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { randomBytes } from "node:crypto";
 import { badInput, failed } from "../../lib/errors.js";
-import type { ObjectInfo, ObjectStore, PutResult } from "../object-store.js";
+import type { ObjectInfo, ObjectStore, PutOptions, PutResult } from "../object-store.js";
+
+const FULL = new Set(["ENOSPC", "EDQUOT"]);
 
 export class FsObjectStore implements ObjectStore {
   readonly location: string;
@@ -44,27 +46,47 @@ export class FsObjectStore implements ObjectStore {
     }
   }
 
-  async put(key: string, body: Readable | Buffer | string): Promise<PutResult> {
+  async put(key: string, body: Readable | Buffer | string, opts: PutOptions = {}): Promise<PutResult> {
     const dest = this.pathOf(key);
-    await mkdir(path.dirname(dest), { recursive: true });
     const tmp = `${dest}.tmp-${randomBytes(6).toString("hex")}`;
+    // The file system's own error (ENOSPC) explains more than the "premature close" a piped source reports.
+    let writeError: NodeJS.ErrnoException | undefined;
     try {
+      await mkdir(path.dirname(dest), { recursive: true });
       const source = typeof body === "string" || Buffer.isBuffer(body) ? Readable.from([Buffer.from(body)]) : body;
-      await pipeline(source, createWriteStream(tmp, { flags: "wx", mode: 0o640 }));
+      const out = createWriteStream(tmp, { flags: "wx", mode: 0o640 });
+      out.once("error", (err) => {
+        writeError = err;
+      });
+      await pipeline(source, out);
       const fh = await open(tmp, "r");
       try {
         await fh.sync();
       } finally {
         await fh.close();
       }
-      await rename(tmp, dest);
+      if (opts.ifNoneMatch) {
+        // link() fails with EEXIST when the name exists: a create-only write.
+        try {
+          await link(tmp, dest);
+        } finally {
+          await unlink(tmp).catch(() => undefined);
+        }
+      } else {
+        await rename(tmp, dest);
+      }
       await syncDir(path.dirname(dest));
       return { size: (await stat(dest)).size };
     } catch (err) {
       await rm(tmp, { force: true });
-      if ((err as NodeJS.ErrnoException).code === "ENOSPC") {
-        throw failed("StorageFull", `no space left on ${this.root} while writing ${key}`, { cause: err });
+      const code = writeError?.code ?? (err as NodeJS.ErrnoException).code;
+      if (code !== undefined && FULL.has(code)) {
+        throw failed("StorageFull", `no space left on the file system of ${this.root} while writing ${dest} (${code}); free space or use a larger volume`, { cause: writeError ?? err });
       }
+      if (code === "EEXIST" && opts.ifNoneMatch) {
+        throw failed("ObjectExists", `object ${key} already exists in ${this.location}`, { cause: err });
+      }
+      if (writeError) throw failed("StorageError", `cannot write ${dest}: ${writeError.message}`, { cause: writeError });
       throw err;
     }
   }

@@ -1,19 +1,28 @@
 // S3 backend: `s3://bucket/prefix`. The only module that imports the AWS SDK.
 // Credentials come from the SDK's standard chain (env, shared files, web
 // identity, instance metadata), never from a command-line flag.
+//
+// Faults are retried, then reported as faults: single requests use the SDK's
+// standard retry (5 attempts with backoff, for 5xx, throttling, resets and
+// timeouts); a download whose body breaks part-way resumes with a Range GET
+// (up to 3 times) so its reader never notices; a listing is retried whole,
+// never returned in part. What remains is StorageUnreachable or StorageError,
+// never NotFound or corrupt.
 import {
   DeleteObjectsCommand,
   GetObjectCommand,
   HeadBucketCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
+  PutObjectCommand,
   S3Client,
   type S3ClientConfig,
 } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
-import { PassThrough, Readable } from "node:stream";
+import { pipeline, Readable, Transform } from "node:stream";
 import { badInput, failed, ReplicatorError } from "../../lib/errors.js";
-import { joinKey, type ObjectInfo, type ObjectStore, type PutResult } from "../object-store.js";
+import { computePartSize, formatBytes, MAX_PARTS } from "../catalog.js";
+import { joinKey, markTransient, readAll, withRetries, type ObjectInfo, type ObjectStore, type PutOptions, type PutResult } from "../object-store.js";
 
 export interface S3Options {
   bucket: string;
@@ -21,27 +30,56 @@ export interface S3Options {
   endpoint?: string | undefined;
   region?: string | undefined;
   forcePathStyle?: boolean | undefined;
-  /** Multipart part size in bytes (default 16 MiB; S3 allows 10,000 parts). */
+  /** Multipart part size in bytes (default: from the size hint, at least 16 MiB; S3 allows 10,000 parts). */
   partSize?: number | undefined;
   /** Parts uploaded at once. */
   queueSize?: number | undefined;
   /** Explicit credentials (the operator reads them from a Secret); else the SDK's chain. */
   credentials?: { accessKeyId: string; secretAccessKey: string } | undefined;
+  /** Connection timeout (default 5 s, env REPLICATOR_S3_CONNECT_TIMEOUT_MS). */
+  connectTimeoutMs?: number | undefined;
+  /** A request whose socket is idle this long fails (default 30 s, env REPLICATOR_S3_IDLE_TIMEOUT_MS). */
+  idleTimeoutMs?: number | undefined;
+  /** Attempts per request (default 5). */
+  maxAttempts?: number | undefined;
 }
+
+/** How many times a broken download resumes with a Range GET. */
+const MAX_RESUMES = 3;
+const NETWORK_CODES = new Set(["ECONNREFUSED", "ENOTFOUND", "ECONNRESET", "ETIMEDOUT", "EAI_AGAIN", "EHOSTUNREACH", "ENETUNREACH", "EPIPE", "ECONNABORTED", "ERR_STREAM_PREMATURE_CLOSE", "UND_ERR_SOCKET"]);
+const TRANSIENT_NAMES = new Set(["InternalError", "SlowDown", "ServiceUnavailable", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed", "TooManyRequests", "RequestLimitExceeded", "BadGateway", "GatewayTimeout"]);
+
+function envMs(name: string): number | undefined {
+  const v = process.env[name];
+  if (v === undefined || v === "") return undefined;
+  const n = Number(v);
+  return Number.isFinite(n) && n > 0 ? n : undefined;
+}
+
+type Op = "GET" | "PUT" | "HEAD" | "LIST" | "DELETE" | "CHECK";
+
+const opVerb: Record<Op, string> = { GET: "reading", PUT: "writing", HEAD: "checking", LIST: "listing", DELETE: "deleting", CHECK: "checking bucket" };
 
 export class S3ObjectStore implements ObjectStore {
   readonly location: string;
   private readonly client: S3Client;
+  private readonly endpoint: string;
 
   constructor(private readonly opts: S3Options) {
     if (!/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(opts.bucket)) {
       throw badInput("InvalidRepository", `invalid S3 bucket name "${opts.bucket}" (3-63 lowercase letters, digits, dots, hyphens)`);
     }
     this.location = `s3://${joinKey(opts.bucket, opts.prefix)}`;
+    this.endpoint = opts.endpoint ?? "AWS S3";
     const config: S3ClientConfig = {
       region: opts.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? "us-east-1",
       forcePathStyle: opts.forcePathStyle ?? opts.endpoint !== undefined,
-      maxAttempts: 4,
+      maxAttempts: opts.maxAttempts ?? 5,
+      retryMode: "standard",
+      requestHandler: {
+        connectionTimeout: opts.connectTimeoutMs ?? envMs("REPLICATOR_S3_CONNECT_TIMEOUT_MS") ?? 5_000,
+        socketTimeout: opts.idleTimeoutMs ?? envMs("REPLICATOR_S3_IDLE_TIMEOUT_MS") ?? 30_000,
+      },
     };
     if (opts.endpoint) config.endpoint = opts.endpoint;
     if (opts.credentials) config.credentials = opts.credentials;
@@ -62,122 +100,209 @@ export class S3ObjectStore implements ObjectStore {
         try {
           await this.client.send(new ListObjectsV2Command({ Bucket: this.opts.bucket, MaxKeys: 1 }));
         } catch (listErr) {
-          throw this.mapError(listErr, "check bucket");
+          throw this.mapError(listErr, "CHECK", this.opts.bucket);
         }
       }
-      throw this.mapError(err, "check bucket");
+      throw this.mapError(err, "CHECK", this.opts.bucket);
     }
   }
 
-  async put(key: string, body: Readable | Buffer | string): Promise<PutResult> {
+  async put(key: string, body: Readable | Buffer | string, opts: PutOptions = {}): Promise<PutResult> {
+    if (typeof body === "string" || Buffer.isBuffer(body)) {
+      const buf = Buffer.from(body);
+      if (opts.ifNoneMatch) return this.putCreateOnly(key, buf);
+      try {
+        await this.client.send(new PutObjectCommand({ Bucket: this.opts.bucket, Key: this.k(key), Body: buf }));
+      } catch (err) {
+        throw this.mapError(err, "PUT", this.k(key));
+      }
+      return { size: buf.length };
+    }
+    if (opts.ifNoneMatch) {
+      return this.putCreateOnly(key, await readAll(body));
+    }
+    const partSize = this.opts.partSize ?? computePartSize(opts.expectedSize);
+    const limit = partSize * MAX_PARTS;
     let size = 0;
-    const counted =
-      typeof body === "string" || Buffer.isBuffer(body)
-        ? Buffer.from(body)
-        : body.map((chunk: Buffer) => {
-            size += chunk.length;
-            return chunk;
-          });
-    if (Buffer.isBuffer(counted)) size = counted.length;
+    // S3 takes at most 10,000 parts and the part size cannot change mid-way: fail at the limit, not after it.
+    const counter = new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        size += chunk.length;
+        if (size > limit) {
+          cb(
+            badInput(
+              "ObjectTooLarge",
+              opts.expectedSize === undefined
+                ? `object larger than ~${formatBytes(limit)} without a size hint; pass --expected-size`
+                : `object larger than ~${formatBytes(limit)}: the size hint (${formatBytes(opts.expectedSize)}) was too small; pass a larger --expected-size`,
+            ),
+          );
+          return;
+        }
+        cb(null, chunk);
+      },
+    });
+    let sourceError: unknown;
+    pipeline(body, counter, (err) => {
+      if (err) sourceError = err;
+    });
     const upload = new Upload({
       client: this.client,
-      params: { Bucket: this.opts.bucket, Key: this.k(key), Body: counted },
-      partSize: this.opts.partSize ?? 16 * 1024 * 1024,
+      params: { Bucket: this.opts.bucket, Key: this.k(key), Body: counter },
+      partSize,
       queueSize: this.opts.queueSize ?? 4,
       leavePartsOnError: false,
     });
     try {
       await upload.done();
     } catch (err) {
-      throw this.mapError(err, `upload ${key}`);
+      // Stop the source at once: nothing more is read from it.
+      counter.destroy();
+      const cause = sourceError instanceof ReplicatorError ? sourceError : err;
+      if (sourceError instanceof Error && isSameError(err, sourceError)) throw sourceError;
+      throw this.mapError(cause, "PUT", this.k(key));
     }
     return { size };
   }
 
-  async get(key: string): Promise<Readable> {
-    try {
-      const res = await this.client.send(new GetObjectCommand({ Bucket: this.opts.bucket, Key: this.k(key) }));
-      const body = res.Body;
-      if (!(body instanceof Readable)) throw failed("StorageError", `S3 returned no body for ${key}`);
-      // Errors while streaming (a dropped connection, a checksum mismatch) get the same mapping.
-      const out = new PassThrough({ highWaterMark: 1024 * 1024 });
-      body.on("error", (err) => out.destroy(this.mapError(err, `download ${key}`)));
-      return body.pipe(out);
-    } catch (err) {
-      throw this.mapError(err, `download ${key}`);
+  /** PutObject with If-None-Match: * (a create-only write). */
+  private async putCreateOnly(key: string, buf: Buffer): Promise<PutResult> {
+    const full = this.k(key);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.client.send(new PutObjectCommand({ Bucket: this.opts.bucket, Key: full, Body: buf, IfNoneMatch: "*" }));
+        return { size: buf.length };
+      } catch (err) {
+        const status = statusOf(err);
+        // 409: a concurrent conditional write is in progress; try again and the loser sees 412.
+        if (status === 409 && attempt < 5) {
+          await new Promise((r) => setTimeout(r, 100 * attempt));
+          continue;
+        }
+        if (status === 412 || nameOf(err) === "PreconditionFailed") {
+          // A retried request whose first attempt did land finds its own object: that is success.
+          const existing = await this.get(key).then(readAll, () => undefined);
+          if (existing?.equals(buf)) return { size: buf.length };
+          throw failed("ObjectExists", `object ${full} already exists in s3://${this.opts.bucket}`, { cause: err });
+        }
+        throw this.mapError(err, "PUT", full);
+      }
     }
   }
 
+  async get(key: string): Promise<Readable> {
+    const full = this.k(key);
+    const res = await this.send(() => this.client.send(new GetObjectCommand({ Bucket: this.opts.bucket, Key: full })), "GET", full);
+    const body = res.Body;
+    if (!(body instanceof Readable)) throw failed("StorageError", `S3 returned no body for ${full} at ${this.endpoint}`);
+    const total = res.ContentLength;
+    const etag = res.ETag;
+    return new ResumableBody(
+      body,
+      total,
+      async (offset) => {
+        const r = await this.client.send(
+          new GetObjectCommand({ Bucket: this.opts.bucket, Key: full, Range: `bytes=${offset}-`, ...(etag ? { IfMatch: etag } : {}) }),
+        );
+        if (!(r.Body instanceof Readable)) throw failed("StorageError", `S3 returned no body for ${full} at ${this.endpoint}`);
+        return r.Body;
+      },
+      (err) => this.mapError(err, "GET", full),
+    );
+  }
+
   async head(key: string): Promise<ObjectInfo | undefined> {
+    const full = this.k(key);
     try {
-      const res = await this.client.send(new HeadObjectCommand({ Bucket: this.opts.bucket, Key: this.k(key) }));
+      const res = await this.client.send(new HeadObjectCommand({ Bucket: this.opts.bucket, Key: full }));
       return { key, size: res.ContentLength ?? 0, lastModified: res.LastModified };
     } catch (err) {
-      const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
-      if (status === 404) return undefined;
-      throw this.mapError(err, `stat ${key}`);
+      if (statusOf(err) === 404 && nameOf(err) !== "NoSuchBucket") return undefined;
+      throw this.mapError(err, "HEAD", full);
     }
   }
 
   async list(prefix: string): Promise<ObjectInfo[]> {
-    const out: ObjectInfo[] = [];
     const base = this.opts.prefix ? `${joinKey(this.opts.prefix)}/` : "";
-    let token: string | undefined;
-    try {
-      do {
-        const res = await this.client.send(
-          new ListObjectsV2Command({ Bucket: this.opts.bucket, Prefix: base + prefix, ContinuationToken: token }),
-        );
-        for (const o of res.Contents ?? []) {
-          if (!o.Key) continue;
-          out.push({ key: o.Key.slice(base.length), size: o.Size ?? 0, lastModified: o.LastModified });
-        }
-        token = res.IsTruncated ? res.NextContinuationToken : undefined;
-      } while (token);
-    } catch (err) {
-      throw this.mapError(err, `list ${prefix}`);
-    }
-    return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    // Retried whole: a listing that breaks mid-way is never returned in part.
+    return withRetries(async () => {
+      const out: ObjectInfo[] = [];
+      let token: string | undefined;
+      try {
+        do {
+          const res = await this.client.send(
+            new ListObjectsV2Command({ Bucket: this.opts.bucket, Prefix: base + prefix, ContinuationToken: token }),
+          );
+          for (const o of res.Contents ?? []) {
+            if (!o.Key) continue;
+            out.push({ key: o.Key.slice(base.length), size: o.Size ?? 0, lastModified: o.LastModified });
+          }
+          if (res.IsTruncated && !res.NextContinuationToken) {
+            throw markTransient(failed("StorageError", `S3 listing of ${base + prefix} at ${this.endpoint} was truncated without a continuation token`));
+          }
+          token = res.IsTruncated ? res.NextContinuationToken : undefined;
+        } while (token);
+      } catch (err) {
+        throw this.mapError(err, "LIST", base + prefix);
+      }
+      return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    }, { attempts: 3 });
   }
 
   async delete(keys: string[]): Promise<void> {
     for (let i = 0; i < keys.length; i += 1000) {
       const batch = keys.slice(i, i + 1000);
+      if (batch.length === 0) continue;
+      let res;
       try {
-        const res = await this.client.send(
+        res = await this.client.send(
           new DeleteObjectsCommand({
             Bucket: this.opts.bucket,
             Delete: { Objects: batch.map((k) => ({ Key: this.k(k) })), Quiet: true },
           }),
         );
-        const errors = (res.Errors ?? []).filter((e) => e.Code !== "NoSuchKey");
-        if (errors.length > 0) {
-          const e = errors[0];
-          throw failed("StorageError", `S3 could not delete ${e?.Key ?? "objects"}: ${e?.Code ?? "error"} ${e?.Message ?? ""}`.trim());
-        }
       } catch (err) {
-        throw this.mapError(err, "delete");
+        throw this.mapError(err, "DELETE", this.k(batch[0] ?? ""));
+      }
+      const errors = (res.Errors ?? []).filter((e) => e.Code !== "NoSuchKey");
+      if (errors.length > 0) {
+        const e = errors[0];
+        const err = failed(
+          "StorageError",
+          `S3 at ${this.endpoint} could not delete ${e?.Key ?? "objects"}${errors.length > 1 ? ` and ${errors.length - 1} more` : ""}: ${e?.Code ?? "error"} ${e?.Message ?? ""}`.trim(),
+        );
+        if (TRANSIENT_NAMES.has(e?.Code ?? "")) markTransient(err);
+        throw err;
       }
     }
   }
 
-  /** Map an SDK error to a one-line message that names the problem and the fix. */
-  private mapError(err: unknown, what: string): ReplicatorError {
+  private async send<T>(fn: () => Promise<T>, op: Op, key: string): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      throw this.mapError(err, op, key);
+    }
+  }
+
+  /** Map an SDK error to a one-line message that names the problem, the object, the endpoint and the fix. */
+  private mapError(err: unknown, op: Op, key: string): ReplicatorError {
     if (err instanceof ReplicatorError) return err;
     const e = err as { name?: string; code?: string; Code?: string; message?: string; $metadata?: { httpStatusCode?: number } };
-    const name = e.name ?? e.Code ?? "";
-    const status = e.$metadata?.httpStatusCode;
+    const name = nameOf(err);
+    const status = statusOf(err);
     const where = this.location;
-    const endpoint = this.opts.endpoint ?? "AWS S3";
-    const code = e.code ?? (err as { cause?: { code?: string } }).cause?.code ?? "";
+    const endpoint = this.endpoint;
+    const code = netCode(err);
+    const what = `${opVerb[op]} ${key}`;
     if (/checksum mismatch/i.test(e.message ?? "")) {
       return failed("CorruptBackup", `${what}: the object in ${where} does not match its stored S3 checksum; the object is corrupt`, { cause: err });
     }
-    if (name === "NoSuchBucket" || (status === 404 && what === "check bucket")) {
+    if (name === "NoSuchBucket" || (status === 404 && op === "CHECK")) {
       return badInput("BucketNotFound", `S3 bucket "${this.opts.bucket}" does not exist at ${endpoint}; create it or fix the repository URL`, { cause: err });
     }
-    if (name === "NoSuchKey" || (status === 404 && what.startsWith("download"))) {
-      return failed("NotFound", `object not found in ${where} (${what})`, { cause: err });
+    if (name === "NoSuchKey" || (status === 404 && op === "GET")) {
+      return failed("NotFound", `object ${key} not found in s3://${this.opts.bucket}`, { cause: err });
     }
     if (name === "InvalidAccessKeyId" || name === "SignatureDoesNotMatch" || name === "InvalidToken" || name === "ExpiredToken") {
       return badInput("AccessDenied", `S3 rejected the credentials for ${where} (${name}); check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY`, { cause: err });
@@ -188,9 +313,127 @@ export class S3ObjectStore implements ObjectStore {
     if (name === "CredentialsProviderError") {
       return badInput("NoCredentials", `no S3 credentials found for ${where}; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE`, { cause: err });
     }
-    if (["ECONNREFUSED", "ENOTFOUND", "ECONNRESET", "ETIMEDOUT", "EAI_AGAIN", "EHOSTUNREACH"].includes(code) || name === "TimeoutError") {
-      return failed("StorageUnreachable", `cannot reach S3 endpoint ${endpoint} (${code || name}) while trying to ${what}`, { cause: err });
+    if ((code !== undefined && NETWORK_CODES.has(code)) || name === "TimeoutError" || (status === undefined && /aborted|socket hang up|premature close/i.test(e.message ?? ""))) {
+      const why = code ?? (name === "TimeoutError" ? "timed out" : name || "connection lost");
+      return markTransient(failed("StorageUnreachable", `cannot reach S3 endpoint ${endpoint} (${why}) while ${what}; is the S3 server up?`, { cause: err }));
     }
-    return failed("StorageError", `S3 ${what} failed for ${where}: ${name || "error"}${status ? ` (HTTP ${status})` : ""}: ${e.message ?? ""}`.trim(), { cause: err });
+    const msg = (e.message ?? "").split("\n")[0]?.slice(0, 200) ?? "";
+    const out = failed(
+      "StorageError",
+      `S3 at ${endpoint} failed ${what}${status ? `: HTTP ${status}` : ""}${name ? ` ${name}` : ""}${msg && msg !== name ? `: ${msg}` : ""}`,
+      { cause: err },
+    );
+    if ((status !== undefined && status >= 500) || status === 429 || TRANSIENT_NAMES.has(name)) markTransient(out);
+    return out;
   }
+}
+
+function statusOf(err: unknown): number | undefined {
+  return (err as { $metadata?: { httpStatusCode?: number } } | null)?.$metadata?.httpStatusCode;
+}
+
+function nameOf(err: unknown): string {
+  const e = err as { name?: string; Code?: string } | null;
+  const n = e?.Code ?? e?.name ?? "";
+  return n === "Error" ? "" : n;
+}
+
+/** The network error code of an error or its causes. */
+function netCode(err: unknown): string | undefined {
+  let e = err as { code?: unknown; cause?: unknown } | undefined;
+  for (let i = 0; i < 5 && e; i++) {
+    if (typeof e.code === "string") return e.code;
+    e = e.cause as typeof e;
+  }
+  return undefined;
+}
+
+function isSameError(a: unknown, b: unknown): boolean {
+  return a === b || (a as { cause?: unknown } | null)?.cause === b;
+}
+
+/**
+ * The body of a GET that resumes where it broke: on a transient fault
+ * part-way (a reset, a truncated body, an idle timeout) it re-GETs the rest
+ * with `Range: bytes=N-` and If-Match on the ETag, up to 3 times.
+ * Destroying it destroys the underlying response at once.
+ */
+class ResumableBody extends Readable {
+  private body: Readable | undefined;
+  private offset = 0;
+  private resumes = 0;
+  private reopening = false;
+
+  constructor(
+    first: Readable,
+    private readonly total: number | undefined,
+    private readonly reopen: (offset: number) => Promise<Readable>,
+    private readonly mapError: (err: unknown) => ReplicatorError,
+  ) {
+    super({ highWaterMark: 1024 * 1024 });
+    this.attach(first);
+  }
+
+  private attach(body: Readable): void {
+    this.body = body;
+    body.on("data", (chunk: Buffer) => {
+      if (body !== this.body) return;
+      this.offset += chunk.length;
+      if (!this.push(chunk)) body.pause();
+    });
+    body.once("end", () => {
+      if (body !== this.body) return;
+      if (this.total !== undefined && this.offset < this.total) {
+        this.broken(new Error(`the response body ended after ${this.offset} of ${this.total} bytes (premature close)`));
+        return;
+      }
+      this.push(null);
+    });
+    body.once("error", (err) => {
+      if (body !== this.body) return;
+      this.broken(err);
+    });
+  }
+
+  private broken(err: unknown): void {
+    if (this.destroyed) return;
+    const mapped = this.mapError(err);
+    const transient = mapped.reason === "StorageUnreachable" || (mapped.reason === "StorageError" && /premature|aborted/i.test(mapped.message)) || isTransientMapped(mapped);
+    this.body?.destroy();
+    this.body = undefined;
+    if (!transient || this.resumes >= MAX_RESUMES || this.total === undefined) {
+      this.destroy(mapped);
+      return;
+    }
+    this.resumes++;
+    this.reopening = true;
+    this.reopen(this.offset).then(
+      (b) => {
+        this.reopening = false;
+        if (this.destroyed) {
+          b.destroy();
+          return;
+        }
+        this.attach(b);
+      },
+      (e: unknown) => {
+        this.reopening = false;
+        this.destroy(this.mapError(e));
+      },
+    );
+  }
+
+  override _read(): void {
+    if (!this.reopening) this.body?.resume();
+  }
+
+  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    this.body?.destroy();
+    this.body = undefined;
+    cb(err);
+  }
+}
+
+function isTransientMapped(err: ReplicatorError): boolean {
+  return err.reason === "StorageError" && /HTTP 5\d\d|SlowDown|InternalError|ServiceUnavailable/.test(err.message);
 }
