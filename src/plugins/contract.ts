@@ -20,11 +20,26 @@ import type { Manifest, ReplicationPosition } from "../storage/catalog.js";
 export type MethodKind = "logical" | "physical" | "snapshot";
 export type { Engine };
 
+/**
+ * What a method tells the agent when it stops a slave's replication for a
+ * backup, so that a killed run leaves a trace (the agent writes a marker
+ * object, and removes it on `restarted`). A method stops only threads that
+ * were running, and restarts exactly those it stopped, on success, failure
+ * and abort alike; replication an admin had stopped stays stopped.
+ */
+export interface ReplicationHooks {
+  /** After the method stopped replication threads on a slave source, before copying. */
+  stopped(info: { threads: ("io" | "sql")[]; at: string }): Promise<void>;
+  /** After the method restarted exactly the threads it stopped. */
+  restarted(): Promise<void>;
+}
+
 export interface BackupContext {
   source: Endpoint;
   options: Record<string, unknown>;
   log: Logger;
   signal: AbortSignal;
+  replication?: ReplicationHooks;
 }
 
 export interface BackupOutcome {

@@ -43,6 +43,23 @@ export function postgresTarget(e: Endpoint): RestoreTarget {
         isReplica: flags?.[1] === "t",
       };
     },
+    async checkCanRestore(): Promise<void> {
+      // The load runs in one transaction (a failure rolls it back), so what
+      // must hold before it starts is that the sentinel schema can be made.
+      const [row] = await pgQuery(
+        e,
+        "SELECT current_user, has_database_privilege(current_user, current_database(), 'CREATE'), pg_is_in_recovery()",
+        { what: "check the target user's privileges" },
+      );
+      if (row?.[2] === "t") return; // a standby: stopReplication says why it cannot be loaded into
+      if (row?.[1] !== "t") {
+        const user = row?.[0] ?? e.user;
+        throw badInput(
+          "MissingPrivilege",
+          `target user "${user}" cannot create a schema in database ${db} on ${describeEndpoint(e)}; the restore needs it: GRANT CREATE ON DATABASE ${quoteIdent(db)} TO ${quoteIdent(user)}, or restore as the database's owner`,
+        );
+      }
+    },
     stopReplication(): Promise<void> {
       // A standby is read-only, and replication cannot be paused to let a
       // load in: a logical restore needs a primary.
