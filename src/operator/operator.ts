@@ -57,7 +57,8 @@ import {
 import { checkMasterCanServe, setOffline, setOnline } from "../db/replication.js";
 import { podPlan, provisionInitResult, takesPlan, type ProvisionPod } from "./controllers/provision/observe.js";
 import type { ProvisionPlanDoc } from "../api/provision-plan.js";
-import { Informer, WorkQueue } from "./kube/informer.js";
+import { Informer, WorkQueue, keyOf } from "./kube/informer.js";
+import { Expectations } from "./runtime/expectations.js";
 import { isAlreadyExists, isNotFound, type KubeRest } from "./kube/rest.js";
 import type { Metrics } from "./metrics.js";
 import { isContainersReady, jobState, masterPodName, selectServerPod, stableAddress, type JobLike, type PodLike } from "./observe.js";
@@ -131,6 +132,8 @@ export class Operator {
   private readonly statefulSets: Informer<StatefulSetObj>;
   private readonly pvcs: Informer<PvcObj>;
   private readonly queue = new WorkQueue();
+  /** Children created and not yet seen by their informer (runtime/expectations.ts). */
+  private readonly expectations = new Expectations();
   /** Consecutive failed catalog syncs, by queue key: the retry backs off. */
   private readonly syncFailures = new Map<string, number>();
   /** The volumesnapshot method: snapshot backups, spare volumes, clones (src/operator/snapshot). */
@@ -150,6 +153,7 @@ export class Operator {
       rest,
       crPath("replicatorrestores", ns),
       (k, r) => {
+        this.expectations.observed(`ReplicatorRestore/${k}`);
         this.queue.add(`restore/${k}`);
         const pod = r?.metadata.labels?.[PROVISION_POD_LABEL];
         if (pod) this.queue.add(`provision/${r.metadata.namespace}/${pod}`);
@@ -161,10 +165,18 @@ export class Operator {
     this.jobs = new Informer(
       rest,
       nsPath("/apis/batch/v1", ns, "jobs"),
-      (_k, job) => {
+      (k, job) => {
+        this.expectations.observed(`Job/${k}`);
         for (const o of job?.metadata.ownerReferences ?? []) {
           if (o.kind === "ReplicatorBackup") this.queue.add(`backup/${job?.metadata.namespace ?? ""}/${o.name}`);
           if (o.kind === "ReplicatorRestore") this.queue.add(`restore/${job?.metadata.namespace ?? ""}/${o.name}`);
+        }
+        // A backup Job that ended frees its pod: the backups queued behind it go now, not at their next poll.
+        if (job && job.metadata.labels?.["replicator.dev/operation"] === "backup" && jobState(job).state !== "running") {
+          const pod = job.metadata.labels["replicator.dev/source-pod"];
+          for (const b of this.backups.list()) {
+            if (b.metadata.namespace === job.metadata.namespace && b.status?.phase === "Pending" && b.status.message?.includes(`on pod ${pod ?? ""}:`)) this.queue.add(`backup/${keyOf(b)}`);
+          }
         }
         // A provisioning restore's progress moves its pod along.
         const target = job?.metadata.labels?.["replicator.dev/source-pod"];
@@ -294,17 +306,17 @@ export class Operator {
     if (!b || b.metadata.deletionTimestamp) return;
     const log = this.log.child({ controller: "backup", namespace: ns, name });
     const jobName = childName(name, "backup");
-    const busyPods = new Map<string, string[]>();
-    for (const j of this.jobs.list()) {
-      if (j.metadata.namespace !== ns || j.metadata.name === jobName) continue;
-      if (j.metadata.labels?.["replicator.dev/operation"] !== "backup" || jobState(j).state !== "running") continue;
-      const pod = j.metadata.labels["replicator.dev/source-pod"];
-      if (pod) busyPods.set(pod, [...(busyPods.get(pod) ?? []), j.metadata.name]);
+    const ownerKey = `backup/${ns}/${name}`;
+    // A Job this operator created and the informer has not shown yet: wait for it (runtime/expectations.ts).
+    if (!this.expectations.satisfied(ownerKey)) {
+      this.queue.after(ownerKey, this.expectations.remainingMs(ownerKey));
+      return;
     }
-    for (const [pod, names] of this.snapshots.busyPods(ns)) busyPods.set(pod, [...(busyPods.get(pod) ?? []), ...names]);
     // A snapshot backup this process ran (or one a previous process left Running).
     const snap = await this.snapshots.beforeDecide(b);
     if (snap === "busy") return;
+    // From here to the recorded expectation below nothing awaits: two workers never both see a pod free.
+    const busyPods = this.busyBackupPods(ns, jobName);
     const spec = validateSpec(backupSpecSchema, b.spec);
     const plan = snap ?? decideBackup({
       spec,
@@ -321,6 +333,9 @@ export class Operator {
       log.debug({}, "nothing to do");
       return;
     }
+    if (plan.kind === "createJob" && !isSnapshotBackup(plan.spec.method ?? plan.repo.method)) {
+      this.expectations.expectCreation(`Job/${ns}/${jobName}`, [ownerKey, `pod/${ns}/${plan.sourcePod}`]);
+    }
     if (plan.kind === "createJob" && isSnapshotBackup(plan.spec.method ?? plan.repo.method)) {
       // No Job: the operator takes the snapshot itself, and records the outcome when it ends.
       const early = await this.snapshots.start(b, plan);
@@ -334,6 +349,34 @@ export class Operator {
       await this.rest.patch(`${crPath("replicatorbackups", ns, name)}/status`, { status });
       if (status.phase !== b.status?.phase) log.info({ phase: status.phase, reason: status.conditions?.find((c) => c.type === "Ready")?.reason }, "backup phase changed");
     }
+  }
+
+  /**
+   * Backup Jobs running against each pod of a namespace: those in the Job
+   * cache, those created and not yet in it (expectations), and the operator's
+   * own snapshot backups. Pod name → Job names.
+   */
+  private busyBackupPods(ns: string, ownJob: string): Map<string, string[]> {
+    const busy = new Map<string, string[]>();
+    const add = (pod: string, job: string): void => {
+      const list = busy.get(pod) ?? [];
+      if (!list.includes(job)) list.push(job);
+      busy.set(pod, list);
+    };
+    for (const j of this.jobs.list()) {
+      if (j.metadata.namespace !== ns || j.metadata.name === ownJob) continue;
+      if (j.metadata.labels?.["replicator.dev/operation"] !== "backup" || jobState(j).state !== "running") continue;
+      const pod = j.metadata.labels["replicator.dev/source-pod"];
+      if (pod) add(pod, j.metadata.name);
+    }
+    for (const p of this.podsIn(ns)) {
+      for (const child of this.expectations.pending(`pod/${ns}/${p.metadata.name}`)) {
+        const job = child.slice(child.lastIndexOf("/") + 1);
+        if (job !== ownJob) add(p.metadata.name, job);
+      }
+    }
+    for (const [pod, names] of this.snapshots.busyPods(ns)) for (const n of names) add(pod, n);
+    return busy;
   }
 
   /** Record a snapshot backup's outcome like a Job's (events, metrics, retention, status), without a Job name. */
@@ -380,6 +423,7 @@ export class Operator {
           const src = this.pods.get(`${ns}/${plan.sourcePod}`) as Parameters<typeof dataVolumeOf>[0] | undefined;
           const dv = src ? dataVolumeOf(src) : { error: `pod ${plan.sourcePod} not found` };
           if ("error" in dv) {
+            this.expectations.creationFailed(`Job/${ns}/${jobName}`);
             await this.event(b, "Warning", "NoDataVolume", `${method} backs up the data files of ${plan.sourcePod}: ${dv.error}`);
             this.queue.after(`backup/${ns}/${b.metadata.name}`, 15_000);
             return;
@@ -403,7 +447,11 @@ export class Operator {
           await this.event(b, "Normal", "BackupStarted", `backup Job ${jobName} started on ${plan.sourcePod} (${plan.sourceRole})`);
         } catch (err) {
           // It is there already (a restart adopting its own Job): the next reconcile follows it.
-          if (!isAlreadyExists(err)) throw err;
+          if (!isAlreadyExists(err)) {
+            this.expectations.creationFailed(`Job/${ns}/${jobName}`);
+            throw err;
+          }
+          if (this.jobs.get(`${ns}/${jobName}`)) this.expectations.observed(`Job/${ns}/${jobName}`);
           log.info({ job: jobName }, "backup job already exists; adopting it");
         }
         return;
@@ -558,6 +606,11 @@ export class Operator {
     if (!r || r.metadata.deletionTimestamp) return;
     const log = this.log.child({ controller: "restore", namespace: ns, name });
     const jobName = childName(name, "restore");
+    const ownerKey = `restore/${ns}/${name}`;
+    if (!this.expectations.satisfied(ownerKey)) {
+      this.queue.after(ownerKey, this.expectations.remainingMs(ownerKey));
+      return;
+    }
     const spec = validateSpec(restoreSpecSchema, r.spec);
     const volumeOnly = spec.ok && !spec.value.volume ? volumeOnlyBackup(spec.value.backup) : undefined;
     if (volumeOnly && r.status?.phase !== "Failed") {
@@ -612,12 +665,17 @@ export class Operator {
           masterAddress: plan.master ? this.masterAddress(ns, plan.master) : undefined,
           settings: this.settings.jobs,
         });
+        this.expectations.expectCreation(`Job/${ns}/${jobName}`, [ownerKey]);
         try {
           await this.rest.create(nsPath("/apis/batch/v1", ns, "jobs"), job);
           log.info({ job: jobName, target: plan.targetPod }, "restore job created");
           await this.event(r, "Normal", "RestoreStarted", `restore Job ${jobName} started on ${plan.targetPod}`);
         } catch (err) {
-          if (!isAlreadyExists(err)) throw err;
+          if (!isAlreadyExists(err)) {
+            this.expectations.creationFailed(`Job/${ns}/${jobName}`);
+            throw err;
+          }
+          if (this.jobs.get(`${ns}/${jobName}`)) this.expectations.observed(`Job/${ns}/${jobName}`);
         }
         break;
       }
@@ -855,6 +913,12 @@ export class Operator {
     const settings = provisionSettings(sts);
     if (!settings) return;
     const log = this.log.child({ controller: "provision", namespace: ns, name: podName });
+    const key = `provision/${ns}/${podName}`;
+    // A ReplicatorRestore this operator created and the informer has not shown yet.
+    if (!this.expectations.satisfied(key)) {
+      this.queue.after(key, this.expectations.remainingMs(key));
+      return;
+    }
     if ("error" in settings) {
       await this.setGate(pod, "False", "InvalidAnnotation", settings.error);
       return;
@@ -887,7 +951,6 @@ export class Operator {
       observed.replicating = await this.replicationOf(ns, pod, settings).catch((err: unknown) => ({ ok: false, message: oneLine(err) }));
       plan = decideProvision(observed);
     }
-    const key = `provision/${ns}/${podName}`;
     switch (plan.kind) {
       case "needSeed":
       case "needReplicationCheck":
@@ -935,6 +998,8 @@ export class Operator {
       case "createRestore": {
         if (!pvc || !pvcObj) return;
         const isNewVolume = Object.keys(pvc.annotations).length === 0;
+        const child = `ReplicatorRestore/${ns}/${restoreName}`;
+        this.expectations.expectCreation(child, [key]);
         await this.rest
           .create(crPath("replicatorrestores", ns), {
             apiVersion: API_VERSION,
@@ -954,7 +1019,11 @@ export class Operator {
             },
           })
           .catch((err: unknown) => {
-            if (!isAlreadyExists(err)) throw err;
+            if (!isAlreadyExists(err)) {
+              this.expectations.creationFailed(child);
+              throw err;
+            }
+            if (this.restores.get(`${ns}/${restoreName}`)) this.expectations.observed(child);
           });
         log.info({ backup: plan.backup, restore: restoreName }, "provisioning started");
         await this.event(
