@@ -1,15 +1,25 @@
 // One backup: method stream → compression → sha256 → storage, then the
 // manifest (the commit point), then retention. Nothing is staged locally.
+//
+// The name is claimed before any byte is written (a create-only object), and
+// the manifest is written create-only too: two backups started in the same
+// second never share a name, and one never overwrites the other.
 import { createHash } from "node:crypto";
-import { Transform } from "node:stream";
-import { badInput } from "../lib/errors.js";
+import { hostname } from "node:os";
+import { PassThrough, Transform } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { badInput, failed, isReplicatorError } from "../lib/errors.js";
 import type { Logger } from "../lib/log.js";
 import type { Endpoint } from "../db/endpoint.js";
+import { queryRows, withConn } from "../db/connection.js";
 import type { BackupMethod } from "../plugins/contract.js";
 import { getMethod } from "../plugins/registry.js";
 import {
   FORMAT_VERSION,
   buildBackupName,
+  defaultSourceName,
+  parseBackupName,
+  validateSourceName,
   type Compression,
   type Manifest,
   type ReplicationPosition,
@@ -23,8 +33,10 @@ import { TOOL_NAME, TOOL_VERSION } from "./version.js";
 export interface BackupRequest {
   repo: Repository;
   source: Endpoint;
-  /** The name that goes into the backup name; defaults to the source host. */
+  /** The name that goes into the backup name; defaults to the source's host and port (`db-0.db-3306`). */
   sourceName?: string | undefined;
+  /** Expected stored size in bytes (sizes S3 multipart parts); estimated from the source when absent. */
+  expectedSize?: number | undefined;
   method: string;
   methodOptions: Record<string, unknown>;
   compression: Compression;
@@ -65,21 +77,38 @@ export async function runBackup(req: BackupRequest): Promise<BackupResult> {
   if (req.retain !== undefined && (!Number.isInteger(req.retain) || req.retain < 1)) {
     throw badInput("InvalidRetention", `--retain must be a whole number >= 1 (got ${req.retain})`);
   }
+  const sourceName = req.sourceName !== undefined ? validateSourceName(req.sourceName) : defaultSourceName(req.source.host, req.source.port);
   await req.repo.store.check();
+  const earlier = await staleReplicationMarkers(req.repo, sourceName);
 
-  const started = now();
-  let name = buildBackupName(started, method.name, req.sourceName ?? req.source.host);
-  // Names have one-second resolution; never write into another backup's prefix.
-  for (let i = 0; await req.repo.exists(name); i++) {
-    if (i > 5) throw badInput("NameTaken", `backup ${name} already exists in ${req.repo.where}`);
-    await new Promise((r) => setTimeout(r, 1000 - (Date.now() % 1000) + 5));
-    name = buildBackupName(now(), method.name, req.sourceName ?? req.source.host);
-  }
+  const { name, started } = await claimUniqueName(req.repo, method.name, sourceName, now);
   const objectName = `data.${method.extension}${compressionExtension(req.compression)}`;
   const log = req.log.child({ backup: name });
   log.info({ repository: req.repo.where, method: method.name }, "backup started");
+  const warnings: string[] = [];
+  for (const m of earlier) {
+    const w = `an earlier backup of this server (${m.backup}) stopped replication at ${m.at} and never finished (killed?); it did not restart replication, and neither does this one: check \`SHOW SLAVE STATUS\` and run \`replicator online\` if it should replicate`;
+    warnings.push(w);
+    log.warn({ marker: m.key }, w);
+    // Said once: the marker goes, so the next backup does not repeat it.
+    await req.repo.store.delete([m.key]).catch((err: unknown) => { log.warn({ err }, "could not remove the replication marker"); });
+  }
 
-  const run = await method.backup({ source: req.source, options: req.methodOptions, log, signal: req.signal });
+  // While a slave's replication is stopped by this backup, a marker in the
+  // repository says so; a killed run leaves it for the next one to report.
+  const markerKey = req.repo.key(name, REPLICATION_MARKER);
+  const replication = {
+    stopped: async (info: { threads: ("io" | "sql")[]; at: string }): Promise<void> => {
+      const marker: ReplicationMarker = { source: sourceName, backup: name, threads: info.threads, at: info.at, holder: `${hostname()}:${process.pid}` };
+      await req.repo.store.put(markerKey, JSON.stringify(marker));
+    },
+    restarted: async (): Promise<void> => {
+      await req.repo.store.delete([markerKey]);
+    },
+  };
+
+  const expectedSize = req.expectedSize ?? (await estimateSourceSize(req.source, log));
+  const run = await method.backup({ source: req.source, options: req.methodOptions, log, signal: req.signal, replication });
   const raw = new ByteCounter();
   const stored = new ByteCounter();
   const hash = createHash("sha256");
@@ -90,19 +119,29 @@ export async function runBackup(req: BackupRequest): Promise<BackupResult> {
     },
   });
   const stopProgress = req.progress ? startProgress(`backup ${name}`, () => raw.bytes) : () => undefined;
-  const body = run.stream.pipe(raw).pipe(createCompressor(req.compression)).pipe(hasher).pipe(stored);
-  // .pipe does not forward errors: forward them so the upload fails with the cause.
-  for (const s of [run.stream, raw]) s.on("error", (err) => body.destroy(err));
-  let put: { size: number };
-  try {
-    put = await req.repo.store.put(req.repo.key(name, objectName), body);
-  } catch (err) {
-    run.stream.destroy();
+  // One pipeline: a failure anywhere destroys every stage, the method's
+  // stream included (its child is then stopped by the method). The first
+  // failure in time is the cause; the others are its echoes (broken pipes,
+  // premature closes).
+  const body = new PassThrough({ highWaterMark: 1024 * 1024 });
+  const firstError = firstErrorRecorder();
+  const piping = pipeline(run.stream, raw, createCompressor(req.compression), hasher, stored, body).catch((err: unknown) => {
+    firstError.record(err);
+    throw err;
+  });
+  const uploading = req.repo.store.put(req.repo.key(name, objectName), body, { expectedSize }).catch((err: unknown) => {
+    firstError.record(err);
+    body.destroy(err as Error);
+    run.stream.destroy(err as Error);
+    throw err;
+  });
+  const [pipeResult, putResult] = await Promise.allSettled([piping, uploading]);
+  if (pipeResult.status === "rejected" || putResult.status === "rejected") {
     stopProgress();
-    // The method's own error (e.g. mariadb-dump's stderr) explains more than the broken pipe.
-    const outcome = await run.outcome.then(() => undefined, (e: unknown) => e);
-    throw outcome ?? err;
+    const methodError = await run.outcome.then(() => undefined, (e: unknown) => e);
+    throw chooseCause(firstError.first(), methodError, putResult.status === "rejected" ? putResult.reason : pipeResult.status === "rejected" ? pipeResult.reason : undefined);
   }
+  const put = putResult.value;
   const outcome = await run.outcome.finally(stopProgress);
   const sha256 = hash.digest("hex");
   const finished = now();
@@ -127,7 +166,8 @@ export async function runBackup(req: BackupRequest): Promise<BackupResult> {
     tool: { name: TOOL_NAME, version: TOOL_VERSION },
   };
   if (outcome.replication) manifest.replication = outcome.replication;
-  // The commit point: a backup without a manifest does not exist.
+  // The commit point: a backup without a manifest does not exist. Create-only:
+  // an existing manifest is never overwritten.
   await req.repo.writeManifest(manifest);
   log.info({ size: stored.bytes, rawSize: raw.bytes, replication: outcome.replication }, "backup completed");
 
@@ -149,7 +189,102 @@ export async function runBackup(req: BackupRequest): Promise<BackupResult> {
     startedAt: manifest.startedAt,
     finishedAt: manifest.finishedAt,
     durationMs: finished.getTime() - started.getTime(),
-    warnings: outcome.warnings,
+    warnings: [...warnings, ...outcome.warnings],
     pruned: plan?.expire ?? [],
   };
+}
+
+/**
+ * The source's data size, as an upper bound of the stored size (compressed is
+ * smaller): S3 multipart parts are sized from it, so a large backup never
+ * runs out of parts. Undefined when unknown (the store then keeps its default).
+ */
+async function estimateSourceSize(source: Endpoint, log: Logger): Promise<number | undefined> {
+  if (source.engine !== "mysql") return undefined;
+  try {
+    const rows = await withConn(source, "estimate the backup size", (c) =>
+      queryRows<{ n: string | number | null }>(c, "SELECT SUM(data_length + index_length) AS n FROM information_schema.tables WHERE table_type = 'BASE TABLE'"),
+    );
+    const n = Number(rows[0]?.n ?? 0);
+    return Number.isFinite(n) && n > 0 ? n : undefined;
+  } catch (err) {
+    // The method connects next and reports a real problem with its own words.
+    log.debug({ err }, "could not estimate the backup size");
+    return undefined;
+  }
+}
+
+/** `<cluster>/<backup>/replication-stopped.json`: this backup stopped a slave's replication and has not restarted it yet. */
+export const REPLICATION_MARKER = "replication-stopped.json";
+
+interface ReplicationMarker {
+  source: string;
+  backup: string;
+  threads: string[];
+  at: string;
+  holder: string;
+}
+
+/** Markers left by earlier backups of the same source that were killed while replication was stopped. */
+async function staleReplicationMarkers(repo: Repository, source: string): Promise<{ key: string; backup: string; at: string }[]> {
+  const objects = await repo.store.list(`${repo.cluster}/`);
+  const out: { key: string; backup: string; at: string }[] = [];
+  for (const o of objects) {
+    const rel = o.key.slice(repo.cluster.length + 1);
+    const [backup, file] = rel.split("/");
+    if (file !== REPLICATION_MARKER || !backup) continue;
+    if (parseBackupName(backup)?.source !== source) continue;
+    out.push({ key: o.key, backup, at: o.lastModified?.toISOString() ?? "an unknown time" });
+  }
+  return out;
+}
+
+/**
+ * Claim a name no other backup has or will have: a create-only object under
+ * the new prefix. Names have one-second resolution, so a collision waits for
+ * the next second and tries again.
+ */
+async function claimUniqueName(repo: Repository, method: string, source: string, now: () => Date): Promise<{ name: string; started: Date }> {
+  for (let attempt = 0; ; attempt++) {
+    const started = now();
+    const name = buildBackupName(started, method, source);
+    try {
+      await repo.claimName(name, { host: hostname(), pid: process.pid });
+      return { name, started };
+    } catch (err) {
+      if (!isReplicatorError(err) || err.reason !== "NameTaken" || attempt >= 5) throw err;
+      await new Promise((r) => setTimeout(r, 1000 - (Date.now() % 1000) + 5));
+    }
+  }
+}
+
+function firstErrorRecorder(): { record(err: unknown): void; first(): unknown } {
+  let first: unknown;
+  return {
+    record(err) {
+      if (first === undefined && !isEcho(err)) first = err;
+    },
+    first: () => first,
+  };
+}
+
+/** Errors that only say another stage went away. */
+function isEcho(err: unknown): boolean {
+  const code = (err as { code?: string } | undefined)?.code;
+  return code === "ERR_STREAM_PREMATURE_CLOSE" || code === "EPIPE" || code === "ERR_STREAM_DESTROYED" || (err as Error | undefined)?.name === "AbortError";
+}
+
+/**
+ * The error to report for a failed backup: a storage fault (full disk,
+ * unreachable endpoint) that happened first beats the method's complaint
+ * about its broken pipe; otherwise the method's own error (mariadb-dump's
+ * stderr) explains more than the stream's.
+ */
+export function chooseCause(first: unknown, methodError: unknown, streamError: unknown): unknown {
+  const storageFault = (e: unknown): boolean =>
+    isReplicatorError(e) && ["StorageFull", "StorageUnreachable", "StorageError", "AccessDenied", "NoCredentials", "BucketNotFound", "ObjectTooLarge"].includes(e.reason);
+  if (storageFault(first)) return first;
+  if (methodError !== undefined) return methodError;
+  if (first !== undefined) return first;
+  return streamError ?? failed("BackupFailed", "the backup stream failed without an error");
 }

@@ -7,13 +7,14 @@
 // prepared the data and written the replica configuration, so a server
 // container that checks for it never starts on half-restored data.
 import { constants } from "node:fs";
-import { lchown, lstat, mkdir, open, readdir, rm, stat } from "node:fs/promises";
+import { lchown, lstat, mkdir, open, readdir, rm, stat, statfs } from "node:fs/promises";
 import path from "node:path";
 import { badInput } from "../lib/errors.js";
 import { describeEndpoint } from "../db/endpoint.js";
 import type { BackupMethod } from "../plugins/contract.js";
 import type { BackupEntry } from "../storage/catalog.js";
-import { loadVerified, openBackupInput, type RestoreRequest, type RestoreResult } from "./restore.js";
+import { formatBytes } from "../storage/catalog.js";
+import { loadVerified, openBackupInput, partialTarget, type RestoreRequest, type RestoreResult } from "./restore.js";
 import { startProgress } from "./progress.js";
 
 export const DATADIR_SENTINEL = ".replicator-restore-in-progress";
@@ -74,6 +75,22 @@ async function chownTree(dir: string, uid: number, gid: number): Promise<void> {
   }
 }
 
+/**
+ * Checked before the sentinel is written: the filesystem must hold the
+ * backup's raw size (what the method extracts; prepare works in place).
+ */
+async function requireSpace(dir: string, chosen: BackupEntry): Promise<void> {
+  const need = chosen.manifest.objects.reduce((n, o) => n + (o.rawSize ?? o.size), 0);
+  const fs = await statfs(dir);
+  const free = fs.bavail * fs.bsize;
+  if (free < need) {
+    throw badInput(
+      "NoSpace",
+      `data directory ${dir} has ${formatBytes(free)} free but backup ${chosen.name} needs ${formatBytes(need)} unpacked; grow the volume or free space, then run the restore again`,
+    );
+  }
+}
+
 export async function restoreDatadir(
   req: RestoreRequest & { datadir: string; method: BackupMethod; chosen: BackupEntry },
 ): Promise<RestoreResult> {
@@ -97,6 +114,7 @@ export async function restoreDatadir(
     );
   }
   if (!state.exists) await mkdir(dir, { recursive: true, mode: 0o750 });
+  await requireSpace(dir, chosen);
   // Run as root (an init container without runAsUser, a DBA with sudo), the
   // files would be root's and the server could not open them: they go to
   // whoever owns the data directory.
@@ -109,7 +127,9 @@ export async function restoreDatadir(
   const stopProgress = req.progress ? startProgress(`restore ${chosen.name}`, () => v.counter.bytes) : () => undefined;
   let outcome;
   try {
-    outcome = await loadVerified(v, (input) => method.restore({ datadir: dir, manifest, options: req.methodOptions ?? {}, log, signal: req.signal }, input));
+    outcome = await loadVerified(v, (input) => method.restore({ datadir: dir, manifest, options: req.methodOptions ?? {}, log, signal: req.signal }, input), chosen.name);
+  } catch (err) {
+    throw partialTarget(err, `data directory ${dir}`, "its sentinel marks it: run the same restore again (it wipes the directory and redoes it), and do not start the server on it");
   } finally {
     stopProgress();
   }

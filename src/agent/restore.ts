@@ -12,8 +12,9 @@
 // Both leave a sentinel while they work, so that an interrupted restore is
 // redone rather than mistaken for data.
 import { hostname } from "node:os";
-import type { Readable } from "node:stream";
-import { badInput, failed } from "../lib/errors.js";
+import { PassThrough, type Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { badInput, failed, isReplicatorError, oneLine } from "../lib/errors.js";
 import type { Logger } from "../lib/log.js";
 import { withConn } from "../db/connection.js";
 import { describeEndpoint, type Endpoint } from "../db/endpoint.js";
@@ -22,8 +23,8 @@ import { checkCanServe, hasPosition } from "../db/serve-check.js";
 import { restoreTargetFor } from "../db/target.js";
 import type { BackupMethod } from "../plugins/contract.js";
 import { getMethod } from "../plugins/registry.js";
-import { selectBackup, type BackupEntry, type Manifest, type ReplicationPosition, type Selector } from "../storage/catalog.js";
-import type { Repository } from "../storage/repository.js";
+import { parseBackupName, selectBackup, type BackupEntry, type Manifest, type ReplicationPosition, type Selector } from "../storage/catalog.js";
+import type { LeaseHandle, Repository } from "../storage/repository.js";
 import { createDecompressor } from "./compression.js";
 import { restoreDatadir } from "./datadir.js";
 import { ByteCounter, startProgress } from "./progress.js";
@@ -89,12 +90,14 @@ export interface VerifiedInput {
    */
   shortRead(): Error | undefined;
   /**
-   * After a loader failed: read the rest of the stored object (at most
-   * `maxMs`) so that its size and sha256 check can still say whether the
-   * object is corrupt. A loader often trips over damaged bytes before the
-   * check, which needs the whole object, has seen them.
+   * After a loader failed: read on a little (at most `maxBytes` more, `maxMs`)
+   * so that damage just past what the loader saw is still reported as damage
+   * (a loader often trips over bad bytes a block before the decoder's or the
+   * sha256's check does), then stop reading storage: every stage and the
+   * download are destroyed. A large object is never downloaded to the end
+   * for a failed restore.
    */
-  verifyRest(maxMs: number): Promise<void>;
+  drainBrieflyThenClose(maxBytes: number, maxMs: number): Promise<void>;
 }
 
 export async function openBackupInput(repo: Repository, chosen: BackupEntry): Promise<VerifiedInput> {
@@ -104,60 +107,80 @@ export async function openBackupInput(repo: Repository, chosen: BackupEntry): Pr
   const counter = new ByteCounter();
   const stored = await repo.openVerified(chosen.name, object.name, manifest);
   const decompress = createDecompressor(manifest.compression);
-  const input = stored.pipe(decompress).pipe(counter);
   let streamError: unknown;
-  const fail = (err: unknown): void => {
-    streamError ??= err;
-    input.destroy(err as Error);
-  };
-  input.on("error", (err) => { streamError ??= err; });
-  stored.on("error", fail);
   decompress.on("error", (err) => {
-    fail(failed("CorruptBackup", `backup ${chosen.name}: ${object.name} does not decompress (${err.message}); the stored object is corrupt`, { cause: err }));
+    streamError ??= failed("CorruptBackup", `backup ${chosen.name}: ${object.name} does not decompress (${err.message}); the stored object is corrupt`, { cause: err });
+  });
+  stored.on("error", (err) => { streamError ??= err; });
+  // One pipeline: an error in any stage (a storage fault, a corrupt object)
+  // destroys the others, and destroying the output (a failed loader) stops
+  // the download at once.
+  const input = new PassThrough({ highWaterMark: 1024 * 1024 });
+  pipeline(stored, decompress, counter, input).catch((err: unknown) => {
+    streamError ??= err;
   });
   const shortRead = (): Error | undefined =>
     object.rawSize !== undefined && counter.bytes < object.rawSize
       ? failed("CorruptBackup", `backup ${chosen.name}: ${object.name} decompressed to ${counter.bytes} bytes but the manifest says ${object.rawSize}; the stored object is truncated`)
       : undefined;
-  const verifyRest = async (maxMs: number): Promise<void> => {
-    if (streamError !== undefined) return;
-    // Keep decompressing (the decoder's own checks) and hashing (the storage
-    // check) what is left, with nobody reading the output.
-    const tailEnd = !decompress.destroyed ? decompress : !stored.destroyed ? stored : undefined;
-    if (!tailEnd || tailEnd.readableEnded) return;
-    tailEnd.unpipe();
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, maxMs);
-      const done = (): void => {
-        clearTimeout(timer);
-        resolve();
-      };
-      tailEnd.once("end", done);
-      tailEnd.once("error", done);
-      tailEnd.once("close", done);
-      tailEnd.resume();
-    });
+  const close = (): void => {
+    input.destroy();
+    stored.destroy();
   };
-  return { input, counter, streamError: () => streamError, shortRead, verifyRest };
+  const drainBrieflyThenClose = async (maxBytes: number, maxMs: number): Promise<void> => {
+    if (streamError === undefined && !input.readableEnded && !input.destroyed) {
+      input.unpipe();
+      await new Promise<void>((resolve) => {
+        let seen = 0;
+        const done = (): void => {
+          clearTimeout(timer);
+          input.off("data", onData);
+          resolve();
+        };
+        const onData = (chunk: Buffer): void => {
+          seen += chunk.length;
+          if (seen >= maxBytes) done();
+        };
+        const timer = setTimeout(done, maxMs);
+        input.on("data", onData);
+        input.once("end", done);
+        input.once("error", done);
+        input.once("close", done);
+        input.resume();
+      });
+    }
+    close();
+  };
+  return { input, counter, streamError: () => streamError, shortRead, drainBrieflyThenClose };
 }
 
-/** How long a failed restore keeps reading the stored object to tell a corrupt object from a loader error. */
-const VERIFY_REST_MS = 60_000;
+/** How far a failed restore reads on to tell a damaged object from a loader error, before it stops reading storage. */
+const DRAIN_AFTER_FAILURE_BYTES = 32 * 1024 * 1024;
+const DRAIN_AFTER_FAILURE_MS = 10_000;
 
-/** Run a loader over a verified input: a corrupt object is reported as such, whatever the loader said. */
-export async function loadVerified<T>(v: VerifiedInput, load: (input: Readable) => Promise<T>): Promise<T> {
-  const corrupt = (): Error | undefined => {
+/**
+ * Run a loader over a verified input: a corrupt object or a storage fault is
+ * reported as such, whatever the loader said about the bytes it was fed. A
+ * failed loader stops the download at once; when the object's damage was not
+ * seen before the loader gave up, the message says how to check it.
+ */
+export async function loadVerified<T>(v: VerifiedInput, load: (input: Readable) => Promise<T>, backup: string): Promise<T> {
+  const fromStorage = (): Error | undefined => {
     const e = v.streamError();
-    return (e as { reason?: string } | undefined)?.reason === "CorruptBackup" ? (e as Error) : undefined;
+    if (e === undefined || !isReplicatorError(e)) return undefined;
+    return e;
   };
   let out: T;
   try {
     out = await load(v.input);
   } catch (err) {
-    if (!corrupt()) await v.verifyRest(VERIFY_REST_MS);
-    throw corrupt() ?? err;
+    await v.drainBrieflyThenClose(DRAIN_AFTER_FAILURE_BYTES, DRAIN_AFTER_FAILURE_MS);
+    const cause = fromStorage();
+    if (cause) throw cause;
+    if (isReplicatorError(err)) throw err;
+    throw failed("LoadFailed", `${oneLine(err)} (if the stored backup is suspect, \`replicator verify ${backup}\` checks it)`, { cause: err });
   }
-  const c = corrupt() ?? v.shortRead();
+  const c = fromStorage() ?? v.shortRead();
   if (c) throw c;
   return out;
 }
@@ -171,11 +194,62 @@ function requirePosition(manifest: Manifest, name: string): ReplicationPosition 
 
 export async function runRestore(req: RestoreRequest): Promise<RestoreResult> {
   await req.repo.store.check();
-  const { backups } = await req.repo.list();
+  // The lease is part of the choice: a backup chosen but deleted (by
+  // retention or `delete`) before its lease was written is chosen again
+  // from a fresh listing, never reported as damaged.
+  for (let attempt = 0; ; attempt++) {
+    const chosen = await chooseBackup(req);
+    let lease: LeaseHandle;
+    try {
+      lease = await req.repo.acquireLease(chosen.name, "restore", `${hostname()}:${process.pid}`);
+    } catch (err) {
+      if (isReplicatorError(err) && err.reason === "BackupGone" && req.selector.kind !== "name" && attempt < 3) {
+        req.log.warn({ backup: chosen.name }, "the chosen backup was deleted while the restore chose it; choosing again");
+        continue;
+      }
+      throw err;
+    }
+    // A restore whose lease cannot be renewed stops: its backup may be deleted under it.
+    const signal = AbortSignal.any([req.signal, lease.signal]);
+    try {
+      return await restoreChosen({ ...req, signal }, chosen);
+    } catch (err) {
+      throw lease.signal.aborted && isReplicatorError(lease.signal.reason) ? lease.signal.reason : err;
+    } finally {
+      await lease.release().catch((err: unknown) => { req.log.warn({ err }, "could not release the restore lease; it expires by itself"); });
+    }
+  }
+}
+
+/** The backup a restore uses. A storage fault while listing is thrown as it is: never "no backup", never an older one. */
+async function chooseBackup(req: RestoreRequest): Promise<BackupEntry> {
+  const { backups, corrupt } = await req.repo.list();
   // Volume snapshots live in the cluster, not in the repository's objects: "latest" and
   // "before" mean the latest restorable here; a snapshot named explicitly is explained.
   const restorable = req.selector.kind === "name" ? backups : backups.filter((b) => b.manifest.kind !== "snapshot");
-  const chosen = selectBackup(restorable, req.selector, req.repo.where);
+  if (req.selector.kind === "name") {
+    const name = req.selector.name;
+    const bad = corrupt.find((c) => c.name === name);
+    if (bad) throw badInput(bad.reason, `backup ${name} cannot be restored: ${bad.error}`);
+  } else {
+    // "latest" must never quietly mean "an older one": an unusable backup newer than the pick is an error.
+    const pick = restorable.length > 0 ? selectBackup(restorable, req.selector, req.repo.where) : undefined;
+    const newer = corrupt.filter((c) => {
+      const t = parseBackupName(c.name)?.time.getTime() ?? 0;
+      return (pick === undefined || c.name > pick.name) && (req.selector.kind !== "before" || t <= req.selector.time.getTime());
+    });
+    const newest = newer[newer.length - 1];
+    if (newest) {
+      throw failed(
+        newest.reason,
+        `the newest backup${req.selector.kind === "before" ? " before that time" : ""}, ${newest.name}, cannot be used (${newest.error}); name the one to restore with --backup${pick ? ` (e.g. --backup ${pick.name}, the newest usable)` : ""}, or fix or delete ${newest.name}`,
+      );
+    }
+  }
+  return selectBackup(restorable, req.selector, req.repo.where);
+}
+
+async function restoreChosen(req: RestoreRequest, chosen: BackupEntry): Promise<RestoreResult> {
   if (chosen.manifest.kind === "snapshot") {
     throw badInput(
       "SnapshotBackup",
@@ -197,7 +271,7 @@ export async function runRestore(req: RestoreRequest): Promise<RestoreResult> {
     }
     const replicateFrom = req.replicateFrom;
     if (replicateFrom && !req.skipBinlogCheck) await requireServable(replicateFrom, requirePosition(chosen.manifest, chosen.name), chosen.name);
-    return withLease(req, chosen, () => restoreDatadir({ ...req, datadir: req.datadir ?? "", method, chosen }));
+    return restoreDatadir({ ...req, datadir: req.datadir, method, chosen });
   }
   if (!req.target) {
     throw badInput(
@@ -211,15 +285,6 @@ export async function runRestore(req: RestoreRequest): Promise<RestoreResult> {
 async function requireServable(master: Endpoint, pos: ReplicationPosition, name: string): Promise<void> {
   const check = await checkCanServe(master, pos);
   if (!check.ok) throw badInput("BinlogsPurged", `cannot seed a replica from ${name}: ${check.reason ?? "the master cannot serve its position"}`);
-}
-
-async function withLease<T>(req: RestoreRequest, chosen: BackupEntry, fn: () => Promise<T>): Promise<T> {
-  const lease = await req.repo.acquireLease(chosen.name, "restore", `${hostname()}:${process.pid}`, 12 * 60 * 60 * 1000);
-  try {
-    return await fn();
-  } finally {
-    await lease.release().catch((err: unknown) => { req.log.warn({ err }, "could not release the restore lease; it expires by itself"); });
-  }
 }
 
 async function restoreIntoServer(req: RestoreRequest, target: Endpoint, method: BackupMethod, chosen: BackupEntry): Promise<RestoreResult> {
@@ -252,7 +317,11 @@ async function restoreIntoServer(req: RestoreRequest, target: Endpoint, method: 
     if (!req.skipBinlogCheck) await requireServable(replicateFrom, pos, chosen.name);
   }
 
-  return withLease(req, chosen, async () => {
+  // Destructive steps last, checked first: before anything is stopped or
+  // dropped, prove the target user can recreate what the load drops.
+  await t.checkCanRestore();
+
+  {
     if (state.isReplica) {
       await t.stopReplication();
       if (!replicateFrom) warnings.push("replication on the target was stopped for the restore and left stopped; use --replicate-from to start it at the backup's position");
@@ -262,7 +331,9 @@ async function restoreIntoServer(req: RestoreRequest, target: Endpoint, method: 
     const v = await openBackupInput(req.repo, chosen);
     const stopProgress = req.progress ? startProgress(`restore ${chosen.name}`, () => v.counter.bytes) : () => undefined;
     try {
-      await loadVerified(v, (input) => method.restore({ target, manifest, options: req.methodOptions ?? {}, log, signal: req.signal }, input));
+      await loadVerified(v, (input) => method.restore({ target, manifest, options: req.methodOptions ?? {}, log, signal: req.signal }, input), chosen.name);
+    } catch (err) {
+      throw partialTarget(err, `target ${describeEndpoint(target)}`, "the restore sentinel marks it; run the same restore again to redo it (it overwrites the partial data)");
     } finally {
       stopProgress();
     }
@@ -297,5 +368,12 @@ async function restoreIntoServer(req: RestoreRequest, target: Endpoint, method: 
       result.secondsBehindMaster = secondsBehindMaster ?? null;
     }
     return result;
-  });
+  }
+}
+
+/** A load that failed midway: the message says the target is partial and how to redo it. */
+export function partialTarget(err: unknown, what: string, redo: string): Error {
+  const message = `restore failed midway and ${what} is now partial: ${oneLine(err)}; ${redo}`;
+  if (isReplicatorError(err)) return err.kind === "BadInput" ? badInput(err.reason, message, { cause: err }) : failed(err.reason, message, { cause: err });
+  return failed("RestoreFailed", message, { cause: err });
 }

@@ -49,7 +49,11 @@ describe("resolveSettings", () => {
 
 describe("endpointFrom", () => {
   it("never takes a password from the URL", () => {
-    expect(() => endpointFrom("mysql://root:secret@db:3306", "--source", undefined)).toThrow(/contains a password; remove it/);
+    expect(() => endpointFrom("mysql://root:secret@db:3306", "--source", undefined)).toThrow(/contains a password; remove it and set REPLICATOR_DB_PASSWORD/);
+    // The replication user's password has its own variable: the message names it.
+    expect(() => endpointFrom("mysql://repl:secret@db:3306", "--replicate-from", undefined)).toThrow(
+      /--replicate-from URL contains a password; remove it and set REPLICATOR_REPLICATION_PASSWORD/,
+    );
     expect(endpointFrom("mysql://backup@db", "--source", "pw")).toEqual({ engine: "mysql", host: "db", port: 3306, user: "backup", password: "pw", socket: undefined });
   });
 

@@ -175,7 +175,23 @@ export function requireSetting<T>(value: T | undefined, flag: string, key: strin
   return value;
 }
 
+/** Where the password of each endpoint flag comes from, for messages. */
+function passwordSourceOf(what: string): string {
+  return what === "--replicate-from" || what === "the plan's master"
+    ? "REPLICATOR_REPLICATION_PASSWORD (or --replication-password-file, or replicationPasswordFile in replicator.yaml)"
+    : "REPLICATOR_DB_PASSWORD (or --password-file, or passwordFile in replicator.yaml)";
+}
+
 export function endpointFrom(url: string, what: string, password: string | undefined, user?: string): Endpoint {
+  let hasPassword = false;
+  try {
+    hasPassword = new URL(url).password !== "";
+  } catch {
+    // parseEndpoint reports the malformed URL.
+  }
+  if (hasPassword) {
+    throw badInput("SecretInUrl", `${what} URL contains a password; remove it and set ${passwordSourceOf(what)} instead`);
+  }
   const e = { ...parseEndpoint(url, what), password };
   if (user) e.user = user;
   return e;

@@ -11,7 +11,7 @@ import { TOOL_VERSION } from "../agent/version.js";
 import { describeEndpoint } from "../db/endpoint.js";
 import { withConn } from "../db/connection.js";
 import { setOffline, setOnline } from "../db/replication.js";
-import { badInput, exitCodeFor, isReplicatorError, oneLine } from "../lib/errors.js";
+import { badInput, exitCodeFor, failed, isReplicatorError, oneLine } from "../lib/errors.js";
 import { createLogger, type Logger } from "../lib/log.js";
 import { loadPluginCommand, pluginCommand, pluginResolver, type LoadedPlugin } from "../plugins/exec/index.js";
 import { formatBytes, formatPosition, parseTime, type Selector } from "../storage/catalog.js";
@@ -81,6 +81,7 @@ const options = {
   "replication-password-file": { type: "string" },
   "skip-binlog-check": { type: "boolean" },
   "replication-timeout": { type: "string" },
+  "expected-size": { type: "string" },
   "dry-run": { type: "boolean" },
   "log-level": { type: "string" },
   "no-progress": { type: "boolean" },
@@ -89,9 +90,58 @@ const options = {
 } satisfies ParseArgsConfig["options"];
 
 type Values = ReturnType<typeof parseArgs<{ options: typeof options; allowPositionals: true }>>["values"];
+type Option = keyof typeof options;
 
 const COMMANDS = ["backup", "restore", "provision", "list", "prune", "verify", "delete", "offline", "online", "plugin-test", "help", "version"] as const;
 type Command = (typeof COMMANDS)[number];
+
+/** Every command's JSON output (`--json`) carries this; bumped when a field changes meaning or goes away. */
+export const JSON_FORMAT_VERSION = 1;
+
+/** Options every command takes. */
+const GLOBAL_OPTIONS: readonly Option[] = ["config", "json", "log-level", "no-progress", "help", "version"];
+const REPOSITORY_OPTIONS: readonly Option[] = ["repository", "cluster", "s3-endpoint", "s3-region"];
+
+/**
+ * The flags each command uses. One option table serves the parser, so a flag
+ * a command does not use is refused here instead of being silently ignored
+ * (e.g. `restore --databases a` would otherwise load every database).
+ */
+const COMMAND_OPTIONS: Record<Exclude<Command, "help" | "version">, readonly Option[]> = {
+  "plugin-test": ["method"],
+  backup: [...REPOSITORY_OPTIONS, "source", "source-name", "method", "plugin", "retain", "lock", "databases", "users", "compression", "password-file", "expected-size"],
+  restore: [...REPOSITORY_OPTIONS, "target", "datadir", "backup", "before", "replicate-from", "plugin", "force", "password-file", "replication-password-file", "skip-binlog-check", "replication-timeout"],
+  provision: ["datadir", "plan-file", "plan-timeout", "plugin", "replication-password-file", "s3-endpoint", "s3-region"],
+  list: [...REPOSITORY_OPTIONS],
+  prune: [...REPOSITORY_OPTIONS, "retain", "dry-run"],
+  verify: [...REPOSITORY_OPTIONS],
+  delete: [...REPOSITORY_OPTIONS, "force"],
+  offline: ["target", "source", "password-file"],
+  online: ["target", "source", "password-file"],
+};
+
+const WHY_NOT: Partial<Record<Option, string>> = {
+  databases: "a restore loads every database in the backup; restore into a scratch server and copy the database you need",
+  lock: "it chooses how a backup is made",
+  users: "it chooses what a backup holds",
+  compression: "a restore reads the compression from the backup's manifest",
+  "source-name": "it names new backups",
+  method: "a restore takes the method from the backup's manifest",
+  retain: "retention runs after `backup --retain N` or with `replicator prune --retain N`",
+};
+
+export function checkCommandOptions(command: Command, values: Record<string, unknown>): void {
+  if (command === "help" || command === "version") return;
+  const allowed = new Set<string>([...GLOBAL_OPTIONS, ...COMMAND_OPTIONS[command]]);
+  for (const [flag, value] of Object.entries(values)) {
+    if (value === undefined || allowed.has(flag)) continue;
+    const why = WHY_NOT[flag as Option];
+    throw badInput(
+      "InvalidArguments",
+      `--${flag} is not an option of \`replicator ${command}\`${why ? ` (${why})` : ""}; see \`replicator --help\``,
+    );
+  }
+}
 
 interface Ctx {
   values: Values;
@@ -115,6 +165,7 @@ function parse(argv: string[]): { command: Command; values: Values; positionals:
   if (!(COMMANDS as readonly string[]).includes(first)) {
     throw badInput("UnknownCommand", `unknown command "${first}"; commands: ${COMMANDS.filter((c) => c !== "help" && c !== "version").join(", ")}`);
   }
+  checkCommandOptions(first as Command, parsed.values);
   return { command: first as Command, values: parsed.values, positionals: rest };
 }
 
@@ -153,6 +204,7 @@ async function cmdBackup(ctx: Ctx): Promise<unknown> {
     repo,
     source,
     sourceName: ctx.values["source-name"],
+    expectedSize: ctx.values["expected-size"] !== undefined ? parseSize(ctx.values["expected-size"], "--expected-size") : undefined,
     method: plugin?.info.name ?? ctx.settings.method ?? (source.engine === "postgresql" ? "pg_dump" : "mysqldump"),
     resolveMethod: plugin ? pluginResolver(plugin) : undefined,
     methodOptions: methodOptionsOf(ctx),
@@ -269,7 +321,8 @@ async function cmdList(ctx: Ctx): Promise<unknown> {
     finishedAt: b.manifest.finishedAt,
     replication: b.manifest.replication,
   }));
-  if (ctx.values.json) return { repository: repo.where, backups: items, incomplete: incomplete.map((i) => i.name), corrupt };
+  const unusable = corrupt.map((c) => ({ name: c.name, reason: c.reason, error: c.error }));
+  if (ctx.values.json) return { operation: "list", repository: repo.where, backups: items, incomplete: incomplete.map((i) => i.name), unusable };
   if (items.length === 0) {
     ctx.out(`no backups in ${repo.where}`);
   } else {
@@ -281,7 +334,7 @@ async function cmdList(ctx: Ctx): Promise<unknown> {
     );
   }
   if (incomplete.length > 0) process.stderr.write(`${incomplete.length} incomplete backup(s) hidden (no manifest); \`replicator prune\` removes them after 6h\n`);
-  for (const c of corrupt) process.stderr.write(`warning: ${c.name}: ${c.error}\n`);
+  for (const c of unusable) process.stderr.write(`warning: ${c.name} is unusable (${c.reason}): ${c.error}\n`);
   return undefined;
 }
 
@@ -305,11 +358,14 @@ async function cmdVerify(ctx: Ctx): Promise<unknown> {
   const repo = await repositoryOf(ctx);
   await repo.store.check();
   let names: string[];
+  let unusable: { name: string; reason: string; error: string }[] = [];
   if (ctx.positionals[0]) names = [ctx.positionals[0]];
   else {
-    const { backups } = await repo.list();
-    if (backups.length === 0) throw badInput("NoBackup", `no complete backup in ${repo.where}; run \`replicator backup\` first`);
+    const { backups, corrupt } = await repo.list();
+    unusable = corrupt.map((c) => ({ name: c.name, reason: c.reason, error: c.error }));
+    if (backups.length === 0 && unusable.length === 0) throw badInput("NoBackup", `no complete backup in ${repo.where}; run \`replicator backup\` first`);
     names = backups.map((b) => b.name);
+    if (!ctx.values.json) for (const u of unusable) ctx.out(`FAILED  ${u.name}/manifest.json: ${u.reason}: ${u.error}`);
   }
   const results = [];
   for (const n of names) {
@@ -319,11 +375,17 @@ async function cmdVerify(ctx: Ctx): Promise<unknown> {
       for (const o of r.objects) ctx.out(`${o.ok ? "ok     " : "FAILED "} ${n}/${o.name} ${formatBytes(o.size)}${o.error ? `: ${o.error}` : ""}`);
     }
   }
-  const bad = results.flatMap((r) => r.objects.filter((o) => !o.ok).map((o) => `${r.name}/${o.name}`));
-  const summary = { operation: "verify", ok: bad.length === 0, backups: results };
+  const bad = [
+    ...results.flatMap((r) => r.objects.filter((o) => !o.ok).map((o) => `${r.name}/${o.name}`)),
+    ...unusable.map((u) => `${u.name}/manifest.json`),
+  ];
+  const summary = { operation: "verify", ok: bad.length === 0, backups: results, unusable };
   if (bad.length > 0) {
-    if (ctx.values.json) ctx.out(JSON.stringify(summary));
-    const err = Object.assign(new Error(`verification failed for ${bad.join(", ")}: the stored objects do not match their manifest`), { printed: true });
+    if (ctx.values.json) ctx.out(JSON.stringify({ formatVersion: JSON_FORMAT_VERSION, ...summary }));
+    const err = Object.assign(
+      failed("VerifyFailed", `verification failed for ${boundedList(bad, 5)}: the stored objects or manifests do not match; \`replicator verify --json\` lists each one`),
+      { printed: true },
+    );
     throw err;
   }
   return summary;
@@ -346,6 +408,20 @@ async function cmdOffOnline(ctx: Ctx, online: boolean): Promise<unknown> {
   const r = await withConn(target, online ? "bring the server online" : "take the server offline", (c) => (online ? setOnline(c) : setOffline(c)));
   if (!ctx.values.json) ctx.out(`${describeEndpoint(target)} (${r.role}): ${r.action}`);
   return { operation: online ? "online" : "offline", target: describeEndpoint(target), ...r };
+}
+
+/** "a, b, c and 99,997 more": a message never grows with the repository. */
+function boundedList(items: string[], max: number): string {
+  if (items.length <= max) return items.join(", ");
+  return `${items.slice(0, max).join(", ")} and ${(items.length - max).toLocaleString("en-US")} more`;
+}
+
+/** `200G`, `1.5T`, `500000000`: a byte count for a size hint. */
+export function parseSize(text: string, flag: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([kmgtp]?)i?b?$/i.exec(text.trim());
+  if (!m?.[1]) throw badInput("InvalidArguments", `${flag} must be a size such as 500G, 2T or a number of bytes (got "${text}")`);
+  const mult = { "": 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40, p: 2 ** 50 }[(m[2] ?? "").toLowerCase() as "" | "k" | "m" | "g" | "t" | "p"];
+  return Math.ceil(Number(m[1]) * mult);
 }
 
 /** Write the result for Kubernetes' termination message (at most 4 KiB). */
@@ -450,7 +526,7 @@ export async function main(argv: string[]): Promise<number> {
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
     if (abort.signal.aborted) throw badInput("Interrupted", "interrupted");
-    if (json && result !== undefined) out(JSON.stringify({ ok: true, ...(result as object) }));
+    if (json && result !== undefined) out(JSON.stringify({ ok: true, formatVersion: JSON_FORMAT_VERSION, ...(result as object) }));
     if (result !== undefined && (command === "backup" || command === "restore" || command === "provision")) writeTerminationLog({ ok: true, ...(result as object) });
     return 0;
   } catch (err) {
@@ -460,7 +536,7 @@ export async function main(argv: string[]): Promise<number> {
     log?.debug({ err, detail: isReplicatorError(err) ? err.detail : undefined }, "command failed");
     if (isReplicatorError(err) && err.detail) log?.error({ reason, detail: err.detail }, "failure detail");
     const printed = (err as { printed?: boolean }).printed === true;
-    if (json && !printed) out(JSON.stringify({ ok: false, reason, error: message }));
+    if (json && !printed) out(JSON.stringify({ ok: false, formatVersion: JSON_FORMAT_VERSION, reason, error: message }));
     process.stderr.write(`replicator${command && command !== "help" ? ` ${command}` : ""}: ${message}\n`);
     if (command === "backup" || command === "restore" || command === "provision") writeTerminationLog({ ok: false, reason, error: message });
     return code;

@@ -50,7 +50,7 @@ describe("backup and restore through S3", () => {
     expect(r.exitCode).toBe(0);
     const j = r.json!;
     first = j.name as string;
-    expect(first).toMatch(/^\d{8}T\d{6}Z-mysqldump-127\.0\.0\.1$/);
+    expect(first).toMatch(/^\d{8}T\d{6}Z-mysqldump-127\.0\.0\.1-\d+$/);
     expect(j.role).toBe("master");
     expect(j.size).toBeGreaterThan(1000);
     const [pos] = await master.query<{ gtid: string }>("SELECT @@gtid_binlog_pos AS gtid");
@@ -355,7 +355,7 @@ describe("users, grants and progress", () => {
     const cmd = `${process.execPath} ${CLI} backup --source ${master.url} --repository file://${dir}`;
     const tty = await execa("script", ["-qec", cmd, "/dev/null"], { reject: false });
     expect(tty.exitCode).toBe(0);
-    expect(tty.stdout).toMatch(/backup \d{8}T\d{6}Z-mysqldump-127\.0\.0\.1 [\d.]+ (KiB|MiB)\s+[\d.]+ (B|KiB|MiB|GiB)\/s\s+00:\d\d/);
+    expect(tty.stdout).toMatch(/backup \d{8}T\d{6}Z-mysqldump-127\.0\.0\.1-\d+ [\d.]+ (KiB|MiB)\s+[\d.]+ (B|KiB|MiB|GiB)\/s\s+00:\d\d/);
     const plain = await runCli(["backup", "--source", master.url, "--repository", `file://${dir}`], {});
     expect(plain.stderr).toBe("");
   });

@@ -384,7 +384,7 @@ describe("replicator backup|restore --plugin", () => {
     const r = await runCli(["backup", "--plugin", MYDUMPER, "--source", url(master), "--repository", repo, "--cluster", "c", "--json"], env);
     expect(r.exitCode, r.stderr).toBe(0);
     backupName = r.json!.name as string;
-    expect(backupName).toMatch(/^\d{8}T\d{6}Z-mydumper-127\.0\.0\.1$/);
+    expect(backupName).toMatch(/^\d{8}T\d{6}Z-mydumper-127\.0\.0\.1-\d+$/);
     expect(r.json).toMatchObject({ ok: true, method: "mydumper", role: "master" });
     const gtid = (await master.query("SELECT @@gtid_binlog_pos"))[0]?.[0];
     expect((r.json!.replication as { gtid: string }).gtid).toBe(gtid);

@@ -89,7 +89,7 @@ describe("a master's physical backup", () => {
   it("records the master's own binlog file, position and GTID", async () => {
     const b = await backup(master, "m");
     name = b.name;
-    expect(name).toMatch(/^\d{8}T\d{6}Z-mariabackup-127\.0\.0\.1$/);
+    expect(name).toMatch(/^\d{8}T\d{6}Z-mariabackup-127\.0\.0\.1-\d+$/);
     expect(b.json.role).toBe("master");
     position = b.json.replication as Record<string, unknown>;
     const [st] = await master.query<{ File: string; Position: number }>("SHOW MASTER STATUS");

@@ -135,7 +135,7 @@ describe("pg_dump: a logical backup of one database", () => {
     expect(b.stderr).toBe("");
     expect(b.exitCode).toBe(0);
     first = b.json!.name as string;
-    expect(first).toMatch(/^\d{8}T\d{6}Z-pg_dump-127\.0\.0\.1$/);
+    expect(first).toMatch(/^\d{8}T\d{6}Z-pg_dump-127\.0\.0\.1-\d+$/);
     expect(b.json!.role).toBe("master");
     expect(b.json!.replication).toBeUndefined();
     expect((await readdir(backupDir("pg", first))).sort()).toEqual(["data.sql.zst", "manifest.json"]);
