@@ -23,7 +23,8 @@ import { oneLine } from "../lib/errors.js";
 import { connect } from "../db/connection.js";
 import { getSlaveStatus } from "../db/replication.js";
 import { formatBytes, formatStamp, positionText, type BackupEntry } from "../storage/catalog.js";
-import { dueRun, nextRun, parseCron } from "./cron.js";
+import { parseCron } from "./cron.js";
+import { decideScheduleRun } from "./controllers/schedule/decide.js";
 import { openRepository } from "../storage/open.js";
 import { Repository } from "../storage/repository.js";
 import {
@@ -57,7 +58,8 @@ import {
 import { checkMasterCanServe, setOffline, setOnline } from "../db/replication.js";
 import { podPlan, provisionInitResult, takesPlan, type ProvisionPod } from "./controllers/provision/observe.js";
 import type { ProvisionPlanDoc } from "../api/provision-plan.js";
-import { Informer, WorkQueue, keyOf } from "./kube/informer.js";
+import { Informer, keyOf } from "./kube/informer.js";
+import { RateLimitedQueue } from "./runtime/queue.js";
 import { Expectations } from "./runtime/expectations.js";
 import { isAlreadyExists, isNotFound, type KubeRest } from "./kube/rest.js";
 import type { Metrics } from "./metrics.js";
@@ -131,7 +133,8 @@ export class Operator {
   private readonly pods: Informer<PodObj>;
   private readonly statefulSets: Informer<StatefulSetObj>;
   private readonly pvcs: Informer<PvcObj>;
-  private readonly queue = new WorkQueue();
+  /** Per-object keys, at most one worker each; failures back off (runtime/queue.ts). */
+  private readonly queue = new RateLimitedQueue();
   /** Children created and not yet seen by their informer (runtime/expectations.ts). */
   private readonly expectations = new Expectations();
   /** Consecutive failed catalog syncs, by queue key: the retry backs off. */
@@ -214,7 +217,7 @@ export class Operator {
       metrics,
       now,
       enqueue: (key, afterMs) => {
-        if (afterMs) this.queue.after(key, afterMs);
+        if (afterMs) this.queue.addAfter(key, afterMs);
         else this.queue.add(key);
       },
       pod: (n, name) => this.pods.get(`${n}/${name}`) as SnapshotPod | undefined,
@@ -253,14 +256,12 @@ export class Operator {
     signal.addEventListener("abort", () => { this.queue.stop(); }, { once: true });
     // Let the caches fill before acting on anything.
     while (!this.ready && !signal.aborted) await new Promise((r) => setTimeout(r, 100));
-    const work = this.queue.run(2, async (key) => {
-      try {
-        await this.reconcile(key);
-      } catch (err) {
-        this.log.warn({ key, err: oneLine(err) }, "reconcile failed; retrying");
-        this.queue.after(key, 5_000);
-      }
-    });
+    // A failed reconcile is retried with per-key exponential backoff (5 ms doubling to 5 min), forgotten on success.
+    const work = this.queue.run(
+      2,
+      (key) => this.reconcile(key),
+      (key, err, retryInMs) => { this.log.warn({ key, err: oneLine(err), retryInMs }, "reconcile failed; retrying"); },
+    );
     await Promise.all([...informers, work]);
   }
 
@@ -309,7 +310,7 @@ export class Operator {
     const ownerKey = `backup/${ns}/${name}`;
     // A Job this operator created and the informer has not shown yet: wait for it (runtime/expectations.ts).
     if (!this.expectations.satisfied(ownerKey)) {
-      this.queue.after(ownerKey, this.expectations.remainingMs(ownerKey));
+      this.queue.addAfter(ownerKey, this.expectations.remainingMs(ownerKey));
       return;
     }
     // A snapshot backup this process ran (or one a previous process left Running).
@@ -414,7 +415,7 @@ export class Operator {
         return;
       case "wait":
         if (b.status?.conditions?.find((c) => c.type === "Ready")?.reason !== plan.reason) await this.event(b, "Normal", plan.reason, plan.message);
-        this.queue.after(`backup/${ns}/${b.metadata.name}`, plan.requeueMs);
+        this.queue.addAfter(`backup/${ns}/${b.metadata.name}`, plan.requeueMs);
         return;
       case "createJob": {
         let dataVolume: DataVolumeMount | undefined;
@@ -425,7 +426,7 @@ export class Operator {
           if ("error" in dv) {
             this.expectations.creationFailed(`Job/${ns}/${jobName}`);
             await this.event(b, "Warning", "NoDataVolume", `${method} backs up the data files of ${plan.sourcePod}: ${dv.error}`);
-            this.queue.after(`backup/${ns}/${b.metadata.name}`, 15_000);
+            this.queue.addAfter(`backup/${ns}/${b.metadata.name}`, 15_000);
             return;
           }
           dataVolume = dv;
@@ -608,7 +609,7 @@ export class Operator {
     const jobName = childName(name, "restore");
     const ownerKey = `restore/${ns}/${name}`;
     if (!this.expectations.satisfied(ownerKey)) {
-      this.queue.after(ownerKey, this.expectations.remainingMs(ownerKey));
+      this.queue.addAfter(ownerKey, this.expectations.remainingMs(ownerKey));
       return;
     }
     const spec = validateSpec(restoreSpecSchema, r.spec);
@@ -653,7 +654,7 @@ export class Operator {
         break;
       case "wait":
         if (r.status?.conditions?.find((c) => c.type === "Ready")?.reason !== plan.reason) await this.event(r, "Normal", plan.reason, plan.message);
-        this.queue.after(`restore/${ns}/${name}`, plan.requeueMs);
+        this.queue.addAfter(`restore/${ns}/${name}`, plan.requeueMs);
         break;
       case "createJob": {
         const job = buildRestoreJob({
@@ -713,7 +714,7 @@ export class Operator {
       const nextSchedule = await this.runSchedules(r, spec.value, status, now, log);
       const syncMs = spec.value.syncIntervalSeconds * 1000;
       const key = `repository/${ns}/${name}`;
-      this.queue.after(key, nextSchedule ? Math.max(1000, Math.min(syncMs, nextSchedule.getTime() - now.getTime() + 500)) : syncMs);
+      this.queue.addAfter(key, nextSchedule ? Math.max(1000, Math.min(syncMs, nextSchedule.getTime() - now.getTime() + 500)) : syncMs);
       const plan = await this.syncCatalog(r, spec.value, log).catch((err: unknown): CatalogPlan => ({ kind: "fault", reason: faultReason(err), message: oneLine(err) }));
       if (!plan) {
         status.conditions = setCondition(status.conditions, { type: "Ready", status: "True", reason: "NotSynced", message: "filesystem repositories are not listed by the operator" }, now, gen);
@@ -722,7 +723,7 @@ export class Operator {
         status.conditions = setCondition(status.conditions, { type: "Ready", status: "False", reason: plan.reason, message: plan.message }, now, gen);
         const failures = (this.syncFailures.get(key) ?? 0) + 1;
         this.syncFailures.set(key, failures);
-        this.queue.after(key, Math.min(syncMs, SYNC_RETRY_BASE_MS * 2 ** Math.min(failures - 1, 16)));
+        this.queue.addAfter(key, Math.min(syncMs, SYNC_RETRY_BASE_MS * 2 ** Math.min(failures - 1, 16)));
       } else {
         this.syncFailures.delete(key);
         status.conditions = setCondition(status.conditions, { type: "Ready", status: "True", reason: "Synced", message: syncMessage(plan) }, now, gen);
@@ -753,8 +754,7 @@ export class Operator {
         out.push(entry);
         continue;
       }
-      const since = new Date(prev?.lastScheduleTime ?? r.metadata.creationTimestamp ?? now.toISOString());
-      const due = s.suspend ? undefined : dueRun(cron, since, now);
+      const { due, next: n } = decideScheduleRun(cron, prev, s.suspend, now);
       if (due) {
         const backupName = childName(`${r.metadata.name}-${s.name}`, formatStamp(due).toLowerCase().slice(0, 13));
         try {
@@ -777,7 +777,6 @@ export class Operator {
         entry.lastScheduleTime = due.toISOString();
         entry.lastBackup = backupName;
       }
-      const n = s.suspend ? undefined : nextRun(cron, now);
       if (n) entry.nextScheduleTime = n.toISOString();
       if (n && (!next || n < next)) next = n;
       out.push(entry);
@@ -916,7 +915,7 @@ export class Operator {
     const key = `provision/${ns}/${podName}`;
     // A ReplicatorRestore this operator created and the informer has not shown yet.
     if (!this.expectations.satisfied(key)) {
-      this.queue.after(key, this.expectations.remainingMs(key));
+      this.queue.addAfter(key, this.expectations.remainingMs(key));
       return;
     }
     if ("error" in settings) {
@@ -973,7 +972,7 @@ export class Operator {
           await this.markPvc(ns, pvc.name, "master");
           await this.setGate(pod, "True", "Master", "the master is not provisioned from a backup");
         }
-        this.queue.after(key, 2_000);
+        this.queue.addAfter(key, 2_000);
         return;
       }
       case "wait":
@@ -984,7 +983,7 @@ export class Operator {
           }
           await this.setGate(pod, "False", plan.reason, plan.message);
         }
-        if (plan.requeueMs > 0) this.queue.after(key, plan.requeueMs);
+        if (plan.requeueMs > 0) this.queue.addAfter(key, plan.requeueMs);
         return;
       case "markMaster":
         if (!pvc) return;
@@ -1033,7 +1032,7 @@ export class Operator {
           `volume ${pvc.name} has no provision marker${isNewVolume ? " (a new volume)" : ""}: restoring ${plan.backup} (position ${plan.position}) and replicating from the master`,
         );
         await this.setGate(pod, "False", "Provisioning", `restoring ${plan.backup}`);
-        this.queue.after(key, 5_000);
+        this.queue.addAfter(key, 5_000);
         return;
       }
       case "markProvisioned": {
@@ -1055,7 +1054,7 @@ export class Operator {
         await this.rest.delete(crPath("replicatorrestores", ns, restoreName), { propagationPolicy: "Background" }).catch((err: unknown) => {
           if (!isNotFound(err)) throw err;
         });
-        this.queue.after(key, 30_000);
+        this.queue.addAfter(key, 30_000);
         return;
       }
     }
@@ -1079,7 +1078,7 @@ export class Operator {
       (sts ? this.statefulSets.get(`${ns}/${sts}`)?.metadata.annotations?.["replicator.dev/credentials-secret"] ?? `${sts}-credentials` : undefined);
     const address = pod.status?.podIP;
     if (!secretName || !address) {
-      this.queue.after(`replication/${ns}/${podName}`, 5_000);
+      this.queue.addAfter(`replication/${ns}/${podName}`, 5_000);
       return;
     }
     try {
@@ -1094,7 +1093,7 @@ export class Operator {
       }
     } catch (err) {
       await this.setCondition(pod, REPLICATION_CONDITION, "Unknown", "Error", `could not go ${want}: ${oneLine(err)}`);
-      this.queue.after(`replication/${ns}/${podName}`, 10_000);
+      this.queue.addAfter(`replication/${ns}/${podName}`, 10_000);
     }
   }
 
