@@ -309,8 +309,8 @@ export class Repository {
     };
     const tick = (): void => {
       if (released || controller.signal.aborted) return;
-      // The next attempt would come after the lease expired: it is lost.
-      const tooLate = (): boolean => Date.now() + renewEveryMs >= expiresAt;
+      // The next attempt might come after the lease expired (timers drift): it is lost.
+      const tooLate = (): boolean => Date.now() + 1.5 * renewEveryMs >= expiresAt;
       if (inFlight) {
         if (tooLate()) lose(new Error("a renewal is still pending"));
         return;

@@ -1,6 +1,8 @@
 // A real S3 server for tests: versitygw serving a temp directory on a
-// loopback port. Installed by `make tools` into .tools/bin.
-import { spawn } from "node:child_process";
+// loopback port. Installed by `make tools` into .tools/bin. A test can freeze
+// it (SIGSTOP: connections hang), thaw it, kill it and restart it on the same
+// port and root.
+import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import net from "node:net";
@@ -17,6 +19,14 @@ export interface S3Server {
   /** Env for a child process (the CLI) that talks to this server. */
   env: Record<string, string>;
   createBucket(name: string): Promise<void>;
+  /** SIGSTOP the server: it accepts nothing and answers nothing until thaw(). */
+  freeze(): void;
+  /** SIGCONT a frozen server. */
+  thaw(): void;
+  /** SIGKILL the server (connections refused until restart()). */
+  kill(): Promise<void>;
+  /** Start it again on the same port and root. */
+  restart(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -28,11 +38,12 @@ export function versitygwPath(): string {
   return p;
 }
 
-export async function startS3(): Promise<S3Server> {
-  const root = await mkdtemp(path.join(tmpdir(), "replicator-s3-"));
-  const port = await freePort();
-  const accessKeyId = "testaccess";
-  const secretAccessKey = "testsecret-not-a-real-one";
+interface Running {
+  child: ChildProcess;
+  exited: Promise<void>;
+}
+
+async function spawnGw(port: number, root: string, accessKeyId: string, secretAccessKey: string): Promise<Running> {
   const child = spawn(versitygwPath(), ["--port", `127.0.0.1:${port}`, "--quiet", "posix", root], {
     stdio: ["ignore", "ignore", "pipe"],
     // Credentials via env, not argv (they would show in `ps`).
@@ -47,7 +58,25 @@ export async function startS3(): Promise<S3Server> {
     if (Date.now() > deadline) throw new Error(`versitygw did not listen on ${port}: ${stderr}`);
     await new Promise((r) => setTimeout(r, 100));
   }
+  return { child, exited };
+}
+
+export async function startS3(): Promise<S3Server> {
+  const root = await mkdtemp(path.join(tmpdir(), "replicator-s3-"));
+  const port = await freePort();
+  const accessKeyId = "testaccess";
+  const secretAccessKey = "testsecret-not-a-real-one";
+  let gw: Running | undefined = await spawnGw(port, root, accessKeyId, secretAccessKey);
+  let frozen = false;
   const endpoint = `http://127.0.0.1:${port}`;
+  const kill = async (): Promise<void> => {
+    if (!gw) return;
+    const { child, exited } = gw;
+    gw = undefined;
+    child.kill("SIGKILL");
+    frozen = false;
+    await exited;
+  };
   return {
     endpoint,
     accessKeyId,
@@ -63,9 +92,31 @@ export async function startS3(): Promise<S3Server> {
     createBucket: async (name) => {
       await mkdir(path.join(root, name), { recursive: true });
     },
+    freeze: () => {
+      if (gw && !frozen) {
+        gw.child.kill("SIGSTOP");
+        frozen = true;
+      }
+    },
+    thaw: () => {
+      if (gw && frozen) {
+        gw.child.kill("SIGCONT");
+        frozen = false;
+      }
+    },
+    kill,
+    restart: async () => {
+      await kill();
+      gw = await spawnGw(port, root, accessKeyId, secretAccessKey);
+    },
     stop: async () => {
-      child.kill("SIGTERM");
-      await exited;
+      if (gw) {
+        const { child, exited } = gw;
+        gw = undefined;
+        if (frozen) child.kill("SIGCONT");
+        child.kill("SIGTERM");
+        await exited;
+      }
       await rm(root, { recursive: true, force: true });
     },
   };
