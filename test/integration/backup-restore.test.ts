@@ -58,7 +58,7 @@ describe("backup and restore through S3", () => {
     expect((j.replication as { file: string }).file).toMatch(/^mysql-bin\.\d+$/);
     // The manifest is in the S3 server, next to the data object.
     const files = (await readdir(objectDir(first))).sort();
-    expect(files).toEqual(["data.sql.zst", "manifest.json"]);
+    expect(files).toEqual(["claim.json", "data.sql.zst", "manifest.json"]);
     const manifest = JSON.parse(await readFile(path.join(objectDir(first), "manifest.json"), "utf8")) as Record<string, unknown>;
     expect(manifest.formatVersion).toBe(1);
     expect((manifest.details as { lock: string }).lock).toBe("single-transaction");

@@ -96,7 +96,7 @@ describe("a master's physical backup", () => {
     const [g] = await master.query<{ pos: string }>("SELECT @@gtid_binlog_pos AS pos");
     expect(position).toEqual({ role: "master", file: st!.File, position: st!.Position, gtid: g!.pos, sourceServerId: 1 });
     const dir = path.join(work, "repo", "m", name);
-    expect((await readdir(dir)).sort()).toEqual(["data.xbstream.zst", "manifest.json"]);
+    expect((await readdir(dir)).sort()).toEqual(["claim.json", "data.xbstream.zst", "manifest.json"]);
     const m = JSON.parse(await readFile(path.join(dir, "manifest.json"), "utf8")) as { kind: string; details: Record<string, unknown> };
     expect(m.kind).toBe("physical");
     expect(m.details).toMatchObject({ safeSlaveBackup: false, parallel: 1, datadir: master.datadir });

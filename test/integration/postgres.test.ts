@@ -138,7 +138,7 @@ describe("pg_dump: a logical backup of one database", () => {
     expect(first).toMatch(/^\d{8}T\d{6}Z-pg_dump-127\.0\.0\.1-\d+$/);
     expect(b.json!.role).toBe("master");
     expect(b.json!.replication).toBeUndefined();
-    expect((await readdir(backupDir("pg", first))).sort()).toEqual(["data.sql.zst", "manifest.json"]);
+    expect((await readdir(backupDir("pg", first))).sort()).toEqual(["claim.json", "data.sql.zst", "manifest.json"]);
     const manifest = JSON.parse(await readFile(path.join(backupDir("pg", first), "manifest.json"), "utf8")) as Record<string, unknown>;
     expect(manifest.details).toMatchObject({ database: "postgres", format: "plain" });
     expect((manifest.source as { version: string }).version).toMatch(/^15\./);
@@ -270,7 +270,7 @@ describe("pg_basebackup: a physical backup of the whole cluster", () => {
     // The end point is behind the primary's current WAL position, and in the backup's own records.
     const [[behind]] = (await primary.query(`SELECT pg_current_wal_lsn() >= '${pos.lsn}'::pg_lsn`)) as [[string]];
     expect(behind).toBe("t");
-    expect((await readdir(backupDir("pgb", name))).sort()).toEqual(["data.tar.zst", "manifest.json"]);
+    expect((await readdir(backupDir("pgb", name))).sort()).toEqual(["claim.json", "data.tar.zst", "manifest.json"]);
 
     const copy = await sandbox({ empty: true });
     const r = await cli(["restore", "--datadir", copy.datadir, "--repository", repo, "--cluster", "pgb", "--json"]);
