@@ -20,7 +20,8 @@ async function main(): Promise<void> {
   const operator = new Operator(rest, log, {
     namespace: env.WATCH_NAMESPACE || undefined,
     addressMode: env.ADDRESS_MODE === "podIP" ? "podIP" : "dns",
-    resyncMs: Number(env.RESYNC_SECONDS ?? "30") * 1000,
+    // Resync re-delivers cached objects (no API request): a safety net for lost handler work, not how changes arrive.
+    resyncMs: Number(env.RESYNC_SECONDS ?? "300") * 1000,
     jobs: {
       agentImage: env.AGENT_IMAGE ?? "ghcr.io/replicator-dev/replicator-agent:0.1.0",
       imagePullPolicy: env.AGENT_IMAGE_PULL_POLICY,

@@ -139,6 +139,8 @@ export class Operator {
   private readonly expectations = new Expectations();
   /** Consecutive failed catalog syncs, by queue key: the retry backs off. */
   private readonly syncFailures = new Map<string, number>();
+  /** When each repository's catalog was last listed (monotonic ms) and at which generation. */
+  private readonly lastSync = new Map<string, { at: number; generation: number }>();
   /** The volumesnapshot method: snapshot backups, spare volumes, clones (src/operator/snapshot). */
   private readonly snapshots: SnapshotController;
 
@@ -715,8 +717,15 @@ export class Operator {
       const syncMs = spec.value.syncIntervalSeconds * 1000;
       const key = `repository/${ns}/${name}`;
       this.queue.addAfter(key, nextSchedule ? Math.max(1000, Math.min(syncMs, nextSchedule.getTime() - now.getTime() + 500)) : syncMs);
-      const plan = await this.syncCatalog(r, spec.value, log).catch((err: unknown): CatalogPlan => ({ kind: "fault", reason: faultReason(err), message: oneLine(err) }));
-      if (!plan) {
+      // One listing per sync interval, whatever else wakes the repository up (a resync, a status write, a schedule).
+      const last = this.lastSync.get(key);
+      const fresh = last !== undefined && last.generation === gen && performance.now() - last.at < syncMs - 1_000;
+      const plan = fresh
+        ? "fresh"
+        : await this.syncCatalog(r, spec.value, log).catch((err: unknown): CatalogPlan => ({ kind: "fault", reason: faultReason(err), message: oneLine(err) }));
+      if (plan === "fresh") {
+        log.debug({}, "catalog synced less than an interval ago");
+      } else if (!plan) {
         status.conditions = setCondition(status.conditions, { type: "Ready", status: "True", reason: "NotSynced", message: "filesystem repositories are not listed by the operator" }, now, gen);
       } else if (plan.kind === "fault") {
         // A fault is not a verdict: the catalog is left as it is, and the sync is retried with backoff.
@@ -726,6 +735,7 @@ export class Operator {
         this.queue.addAfter(key, Math.min(syncMs, SYNC_RETRY_BASE_MS * 2 ** Math.min(failures - 1, 16)));
       } else {
         this.syncFailures.delete(key);
+        this.lastSync.set(key, { at: performance.now(), generation: gen });
         status.conditions = setCondition(status.conditions, { type: "Ready", status: "True", reason: "Synced", message: syncMessage(plan) }, now, gen);
         status.backups = plan.total;
         status.lastSyncTime = now.toISOString();

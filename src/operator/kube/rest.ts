@@ -135,7 +135,7 @@ export async function createKubeRest(kc: KubeConfig): Promise<KubeRest> {
     },
     watch: <T>(path: string, resourceVersion: string, onEvent: (e: WatchEvent<T>) => void, signal: AbortSignal, idleMs = 90_000, query: Record<string, string> = {}) =>
       new Promise<void>((resolve, reject) => {
-        const url = new URL(withQuery(path, { ...query, watch: "1", resourceVersion, allowWatchBookmarks: "true", timeoutSeconds: "300" }), base);
+        const url = new URL(withQuery(path, { timeoutSeconds: "300", ...query, watch: "1", resourceVersion, allowWatchBookmarks: "true" }), base);
         const req = (isHttps ? https : http).request(url, { method: "GET", agent, headers: { Accept: "application/json", ...authHeaders() }, signal }, (res) => {
           if ((res.statusCode ?? 0) >= 300) {
             const chunks: Buffer[] = [];
