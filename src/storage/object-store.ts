@@ -79,10 +79,10 @@ export function isStorageFault(err: unknown): boolean {
 
 /**
  * Run `fn` again while it fails with a transient fault, with jittered
- * exponential backoff (about 0.2, 0.4, 0.8, 1.6 s); the last error is thrown.
+ * exponential backoff (about 0.2, then 0.4 s; 3 attempts by default); the last error is thrown.
  */
 export async function withRetries<T>(fn: () => Promise<T>, opts: { attempts?: number; baseMs?: number } = {}): Promise<T> {
-  const attempts = opts.attempts ?? 5;
+  const attempts = opts.attempts ?? 3;
   const base = opts.baseMs ?? 200;
   for (let i = 1; ; i++) {
     try {
@@ -96,8 +96,9 @@ export async function withRetries<T>(fn: () => Promise<T>, opts: { attempts?: nu
 }
 
 /** Read a whole (small) object, retrying the GET when it fails part-way with a transient fault. */
-export async function readObject(store: ObjectStore, key: string, opts?: { attempts?: number }): Promise<Buffer> {
-  return withRetries(async () => readAll(await store.get(key)), opts);
+export async function readObject(store: ObjectStore, key: string, opts: { attempts?: number } = {}): Promise<Buffer> {
+  // Each request is already retried by the client; this covers a body that breaks part-way.
+  return withRetries(async () => readAll(await store.get(key)), { attempts: opts.attempts ?? 3 });
 }
 
 /** At most `max` items, then "and N more": a message never carries an unbounded list. */

@@ -119,7 +119,15 @@ export class Repository {
           if (reason === "CorruptManifest" || reason === "UnknownFormat") {
             results[i] = { corrupt: { name, reason, error: (err as Error).message } };
           } else if (reason === "BackupNotFound") {
-            // Deleted between the listing and the read: it is gone, not corrupt.
+            // Deleted between the listing and the read: it is gone, not corrupt. But a
+            // manifest still there that cannot be read is a failing store, not a missing backup.
+            if (await this.store.head(this.key(name, MANIFEST))) {
+              throw failed(
+                "StorageError",
+                `${this.where}/${name}/${MANIFEST} is listed but reading it returned "not found"; the storage is failing or inconsistent, try again`,
+                { cause: err },
+              );
+            }
           } else {
             throw err;
           }
@@ -379,7 +387,9 @@ export class Repository {
         await this.delete(name, { now });
         expired.push(name);
       } catch (err) {
-        if (reasonOf(err) !== "BackupInUse") throw err;
+        const reason = reasonOf(err);
+        if (reason === "BackupNotFound") continue; // deleted meanwhile by someone else
+        if (reason !== "BackupInUse") throw err;
         plan.keptInUse.push(name);
       }
     }

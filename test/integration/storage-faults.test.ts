@@ -159,6 +159,15 @@ describe("a persistent fault is reported as a fault, never as a verdict", () => 
     expect((await repo.list()).backups).toHaveLength(3);
   });
 
+  it("a listed manifest whose GET says 404 is a failing store, not a missing backup: list() throws, latest is never quietly older", async () => {
+    const repo = new Repository(s3Store(), cluster());
+    for (const d of [1, 2]) await makeBackup(repo, backupName(d));
+    proxy.add({ op: "GET", key: new RegExp(`${backupName(2)}/manifest\\.json$`), action: { kind: "status", status: 404, code: "NoSuchKey" } });
+    const err = await rejection(repo.list());
+    expect(err.reason).toBe("StorageError");
+    expect(err.message).toContain(`${backupName(2)}/manifest.json is listed but reading it returned "not found"`);
+  });
+
   it("a connection reset on every read of the manifest is StorageUnreachable, with the endpoint and the fix", async () => {
     const repo = new Repository(s3Store(), cluster());
     await makeBackup(repo, backupName(1));
