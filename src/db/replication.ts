@@ -91,6 +91,51 @@ export async function getSlaveStatus(c: Conn, flavor: "mariadb" | "mysql" = "mar
  */
 export async function stopSqlThreadAndReadPosition(c: Conn): Promise<ReplicationPosition> {
   await c.query("STOP SLAVE SQL_THREAD");
+  return readSlavePosition(c);
+}
+
+export type ReplicationThread = "io" | "sql";
+
+/**
+ * Pure: what a backup says when it finds a slave's replication (partly)
+ * stopped before it started, by an admin or by a killed earlier run. It
+ * leaves it so; undefined when both threads run.
+ */
+export function stoppedBeforeWarning(host: string, s: Pick<SlaveStatus, "ioRunning" | "sqlRunning">): string | undefined {
+  if (s.ioRunning && s.sqlRunning) return undefined;
+  const threads = `IO thread: ${s.ioRunning ? "Yes" : "No"}, SQL thread: ${s.sqlRunning ? "Yes" : "No"}`;
+  const which = !s.ioRunning && !s.sqlRunning ? "replication" : !s.sqlRunning ? "the SQL thread of replication" : "the IO thread of replication";
+  return `${which} on ${host} was already stopped before this backup (${threads}); it was left stopped — \`replicator online\` starts it`;
+}
+
+/** The threads of `wanted` that `s` shows running: the only ones a backup may stop (and so restart). */
+export function runningThreads(s: Pick<SlaveStatus, "ioRunning" | "sqlRunning">, wanted: ReplicationThread[]): ReplicationThread[] {
+  return wanted.filter((t) => (t === "io" ? s.ioRunning : s.sqlRunning));
+}
+
+/**
+ * Start those of `threads` (the ones a backup stopped) that are stopped now;
+ * a thread someone started meanwhile is left alone. Returns what it started.
+ */
+export async function restartStoppedThreads(c: Conn, threads: ReplicationThread[]): Promise<ReplicationThread[]> {
+  if (threads.length === 0) return [];
+  const now = await getSlaveStatus(c);
+  if (!now) return [];
+  const started: ReplicationThread[] = [];
+  // The SQL thread first: the IO thread then has somewhere to deliver.
+  if (threads.includes("sql") && !now.sqlRunning) {
+    await c.query("START SLAVE SQL_THREAD");
+    started.push("sql");
+  }
+  if (threads.includes("io") && !now.ioRunning) {
+    await c.query("START SLAVE IO_THREAD");
+    started.push("io");
+  }
+  return started;
+}
+
+/** The master coordinates a slave has applied (its SQL thread should not be running, for a consistent point). */
+export async function readSlavePosition(c: Conn): Promise<ReplicationPosition> {
   const s = await getSlaveStatus(c);
   if (!s) throw failed("NotASlave", "replication is not configured on the source any more");
   const [g] = await queryRows<Row>(c, "SELECT @@gtid_slave_pos AS pos");

@@ -5,6 +5,7 @@ import { randomBytes } from "node:crypto";
 import { badInput, failed } from "../lib/errors.js";
 import type { Endpoint } from "./endpoint.js";
 import { connect, mapDbError, queryRows, withConn, type Conn } from "./connection.js";
+import { quoteAccount } from "./privileges.js";
 import { getSlaveStatus } from "./replication.js";
 import { RESTORE_SENTINEL, SYSTEM_SCHEMAS } from "./schemas.js";
 
@@ -65,14 +66,6 @@ export function buildRestoreProbe(probe: string): { steps: ProbeStep[]; dropProb
     ],
     dropProbe: `DROP DATABASE IF EXISTS ${db}`,
   };
-}
-
-/** Pure: 'user'@'host' from CURRENT_USER() ("user@host"). */
-export function quoteAccount(currentUser: string): string {
-  const at = currentUser.lastIndexOf("@");
-  const user = at >= 0 ? currentUser.slice(0, at) : currentUser;
-  const host = at >= 0 ? currentUser.slice(at + 1) : "%";
-  return `'${user}'@'${host}'`;
 }
 
 /** Pure: the one-line error of a failed preflight step. */

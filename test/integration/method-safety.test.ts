@@ -3,13 +3,25 @@
 // drops anything; a backup that lacks a privilege says which, and the GRANT;
 // a slave backup restarts only the replication threads it stopped itself and
 // says when it found replication already stopped.
+import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Endpoint } from "../../src/db/endpoint.js";
 import { restoreTargetFor } from "../../src/db/target.js";
+import { silentLogger } from "../../src/lib/log.js";
+import type { BackupMethod, BackupOutcome, ReplicationHooks } from "../../src/plugins/contract.js";
+import { mariabackupMethod } from "../../src/plugins/mariabackup/index.js";
+import { mysqldumpMethod } from "../../src/plugins/mysqldump/index.js";
 import { count, seedShop } from "../harness/fixtures.js";
-import { startMariaDb, type MariaDb } from "../harness/mariadb.js";
+import { startMariaDb, startReplication, waitCaughtUp, type MariaDb } from "../harness/mariadb.js";
 
 const servers: MariaDb[] = [];
+let work: string;
+
+beforeAll(async () => {
+  work = await mkdtemp(path.join(tmpdir(), "replicator-method-safety-"));
+});
 
 async function newServer(opts: Parameters<typeof startMariaDb>[0] = {}): Promise<MariaDb> {
   const s = await startMariaDb(opts);
@@ -33,7 +45,59 @@ async function probes(s: MariaDb): Promise<string[]> {
 
 afterAll(async () => {
   await Promise.all(servers.map((s) => s.destroy()));
+  await rm(work, { recursive: true, force: true });
 });
+
+interface HookCall { hook: "stopped" | "restarted"; threads?: string[] }
+
+/** Run a method's backup to the end, in process: its outcome or its error, the stream (read into memory), the hooks called. */
+async function runBackup(
+  method: BackupMethod,
+  source: Endpoint,
+  options: Record<string, unknown> = {},
+): Promise<{ outcome?: BackupOutcome; error?: Error; dump: string; hooks: HookCall[] }> {
+  const hooks: HookCall[] = [];
+  const replication: ReplicationHooks = {
+    stopped: (info) => { hooks.push({ hook: "stopped", threads: info.threads }); return Promise.resolve(); },
+    restarted: () => { hooks.push({ hook: "restarted" }); return Promise.resolve(); },
+  };
+  const chunks: Buffer[] = [];
+  try {
+    const run = await method.backup({ source, options, log: silentLogger(), signal: new AbortController().signal, replication });
+    const reading = (async () => { for await (const c of run.stream) chunks.push(c as Buffer); })().catch(() => undefined);
+    const [outcome] = await Promise.all([run.outcome, reading]);
+    return { outcome, dump: Buffer.concat(chunks).toString("utf8"), hooks };
+  } catch (err) {
+    return { error: err as Error, dump: Buffer.concat(chunks).toString("utf8"), hooks };
+  }
+}
+
+/** Run a method's backup to the end, in process; the stream is read into memory. */
+async function backup(method: BackupMethod, source: Endpoint, options: Record<string, unknown> = {}): Promise<{ outcome: BackupOutcome; dump: string; hooks: HookCall[] }> {
+  const hooks: HookCall[] = [];
+  const replication: ReplicationHooks = {
+    stopped: (info) => { hooks.push({ hook: "stopped", threads: info.threads }); return Promise.resolve(); },
+    restarted: () => { hooks.push({ hook: "restarted" }); return Promise.resolve(); },
+  };
+  const run = await method.backup({ source, options, log: silentLogger(), signal: new AbortController().signal, replication });
+  const chunks: Buffer[] = [];
+  const reading = (async () => { for await (const c of run.stream) chunks.push(c as Buffer); })();
+  const [outcome] = await Promise.all([run.outcome, reading]);
+  return { outcome, dump: Buffer.concat(chunks).toString("utf8"), hooks };
+}
+
+/** The error a backup ends with (the stream may end or fail first). */
+async function backupError(method: BackupMethod, source: Endpoint, options: Record<string, unknown> = {}): Promise<Error> {
+  const r = await runBackup(method, source, options);
+  if (!r.error) throw new Error("the backup succeeded");
+  return r.error;
+}
+
+interface Status { Slave_IO_Running: string; Slave_SQL_Running: string }
+async function threads(s: MariaDb): Promise<string> {
+  const [r] = await s.query<Status>("SHOW SLAVE STATUS");
+  return `IO=${r?.Slave_IO_Running ?? "-"} SQL=${r?.Slave_SQL_Running ?? "-"}`;
+}
 
 describe("restore preflight (checkCanRestore)", () => {
   let target: MariaDb;
@@ -89,5 +153,147 @@ describe("restore preflight (checkCanRestore)", () => {
     expect((err as Error).message).toContain("cannot insert rows");
     expect((err as Error).message).toContain("GRANT INSERT ON *.*");
     expect(await probes(target)).toEqual([]);
+  });
+});
+
+describe("backup privileges", () => {
+  let source: MariaDb;
+  beforeAll(async () => {
+    source = await newServer({ binlog: true });
+    await seedShop(source, { rows: 50 });
+  });
+
+  // MariaDB's --single-transaction takes the position from the snapshot
+  // (Binlog_snapshot_file/position) and needs neither RELOAD nor BINLOG
+  // MONITOR; FLUSH TABLES WITH READ LOCK (lock: ftwrl, or any MyISAM table) needs both.
+  it("a user without RELOAD: the error names RELOAD and the GRANT", async () => {
+    await createUser(source, "noreload", "pw", ["SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES, BINLOG MONITOR, SLAVE MONITOR ON *.*"]);
+    const err = await backupError(mysqldumpMethod, endpoint(source, "noreload", "pw"), { lock: "ftwrl" });
+    expect(err).toMatchObject({ reason: "MissingPrivilege", kind: "BadInput" });
+    expect(err.message).toMatch(/^backup user 'noreload'@'127\.0\.0\.1' lacks the RELOAD privilege on 127\.0\.0\.1:\d+, needed to dump the source \(.*RELOAD.*\): GRANT RELOAD ON \*\.\* TO 'noreload'@'127\.0\.0\.1'$/);
+    expect(err.message).not.toContain("\n");
+  });
+
+  it("a user without BINLOG MONITOR on a master: the error names it", async () => {
+    await createUser(source, "nomonitor", "pw", ["SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES, RELOAD, SLAVE MONITOR ON *.*"]);
+    const err = await backupError(mysqldumpMethod, endpoint(source, "nomonitor", "pw"), { lock: "ftwrl" });
+    expect(err).toMatchObject({ reason: "MissingPrivilege" });
+    expect(err.message).toContain("lacks the BINLOG MONITOR privilege");
+    expect(err.message).toContain("GRANT BINLOG MONITOR ON *.* TO 'nomonitor'@'127.0.0.1'");
+  });
+
+  it("a user without SLAVE MONITOR: the error names it", async () => {
+    await createUser(source, "noslavemon", "pw", ["SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES, RELOAD, BINLOG MONITOR ON *.*"]);
+    const err = await backupError(mysqldumpMethod, endpoint(source, "noslavemon", "pw"));
+    expect(err).toMatchObject({ reason: "MissingPrivilege" });
+    expect(err.message).toContain("GRANT SLAVE MONITOR ON *.* TO 'noslavemon'@'127.0.0.1'");
+  });
+
+  it("a user without SHOW VIEW on a database: the error names it and the database", async () => {
+    await createUser(source, "noview", "pw", ["SELECT, TRIGGER, EVENT, LOCK TABLES, RELOAD, BINLOG MONITOR, SLAVE MONITOR ON *.*"]);
+    const err = await backupError(mysqldumpMethod, endpoint(source, "noview", "pw"));
+    expect(err).toMatchObject({ reason: "MissingPrivilege" });
+    expect(err.message).toContain("GRANT SHOW VIEW ON `shop`.* TO 'noview'@'127.0.0.1'");
+  });
+});
+
+describe("a slave's backup restarts only what it stopped", () => {
+  let master: MariaDb;
+  let slave: MariaDb;
+  let src: Endpoint;
+  beforeAll(async () => {
+    [master, slave] = await Promise.all([
+      newServer({ binlog: true, serverId: 11 }),
+      newServer({ binlog: true, serverId: 12, args: ["--log-slave-updates"] }),
+    ]);
+    await seedShop(master, { rows: 100 });
+    await startReplication(master, slave);
+    await waitCaughtUp(master, slave);
+    src = endpoint(slave, "root", "");
+  });
+
+  async function ensureRunning(): Promise<void> {
+    await slave.query("START SLAVE");
+    for (let i = 0; i < 100 && (await threads(slave)) !== "IO=Yes SQL=Yes"; i++) await new Promise((r) => setTimeout(r, 100));
+    expect(await threads(slave)).toBe("IO=Yes SQL=Yes");
+  }
+
+  it("mysqldump: a running slave runs again afterwards, at a position consistent with the data", async () => {
+    await ensureRunning();
+    await master.query("INSERT INTO shop.customers (id, name) VALUES (5001, 'before backup')");
+    await waitCaughtUp(master, slave);
+    const [m] = await master.query<{ pos: string }>("SELECT @@gtid_binlog_pos AS pos");
+    const { outcome, dump, hooks } = await backup(mysqldumpMethod, src);
+    expect(outcome.role).toBe("slave");
+    expect(outcome.replication?.gtid).toBe(m?.pos);
+    expect(dump).toContain("before backup");
+    expect(outcome.warnings.filter((w) => /stopped/.test(w))).toEqual([]);
+    expect(hooks).toEqual([{ hook: "stopped", threads: ["sql"] }, { hook: "restarted" }]);
+    expect(await threads(slave)).toBe("IO=Yes SQL=Yes");
+    // And it still replicates.
+    await master.query("INSERT INTO shop.customers (id, name) VALUES (5002, 'after backup')");
+    await waitCaughtUp(master, slave);
+    expect(await count(slave, "shop.customers")).toBe(102);
+  });
+
+  it("mysqldump: replication an admin stopped stays stopped, and the outcome says so", async () => {
+    await ensureRunning();
+    await slave.query("STOP SLAVE");
+    const { outcome, hooks } = await backup(mysqldumpMethod, src);
+    expect(outcome.warnings).toContain(
+      `replication on 127.0.0.1:${slave.port} was already stopped before this backup (IO thread: No, SQL thread: No); it was left stopped — \`replicator online\` starts it`,
+    );
+    expect(hooks).toEqual([]);
+    expect(await threads(slave)).toBe("IO=No SQL=No");
+    expect(outcome.replication?.gtid).toBeTruthy();
+  });
+
+  it("mysqldump: a SQL thread left stopped (by a killed run) stays stopped; the IO thread keeps running", async () => {
+    await ensureRunning();
+    await slave.query("STOP SLAVE SQL_THREAD");
+    const { outcome, hooks } = await backup(mysqldumpMethod, src);
+    expect(outcome.warnings.join("\n")).toContain(`the SQL thread of replication on 127.0.0.1:${slave.port} was already stopped before this backup (IO thread: Yes, SQL thread: No)`);
+    expect(hooks).toEqual([]);
+    expect(await threads(slave)).toBe("IO=Yes SQL=No");
+  });
+
+  it("mysqldump: a failed dump still restarts the SQL thread it stopped", async () => {
+    await ensureRunning();
+    const err = await backupError(mysqldumpMethod, src, { dumpCommand: "false" });
+    expect(err.message).toContain("false failed to dump the source");
+    expect(await threads(slave)).toBe("IO=Yes SQL=Yes");
+  });
+
+  // mariabackup is not installed here: a stand-in does what --safe-slave-backup
+  // does first (STOP SLAVE SQL_THREAD, with the same credentials file and
+  // connection flags), writes a little, then dies or ends.
+  async function fakeMariabackup(name: string, exit: number): Promise<string> {
+    const file = path.join(work, name);
+    await writeFile(
+      file,
+      `#!/bin/sh\ncase "$*" in *--safe-slave-backup*) mariadb "$1" "$4" "$5" "$6" -e 'STOP SLAVE SQL_THREAD' ;; esac\nprintf 'XBSTCK01'\necho '[00] 2026-11-29 01:26:01 Error: failed to copy datafile ./shop/customers.ibd' >&2\nexit ${exit}\n`,
+    );
+    await chmod(file, 0o755);
+    return file;
+  }
+
+  it("mariabackup (safeSlaveBackup): a killed tool's SQL thread stop is undone, and recorded", async () => {
+    await ensureRunning();
+    const r = await runBackup(mariabackupMethod, src, { safeSlaveBackup: true, mariabackupCommand: await fakeMariabackup("dies.sh", 1) });
+    expect(r.error?.message).toContain("failed to back up the source (exit code 1)");
+    expect(r.hooks).toEqual([{ hook: "stopped", threads: ["sql"] }, { hook: "restarted" }]);
+    expect(await threads(slave)).toBe("IO=Yes SQL=Yes");
+  });
+
+  it("mariabackup (safeSlaveBackup): replication an admin stopped stays stopped, and the outcome says so", async () => {
+    await ensureRunning();
+    await slave.query("STOP SLAVE");
+    const r = await runBackup(mariabackupMethod, src, { safeSlaveBackup: true, mariabackupCommand: await fakeMariabackup("ends.sh", 0) });
+    expect(r.error).toBeUndefined();
+    expect(r.hooks).toEqual([]);
+    expect(r.outcome?.warnings).toContain(
+      `replication on 127.0.0.1:${slave.port} was already stopped before this backup (IO thread: No, SQL thread: No); it was left stopped — \`replicator online\` starts it`,
+    );
+    expect(await threads(slave)).toBe("IO=No SQL=No");
   });
 });

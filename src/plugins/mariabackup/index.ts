@@ -15,7 +15,8 @@
 // (which stops the SQL thread for the whole copy) is used only when the SQL
 // thread holds temporary tables (statement-based replication), which a copy
 // would lose; `safeSlaveBackup: true|false` forces it. Whatever happens, the
-// replication threads that were running before are running afterwards.
+// SQL thread mariabackup stopped is running afterwards; replication that was
+// already stopped before the backup stays stopped, and the outcome says so.
 //
 // Restore into the empty data directory of a stopped server: `mbstream -x`
 // into a staging directory inside it, `mariabackup --prepare`, then every
@@ -36,7 +37,16 @@ import { badInput } from "../../lib/errors.js";
 import { connect, queryRows, withConn, type Conn } from "../../db/connection.js";
 import { writeDefaultsFile } from "../../db/defaults-file.js";
 import { describeEndpoint, type Endpoint } from "../../db/endpoint.js";
-import { getServerInfo, getSlaveStatus, type ServerInfo, type SlaveStatus } from "../../db/replication.js";
+import {
+  getServerInfo,
+  getSlaveStatus,
+  restartStoppedThreads,
+  runningThreads,
+  stoppedBeforeWarning,
+  type ReplicationThread,
+  type ServerInfo,
+  type SlaveStatus,
+} from "../../db/replication.js";
 import type { ReplicationPosition } from "../../storage/catalog.js";
 import type { BackupContext, BackupOutcome, BackupRun, DatadirRestoreMethod } from "../contract.js";
 import {
@@ -163,20 +173,35 @@ export const mariabackupMethod: DatadirRestoreMethod = {
       if (role === "standalone") warnings.push("binary logging is off on the source: the backup records no replication position");
 
       if (slave) {
-        // mariabackup stops the SQL thread itself with --safe-slave-backup, and
-        // a killed mariabackup leaves it stopped: start again whatever ran before.
-        const before = slave;
-        cleanup.push(async () => {
-          await withConn(ctx.source, "check replication", async (cc) => {
-            const now = await getSlaveStatus(cc);
-            if (!now) return;
-            if (before.sqlRunning && !now.sqlRunning) await cc.query("START SLAVE SQL_THREAD");
-            if (before.ioRunning && !now.ioRunning) await cc.query("START SLAVE IO_THREAD");
-          }).then(
-            () => undefined,
-            (err: unknown) => { ctx.log.error({ err }, "could not check or restart replication on the slave; run `replicator online`"); },
-          );
-        });
+        const host = ctx.source.socket ?? `${ctx.source.host}:${ctx.source.port}`;
+        const found = stoppedBeforeWarning(host, slave);
+        if (found) {
+          warnings.push(found);
+          ctx.log.warn({ io: slave.ioRunning, sql: slave.sqlRunning }, found);
+        }
+        // mariabackup stops the SQL thread itself (--safe-slave-backup), and a
+        // killed mariabackup leaves it stopped: the SQL thread, if it ran
+        // before, is started again when it is stopped afterwards. Replication
+        // found stopped is never started. When --safe-slave-backup is asked
+        // for, the stop is recorded before the tool starts, so a kill at any
+        // point leaves a trace.
+        const stop: ReplicationThread[] = runningThreads(slave, ["sql"]);
+        const hooked = safeSlaveBackup && stop.length > 0;
+        if (stop.length > 0) {
+          cleanup.push(async () => {
+            try {
+              const started = await withConn(ctx.source, "restart replication", (cc) => restartStoppedThreads(cc, stop));
+              if (started.length > 0) ctx.log.info({ source: host, started }, "replication threads restarted");
+            } catch (err) {
+              const w = `could not restart the replication threads this backup stopped on ${host} (${err instanceof Error ? err.message : String(err)}); run \`replicator online\``;
+              warnings.push(w);
+              ctx.log.error({ err }, w);
+              return;
+            }
+            if (hooked) await ctx.replication?.restarted().catch((err: unknown) => { ctx.log.warn({ err }, "could not record that replication was restarted"); });
+          });
+        }
+        if (hooked) await ctx.replication?.stopped({ threads: stop, at: new Date().toISOString() });
       }
 
       const creds = await writeDefaultsFile(ctx.source);

@@ -11,16 +11,28 @@
 // otherwise FLUSH TABLES WITH READ LOCK (--lock-all-tables) for the whole dump.
 // The replication position is taken at the same consistent point: on a
 // master from the dump's own --master-data header, on a slave by stopping
-// the SQL thread first and reading the coordinates it has applied. A slave
-// is always started again afterwards, whether the backup worked or not.
+// the SQL thread first and reading the coordinates it has applied. The SQL
+// thread is started again afterwards, whether the backup worked or not, but
+// only when this backup stopped it: replication found stopped (by an admin,
+// or by a killed earlier run) is left stopped, and the outcome says so. The
+// agent's ReplicationHooks record the stop, so a killed run leaves a trace.
 import { PassThrough, Transform, type Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { badInput } from "../../lib/errors.js";
 import { spawnStreaming } from "../../lib/exec.js";
 import { connect, queryRows, withConn, type Conn } from "../../db/connection.js";
 import { SYSTEM_SCHEMAS } from "../../db/schemas.js";
+import { asBackupPrivilegeError, quoteAccount } from "../../db/privileges.js";
 import { writeDefaultsFile } from "../../db/defaults-file.js";
-import { getServerInfo, startSlave, stopSqlThreadAndReadPosition } from "../../db/replication.js";
+import {
+  getServerInfo,
+  getSlaveStatus,
+  readSlavePosition,
+  restartStoppedThreads,
+  runningThreads,
+  stoppedBeforeWarning,
+  type ReplicationThread,
+} from "../../db/replication.js";
 import type { ReplicationPosition } from "../../storage/catalog.js";
 import type { BackupContext, BackupMethod, BackupOutcome, BackupRun, RestoreContext } from "../contract.js";
 
@@ -153,6 +165,44 @@ async function missingDatabases(c: Conn, databases: string[]): Promise<string[]>
   return databases.filter((d) => !have.has(d));
 }
 
+/**
+ * Take a slave's consistent point: stop its SQL thread if it runs (and
+ * register, in `cleanup`, the restart of exactly that), then read the
+ * master coordinates it has applied. Replication found stopped is left so,
+ * with a warning.
+ */
+async function pauseSlave(ctx: BackupContext, control: Conn, warnings: string[], cleanup: (() => Promise<void>)[]): Promise<ReplicationPosition> {
+  const host = ctx.source.socket ?? `${ctx.source.host}:${ctx.source.port}`;
+  const before = await getSlaveStatus(control);
+  if (!before) return readSlavePosition(control);
+  const found = stoppedBeforeWarning(host, before);
+  if (found) {
+    warnings.push(found);
+    ctx.log.warn({ io: before.ioRunning, sql: before.sqlRunning }, found);
+  }
+  const stop: ReplicationThread[] = runningThreads(before, ["sql"]);
+  if (stop.length > 0) {
+    // Registered before the stop: whatever happens next, the restart runs.
+    cleanup.push(async () => {
+      try {
+        const started = await withConn(ctx.source, "restart replication", (c) => restartStoppedThreads(c, stop));
+        ctx.log.info({ source: host, started }, "slave back online");
+      } catch (err) {
+        const w = `could not restart the replication threads this backup stopped on ${host} (${err instanceof Error ? err.message : String(err)}); run \`replicator online\``;
+        warnings.push(w);
+        ctx.log.error({ err }, w);
+        return;
+      }
+      await ctx.replication?.restarted().catch((err: unknown) => { ctx.log.warn({ err }, "could not record that replication was restarted"); });
+    });
+    await control.query("STOP SLAVE SQL_THREAD");
+    await ctx.replication?.stopped({ threads: stop, at: new Date().toISOString() });
+  }
+  const pos = await readSlavePosition(control);
+  ctx.log.info({ position: pos, stopped: stop }, stop.length > 0 ? "slave offline for backup" : "slave position read (replication was not running)");
+  return pos;
+}
+
 export const mysqldumpMethod: BackupMethod = {
   engine: "mysql",
   restoreInto: "server",
@@ -167,13 +217,25 @@ export const mysqldumpMethod: BackupMethod = {
   async backup(ctx: BackupContext): Promise<BackupRun> {
     const opts = parseMysqldumpOptions(ctx.options);
     const control = await connect(ctx.source, "source");
-    let slaveStopped = false;
     const cleanup: (() => Promise<void>)[] = [async () => { await control.end().catch(() => undefined); }];
     const runCleanup = async (): Promise<void> => {
       for (const fn of cleanup.reverse()) await fn();
+      cleanup.length = 0;
+    };
+    // A refused statement (ours or mariadb-dump's) names the privilege and the GRANT.
+    const at = ctx.source.socket ?? `${ctx.source.host}:${ctx.source.port}`;
+    let account = `'${ctx.source.user}'@'%'`;
+    const privileged = async <T>(what: string, fn: () => Promise<T>): Promise<T> => {
+      try {
+        return await fn();
+      } catch (err) {
+        throw asBackupPrivilegeError(err, account, at, what);
+      }
     };
     try {
-      const info = await getServerInfo(control);
+      const [me] = await queryRows<{ u: string }>(control, "SELECT CURRENT_USER() AS u");
+      if (me?.u) account = quoteAccount(me.u);
+      const info = await privileged("read the server's role (SHOW SLAVE STATUS)", () => getServerInfo(control));
       const role: BackupOutcome["role"] = info.isSlave ? "slave" : info.logBin ? "master" : "standalone";
       if (opts.databases) {
         const missing = await missingDatabases(control, opts.databases);
@@ -189,18 +251,7 @@ export const mysqldumpMethod: BackupMethod = {
 
       let slavePos: ReplicationPosition | undefined;
       if (role === "slave") {
-        // Take the slave offline for the consistent point. It is started
-        // again in `finish`, on success and on failure alike.
-        cleanup.push(async () => {
-          if (!slaveStopped) return;
-          await withConn(ctx.source, "restart replication", (c) => startSlave(c)).then(
-            () => { ctx.log.info({ source: `${ctx.source.host}:${ctx.source.port}` }, "slave back online"); },
-            (err: unknown) => { ctx.log.error({ err }, "could not restart replication on the slave; run `replicator online`"); },
-          );
-        });
-        slaveStopped = true;
-        slavePos = await stopSqlThreadAndReadPosition(control);
-        ctx.log.info({ position: slavePos }, "slave offline for backup");
+        slavePos = await privileged("stop the slave's SQL thread and read its position", () => pauseSlave(ctx, control, warnings, cleanup));
       }
 
       const creds = await writeDefaultsFile(ctx.source);
@@ -218,7 +269,7 @@ export const mysqldumpMethod: BackupMethod = {
 
       const outcome = (async (): Promise<BackupOutcome> => {
         try {
-          await Promise.all([child.done, piping]);
+          await privileged("dump the source", () => Promise.all([child.done, piping]));
           let replication: ReplicationPosition | undefined = slavePos;
           if (role === "master") {
             const p = parseDumpPosition(scanner.head, scanner.tailText);
