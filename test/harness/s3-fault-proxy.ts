@@ -32,6 +32,8 @@ export interface ProxyRequest {
   key: string;
   status?: number;
   fault?: string;
+  /** Response body bytes sent to the client so far. */
+  bytes?: number;
 }
 
 export interface FaultProxy {
@@ -131,6 +133,10 @@ export async function startFaultProxy(upstream: string, opts: { seed?: number } 
       (upRes) => {
         log.status = upRes.statusCode;
         res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, upRes.rawHeaders);
+        log.bytes = 0;
+        upRes.on("data", (chunk: Buffer) => {
+          log.bytes = (log.bytes ?? 0) + Math.min(chunk.length, truncateAt === undefined ? chunk.length : Math.max(0, truncateAt - (log.bytes ?? 0)));
+        });
         if (truncateAt === undefined) {
           upRes.pipe(res);
           upRes.on("error", () => res.destroy());

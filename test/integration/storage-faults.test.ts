@@ -275,7 +275,7 @@ describe("restore leases hold against prune and delete", () => {
   it("a lease and a prune at the same instant never both proceed (many rounds)", async () => {
     let kept = 0;
     let gone = 0;
-    for (let i = 0; i < 12; i++) {
+    for (let i = 0; i < 20; i++) {
       const c = cluster();
       const setup = new Repository(s3Store(), c);
       const old = backupName(1);
@@ -283,9 +283,11 @@ describe("restore leases hold against prune and delete", () => {
       await makeBackup(setup, backupName(2));
       const restorer = new Repository(s3Store(), c);
       const pruner = new Repository(s3Store(), c);
+      // Shift one side by 0-55 ms so both orders of the four steps are met.
+      const delay = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
       const [lease, plan] = await Promise.all([
-        restorer.acquireLease(old, "restore", `r${i}`).catch((err: unknown) => err as { reason?: string }),
-        pruner.prune({ retain: 1 }),
+        delay(i % 2 === 0 ? (i % 12) * 5 : 0).then(() => restorer.acquireLease(old, "restore", `r${i}`)).catch((err: unknown) => err as { reason?: string }),
+        delay(i % 2 === 1 ? (i % 12) * 5 : 0).then(() => pruner.prune({ retain: 1 })),
       ]);
       if ("release" in lease) {
         kept++;
@@ -297,11 +299,17 @@ describe("restore leases hold against prune and delete", () => {
       } else {
         gone++;
         expect(lease.reason).toBe("BackupGone");
-        expect(plan.expire).toContain(old);
-        expect((await setup.list()).backups.map((b) => b.name)).not.toContain(old);
+        const listed = (await setup.list()).backups.map((b) => b.name);
+        if (plan.expire.includes(old)) {
+          expect(listed).not.toContain(old);
+        } else {
+          // Both flags seen at once: the prune backed off too, and the backup is whole.
+          expect(plan.keptInUse).toContain(old);
+          expect(listed).toContain(old);
+        }
       }
     }
-    expect(kept + gone).toBe(12);
+    expect(kept + gone).toBe(20);
   });
 
   it("delete refuses a leased backup (BackupInUse) and leaves it listed; after release it deletes everything", async () => {
@@ -390,7 +398,9 @@ describe("downloads resume", () => {
   it("destroying an opened backup object stops reading storage at once", async () => {
     const repo = new Repository(s3Store(), cluster());
     const name = backupName(1);
-    await makeBackup(repo, name, 8 * 1024 * 1024);
+    const size = 48 * 1024 * 1024;
+    await makeBackup(repo, name, size);
+    const before = proxy.requests.length;
     const stream = await repo.openVerified(name, "data.sql", await repo.readManifest(name));
     let n = 0;
     for await (const chunk of stream) {
@@ -398,7 +408,10 @@ describe("downloads resume", () => {
       if (n > 64 * 1024) break;
     }
     expect(stream.destroyed).toBe(true);
-    expect(n).toBeLessThan(8 * 1024 * 1024);
+    await new Promise((r) => setTimeout(r, 500));
+    const get = proxy.requests.slice(before).find((r) => r.op === "GET" && r.key.endsWith("data.sql"));
+    // What the S3 server sent is bounded by socket buffers, not the object's size.
+    expect(get?.bytes).toBeLessThan(size / 3);
   });
 });
 
