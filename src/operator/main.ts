@@ -5,8 +5,8 @@ import http from "node:http";
 import { hostname } from "node:os";
 import { createLogger } from "../lib/log.js";
 import { oneLine } from "../lib/errors.js";
-import { createKubeRest, loadKubeConfig } from "./kube/rest.js";
-import { acquireLeadership } from "./leader.js";
+import { createKubeRest, fencedRest, loadKubeConfig } from "./kube/rest.js";
+import { LeaderElector, leaseClient } from "./leader.js";
 import { Metrics } from "./metrics.js";
 import { Operator } from "./operator.js";
 
@@ -14,12 +14,27 @@ const env = process.env;
 const log = createLogger({ name: "replicator-operator", level: env.LOG_LEVEL ?? "info" });
 
 async function main(): Promise<void> {
-  const rest = await createKubeRest(loadKubeConfig(env.KUBECONFIG));
+  const apiRest = await createKubeRest(loadKubeConfig(env.KUBECONFIG));
+  const elector =
+    env.LEADER_ELECT === "false"
+      ? undefined
+      : new LeaderElector(
+          leaseClient(apiRest, env.POD_NAMESPACE ?? env.LEADER_ELECTION_NAMESPACE ?? "default", env.LEADER_ELECTION_ID ?? "replicator-operator"),
+          {
+            namespace: env.POD_NAMESPACE ?? env.LEADER_ELECTION_NAMESPACE ?? "default",
+            name: env.LEADER_ELECTION_ID ?? "replicator-operator",
+            identity: env.POD_NAME ?? `${hostname()}-${process.pid}`,
+          },
+          log,
+        );
+  // Every write the operator makes (and every database session it opens) first checks it is still the leader.
+  const rest = elector ? fencedRest(apiRest, (what) => { elector.fence(what); }) : apiRest;
   const metrics = new Metrics();
   const abort = new AbortController();
   const operator = new Operator(rest, log, {
     namespace: env.WATCH_NAMESPACE || undefined,
     addressMode: env.ADDRESS_MODE === "podIP" ? "podIP" : "dns",
+    ...(elector ? { fence: (what: string) => { elector.fence(what); } } : {}),
     // Resync re-delivers cached objects (no API request): a safety net for lost handler work, not how changes arrive.
     resyncMs: Number(env.RESYNC_SECONDS ?? "300") * 1000,
     jobs: {
@@ -54,28 +69,20 @@ async function main(): Promise<void> {
     log.info({ signal: sig }, "shutting down");
     abort.abort();
     server.close();
+    void elector?.release();
     setTimeout(() => process.exit(0), 5000).unref();
   };
   process.on("SIGTERM", () => { shutdown("SIGTERM"); });
   process.on("SIGINT", () => { shutdown("SIGINT"); });
 
-  if (env.LEADER_ELECT !== "false") {
-    await acquireLeadership(
-      rest,
-      {
-        namespace: env.POD_NAMESPACE ?? env.LEADER_ELECTION_NAMESPACE ?? "default",
-        name: env.LEADER_ELECTION_ID ?? "replicator-operator",
-        identity: env.POD_NAME ?? `${hostname()}-${process.pid}`,
-        leaseDurationSeconds: 15,
-        renewMs: 5000,
-      },
-      log,
-      abort.signal,
-      () => {
-        log.error({}, "lost the leader lease; exiting so that a new leader can take over");
-        process.exit(1);
-      },
-    );
+  if (elector) {
+    // Exit the moment a renew deadline passes, as controller-runtime does: a new process starts as a candidate.
+    elector.onLost(() => {
+      log.error({}, "lost the leader lease; exiting so that a new leader can take over");
+      process.exit(1);
+    });
+    if (!(await elector.acquire(abort.signal))) return;
+    void elector.renewLoop(abort.signal);
   }
   leader = true;
   log.info({ namespace: env.WATCH_NAMESPACE ?? "(all)" }, "operator started");

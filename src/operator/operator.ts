@@ -113,6 +113,8 @@ export interface OperatorSettings {
   addressMode: "dns" | "podIP";
   jobs: JobSettings;
   resyncMs: number;
+  /** Throws unless this process may act now (leader election); called before a database session is opened. */
+  fence?: (what: string) => void;
 }
 
 interface SecretObj {
@@ -518,6 +520,7 @@ export class Operator {
     port: number,
     what: string,
   ): Promise<Awaited<ReturnType<typeof connect>>> {
+    this.settings.fence?.(`a session to ${what}`);
     const get = await this.secretReader(ns, secret.name);
     return connect({ engine: "mysql", host, port, user: get(secret.userKey ?? "username") ?? "root", password: get(secret.passwordKey ?? "password") }, what);
   }

@@ -173,3 +173,29 @@ export async function createKubeRest(kc: KubeConfig): Promise<KubeRest> {
       }),
   };
 }
+
+/** The same client, with `fence(what)` called before every write (leader election: a deposed leader writes nothing). */
+export function fencedRest(rest: KubeRest, fence: (what: string) => void): KubeRest {
+  return {
+    server: rest.server,
+    get: (path) => rest.get(path),
+    list: (path, q) => rest.list(path, q),
+    watch: (path, rv, onEvent, signal, idleMs, q) => rest.watch(path, rv, onEvent, signal, idleMs, q),
+    create: async (path, body) => {
+      fence(`POST ${path}`);
+      return rest.create(path, body);
+    },
+    patch: async (path, body, type) => {
+      fence(`PATCH ${path}`);
+      return rest.patch(path, body, type);
+    },
+    put: async (path, body) => {
+      fence(`PUT ${path}`);
+      return rest.put(path, body);
+    },
+    delete: async (path, q) => {
+      fence(`DELETE ${path}`);
+      return rest.delete(path, q);
+    },
+  };
+}

@@ -64,6 +64,11 @@ export class FakeClock implements Clock {
     });
   }
 
+  /** Move time forward without running any timer: a process that was frozen (SIGSTOP) and resumes. */
+  jump(ms: number): void {
+    this.t += ms;
+  }
+
   /** Timers still waiting. */
   get pending(): number {
     return this.timers.size;
