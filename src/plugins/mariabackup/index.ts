@@ -34,6 +34,7 @@ import path from "node:path";
 import { PassThrough, type Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { badInput } from "../../lib/errors.js";
+import { asBackupPrivilegeError, quoteAccount } from "../../db/privileges.js";
 import { connect, queryRows, withConn, type Conn } from "../../db/connection.js";
 import { writeDefaultsFile } from "../../db/defaults-file.js";
 import { describeEndpoint, type Endpoint } from "../../db/endpoint.js";
@@ -52,6 +53,7 @@ import type { BackupContext, BackupOutcome, BackupRun, DatadirRestoreMethod } fr
 import {
   buildBackupArgs,
   decideSafeSlaveBackup,
+  missingPrivileges,
   parseBinlogPositionLine,
   parseMariabackupOptions,
   parseSlavePositionLine,
@@ -147,6 +149,9 @@ export const mariabackupMethod: DatadirRestoreMethod = {
       for (const fn of cleanup.reverse()) await fn();
       cleanup.length = 0;
     };
+    // A refused statement (ours or mariabackup's) names the privilege and the GRANT.
+    const at = ctx.source.socket ?? `${ctx.source.host}:${ctx.source.port}`;
+    let account = `'${ctx.source.user}'@'%'`;
     try {
       // What the server is, where its data is, and (on a slave) how it replicates.
       const c = await connect(ctx.source, "source");
@@ -156,7 +161,11 @@ export const mariabackupMethod: DatadirRestoreMethod = {
       let slave: SlaveStatus | undefined;
       let safeSlaveBackup = false;
       try {
-        info = await getServerInfo(c);
+        const [me] = await queryRows<{ u: string }>(c, "SELECT CURRENT_USER() AS u");
+        if (me?.u) account = quoteAccount(me.u);
+        info = await getServerInfo(c).catch((err: unknown) => {
+          throw asBackupPrivilegeError(err, account, at, "read the server's role (SHOW SLAVE STATUS)");
+        });
         role = info.isSlave ? "slave" : info.logBin ? "master" : "standalone";
         const [d] = await queryRows<{ d: string }>(c, "SELECT @@datadir AS d");
         if (!opts.datadir && !d?.d) throw badInput("DatadirUnknown", "the server did not report its data directory (@@datadir); set methodOptions.datadir");
@@ -243,7 +252,15 @@ export const mariabackupMethod: DatadirRestoreMethod = {
 
       const outcome = (async (): Promise<BackupOutcome> => {
         try {
-          await Promise.all([child.done, piping]);
+          await Promise.all([child.done, piping]).catch((err: unknown) => {
+            const missing = missingPrivileges(child.tail());
+            if (missing.length === 0) throw err;
+            throw badInput(
+              "MissingPrivilege",
+              `backup user ${account} lacks privileges mariabackup needs on ${at} (${missing.map((m) => `${m.grant} on ${m.on}`).join(", ")}): ${missing.map((m) => `GRANT ${m.grant} ON ${m.on} TO ${account}`).join("; ")}`,
+              { cause: err },
+            );
+          });
           let replication: ReplicationPosition | undefined;
           if (role === "master") {
             if (binlogPos) {

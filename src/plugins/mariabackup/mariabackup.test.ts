@@ -17,6 +17,7 @@ import {
   parseSlavePositionLine,
   parseToolVersion,
   stripLogPrefix,
+  missingPrivileges,
   summarizeBackupFailure,
 } from "./parse.js";
 import { positionFromInfo } from "./restore.js";
@@ -273,5 +274,18 @@ describe("the replica configuration", () => {
       ]),
     );
     expect(buildSeedServerArgs({ datadir: "/data", tmp: "/tmp/s", layout: {}, runAsUser: undefined, extra: [] }).some((a) => a.startsWith("--user"))).toBe(false);
+  });
+});
+
+describe("missingPrivileges", () => {
+  it("groups what mariabackup says it is missing by where", () => {
+    expect(
+      missingPrivileges([
+        "[00] 2026-11-25 01:26:01 Error: missing required privilege RELOAD on *.*",
+        "[00] 2026-11-25 01:26:01 Error: missing required privilege PROCESS on *.*",
+        "[00] 2026-11-25 01:26:01 Error: missing required privilege RELOAD on *.*",
+        "[00] 2026-11-25 01:26:01 something else",
+      ]),
+    ).toEqual([{ grant: "RELOAD, PROCESS", on: "*.*" }]);
   });
 });

@@ -259,6 +259,19 @@ export function lastErrorLine(lines: string[]): string {
   return cleaned[cleaned.length - 1] ?? "";
 }
 
+/** Pure: the privileges mariabackup said it is missing ("missing required privilege RELOAD on *.*"), grouped by where. */
+export function missingPrivileges(lines: string[]): { grant: string; on: string }[] {
+  const byOn = new Map<string, string[]>();
+  for (const l of lines) {
+    const m = /missing required privilege (.+?) on (\S+)\s*$/.exec(stripLogPrefix(l));
+    if (!m?.[1] || !m[2]) continue;
+    const list = byOn.get(m[2]) ?? [];
+    if (!list.includes(m[1])) list.push(m[1]);
+    byOn.set(m[2], list);
+  }
+  return [...byOn].map(([on, privs]) => ({ grant: privs.join(", "), on }));
+}
+
 /** Pure: why `mariabackup --backup` failed, in one line; missing privileges are named together. */
 export function summarizeBackupFailure(lines: string[]): string {
   const missing = lines.map((l) => /missing required privilege (.+?)\s*$/.exec(stripLogPrefix(l))?.[1]).filter((x): x is string => x !== undefined);
