@@ -5,6 +5,9 @@
 import { KubeConfig } from "@kubernetes/client-node";
 import https from "node:https";
 import http from "node:http";
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import { parse as parseYaml } from "yaml";
 import { failed } from "../../lib/errors.js";
 
 export class KubeApiError extends Error {
@@ -53,7 +56,33 @@ export function loadKubeConfig(kubeconfig?: string): KubeConfig {
   const kc = new KubeConfig();
   if (kubeconfig) kc.loadFromFile(kubeconfig);
   else kc.loadFromDefault();
+  if (kubeconfig) tokenFilesAsAuthProvider(kc, kubeconfig);
   return kc;
+}
+
+/**
+ * client-node reads a kubeconfig user's `token-file` once, at load; client-go
+ * re-reads it. Give such users client-node's in-cluster `tokenFile` auth
+ * provider instead (the one loadFromCluster uses), which re-reads the file
+ * about once a minute, so a rotated bound token is picked up.
+ */
+function tokenFilesAsAuthProvider(kc: KubeConfig, file: string): void {
+  let doc: { users?: { name?: string; user?: { "token-file"?: string; token?: string } }[] } | undefined;
+  try {
+    doc = parseYaml(readFileSync(file, "utf8")) as typeof doc;
+  } catch {
+    return;
+  }
+  const files = new Map<string, string>();
+  for (const u of doc?.users ?? []) {
+    const tf = u.user?.["token-file"];
+    if (u.name && tf && !u.user?.token) files.set(u.name, path.resolve(path.dirname(file), tf));
+  }
+  if (files.size === 0) return;
+  kc.users = kc.users.map((u) => {
+    const tokenFile = files.get(u.name);
+    return tokenFile ? { ...u, token: undefined, authProvider: { name: "tokenFile", config: { tokenFile } } } : u;
+  });
 }
 
 export async function createKubeRest(kc: KubeConfig): Promise<KubeRest> {
@@ -66,13 +95,21 @@ export async function createKubeRest(kc: KubeConfig): Promise<KubeRest> {
   const agent = isHttps
     ? new https.Agent({ keepAlive: true, ca: opts.ca, cert: opts.cert, key: opts.key, rejectUnauthorized: opts.rejectUnauthorized ?? true })
     : new http.Agent({ keepAlive: true });
-  const authHeaders = (): Record<string, string> => {
+  // Credentials are applied per request through client-node's authenticators:
+  // an in-cluster (or token-file) token is re-read about once a minute, exec
+  // and OIDC credentials are refreshed when they expire. Read once at start,
+  // a bound service-account token stops working after an hour.
+  const authHeaders = async (): Promise<Record<string, string>> => {
+    const o: https.RequestOptions = {};
+    await kc.applyToHTTPSOptions(o);
     const h: Record<string, string> = {};
-    for (const [k, v] of Object.entries(opts.headers ?? {})) if (typeof v === "string") h[k] = v;
+    for (const [k, v] of Object.entries(o.headers ?? {})) if (typeof v === "string") h[k] = v;
+    if (o.auth && !h.Authorization) h.Authorization = `Basic ${Buffer.from(o.auth).toString("base64")}`;
     return h;
   };
 
-  function request(method: string, path: string, body: unknown, contentType: string | undefined, signal?: AbortSignal): Promise<{ status: number; text: string }> {
+  async function request(method: string, path: string, body: unknown, contentType: string | undefined, signal?: AbortSignal): Promise<{ status: number; text: string }> {
+    const auth = await authHeaders();
     return new Promise((resolve, reject) => {
       const url = new URL(path, base);
       const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
@@ -83,7 +120,7 @@ export async function createKubeRest(kc: KubeConfig): Promise<KubeRest> {
           agent,
           headers: {
             Accept: "application/json",
-            ...authHeaders(),
+            ...auth,
             ...(payload ? { "Content-Type": contentType ?? "application/json", "Content-Length": String(payload.length) } : {}),
           },
           signal,
@@ -133,10 +170,11 @@ export async function createKubeRest(kc: KubeConfig): Promise<KubeRest> {
     delete: async (path, q) => {
       await call("DELETE", withQuery(path, q));
     },
-    watch: <T>(path: string, resourceVersion: string, onEvent: (e: WatchEvent<T>) => void, signal: AbortSignal, idleMs = 90_000, query: Record<string, string> = {}) =>
-      new Promise<void>((resolve, reject) => {
+    watch: async <T>(path: string, resourceVersion: string, onEvent: (e: WatchEvent<T>) => void, signal: AbortSignal, idleMs = 90_000, query: Record<string, string> = {}) => {
+      const auth = await authHeaders();
+      return new Promise<void>((resolve, reject) => {
         const url = new URL(withQuery(path, { timeoutSeconds: "300", ...query, watch: "1", resourceVersion, allowWatchBookmarks: "true" }), base);
-        const req = (isHttps ? https : http).request(url, { method: "GET", agent, headers: { Accept: "application/json", ...authHeaders() }, signal }, (res) => {
+        const req = (isHttps ? https : http).request(url, { method: "GET", agent, headers: { Accept: "application/json", ...auth }, signal }, (res) => {
           if ((res.statusCode ?? 0) >= 300) {
             const chunks: Buffer[] = [];
             res.on("data", (c: Buffer) => chunks.push(c));
@@ -170,7 +208,8 @@ export async function createKubeRest(kc: KubeConfig): Promise<KubeRest> {
         });
         req.on("error", (err) => { if (signal.aborted) resolve(); else reject(err); });
         req.end();
-      }),
+      });
+    },
   };
 }
 
