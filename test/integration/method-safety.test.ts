@@ -3,7 +3,9 @@
 // drops anything; a backup that lacks a privilege says which, and the GRANT;
 // a slave backup restarts only the replication threads it stopped itself and
 // says when it found replication already stopped.
-import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { execa } from "execa";
+import { statSync } from "node:fs";
+import { chmod, mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -13,8 +15,10 @@ import { silentLogger } from "../../src/lib/log.js";
 import type { BackupMethod, BackupOutcome, ReplicationHooks } from "../../src/plugins/contract.js";
 import { mariabackupMethod } from "../../src/plugins/mariabackup/index.js";
 import { mysqldumpMethod } from "../../src/plugins/mysqldump/index.js";
+import { privateDirsOf } from "../../src/db/defaults-file.js";
+import { CLI, runCli } from "../harness/cli.js";
 import { count, seedShop } from "../harness/fixtures.js";
-import { startMariaDb, startReplication, waitCaughtUp, type MariaDb } from "../harness/mariadb.js";
+import { startMariaDb, startReplication, waitCaughtUp, waitFor, type MariaDb } from "../harness/mariadb.js";
 
 const servers: MariaDb[] = [];
 let work: string;
@@ -142,6 +146,26 @@ describe("restore preflight (checkCanRestore)", () => {
     expect((err as Error).message).toContain("cannot set sql_log_bin");
     expect((err as Error).message).toContain("GRANT BINLOG ADMIN ON *.*");
     expect(await probes(target)).toEqual([]);
+  });
+
+  it("replicator restore --force as a user without CREATE: exit 2 naming it, and nothing was dropped", async () => {
+    const repoDir = await mkdtemp(path.join(work, "restore-"));
+    const repo = `file://${repoDir}`;
+    const b = await runCli(["backup", "--source", target.url, "--repository", repo, "--cluster", "r", "--json"]);
+    expect(b.exitCode).toBe(0);
+    await createUser(target, "cli_nocreate", "pw", ["SELECT, DROP, INSERT, LOCK TABLES, BINLOG ADMIN, SLAVE MONITOR ON *.*"]);
+    const r = await runCli(
+      ["restore", "--target", `mysql://cli_nocreate@127.0.0.1:${target.port}`, "--repository", repo, "--cluster", "r", "--force"],
+      { REPLICATOR_DB_PASSWORD: "pw" },
+    );
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toContain("target user 'cli_nocreate'@'127.0.0.1' cannot create a database");
+    expect(r.stderr).toContain("GRANT CREATE ON *.* TO 'cli_nocreate'@'127.0.0.1'");
+    expect(await count(target, "shop.customers")).toBe(200);
+    expect(await count(target, "app.settings")).toBe(2);
+    expect(await probes(target)).toEqual([]);
+    const [sentinel] = await target.query<{ n: number }>("SELECT COUNT(*) AS n FROM information_schema.schemata WHERE schema_name LIKE '%restore%'");
+    expect(Number(sentinel?.n)).toBe(0);
   });
 
   it("removes the probe when a step after CREATE DATABASE fails", async () => {
@@ -295,5 +319,49 @@ describe("a slave's backup restarts only what it stopped", () => {
       `replication on 127.0.0.1:${slave.port} was already stopped before this backup (IO thread: No, SQL thread: No); it was left stopped — \`replicator online\` starts it`,
     );
     expect(await threads(slave)).toBe("IO=No SQL=No");
+  });
+
+  it("a SIGKILLed slave backup (the CLI): the next backup says so, leaves replication as it found it, and sweeps the credentials dir", async () => {
+    await ensureRunning();
+    const dir = await mkdtemp(path.join(work, "killed-"));
+    const repoDir = path.join(dir, "repo");
+    await mkdir(repoDir);
+    const repo = `file://${repoDir}`;
+    // A dump that hangs once it has started: the slave's SQL thread is stopped by then.
+    const hang = path.join(dir, "hanging-dump.sh");
+    await writeFile(hang, "#!/bin/sh\necho '-- dump started'\nexec sleep 300\n");
+    await chmod(hang, 0o755);
+    await writeFile(path.join(dir, "replicator.yaml"), `methodOptions:\n  dumpCommand: ${hang}\n`);
+    const killed = execa(process.execPath, [CLI, "backup", "--source", slave.url, "--repository", repo, "--cluster", "k"], {
+      cwd: dir,
+      detached: true,
+      reject: false,
+      env: { REPLICATOR_CONFIG: undefined, REPLICATOR_DB_PASSWORD: undefined },
+      extendEnv: true,
+    });
+    const pid = killed.pid;
+    if (pid === undefined) throw new Error("the backup did not start");
+    const marker = async (): Promise<boolean> => (await readdir(repoDir, { recursive: true })).some((f) => f.endsWith("replication-stopped.json"));
+    await waitFor(marker, "the backup to record that it stopped replication", 30_000);
+    // Its credentials: a 0600 file in a 0700 dir named after it.
+    const [credDir] = privateDirsOf(pid);
+    expect(credDir).toBeDefined();
+    expect(statSync(credDir ?? "").mode & 0o777).toBe(0o700);
+    expect(statSync(path.join(credDir ?? "", "client.cnf")).mode & 0o777).toBe(0o600);
+    process.kill(-pid, "SIGKILL");
+    await killed;
+    expect(await threads(slave)).toBe("IO=Yes SQL=No");
+    expect(privateDirsOf(pid)).toHaveLength(1);
+
+    const next = await runCli(["backup", "--source", slave.url, "--repository", repo, "--cluster", "k", "--json"]);
+    expect(next.exitCode).toBe(0);
+    const warnings = (next.json?.warnings ?? []) as string[];
+    expect(warnings.join("\n")).toContain(
+      `the SQL thread of replication on 127.0.0.1:${slave.port} was already stopped before this backup (IO thread: Yes, SQL thread: No); it was left stopped — \`replicator online\` starts it`,
+    );
+    expect(warnings.join("\n")).toMatch(/an earlier backup of this server \(.+\) stopped replication at .+ and never finished/);
+    expect(await threads(slave)).toBe("IO=Yes SQL=No");
+    expect(privateDirsOf(pid)).toEqual([]);
+    expect(await marker()).toBe(false);
   });
 });
