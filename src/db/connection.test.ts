@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { detectFlavour, mysqlUnsupported } from "./connection.js";
+import { detectFlavour, mapDbError, mysqlUnsupported } from "./connection.js";
 import type { Endpoint } from "./endpoint.js";
 
 describe("detectFlavour", () => {
@@ -30,5 +30,20 @@ describe("mysqlUnsupported", () => {
       "db.example:3306 runs MySQL 8.0.40; this release supports MariaDB only (MySQL is not tested: no MySQL server in our CI); use MariaDB, or back up with a plugin (docs/plugins.md)",
     );
     expect(mysqlUnsupported(e, "8.0.36-28", "Percona Server (GPL), Release 28").message).toContain("runs Percona Server 8.0.36-28;");
+  });
+});
+
+describe("mapDbError", () => {
+  const e: Endpoint = { engine: "mysql", host: "db", port: 3306, user: "ops", password: undefined };
+  it("names the missing privilege and the GRANT", () => {
+    const err = mapDbError(
+      { code: "ER_SPECIFIC_ACCESS_DENIED_ERROR", sqlMessage: "Access denied; you need (at least one of) the SUPER, REPLICATION SLAVE ADMIN privilege(s) for this operation" },
+      e,
+      "stop replication on the target",
+    );
+    expect(err.reason).toBe("MissingPrivilege");
+    expect(err.message).toBe(
+      "user 'ops'@'%' lacks the REPLICATION SLAVE ADMIN privilege on db:3306, needed to stop replication on the target (Access denied; you need (at least one of) the SUPER, REPLICATION SLAVE ADMIN privilege(s) for this operation): GRANT REPLICATION SLAVE ADMIN ON *.* TO 'ops'@'%'",
+    );
   });
 });

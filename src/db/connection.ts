@@ -8,6 +8,7 @@
 import mysql from "mysql2/promise";
 import { badInput, failed, ReplicatorError } from "../lib/errors.js";
 import { describeEndpoint, type Endpoint } from "./endpoint.js";
+import { findPrivilegeProblem } from "./privileges.js";
 
 export type Conn = mysql.Connection;
 
@@ -105,8 +106,19 @@ export function mapDbError(err: unknown, e: Endpoint, what: string): ReplicatorE
       return badInput("AccessDenied", `${at} does not accept connections from this host (${what}); grant the user from this host`, { cause: err });
     case "ER_SPECIFIC_ACCESS_DENIED_ERROR":
     case "ER_DBACCESS_DENIED_ERROR":
-    case "ER_TABLEACCESS_DENIED_ERROR":
-      return badInput("MissingPrivilege", `${at} lacks a privilege for ${what}: ${x.sqlMessage ?? x.message ?? ""}`, { cause: err });
+    case "ER_TABLEACCESS_DENIED_ERROR": {
+      const msg = x.sqlMessage ?? x.message ?? "";
+      // A database-level refusal names no privilege: only its message is said.
+      const p = x.code === "ER_DBACCESS_DENIED_ERROR" ? undefined : findPrivilegeProblem(msg);
+      if (!p) return badInput("MissingPrivilege", `${at} lacks a privilege for ${what}: ${msg}`, { cause: err });
+      // The server names the account in most refusals; otherwise the user, from any host.
+      const account = /'([^']*)'@'([^']*)'/.exec(msg)?.[0] ?? `'${e.user}'@'%'`;
+      return badInput(
+        "MissingPrivilege",
+        `user ${account} lacks the ${p.grant} privilege on ${e.socket ?? `${e.host}:${e.port}`}, needed to ${what} (${p.serverMessage}): GRANT ${p.grant} ON ${p.on} TO ${account}`,
+        { cause: err },
+      );
+    }
     case "ECONNREFUSED":
     case "ENOTFOUND":
     case "EHOSTUNREACH":
