@@ -142,3 +142,31 @@ function lastLine(s: string): string {
 export function stableAddress(mode: "dns" | "podIP", pod: string, namespace: string, serviceName: string | undefined, podIP: string): string {
   return mode === "dns" && serviceName ? `${pod}.${serviceName}.${namespace}.svc` : podIP;
 }
+
+/** The port a MariaDB server listens on when nothing says otherwise. */
+export const DEFAULT_SERVER_PORT = 3306;
+export const PORT_ANNOTATION = "replicator.dev/port";
+
+/**
+ * The one place a server's port is read from, for every operation the
+ * operator runs against a pod it did not get a ServerRef for (provisioning,
+ * offline/online): the pod's `replicator.dev/port` annotation, else its
+ * StatefulSet's, else the port of its container port named mysql or mariadb,
+ * else 3306. An annotation that is not a port is an error, never 3306.
+ */
+export function serverPortOf(
+  pod: { metadata: { annotations?: Record<string, string> }; spec?: { containers?: { ports?: { name?: string; containerPort?: number }[] }[] } } | undefined,
+  sts: { metadata: { annotations?: Record<string, string> } } | undefined,
+): { port: number } | { error: string } {
+  const raw = pod?.metadata.annotations?.[PORT_ANNOTATION] ?? sts?.metadata.annotations?.[PORT_ANNOTATION];
+  if (raw !== undefined) {
+    const port = Number(raw);
+    if (!Number.isInteger(port) || port < 1 || port > 65535) return { error: `annotation ${PORT_ANNOTATION}: invalid port "${raw}"` };
+    return { port };
+  }
+  for (const c of pod?.spec?.containers ?? []) {
+    const named = c.ports?.find((p) => p.name === "mysql" || p.name === "mariadb");
+    if (named?.containerPort) return { port: named.containerPort };
+  }
+  return { port: DEFAULT_SERVER_PORT };
+}

@@ -63,7 +63,7 @@ import { RateLimitedQueue } from "./runtime/queue.js";
 import { Expectations } from "./runtime/expectations.js";
 import { isAlreadyExists, isNotFound, type KubeRest } from "./kube/rest.js";
 import type { Metrics } from "./metrics.js";
-import { isContainersReady, jobState, masterPodName, selectServerPod, stableAddress, type JobLike, type PodLike } from "./observe.js";
+import { isContainersReady, jobState, masterPodName, selectServerPod, serverPortOf, stableAddress, type JobLike, type PodLike } from "./observe.js";
 import { SnapshotController, isSnapshotBackup, volumeOnlyBackup, type RestoreSpecWithVolume, type SnapshotPod } from "./snapshot/controller.js";
 
 export const IMPORTED_ANNOTATION = "replicator.dev/imported";
@@ -1094,8 +1094,13 @@ export class Operator {
       this.queue.addAfter(`replication/${ns}/${podName}`, 5_000);
       return;
     }
+    const port = serverPortOf(pod as Parameters<typeof serverPortOf>[0], sts ? this.statefulSets.get(`${ns}/${sts}`) : undefined);
+    if ("error" in port) {
+      await this.setCondition(pod, REPLICATION_CONDITION, "Unknown", "InvalidAnnotation", port.error);
+      return;
+    }
     try {
-      const c = await this.connectWith(ns, { name: secretName }, address, 3306, podName);
+      const c = await this.connectWith(ns, { name: secretName }, address, port.port, podName);
       try {
         const r = want === "online" ? await setOnline(c) : await setOffline(c);
         await this.setCondition(pod, REPLICATION_CONDITION, desired, want === "online" ? "Online" : "Offline", `${r.role}: ${r.action}`);

@@ -3,6 +3,7 @@
 // from Secrets; the args hold no secret.
 import { createHash } from "node:crypto";
 import type { BackupSpec, RepositorySpec, RestoreSpec, ServerRef } from "../../api/v1alpha1.js";
+import { DEFAULT_SERVER_PORT } from "../observe.js";
 
 export const MANAGED_BY = "replicator-operator";
 export const LABEL_CLUSTER = "replicator.dev/cluster";
@@ -247,7 +248,7 @@ export function buildBackupJob(i: BackupJobInput): K8sJob {
     "--json",
     "--no-progress",
     "--source",
-    serverUrl(i.sourceAddress, i.spec.source?.port ?? 3306),
+    serverUrl(i.sourceAddress, i.spec.source?.port ?? DEFAULT_SERVER_PORT),
     "--source-name",
     i.sourcePod,
     ...repositoryArgs(i.repo, i.cluster),

@@ -7,6 +7,7 @@
 // provisioned again (not after a pod restart, an operator restart, or a
 // scale down and up that keeps the PVC).
 import type { RestoreStatus } from "../../../api/v1alpha1.js";
+import { serverPortOf } from "../../observe.js";
 
 export const PROVISION_ANNOTATION = "replicator.dev/provision";
 export const PROVISIONED_ANNOTATION = "replicator.dev/provisioned";
@@ -39,8 +40,9 @@ export function provisionSettings(
   if (backup === undefined) return undefined;
   const dataVolume = a["replicator.dev/data-volume"] ?? sts.spec?.volumeClaimTemplates?.[0]?.metadata?.name;
   if (!dataVolume) return { error: `StatefulSet ${sts.metadata.name} has no volumeClaimTemplates: a provisioned slave needs a data volume to mark` };
-  const port = Number(a["replicator.dev/port"] ?? "3306");
-  if (!Number.isInteger(port) || port < 1 || port > 65535) return { error: `annotation replicator.dev/port: invalid port "${a["replicator.dev/port"] ?? ""}"` };
+  const p = serverPortOf(undefined, sts);
+  if ("error" in p) return { error: p.error };
+  const port = p.port;
   return {
     backup: backup.trim() || "latest",
     repository: a["replicator.dev/repository"] ?? "default",
