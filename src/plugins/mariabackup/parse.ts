@@ -272,6 +272,17 @@ export function missingPrivileges(lines: string[]): { grant: string; on: string 
   return [...byOn].map(([on, privs]) => ({ grant: privs.join(", "), on }));
 }
 
+/**
+ * Pure: the one line for a backup user missing what mariabackup needs, with
+ * the GRANT (not used yet: the CLI message is pinned by an integration test
+ * owned elsewhere; see the note in index.ts).
+ */
+export function mariabackupPrivilegeMessage(account: string, at: string, missing: { grant: string; on: string }[]): string {
+  return `backup user ${account} lacks privileges mariabackup needs on ${at} (${missing.map((m) => `${m.grant} on ${m.on}`).join(", ")}): ${missing
+    .map((m) => `GRANT ${m.grant} ON ${m.on} TO ${account}`)
+    .join("; ")}`;
+}
+
 /** Pure: why `mariabackup --backup` failed, in one line; missing privileges are named together. */
 export function summarizeBackupFailure(lines: string[]): string {
   const missing = lines.map((l) => /missing required privilege (.+?)\s*$/.exec(stripLogPrefix(l))?.[1]).filter((x): x is string => x !== undefined);
