@@ -177,6 +177,19 @@ describe("a persistent fault is reported as a fault, never as a verdict", () => 
     expect(err.message).toMatch(new RegExp(`cannot reach S3 endpoint ${proxy.endpoint} \\(.+\\) while reading p/${repo.cluster}/${backupName(1)}/manifest.json; is the S3 server up\\?`));
   });
 
+  it("a stalled manifest read times out as StorageUnreachable in bounded time; released, it reads again", async () => {
+    const repo = new Repository(s3Store({ idleTimeoutMs: 500, maxAttempts: 2 }), cluster());
+    await makeBackup(repo, backupName(1));
+    proxy.add({ op: "GET", key: /manifest\.json$/, action: { kind: "stall" } });
+    const t0 = Date.now();
+    const err = await rejection(repo.list());
+    expect(err.reason).toBe("StorageUnreachable");
+    expect(err.message).toContain("timed out");
+    expect(Date.now() - t0).toBeLessThan(30_000);
+    proxy.clear();
+    expect((await repo.list()).backups).toHaveLength(1);
+  });
+
   it("a dead endpoint is StorageUnreachable (ECONNREFUSED), not 'no backup'", async () => {
     const repo = new Repository(s3Store({ endpoint: "http://127.0.0.1:9", maxAttempts: 2 }), cluster());
     const err = await rejection(repo.list());
@@ -271,18 +284,18 @@ describe.each(stores)("unique names on %s", (_kind, open) => {
   });
 });
 
-describe("restore leases hold against prune and delete", () => {
+describe.each(stores)("restore leases on %s", (_kind, open) => {
   it("a lease and a prune at the same instant never both proceed (many rounds)", async () => {
     let kept = 0;
     let gone = 0;
     for (let i = 0; i < 20; i++) {
       const c = cluster();
-      const setup = new Repository(s3Store(), c);
+      const setup = new Repository(open(), c);
       const old = backupName(1);
       await makeBackup(setup, old);
       await makeBackup(setup, backupName(2));
-      const restorer = new Repository(s3Store(), c);
-      const pruner = new Repository(s3Store(), c);
+      const restorer = new Repository(open(), c);
+      const pruner = new Repository(open(), c);
       // Shift one side by 0-55 ms so both orders of the four steps are met.
       const delay = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
       const [lease, plan] = await Promise.all([
@@ -311,6 +324,9 @@ describe("restore leases hold against prune and delete", () => {
     }
     expect(kept + gone).toBe(20);
   });
+});
+
+describe("restore leases hold against prune and delete", () => {
 
   it("delete refuses a leased backup (BackupInUse) and leaves it listed; after release it deletes everything", async () => {
     const repo = new Repository(s3Store(), cluster());
@@ -431,6 +447,21 @@ describe("uploads under faults", () => {
       },
     });
   }
+
+  it("a multipart upload meets 503s, SlowDowns and resets on its parts and still stores the right bytes", async () => {
+    const store = s3Store();
+    const data = randomBytes(40 * 1024 * 1024);
+    proxy.add({ op: "PUT", fraction: 0.3, action: { kind: "status", status: 503, code: "SlowDown" } });
+    proxy.add({ op: "PUT", fraction: 0.2, action: { kind: "reset" } });
+    proxy.add({ op: "POST", times: 1, action: { kind: "status", status: 500 } });
+    const before = proxy.requests.length;
+    const put = await store.put("mp/data.bin", Readable.from([data.subarray(0, 25 << 20), data.subarray(25 << 20)]), { expectedSize: data.length });
+    expect(put.size).toBe(data.length);
+    expect(proxy.requests.slice(before).filter((r) => r.fault).length).toBeGreaterThan(0);
+    proxy.clear();
+    expect(sha(await readAll(await store.get("mp/data.bin")))).toBe(sha(data));
+    await store.delete(["mp/data.bin"]);
+  });
 
   it("the S3 server frozen mid-upload: the upload fails with StorageUnreachable in bounded time and no manifest is written", async () => {
     const repo = new Repository(s3Store({ idleTimeoutMs: 1000, connectTimeoutMs: 1000, maxAttempts: 2 }), cluster());

@@ -1,7 +1,7 @@
 // Filesystem backend: `file:///abs/path`. Writes go to a temp file in the
 // same directory, are fsynced, then renamed into place, so a reader never
 // sees half an object.
-import { createReadStream, createWriteStream } from "node:fs";
+import { createWriteStream } from "node:fs";
 import { mkdir, open, readdir, rename, rm, rmdir, stat, access, constants, link, unlink } from "node:fs/promises";
 import path from "node:path";
 import { Readable } from "node:stream";
@@ -47,6 +47,19 @@ export class FsObjectStore implements ObjectStore {
   }
 
   async put(key: string, body: Readable | Buffer | string, opts: PutOptions = {}): Promise<PutResult> {
+    if (typeof body !== "string" && !Buffer.isBuffer(body)) return this.putOnce(key, body, opts);
+    // A delete removes directories it emptied; one may vanish between mkdir and the write: try again.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.putOnce(key, body, opts);
+      } catch (err) {
+        const e = err as NodeJS.ErrnoException & { cause?: NodeJS.ErrnoException };
+        if ((e.code ?? e.cause?.code) !== "ENOENT" || attempt >= 3) throw err;
+      }
+    }
+  }
+
+  private async putOnce(key: string, body: Readable | Buffer | string, opts: PutOptions): Promise<PutResult> {
     const dest = this.pathOf(key);
     const tmp = `${dest}.tmp-${randomBytes(6).toString("hex")}`;
     // The file system's own error (ENOSPC) explains more than the "premature close" a piped source reports.
@@ -93,15 +106,17 @@ export class FsObjectStore implements ObjectStore {
 
   async get(key: string): Promise<Readable> {
     const p = this.pathOf(key);
+    // Open first: a file deleted meanwhile is NotFound here, not an error part-way through the stream.
+    let fh;
     try {
-      await stat(p);
+      fh = await open(p, "r");
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "ENOENT") {
         throw failed("NotFound", `object ${key} not found in ${this.location}`, { cause: err });
       }
       throw err;
     }
-    return createReadStream(p);
+    return fh.createReadStream();
   }
 
   async head(key: string): Promise<ObjectInfo | undefined> {
@@ -131,7 +146,13 @@ export class FsObjectStore implements ObjectStore {
         if (e.isDirectory()) {
           if (k.startsWith(prefix) || prefix.startsWith(`${k}/`)) await walk(path.join(dir, e.name), k);
         } else if (e.isFile() && k.startsWith(prefix) && !/\.tmp-[0-9a-f]{12}$/.test(e.name)) {
-          const s = await stat(path.join(dir, e.name));
+          let s;
+          try {
+            s = await stat(path.join(dir, e.name));
+          } catch (err) {
+            if ((err as NodeJS.ErrnoException).code === "ENOENT") continue; // deleted meanwhile
+            throw err;
+          }
           out.push({ key: k, size: s.size, lastModified: s.mtime });
         }
       }
