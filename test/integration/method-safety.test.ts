@@ -281,6 +281,32 @@ describe("a slave's backup restarts only what it stopped", () => {
     expect(await threads(slave)).toBe("IO=Yes SQL=No");
   });
 
+  it("mysqldump: an aborted backup still restarts the SQL thread it stopped", async () => {
+    await ensureRunning();
+    const hang = path.join(work, "hanging-dump-abort.sh");
+    await writeFile(hang, "#!/bin/sh\necho '-- dump started'\nexec sleep 300\n");
+    await chmod(hang, 0o755);
+    const hooks: HookCall[] = [];
+    const ac = new AbortController();
+    const run = await mysqldumpMethod.backup({
+      source: src,
+      options: { dumpCommand: hang },
+      log: silentLogger(),
+      signal: ac.signal,
+      replication: {
+        stopped: (info) => { hooks.push({ hook: "stopped", threads: info.threads }); return Promise.resolve(); },
+        restarted: () => { hooks.push({ hook: "restarted" }); return Promise.resolve(); },
+      },
+    });
+    run.stream.resume();
+    run.stream.on("error", () => undefined);
+    expect(await threads(slave)).toBe("IO=Yes SQL=No");
+    ac.abort();
+    await expect(run.outcome).rejects.toThrow(/cancelled/);
+    expect(hooks).toEqual([{ hook: "stopped", threads: ["sql"] }, { hook: "restarted" }]);
+    expect(await threads(slave)).toBe("IO=Yes SQL=Yes");
+  });
+
   it("mysqldump: a failed dump still restarts the SQL thread it stopped", async () => {
     await ensureRunning();
     const err = await backupError(mysqldumpMethod, src, { dumpCommand: "false" });
