@@ -120,26 +120,32 @@ export async function runBackup(req: BackupRequest): Promise<BackupResult> {
   });
   const stopProgress = req.progress ? startProgress(`backup ${name}`, () => raw.bytes) : () => undefined;
   // One pipeline: a failure anywhere destroys every stage, the method's
-  // stream included (its child is then stopped by the method). The first
-  // failure in time is the cause; the others are its echoes (broken pipes,
-  // premature closes).
+  // stream included (its child is then stopped by the method). Where the
+  // first failure came from decides what is reported: the storage side (a
+  // full disk, a dead endpoint: the store's own, mapped error) or the source
+  // side (the method's error, e.g. mariadb-dump's stderr). The rest are
+  // echoes (broken pipes, premature closes).
   const body = new PassThrough({ highWaterMark: 1024 * 1024 });
-  const firstError = firstErrorRecorder();
-  const piping = pipeline(run.stream, raw, createCompressor(req.compression), hasher, stored, body).catch((err: unknown) => {
-    firstError.record(err);
-    throw err;
-  });
+  const stages = [run.stream, raw, createCompressor(req.compression), hasher, stored];
+  let origin: "source" | "storage" | undefined;
+  for (const st of stages) st.once("error", () => { origin ??= "source"; });
+  body.once("error", () => { origin ??= "storage"; });
+  const piping = pipeline([...stages, body]);
   const uploading = req.repo.store.put(req.repo.key(name, objectName), body, { expectedSize }).catch((err: unknown) => {
-    firstError.record(err);
+    origin ??= "storage";
     body.destroy(err as Error);
-    run.stream.destroy(err as Error);
     throw err;
   });
   const [pipeResult, putResult] = await Promise.allSettled([piping, uploading]);
   if (pipeResult.status === "rejected" || putResult.status === "rejected") {
     stopProgress();
     const methodError = await run.outcome.then(() => undefined, (e: unknown) => e);
-    throw chooseCause(firstError.first(), methodError, putResult.status === "rejected" ? putResult.reason : pipeResult.status === "rejected" ? pipeResult.reason : undefined);
+    throw chooseCause(
+      origin ?? "source",
+      putResult.status === "rejected" ? putResult.reason : undefined,
+      methodError,
+      pipeResult.status === "rejected" ? pipeResult.reason : undefined,
+    );
   }
   const put = putResult.value;
   const outcome = await run.outcome.finally(stopProgress);
@@ -258,16 +264,6 @@ async function claimUniqueName(repo: Repository, method: string, source: string,
   }
 }
 
-function firstErrorRecorder(): { record(err: unknown): void; first(): unknown } {
-  let first: unknown;
-  return {
-    record(err) {
-      if (first === undefined && !isEcho(err)) first = err;
-    },
-    first: () => first,
-  };
-}
-
 /** Errors that only say another stage went away. */
 function isEcho(err: unknown): boolean {
   const code = (err as { code?: string } | undefined)?.code;
@@ -275,16 +271,15 @@ function isEcho(err: unknown): boolean {
 }
 
 /**
- * The error to report for a failed backup: a storage fault (full disk,
- * unreachable endpoint) that happened first beats the method's complaint
- * about its broken pipe; otherwise the method's own error (mariadb-dump's
- * stderr) explains more than the stream's.
+ * The error to report for a failed backup. A failure on the storage side (a
+ * full disk, an unreachable endpoint) is reported with the store's words, not
+ * the method's complaint about its broken pipe; a failure on the source side
+ * with the method's own error (mariadb-dump's stderr), which explains more
+ * than the stream's.
  */
-export function chooseCause(first: unknown, methodError: unknown, streamError: unknown): unknown {
-  const storageFault = (e: unknown): boolean =>
-    isReplicatorError(e) && ["StorageFull", "StorageUnreachable", "StorageError", "AccessDenied", "NoCredentials", "BucketNotFound", "ObjectTooLarge"].includes(e.reason);
-  if (storageFault(first)) return first;
-  if (methodError !== undefined) return methodError;
-  if (first !== undefined) return first;
-  return streamError ?? failed("BackupFailed", "the backup stream failed without an error");
+export function chooseCause(origin: "source" | "storage", putError: unknown, methodError: unknown, streamError: unknown): unknown {
+  const real = (e: unknown): boolean => e !== undefined && !isEcho(e);
+  const ordered = origin === "storage" ? [putError, streamError, methodError] : [methodError, streamError, putError];
+  const pick = ordered.find(real) ?? ordered.find((e) => e !== undefined);
+  return pick ?? failed("BackupFailed", "the backup stream failed without an error");
 }

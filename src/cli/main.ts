@@ -349,8 +349,17 @@ async function cmdPrune(ctx: Ctx): Promise<unknown> {
     ctx.out(plan.expire.length > 0 ? `${verb} ${plan.expire.length} backup(s): ${plan.expire.join(", ")}` : `nothing to delete (keeping ${retain})`);
     if (plan.abandon.length > 0) ctx.out(`${verb} ${plan.abandon.length} incomplete backup(s): ${plan.abandon.join(", ")}`);
     if (plan.keptInUse.length > 0) ctx.out(`kept (in use by a restore): ${plan.keptInUse.join(", ")}`);
+    for (const u of plan.unusable) ctx.out(`kept, not counted (unusable, ${u.reason}): ${u.name}: ${u.error}`);
   }
-  return { operation: "prune", retain, deleted: plan.expire, abandoned: plan.abandon, keptInUse: plan.keptInUse, dryRun: ctx.values["dry-run"] ?? false };
+  return {
+    operation: "prune",
+    retain,
+    deleted: plan.expire,
+    abandoned: plan.abandon,
+    keptInUse: plan.keptInUse,
+    unusable: plan.unusable.map((u) => ({ name: u.name, reason: u.reason, error: u.error })),
+    dryRun: ctx.values["dry-run"] ?? false,
+  };
 }
 
 async function cmdVerify(ctx: Ctx): Promise<unknown> {
