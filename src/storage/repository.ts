@@ -56,7 +56,10 @@ export interface Listing {
 export interface LeaseHandle {
   /** Stop renewing and remove the lease (waits for a renewal in flight). */
   release(): Promise<void>;
-  /** Aborts with a ReplicatorError LeaseLost when the lease could not be renewed before it would expire. */
+  /**
+   * Aborts with a ReplicatorError: LeaseLost when the lease could not be
+   * renewed before it would expire; BackupGone when a forced delete removed the backup.
+   */
   readonly signal: AbortSignal;
 }
 
@@ -325,14 +328,19 @@ export class Repository {
       }
       const until = Date.now() + ttlMs;
       inFlight = write(until)
-        .then(
-          () => {
-            expiresAt = until;
-          },
-          (err: unknown) => {
-            if (tooLate()) lose(err);
-          },
-        )
+        .then(async () => {
+          expiresAt = until;
+          // Only a forced delete removes a manifest under a lease: the backup is gone.
+          if (!(await this.store.head(this.key(name, MANIFEST)))) {
+            released = true;
+            clearInterval(timer);
+            await this.store.delete([key]).catch(() => undefined);
+            controller.abort(failed("BackupGone", `backup ${name} was deleted (with --force) while this restore was using it`));
+          }
+        })
+        .catch((err: unknown) => {
+          if (tooLate()) lose(err);
+        })
         .finally(() => {
           inFlight = undefined;
         });
@@ -381,6 +389,13 @@ export class Repository {
       if (!inUse.has(name) && now.getTime() - (at?.getTime() ?? now.getTime()) > graceMs) plan.abandon.push(name);
     }
     if (opts.dryRun) return plan;
+    // Leases left in the prefix of a backup that no longer exists (a restore that died after a forced delete).
+    for (const [name, leaseKeys] of scan.leasesByBackup) {
+      const others = (scan.keysByBackup.get(name) ?? []).length - leaseKeys.length;
+      if (others === 0 && !inUse.has(name)) {
+        await withRetries(() => this.store.delete(leaseKeys.map((k) => joinKey(this.cluster, k))));
+      }
+    }
     const expired: string[] = [];
     for (const name of plan.expire) {
       try {

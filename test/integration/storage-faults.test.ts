@@ -373,6 +373,26 @@ describe("restore leases hold against prune and delete", () => {
     expect(await repo.activeLeases(name, new Date())).toEqual([]);
   });
 
+  it("a forced delete under a held lease aborts its signal with BackupGone and leaves nothing behind; prune removes leases orphaned in a gone prefix", async () => {
+    const repo = new Repository(s3Store(), cluster());
+    const name = backupName(1);
+    await makeBackup(repo, name);
+    const lease = await repo.acquireLease(name, "restore", "forced", { ttlMs: 1200, renewEveryMs: 200 });
+    await repo.delete(name, { force: true });
+    const reason = await new Promise<unknown>((resolve) => {
+      lease.signal.addEventListener("abort", () => {
+        resolve(lease.signal.reason);
+      });
+    });
+    expect(reason).toMatchObject({ reason: "BackupGone" });
+    await lease.release();
+    expect(await keysOf(repo, name)).toEqual([]);
+    const orphan = backupName(2);
+    await repo.store.put(repo.key(orphan, "in-use", "x.json"), JSON.stringify({ id: "x", purpose: "restore", holder: "dead", expiresAt: "2020-01-01T00:00:00.000Z" }));
+    await repo.prune({ retain: 1 });
+    expect(await keysOf(repo, orphan)).toEqual([]);
+  });
+
   it("a lease that cannot be renewed (the S3 server frozen) aborts its signal with LeaseLost before it expires", async () => {
     const repo = new Repository(s3Store({ idleTimeoutMs: 500, connectTimeoutMs: 500, maxAttempts: 2 }), cluster());
     const name = backupName(1);
