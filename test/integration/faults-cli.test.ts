@@ -372,6 +372,27 @@ describe("destructive steps last, checked first", () => {
   });
 });
 
+describe("a physical restore checks the space it needs first", () => {
+  it("refuses a data directory on a filesystem too small for the backup, before writing anything", async () => {
+    const b = await runCli(["backup", "--method", "mariabackup", "--source", master.url, ...repoArgs("phys"), "--json"], env);
+    expect(b.stderr).toBe("");
+    const name = b.json!.name as string;
+    const mnt = path.join(work, "tiny-datadir");
+    await mkdir(mnt);
+    await execa("mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", mnt]);
+    try {
+      const r = await runCli(["restore", "--datadir", mnt, ...repoArgs("phys"), "--backup", name], env);
+      expect(r.exitCode).toBe(2);
+      const line = errorLine(r.stderr);
+      expect(line).toMatch(new RegExp(`data directory ${mnt} has .* free but backup ${name} needs .* unpacked`));
+      // Nothing was written: no sentinel, no partial files.
+      expect(await readdir(mnt)).toEqual([]);
+    } finally {
+      await execa("umount", [mnt]);
+    }
+  });
+});
+
 describe("a slave's backup killed while replication is stopped", () => {
   it("leaves no credentials behind, is reported by the next backup, which does not restart replication behind the admin's back", async () => {
     const slave = await startMariaDb({ binlog: true, serverId: 51 });
