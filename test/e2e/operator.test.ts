@@ -244,6 +244,48 @@ spec:
     await cp.api.patch(crPath("replicatorrepositories", "scheduled"), { spec: { schedules: [{ name: "every-minute", cron: "* * * * *", suspend: true, source: { statefulSet: "db", role: "slave", credentialsSecret: { name: "db-credentials" } } }] } }, "merge");
   }, 200_000);
 
+  it("runs ten backups of one slave applied at once one after another, and the slave replicates at the end", async () => {
+    // Its own repository without retention: retention would delete resources (and their Jobs) before the check.
+    await cp.applyYaml(
+      `
+apiVersion: replicator.dev/v1alpha1
+kind: ReplicatorRepository
+metadata: { name: ten, namespace: ${NS} }
+spec:
+  s3: { bucket: backups, prefix: ten, endpoint: "${s3.endpoint}", credentialsSecret: { name: s3-credentials } }
+`,
+      { namespace: NS },
+    );
+    const names = Array.from({ length: 10 }, (_, i) => `ten-${i}`);
+    const yaml = names.map((n) => backup(n, "  repository: ten\n").replace("statefulSet: db,", "statefulSet: db, role: slave,")).join("\n---\n");
+    await cp.applyYaml(yaml, { namespace: NS });
+    for (const n of names) {
+      const s = await waitPhase("replicatorbackups", n);
+      expect(s.phase, `${n}: ${s.message ?? ""}`).toBe("Completed");
+      expect(s.sourcePod).toBe("db-1");
+    }
+    interface JobObj { metadata: { name: string; creationTimestamp: string }; status?: { startTime?: string; completionTime?: string } }
+    const jobs = (await cp.api.get<{ items: JobObj[] }>(`/apis/batch/v1/namespaces/${NS}/jobs?labelSelector=replicator.dev%2Foperation%3Dbackup`)).items
+      .filter((j) => names.some((n) => j.metadata.name === `${n}-backup`))
+      .sort((a, b) => Date.parse(a.metadata.creationTimestamp) - Date.parse(b.metadata.creationTimestamp));
+    // One Job per backup, never a second one.
+    expect(jobs.map((j) => j.metadata.name).sort()).toEqual(names.map((n) => `${n}-backup`).sort());
+    const timeline = jobs.map((j) => `${j.metadata.name} created ${j.metadata.creationTimestamp} started ${j.status?.startTime ?? "?"} completed ${j.status?.completionTime ?? "?"}`);
+    console.log(`ten backups of db-1:\n${timeline.join("\n")}`);
+    // No two active at once: each Job is created (and started) no earlier than the previous one completed.
+    for (let i = 1; i < jobs.length; i++) {
+      const prev = jobs[i - 1]!;
+      const cur = jobs[i]!;
+      expect(prev.status?.completionTime, timeline.join("\n")).toBeDefined();
+      expect(Date.parse(cur.metadata.creationTimestamp), timeline.join("\n")).toBeGreaterThanOrEqual(Date.parse(prev.status!.completionTime!));
+      expect(Date.parse(cur.status?.startTime ?? ""), timeline.join("\n")).toBeGreaterThanOrEqual(Date.parse(prev.status!.completionTime!));
+    }
+    const [st] = await sql<{ Slave_IO_Running: string; Slave_SQL_Running: string }>("db-1", "SHOW SLAVE STATUS");
+    expect([st?.Slave_IO_Running, st?.Slave_SQL_Running]).toEqual(["Yes", "Yes"]);
+    await sql("db-0", "INSERT INTO shop.items VALUES (9001, 'after ten backups')");
+    await waitFor("db-1 to replicate the new row", async () => ((await sql<{ n: number }>("db-1", "SELECT COUNT(*) AS n FROM shop.items WHERE id = 9001"))[0]?.n === 1 ? true : undefined));
+  }, 600_000);
+
   it("adopts its running Job after being killed mid-backup instead of starting a second one", async () => {
     // Lock the master so the dump waits, and the Job stays running while the operator dies.
     const lock = await mysql.createConnection({ host: kubelet.podAddress(NS, "db-0") ?? "", port: 3306, user: "root", password: "" });

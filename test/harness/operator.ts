@@ -12,6 +12,8 @@ const repoRoot = path.resolve(import.meta.dirname, "../..");
 
 export interface OperatorProcess {
   pid: number;
+  /** Resolves with the exit code (or the signal's name) once the process has exited. */
+  exited: Promise<number | string>;
   healthUrl: string;
   logFile: string;
   logs(): Promise<string>;
@@ -42,9 +44,9 @@ export async function startOperator(opts: {
       HEALTH_ADDR: `127.0.0.1:${port}`,
       POD_NAMESPACE: opts.podNamespace,
       POD_NAME: opts.identity ?? `operator-${port}`,
-      RESYNC_SECONDS: "5",
+      // Production defaults otherwise (resync, Job backoff limit, leader election timings):
+      // a test that needs something else passes it in `env` and says why.
       LOG_LEVEL: "debug",
-      JOB_BACKOFF_LIMIT: "0",
       // The bench has no cluster DNS: slaves replicate from the master's pod IP.
       ADDRESS_MODE: "podIP",
       ...(opts.namespace ? { WATCH_NAMESPACE: opts.namespace } : {}),
@@ -54,7 +56,7 @@ export async function startOperator(opts: {
   });
   child.stdout?.pipe(log);
   child.stderr?.pipe(log);
-  const exited = new Promise<void>((r) => child.once("exit", () => { r(); }));
+  const exited = new Promise<number | string>((r) => child.once("exit", (code, sig) => { r(code ?? sig ?? "unknown"); }));
   const healthUrl = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 30_000;
   for (;;) {
@@ -70,15 +72,19 @@ export async function startOperator(opts: {
   }
   return {
     pid: child.pid ?? 0,
+    exited,
     healthUrl,
     logFile,
     logs: () => readFile(logFile, "utf8"),
     kill: async () => {
-      child.kill("SIGKILL");
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
       await exited;
     },
     stop: async () => {
-      child.kill("SIGTERM");
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill("SIGCONT");
+        child.kill("SIGTERM");
+      }
       await exited;
     },
   };
