@@ -431,6 +431,19 @@ describe("downloads resume", () => {
     expect(sha(await readAll(await repo.store.get(repo.key(name, "data.sql"))))).toBe(sha(data));
   });
 
+  it("a data GET cut every time is reported as a fault after its resumes, never as a corrupt backup", async () => {
+    const repo = new Repository(s3Store(), cluster());
+    const name = backupName(1);
+    await makeBackup(repo, name, 2 * 1024 * 1024);
+    const manifest = await repo.readManifest(name);
+    proxy.add({ op: "GET", key: /data\.sql$/, action: { kind: "truncate", bytes: 100_000 } });
+    const err = await rejection(hashStream(await repo.openVerified(name, "data.sql", manifest)));
+    expect(err.reason).toBe("StorageUnreachable");
+    expect(err.message).toContain(`while reading p/${repo.cluster}/${name}/data.sql`);
+    const vErr = await rejection(repo.verify(name));
+    expect(vErr.reason).toBe("StorageUnreachable");
+  });
+
   it("destroying an opened backup object stops reading storage at once", async () => {
     const repo = new Repository(s3Store(), cluster());
     const name = backupName(1);

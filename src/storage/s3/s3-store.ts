@@ -22,7 +22,7 @@ import { Upload } from "@aws-sdk/lib-storage";
 import { pipeline, Readable, Transform } from "node:stream";
 import { badInput, failed, ReplicatorError } from "../../lib/errors.js";
 import { computePartSize, formatBytes, MAX_PARTS } from "../catalog.js";
-import { joinKey, markTransient, readAll, withRetries, type ObjectInfo, type ObjectStore, type PutOptions, type PutResult } from "../object-store.js";
+import { isTransient, joinKey, markTransient, readAll, withRetries, type ObjectInfo, type ObjectStore, type PutOptions, type PutResult } from "../object-store.js";
 
 export interface S3Options {
   bucket: string;
@@ -386,7 +386,7 @@ class ResumableBody extends Readable {
     body.once("end", () => {
       if (body !== this.body) return;
       if (this.total !== undefined && this.offset < this.total) {
-        this.broken(new Error(`the response body ended after ${this.offset} of ${this.total} bytes (premature close)`));
+        this.broken(Object.assign(new Error(`the response body ended after ${this.offset} of ${this.total} bytes`), { code: "ERR_STREAM_PREMATURE_CLOSE" }));
         return;
       }
       this.push(null);
@@ -400,7 +400,7 @@ class ResumableBody extends Readable {
   private broken(err: unknown): void {
     if (this.destroyed) return;
     const mapped = this.mapError(err);
-    const transient = mapped.reason === "StorageUnreachable" || (mapped.reason === "StorageError" && /premature|aborted/i.test(mapped.message)) || isTransientMapped(mapped);
+    const transient = isTransient(mapped);
     this.body?.destroy();
     this.body = undefined;
     if (!transient || this.resumes >= MAX_RESUMES || this.total === undefined) {
@@ -434,8 +434,4 @@ class ResumableBody extends Readable {
     this.body = undefined;
     cb(err);
   }
-}
-
-function isTransientMapped(err: ReplicatorError): boolean {
-  return err.reason === "StorageError" && /HTTP 5\d\d|SlowDown|InternalError|ServiceUnavailable/.test(err.message);
 }
