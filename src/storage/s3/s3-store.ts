@@ -152,7 +152,8 @@ export class S3ObjectStore implements ObjectStore {
       client: this.client,
       params: { Bucket: this.opts.bucket, Key: this.k(key), Body: counter },
       partSize,
-      queueSize: this.opts.queueSize ?? 4,
+      // Each queued part is held in memory: big parts (a big size hint) upload fewer at once.
+      queueSize: this.opts.queueSize ?? Math.max(1, Math.min(4, Math.floor((256 * 1024 * 1024) / partSize))),
       leavePartsOnError: false,
     });
     try {
