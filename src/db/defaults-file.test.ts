@@ -59,7 +59,7 @@ describe("writeDefaultsFile", () => {
     await child;
     expect(child.pid).toBe(pid);
     expect(existsSync(file)).toBe(true);
-    const removed = await sweepStalePrivateDirs();
+    const removed = sweepStalePrivateDirs();
     expect(removed).toContain(path.dirname(file));
     expect(existsSync(path.dirname(file))).toBe(false);
     expect(privateDirsOf(pid)).toEqual([]);

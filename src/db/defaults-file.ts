@@ -6,8 +6,8 @@
 // removed when its user is done, removed again by a synchronous sweep at
 // process exit, and — for a process that was SIGKILLed, which runs no exit
 // handler — removed by the next process that makes one, once the pid is dead.
-import { readdirSync, readlinkSync, rmSync } from "node:fs";
-import { lstat, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { lstatSync, readdirSync, readlinkSync, rmSync } from "node:fs";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import type { Endpoint } from "./endpoint.js";
@@ -79,12 +79,16 @@ function isAlive(pid: number): boolean {
  * Remove the private dirs left by dead processes of this user (a SIGKILLed
  * backup runs no exit handler). Returns the dirs removed. Never fails: a
  * sweep that cannot read /tmp leaves things as they were.
+ *
+ * Synchronous: one readdir of the temp dir and an lstat per stale entry, so
+ * that making a credentials file never yields to the event loop more than it
+ * did before the sweep existed.
  */
-export async function sweepStalePrivateDirs(dir = tmpdir()): Promise<string[]> {
+export function sweepStalePrivateDirs(dir = tmpdir()): string[] {
   const removed: string[] = [];
   let names: string[];
   try {
-    names = await readdir(dir);
+    names = readdirSync(dir);
   } catch {
     return removed;
   }
@@ -94,9 +98,9 @@ export async function sweepStalePrivateDirs(dir = tmpdir()): Promise<string[]> {
     if (!owner || owner.ns !== NS || owner.pid === process.pid || isAlive(owner.pid)) continue;
     const full = path.join(dir, name);
     try {
-      const st = await lstat(full);
+      const st = lstatSync(full);
       if (!st.isDirectory() || (uid !== undefined && st.uid !== uid)) continue;
-      await rm(full, { recursive: true, force: true });
+      rmSync(full, { recursive: true, force: true });
       removed.push(full);
     } catch {
       // gone already, or not ours to remove
@@ -116,7 +120,7 @@ export function livePrivateDirs(): string[] {
  * processes are swept first.
  */
 export async function makePrivateDir(prefix: PrivateDirPrefix = "replicator-cred"): Promise<PrivateDir> {
-  await sweepStalePrivateDirs();
+  sweepStalePrivateDirs();
   // mkdtemp creates the directory with mode 0700 whatever the umask.
   const dir = await mkdtemp(path.join(tmpdir(), `${prefix}-${process.pid}-${NS}-`));
   live.add(dir);
