@@ -107,98 +107,123 @@ export async function runBackup(req: BackupRequest): Promise<BackupResult> {
     },
   };
 
-  const expectedSize = req.expectedSize ?? (await estimateSourceSize(req.source, log));
-  const run = await method.backup({ source: req.source, options: req.methodOptions, log, signal: req.signal, replication });
-  const raw = new ByteCounter();
-  const stored = new ByteCounter();
-  const hash = createHash("sha256");
-  const hasher = new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      hash.update(chunk);
-      cb(null, chunk);
-    },
-  });
-  const stopProgress = req.progress ? startProgress(`backup ${name}`, () => raw.bytes) : () => undefined;
-  // One pipeline: a failure anywhere destroys every stage, the method's
-  // stream included (its child is then stopped by the method). Where the
-  // first failure came from decides what is reported: the storage side (a
-  // full disk, a dead endpoint: the store's own, mapped error) or the source
-  // side (the method's error, e.g. mariadb-dump's stderr). The rest are
-  // echoes (broken pipes, premature closes).
-  const body = new PassThrough({ highWaterMark: 1024 * 1024 });
-  const stages = [run.stream, raw, createCompressor(req.compression), hasher, stored];
-  let origin: "source" | "storage" | undefined;
-  for (const st of stages) st.once("error", () => { origin ??= "source"; });
-  body.once("error", () => { origin ??= "storage"; });
-  const piping = pipeline([...stages, body]);
-  const uploading = req.repo.store.put(req.repo.key(name, objectName), body, { expectedSize }).catch((err: unknown) => {
-    origin ??= "storage";
-    body.destroy(err as Error);
-    throw err;
-  });
-  const [pipeResult, putResult] = await Promise.allSettled([piping, uploading]);
-  if (pipeResult.status === "rejected" || putResult.status === "rejected") {
-    stopProgress();
-    const methodError = await run.outcome.then(() => undefined, (e: unknown) => e);
-    throw chooseCause(
-      origin ?? "source",
-      putResult.status === "rejected" ? putResult.reason : undefined,
-      methodError,
-      pipeResult.status === "rejected" ? pipeResult.reason : undefined,
+  // While it runs, the backup refreshes a heartbeat under its prefix: prune
+  // abandons an incomplete backup only after 6 h without one, so a long
+  // backup is never deleted under itself.
+  const heartbeatKey = req.repo.key(name, HEARTBEAT);
+  const beat = (): Promise<void> =>
+    req.repo.store.put(heartbeatKey, JSON.stringify({ holder: `${hostname()}:${process.pid}`, at: new Date().toISOString() })).then(
+      () => undefined,
+      (err: unknown) => { log.warn({ err }, "could not refresh the backup's heartbeat"); },
     );
+  await beat();
+  const heartbeat = setInterval(() => void beat(), HEARTBEAT_EVERY_MS);
+  heartbeat.unref();
+  try {
+    return await backupClaimed();
+  } finally {
+    clearInterval(heartbeat);
+    await req.repo.store.delete([heartbeatKey]).catch((err: unknown) => { log.warn({ err }, "could not remove the backup's heartbeat"); });
   }
-  const put = putResult.value;
-  const outcome = await run.outcome.finally(stopProgress);
-  const sha256 = hash.digest("hex");
-  const finished = now();
-  const manifest: Manifest = {
-    formatVersion: FORMAT_VERSION,
-    name,
-    cluster: req.repo.cluster,
-    method: method.name,
-    kind: method.kind,
-    source: {
-      host: req.source.host,
-      port: req.source.port,
-      role: outcome.role,
-      serverId: outcome.serverId,
-      version: outcome.version,
-    },
-    startedAt: started.toISOString(),
-    finishedAt: finished.toISOString(),
-    compression: req.compression,
-    objects: [{ name: objectName, size: put.size || stored.bytes, sha256, rawSize: raw.bytes }],
-    details: outcome.details,
-    tool: { name: TOOL_NAME, version: TOOL_VERSION },
-  };
-  if (outcome.replication) manifest.replication = outcome.replication;
-  // The commit point: a backup without a manifest does not exist. Create-only:
-  // an existing manifest is never overwritten.
-  await req.repo.writeManifest(manifest);
-  log.info({ size: stored.bytes, rawSize: raw.bytes, replication: outcome.replication }, "backup completed");
 
-  let plan: RetentionPlan | undefined;
-  if (req.retain !== undefined) {
-    plan = await req.repo.prune({ retain: req.retain });
-    if (plan.expire.length > 0) log.info({ deleted: plan.expire }, "retention applied");
+  async function backupClaimed(): Promise<BackupResult> {
+    const expectedSize = req.expectedSize ?? (await estimateSourceSize(req.source, log));
+    const run = await method.backup({ source: req.source, options: req.methodOptions, log, signal: req.signal, replication });
+    const raw = new ByteCounter();
+    const stored = new ByteCounter();
+    const hash = createHash("sha256");
+    const hasher = new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        hash.update(chunk);
+        cb(null, chunk);
+      },
+    });
+    const stopProgress = req.progress ? startProgress(`backup ${name}`, () => raw.bytes) : () => undefined;
+    // One pipeline: a failure anywhere destroys every stage, the method's
+    // stream included (its child is then stopped by the method). Where the
+    // first failure came from decides what is reported: the storage side (a
+    // full disk, a dead endpoint: the store's own, mapped error) or the source
+    // side (the method's error, e.g. mariadb-dump's stderr). The rest are
+    // echoes (broken pipes, premature closes).
+    const body = new PassThrough({ highWaterMark: 1024 * 1024 });
+    const stages = [run.stream, raw, createCompressor(req.compression), hasher, stored];
+    let origin: "source" | "storage" | undefined;
+    for (const st of stages) st.once("error", () => { origin ??= "source"; });
+    body.once("error", () => { origin ??= "storage"; });
+    const piping = pipeline([...stages, body]);
+    const uploading = req.repo.store.put(req.repo.key(name, objectName), body, { expectedSize }).catch((err: unknown) => {
+      origin ??= "storage";
+      body.destroy(err as Error);
+      throw err;
+    });
+    const [pipeResult, putResult] = await Promise.allSettled([piping, uploading]);
+    if (pipeResult.status === "rejected" || putResult.status === "rejected") {
+      stopProgress();
+      const methodError = await run.outcome.then(() => undefined, (e: unknown) => e);
+      throw chooseCause(
+        origin ?? "source",
+        putResult.status === "rejected" ? putResult.reason : undefined,
+        methodError,
+        pipeResult.status === "rejected" ? pipeResult.reason : undefined,
+      );
+    }
+    const put = putResult.value;
+    const outcome = await run.outcome.finally(stopProgress);
+    const sha256 = hash.digest("hex");
+    const finished = now();
+    const manifest: Manifest = {
+      formatVersion: FORMAT_VERSION,
+      name,
+      cluster: req.repo.cluster,
+      method: method.name,
+      kind: method.kind,
+      source: {
+        host: req.source.host,
+        port: req.source.port,
+        role: outcome.role,
+        serverId: outcome.serverId,
+        version: outcome.version,
+      },
+      startedAt: started.toISOString(),
+      finishedAt: finished.toISOString(),
+      compression: req.compression,
+      objects: [{ name: objectName, size: put.size || stored.bytes, sha256, rawSize: raw.bytes }],
+      details: outcome.details,
+      tool: { name: TOOL_NAME, version: TOOL_VERSION },
+    };
+    if (outcome.replication) manifest.replication = outcome.replication;
+    // The commit point: a backup without a manifest does not exist. Create-only:
+    // an existing manifest is never overwritten.
+    await req.repo.writeManifest(manifest);
+    log.info({ size: stored.bytes, rawSize: raw.bytes, replication: outcome.replication }, "backup completed");
+
+    let plan: RetentionPlan | undefined;
+    if (req.retain !== undefined) {
+      plan = await req.repo.prune({ retain: req.retain });
+      if (plan.expire.length > 0) log.info({ deleted: plan.expire }, "retention applied");
+    }
+    return {
+      operation: "backup",
+      name,
+      repository: req.repo.where,
+      method: method.name,
+      role: outcome.role,
+      size: stored.bytes,
+      rawSize: raw.bytes,
+      sha256,
+      replication: outcome.replication,
+      startedAt: manifest.startedAt,
+      finishedAt: manifest.finishedAt,
+      durationMs: finished.getTime() - started.getTime(),
+      warnings: [...warnings, ...outcome.warnings],
+      pruned: plan?.expire ?? [],
+    };
   }
-  return {
-    operation: "backup",
-    name,
-    repository: req.repo.where,
-    method: method.name,
-    role: outcome.role,
-    size: stored.bytes,
-    rawSize: raw.bytes,
-    sha256,
-    replication: outcome.replication,
-    startedAt: manifest.startedAt,
-    finishedAt: manifest.finishedAt,
-    durationMs: finished.getTime() - started.getTime(),
-    warnings: [...warnings, ...outcome.warnings],
-    pruned: plan?.expire ?? [],
-  };
 }
+
+/** `<cluster>/<backup>/running.json`: refreshed while the backup runs. */
+export const HEARTBEAT = "running.json";
+const HEARTBEAT_EVERY_MS = 10 * 60 * 1000;
 
 /**
  * The source's data size, as an upper bound of the stored size (compressed is

@@ -143,6 +143,20 @@ describe("planRetention", () => {
     expect(plan.abandon).toEqual(["20260104T000000Z-m-a"]);
     expect(plan.expire).toEqual([]);
   });
+
+  it("never abandons a backup that is still running: its heartbeat is recent, however old its name", () => {
+    const scan = scanListing([
+      { key: "20260104T000000Z-m-a/claim.json", size: 10, lastModified: at("2026-01-04T00:00:00Z") },
+      { key: "20260104T000000Z-m-a/running.json", size: 10, lastModified: at("2026-01-04T23:50:00Z") },
+      { key: "20260103T000000Z-m-a/claim.json", size: 10, lastModified: at("2026-01-03T00:00:00Z") },
+    ]);
+    expect(scan.incomplete.map((i) => [i.name, i.lastActivity.toISOString()])).toEqual([
+      ["20260103T000000Z-m-a", "2026-01-03T00:00:00.000Z"],
+      ["20260104T000000Z-m-a", "2026-01-04T23:50:00.000Z"],
+    ]);
+    const plan = planRetention({ complete, incomplete: scan.incomplete, inUse: new Set(), retain: 10, now, incompleteGraceMs: 6 * 3600_000 });
+    expect(plan.abandon).toEqual(["20260103T000000Z-m-a"]);
+  });
 });
 
 describe("parseManifest", () => {

@@ -199,6 +199,12 @@ export interface IncompleteEntry {
   name: string;
   time: Date;
   keys: string[];
+  /**
+   * The newest write under the prefix (a running backup refreshes its
+   * heartbeat object): an incomplete backup is abandoned only once this is
+   * older than the grace period, never while its backup still runs.
+   */
+  lastActivity: Date;
 }
 
 /** A backup whose manifest was read but cannot be used: never restored, counted or deleted by retention. */
@@ -225,6 +231,7 @@ export interface Scan {
 export function scanListing(objects: ObjectInfo[]): Scan {
   const keysByBackup = new Map<string, string[]>();
   const leasesByBackup = new Map<string, string[]>();
+  const activity = new Map<string, number>();
   const withManifest = new Set<string>();
   const deleting = new Map<string, Date | undefined>();
   for (const o of objects) {
@@ -242,6 +249,8 @@ export function scanListing(objects: ObjectInfo[]): Scan {
       const l = leasesByBackup.get(name) ?? [];
       l.push(o.key);
       leasesByBackup.set(name, l);
+    } else if (o.lastModified) {
+      activity.set(name, Math.max(activity.get(name) ?? 0, o.lastModified.getTime()));
     }
   }
   const names = [...keysByBackup.keys()].sort();
@@ -251,7 +260,8 @@ export function scanListing(objects: ObjectInfo[]): Scan {
     const parsed = parseBackupName(name);
     if (!parsed) continue;
     const keys = (keysByBackup.get(name) ?? []).filter((k) => !k.slice(name.length + 1).startsWith(`${IN_USE_DIR}/`));
-    if (keys.length > 0) incomplete.push({ name, time: parsed.time, keys });
+    const last = Math.max(parsed.time.getTime(), activity.get(name) ?? 0);
+    if (keys.length > 0) incomplete.push({ name, time: parsed.time, keys, lastActivity: new Date(last) });
   }
   return { complete: names.filter((n) => withManifest.has(n) && !deleting.has(n)), incomplete, keysByBackup, leasesByBackup, deleting };
 }
@@ -313,7 +323,7 @@ export interface RetentionInput {
   complete: { name: string; time: Date }[];
   /** Backups with a corrupt or newer-format manifest: never counted, never deleted. */
   unusable?: UnusableEntry[];
-  incomplete: { name: string; time: Date }[];
+  incomplete: { name: string; time: Date; lastActivity?: Date }[];
   /** Backups with an unexpired restore lease. */
   inUse: Set<string>;
   retain: number;
@@ -350,7 +360,7 @@ export function planRetention(input: RetentionInput): RetentionPlan {
     else expire.push(b.name);
   }
   const abandon = input.incomplete
-    .filter((b) => input.now.getTime() - b.time.getTime() > input.incompleteGraceMs)
+    .filter((b) => input.now.getTime() - (b.lastActivity ?? b.time).getTime() > input.incompleteGraceMs)
     .map((b) => b.name);
   return { expire, abandon, keptInUse, unusable: [...(input.unusable ?? [])] };
 }

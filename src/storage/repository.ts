@@ -121,6 +121,10 @@ export class Repository {
           const reason = reasonOf(err);
           if (reason === "CorruptManifest" || reason === "UnknownFormat") {
             results[i] = { corrupt: { name, reason, error: (err as Error).message } };
+          } else if (reason === "CorruptBackup") {
+            // The store itself says the bytes it holds do not match the checksum it
+            // stored with them: damage at rest, the same verdict as unparsable JSON.
+            results[i] = { corrupt: { name, reason: "CorruptManifest", error: (err as Error).message } };
           } else if (reason === "BackupNotFound") {
             // Deleted between the listing and the read: it is gone, not corrupt. But a
             // manifest still there that cannot be read is a failing store, not a missing backup.
