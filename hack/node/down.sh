@@ -78,7 +78,7 @@ if ip link show "${NODE_BRIDGE}" >/dev/null 2>&1; then
 fi
 had_alias=0
 grep -qx 'lo-alias present' "${HOST_STATE}" 2>/dev/null && had_alias=1
-if [[ "${had_alias}" == 0 ]] && ip -4 addr show dev lo | grep -q " ${NODE_IP}/32 "; then
+if [[ "${had_alias}" == 0 ]] && has_lo_alias; then
   ip addr delete "${NODE_IP}/32" dev lo
 fi
 

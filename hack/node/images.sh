@@ -14,7 +14,9 @@
 # base's hash): a warm run finds every tag and builds nothing. The agent and
 # operator are built from the last commit (IMAGES_FROM=HEAD, the default: a
 # checkout shared by several people holds work in progress that may not
-# compile) or from the working tree (IMAGES_FROM=worktree).
+# compile), from another revision (IMAGES_FROM=<commit>) or from the working
+# tree (IMAGES_FROM=worktree). Tags of an image that a new key superseded are
+# removed from podman and containerd (IMAGES_KEEP_OLD=1 keeps them).
 #
 # The names to use are written to .tools/node/images.env (AGENT_IMAGE=... etc.).
 # Besides its own name, each image is also tagged in containerd with the public
@@ -93,10 +95,10 @@ APP_CONTEXT="${RUN_DIR}/app-context"
 stage_app_context() {
   rm -rf "${APP_CONTEXT}"
   mkdir -p "${APP_CONTEXT}"
-  if [[ "${IMAGES_FROM}" == HEAD ]]; then
-    git -C "${ROOT}" archive HEAD "${APP_FILES[@]}" | tar -x -C "${APP_CONTEXT}"
-  else
+  if [[ "${IMAGES_FROM}" == worktree ]]; then
     (cd "${ROOT}" && tar -c "${APP_FILES[@]}") | tar -x -C "${APP_CONTEXT}"
+  else
+    git -C "${ROOT}" archive "${IMAGES_FROM}" "${APP_FILES[@]}" | tar -x -C "${APP_CONTEXT}"
   fi
 }
 key_app() { # key_app DOCKERFILE
@@ -204,17 +206,31 @@ build_operator() { build_app "$1" Dockerfile; }
 import_image() {
   local name="$1" ref="${REF[$1]}" alias
   shift
-  if ! ctr_k8s images ls -q | grep -qxF "${ref}"; then
+  if ! has_image "${ref}"; then
     local archive="${RUN_DIR}/${name}.tar"
     import_one() {
       pm save --format docker-archive -o "${archive}" "${ref}" >/dev/null
       ctr_k8s images import "${archive}" >/dev/null
+      # The import also names the image by its digest; the name above is enough.
+      ctr_k8s images ls -q | grep '^sha256:' | xargs -r ctr --address "${CONTAINERD_SOCK}" --namespace k8s.io images rm >/dev/null 2>&1 || true
       rm -f "${archive}"
     }
     timed "import ${name}" import_one
   fi
   for alias in "$@"; do
     ctr_k8s images tag --force "${ref}" "${alias}" >/dev/null
+  done
+}
+
+# prune_old NAME: removes the tags of NAME other than REF[NAME] (podman and containerd).
+prune_old() {
+  local name="$1" ref="${REF[$1]}" old
+  [[ "${IMAGES_KEEP_OLD:-0}" == 1 ]] && return 0
+  for old in $(pm images --format '{{.Repository}}:{{.Tag}}' "${IMAGE_PREFIX}/${name}" 2>/dev/null); do
+    [[ "${old}" == "${ref}" ]] || pm rmi "${old}" >/dev/null 2>&1 || true
+  done
+  for old in $(ctr_k8s images ls -q 2>/dev/null | grep "^${IMAGE_PREFIX}/${name}:[0-9a-f]\{16\}\$\|^sha256:"); do
+    [[ "${old}" == "${ref}" ]] || ctr_k8s images rm "${old}" >/dev/null 2>&1 || true
   done
 }
 
@@ -267,6 +283,7 @@ wants coredns && import_image coredns "${IMAGE_PREFIX}/coredns:local"
 wants mariadb && import_image mariadb "${IMAGE_PREFIX}/mariadb:10.11" docker.io/library/mariadb:10.11
 wants agent && import_image agent "${IMAGE_PREFIX}/agent:dev" "ghcr.io/replicator-dev/replicator-agent:${APP_VERSION}"
 wants operator && import_image operator "${IMAGE_PREFIX}/operator:dev" "ghcr.io/replicator-dev/replicator-operator:${APP_VERSION}"
+for name in "${!REF[@]}"; do prune_old "${name}"; done
 if [[ "${CONTAINERD_STARTED}" == 1 ]] && ! pid_alive "${NODE_ROOT}/run/kubelet.pid"; then
   containerd_stop # started here only to import: the node is not up
 fi

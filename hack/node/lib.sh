@@ -40,6 +40,12 @@ PAUSE_IMAGE="${IMAGE_PREFIX}/pause:3.10"
 log() { printf '[%s %s] %s\n' "${LOG_TAG:-node}" "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
+# has_lo_alias: the node address is on lo. (Outputs are captured, not piped into
+# grep -q, which can fail a pipeline with SIGPIPE under pipefail.)
+has_lo_alias() { local a; a="$(ip -4 addr show dev lo)"; [[ "${a}" == *" ${NODE_IP}/32 "* ]]; }
+# has_image REF: containerd (k8s.io) has an image of that name.
+has_image() { local l; l="$(ctr_k8s images ls -q 2>/dev/null)"; grep -qxF "$1" <<<"${l}"; }
+
 need_root() { [[ "$(id -u)" == 0 ]] || die "must run as root (it configures containerd, iptables and a bridge)"; }
 
 # ctr_k8s ARGS...: ctr against the private containerd, namespace k8s.io.

@@ -49,7 +49,7 @@ if [[ ! -f "${HOST_STATE}" ]]; then
     for d in "${HOST_DIRS[@]}"; do
       [[ -e "${d}" ]] && printf 'dir %s\n' "${d}"
     done
-    ip -4 addr show dev lo | grep -q " ${NODE_IP}/32 " && echo "lo-alias present"
+    has_lo_alias && echo "lo-alias present"
     for ipt in iptables-nft iptables-legacy ip6tables-nft ip6tables-legacy; do
       command -v "${ipt}-save" >/dev/null 2>&1 || continue
       "${ipt}-save" 2>/dev/null | awk -v t="${ipt}" '/^\*/ {table = substr($1, 2)} /^:/ {print "chain " t " " table " " substr($1, 2)}'
@@ -60,7 +60,7 @@ if [[ ! -f "${HOST_STATE}" ]]; then
 fi
 
 # ---------------------------------------------------------------- network
-if ! ip -4 addr show dev lo | grep -q " ${NODE_IP}/32 "; then
+if ! has_lo_alias; then
   ip addr add "${NODE_IP}/32" dev lo
 fi
 mkdir -p "${RUN_DIR}/net.d"
@@ -223,7 +223,7 @@ run kube-scheduler "${TOOLS_BIN}/kube-scheduler" \
 
 # containerd, private: its own socket, root, state and CNI conf dir.
 containerd_start
-if ! ctr_k8s images ls -q | grep -qxF "${PAUSE_IMAGE}" || ! ctr_k8s images ls -q | grep -qxF "${IMAGE_PREFIX}/coredns:local"; then
+if ! has_image "${PAUSE_IMAGE}" || ! has_image "${IMAGE_PREFIX}/coredns:local"; then
   log "the pause or CoreDNS image is missing: building them (hack/node/images.sh pause coredns)"
   "${NODE_DIR}/images.sh" pause coredns
 fi
