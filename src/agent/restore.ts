@@ -108,16 +108,22 @@ export async function openBackupInput(repo: Repository, chosen: BackupEntry): Pr
   const stored = await repo.openVerified(chosen.name, object.name, manifest);
   const decompress = createDecompressor(manifest.compression);
   let streamError: unknown;
+  // Only the decoder's own complaints are verdicts on the bytes; a stream
+  // destroyed or closed early (the loader finished or failed, the download
+  // broke) is an echo of something else and says nothing about the object.
   decompress.on("error", (err) => {
+    if (isStreamEcho(err)) return;
     streamError ??= failed("CorruptBackup", `backup ${chosen.name}: ${object.name} does not decompress (${err.message}); the stored object is corrupt`, { cause: err });
   });
-  stored.on("error", (err) => { streamError ??= err; });
+  stored.on("error", (err) => {
+    if (!isStreamEcho(err)) streamError ??= err;
+  });
   // One pipeline: an error in any stage (a storage fault, a corrupt object)
   // destroys the others, and destroying the output (a failed loader) stops
   // the download at once.
   const input = new PassThrough({ highWaterMark: 1024 * 1024 });
   pipeline(stored, decompress, counter, input).catch((err: unknown) => {
-    streamError ??= err;
+    if (!isStreamEcho(err)) streamError ??= err;
   });
   const shortRead = (): Error | undefined =>
     object.rawSize !== undefined && counter.bytes < object.rawSize
@@ -152,6 +158,12 @@ export async function openBackupInput(repo: Repository, chosen: BackupEntry): Pr
     close();
   };
   return { input, counter, streamError: () => streamError, shortRead, drainBrieflyThenClose };
+}
+
+/** Errors that only say another stream went away first. */
+function isStreamEcho(err: unknown): boolean {
+  const code = (err as { code?: string } | undefined)?.code;
+  return code === "ERR_STREAM_DESTROYED" || code === "ERR_STREAM_PREMATURE_CLOSE" || code === "EPIPE" || (err as Error | undefined)?.name === "AbortError";
 }
 
 /** How far a failed restore reads on to tell a damaged object from a loader error, before it stops reading storage. */

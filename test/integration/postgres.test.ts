@@ -262,7 +262,7 @@ describe("pg_basebackup: a physical backup of the whole cluster", () => {
     expect(b.exitCode).toBe(0);
     name = b.json!.name as string;
     atBackup = await fixture.checksums(primary);
-    expect(name).toMatch(/-pg_basebackup-127\.0\.0\.1$/);
+    expect(name).toMatch(/-pg_basebackup-127\.0\.0\.1-\d+$/);
     const pos = b.json!.replication as { role: string; lsn: string; timeline: number };
     expect(pos.role).toBe("master");
     expect(pos.timeline).toBe(1);

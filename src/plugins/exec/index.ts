@@ -7,8 +7,7 @@
 // Per run the agent makes a private 0700 directory holding the credentials
 // file(s), the manifest (restore), the result file the plugin writes, and a
 // scratch directory (REPLICATOR_TMPDIR); it is removed when the run ends.
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { PassThrough, Transform, type Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -28,6 +27,7 @@ import type {
   ServerRestoreMethod,
 } from "../contract.js";
 import { builtinMethods, getMethod } from "../registry.js";
+import { makePrivateDir } from "../../db/defaults-file.js";
 import { connectionEnv } from "./credentials.js";
 import {
   CONTRACT_VERSION,
@@ -97,11 +97,12 @@ interface RunDir {
   cleanup(): Promise<void>;
 }
 
+/** A private run directory (0700, named after this process, removed at exit, swept after a SIGKILL): it holds the plugin's credential files. */
 async function makeRunDir(): Promise<RunDir> {
-  const dir = await mkdtemp(path.join(tmpdir(), "replicator-plugin-"));
-  const tmp = path.join(dir, "tmp");
+  const d = await makePrivateDir("replicator-plugin");
+  const tmp = path.join(d.path, "tmp");
   await mkdir(tmp, { mode: 0o700 });
-  return { dir, tmp, resultFile: path.join(dir, "result.json"), cleanup: () => rm(dir, { recursive: true, force: true }) };
+  return { dir: d.path, tmp, resultFile: path.join(d.path, "result.json"), cleanup: () => d.remove() };
 }
 
 async function readOptional(file: string): Promise<string | undefined> {
