@@ -825,7 +825,9 @@ export class Operator {
     const entries = new Map<string, BackupEntry>();
     try {
       await store.check();
-      const clusters = [...new Set((await store.list("")).map((o) => o.key.split("/")[0] ?? "").filter((c) => /^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/.test(c)))];
+      // Every cluster in storage, and every cluster a resource mirrors: one whose last backup was deleted has no prefix left, and its resources must go too.
+      const mirrored = existing.map((e) => e.cluster ?? "");
+      const clusters = [...new Set([...(await store.list("")).map((o) => o.key.split("/")[0] ?? ""), ...mirrored])].filter((c) => /^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/.test(c));
       const listings: ClusterListing[] = [];
       for (const cluster of clusters) {
         // Throws on any storage fault (no partial result): then nothing below runs.
