@@ -112,6 +112,24 @@ for ipt in iptables-nft iptables-legacy ip6tables-nft ip6tables-legacy; do
   done
 done
 
+# nf_tables tables that iptables-nft created for us (node-up found none) and that
+# hold no rule now: deleted, so the ruleset is as it was.
+if command -v nft >/dev/null 2>&1 && [[ -f "${HOST_STATE}" ]]; then
+  nft list tables 2>/dev/null | awk '$1 == "table" && ($2 == "ip" || $2 == "ip6") {print $2, $3}' |
+    while read -r family table; do
+      grep -qxF "nft-table ${family} ${table}" "${HOST_STATE}" && continue
+      # With -a, the table, each chain and each rule carry a "# handle" comment:
+      # no rule left when there are exactly 1 + chains of them.
+      handles="$(nft -a list table "${family}" "${table}" 2>/dev/null | grep -c '# handle' || true)"
+      chains="$(nft list table "${family}" "${table}" 2>/dev/null | grep -c '^[[:space:]]*chain ' || true)"
+      if [[ "${handles}" -le $((chains + 1)) ]]; then
+        nft delete table "${family}" "${table}" 2>/dev/null || log "could not delete nft table ${family} ${table}"
+      else
+        log "left nft table ${family} ${table}: it holds rules not ours"
+      fi
+    done
+fi
+
 # 6. Sysctls back to what node-up recorded.
 if [[ -f "${HOST_STATE}" ]]; then
   while read -r kind setting; do

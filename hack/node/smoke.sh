@@ -10,7 +10,12 @@
 #      in to it over the pod network by that name;
 #   4. `helm install` of charts/replicator-operator with our images: the
 #      operator runs in a pod under the chart's RBAC and securityContext
-#      (in-cluster config through the kubernetes Service) and turns Ready.
+#      (in-cluster config through the kubernetes Service) and turns Ready;
+#   5. deploy/examples/mariadb-cluster.yaml, applied unchanged (its
+#      `mariadb:10.11` is our stand-in by that name), with three hostPath PVs
+#      (there is no volume provisioner yet): three pods Ready by the example's
+#      probes, both slaves replicating from db-0.db, a row written on the
+#      master read on each slave. SMOKE_EXAMPLES=0 skips it.
 # Prints PASS/FAIL per check; exits 1 if any failed. KEEP=1 keeps the namespace.
 set -uo pipefail
 LOG_TAG=node-smoke
@@ -44,10 +49,13 @@ check() {
   fi
 }
 
+PV_DIR="${NODE_ROOT}/smoke-pv"
 cleanup() {
   if [[ "${KEEP:-0}" != 1 ]]; then
     [[ -n "${HELM}" ]] && "${HELM}" uninstall -n "${NS}" smoke-operator --wait --timeout 60s >/dev/null 2>&1
     "${KUBECTL}" delete namespace "${NS}" --wait=true --timeout=120s >/dev/null 2>&1
+    "${KUBECTL}" delete pv -l replicator.dev/smoke=true --wait=true --timeout=60s >/dev/null 2>&1
+    rm -rf "${PV_DIR}"
   fi
 }
 trap cleanup EXIT
@@ -166,6 +174,54 @@ helm_install() {
   k logs "${pod}" --tail=5
 }
 check "helm install charts/replicator-operator with our images: operator pod Ready" helm_install
+
+# ---------------------------------------------------------------- 5. example
+example_cluster() {
+  local i pw status n
+  # The smoke's own StatefulSet "db" goes first: the example uses the same names.
+  k delete statefulset db --wait=true --ignore-not-found >/dev/null
+  k delete pod db-0 --wait=true --ignore-not-found >/dev/null
+  k delete secret db-credentials --ignore-not-found >/dev/null
+  for i in 0 1 2; do
+    mkdir -p "${PV_DIR}/${NS}-${i}"
+    "${KUBECTL}" apply -f - <<EOF || return 1
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: smoke-${NS}-${i}, labels: {replicator.dev/smoke: "true"}}
+spec:
+  capacity: {storage: 10Gi}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  claimRef: {namespace: ${NS}, name: data-db-${i}}
+  hostPath: {path: ${PV_DIR}/${NS}-${i}, type: Directory}
+EOF
+  done
+  k apply -f "${ROOT}/deploy/examples/mariadb-cluster.yaml" || return 1
+  k rollout status statefulset/db --timeout=300s || { k get pods,pvc; k describe pod db-0 db-1 db-2 | tail -30; return 1; }
+  pw="$(k get secret db-credentials -o jsonpath='{.data.password}' | base64 -d)"
+  k exec db-0 -c mariadb -- mariadb -uroot -p"${pw}" -e \
+    'CREATE DATABASE IF NOT EXISTS smoke; CREATE TABLE IF NOT EXISTS smoke.t (i INT PRIMARY KEY); REPLACE INTO smoke.t VALUES (42)' || return 1
+  for i in 1 2; do
+    status="$(k exec "db-${i}" -c mariadb -- mariadb -uroot -p"${pw}" -e 'SHOW SLAVE STATUS\G')" || return 1
+    grep -E 'Master_Host|Slave_IO_Running|Slave_SQL_Running:' <<<"${status}"
+    if ! grep -q 'Master_Host: db-0.db$' <<<"${status}" || ! grep -q 'Slave_IO_Running: Yes' <<<"${status}" ||
+      ! grep -q 'Slave_SQL_Running: Yes' <<<"${status}"; then
+      echo "db-${i} does not replicate from db-0.db"
+      return 1
+    fi
+    n=0
+    for _ in $(seq 1 20); do
+      n="$(k exec "db-${i}" -c mariadb -- mariadb -uroot -p"${pw}" -N -e 'SELECT count(*) FROM smoke.t WHERE i = 42' 2>/dev/null)"
+      [[ "${n}" == 1 ]] && break
+      sleep 0.5
+    done
+    [[ "${n}" == 1 ]] || { echo "the master's row did not reach db-${i}"; return 1; }
+    echo "db-${i}: replicating from db-0.db, has the master's row"
+  done
+}
+if [[ "${SMOKE_EXAMPLES:-1}" == 1 ]]; then
+  check "deploy/examples/mariadb-cluster.yaml unchanged: 3 pods Ready, slaves replicate from db-0.db" example_cluster
+fi
 
 echo
 echo "node smoke check (namespace ${NS}):"

@@ -2,8 +2,8 @@
 # Installs what the test node needs (make node-tools):
 #  - Debian packages: containerd, runc and the CNI plugins (the node's runtime),
 #    podman (builds the images from our Dockerfiles), iptables and conntrack
-#    (kube-proxy), debootstrap (the base image), busybox-static and gcc (small
-#    images: pause);
+#    (kube-proxy), nftables (node-down removes the tables node-up brought),
+#    debootstrap (the base image), busybox-static and gcc (small images: pause);
 #  - kubelet, kube-scheduler, kube-proxy (Kubernetes, the version of
 #    hack/kube-tools) and a minimal CoreDNS, built from the Go module proxy into
 #    .tools/bin beside kube-apiserver, kube-controller-manager and etcd
@@ -18,7 +18,7 @@ set -euo pipefail
 LOG_TAG=node-tools
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-APT_PACKAGES=(containerd runc containernetworking-plugins podman iptables conntrack
+APT_PACKAGES=(containerd runc containernetworking-plugins podman iptables conntrack nftables
   debootstrap busybox-static gcc libc6-dev openssl curl ca-certificates)
 
 start=${SECONDS}

@@ -50,6 +50,9 @@ if [[ ! -f "${HOST_STATE}" ]]; then
       [[ -e "${d}" ]] && printf 'dir %s\n' "${d}"
     done
     has_lo_alias && echo "lo-alias present"
+    if command -v nft >/dev/null 2>&1; then
+      nft list tables 2>/dev/null | awk '$1 == "table" {print "nft-table " $2 " " $3}'
+    fi
     for ipt in iptables-nft iptables-legacy ip6tables-nft ip6tables-legacy; do
       command -v "${ipt}-save" >/dev/null 2>&1 || continue
       "${ipt}-save" 2>/dev/null | awk -v t="${ipt}" '/^\*/ {table = substr($1, 2)} /^:/ {print "chain " t " " table " " substr($1, 2)}'
