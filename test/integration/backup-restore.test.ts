@@ -1,6 +1,6 @@
 // Backup → list → verify → restore through the real CLI, against real
 // MariaDB servers and a real S3 server (versitygw).
-import { mkdtemp, readFile, readdir, writeFile, truncate, cp, mkdir, chmod } from "node:fs/promises";
+import { mkdtemp, readFile, readdir, writeFile, truncate, cp, mkdir, chmod, utimes } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -151,6 +151,9 @@ describe("backup and restore through S3", () => {
       await mkdir(objectDir(n), { recursive: true });
       await cp(path.join(objectDir(newest), "data.sql.zst"), path.join(objectDir(n), "data.sql.zst"));
     }
+    // The old one was last written long ago; prune goes by the last write, so a running backup is never removed.
+    const longAgo = new Date("2001-01-01T00:05:00Z");
+    await utimes(path.join(objectDir(halfOld), "data.sql.zst"), longAgo, longAgo);
     const list = await runCli(["list", "--repository", repo, "--cluster", "shop", "--json"], env);
     expect((list.json!.backups as { name: string }[]).map((b) => b.name)).toEqual(names);
     expect(list.json!.incomplete).toEqual([halfOld, halfNew]);
