@@ -32,6 +32,14 @@ PKI="${NODE_ROOT}/pki"
 HOST_STATE="${NODE_ROOT}/host-state"
 mkdir -p "${RUN}" "${LOGS}" "${PKI}"
 kc() { "${KUBECTL}" --kubeconfig "${KUBECONFIG_ADMIN}" "$@"; }
+# write FILE: stdin to FILE, only if that changes it (kube-proxy exits when its
+# configuration file is written, and a second node-up must leave it running).
+write() {
+  local tmp
+  tmp="$(mktemp "$1.XXXXXX")"
+  cat >"${tmp}"
+  if cmp -s "${tmp}" "$1"; then rm -f "${tmp}"; else mv -f "${tmp}" "$1"; fi
+}
 
 # ---------------------------------------------------------------- host state
 # Recorded once, before this node changes anything, for node-down to restore.
@@ -67,7 +75,7 @@ if ! has_lo_alias; then
   ip addr add "${NODE_IP}/32" dev lo
 fi
 mkdir -p "${RUN_DIR}/net.d"
-cat >"${RUN_DIR}/net.d/10-replicator-node.conflist" <<EOF
+write "${RUN_DIR}/net.d/10-replicator-node.conflist" <<EOF
 {
   "cniVersion": "1.0.0",
   "name": "replicator-node",
@@ -112,7 +120,7 @@ cert() {
 }
 # kubeconfig NAME CERT: a kubeconfig for the API server with that client certificate.
 kubeconfig() {
-  cat >"${NODE_ROOT}/$1.kubeconfig" <<EOF
+  write "${NODE_ROOT}/$1.kubeconfig" <<EOF
 apiVersion: v1
 kind: Config
 clusters:
@@ -231,7 +239,7 @@ if ! has_image "${PAUSE_IMAGE}" || ! has_image "${IMAGE_PREFIX}/coredns:local"; 
   "${NODE_DIR}/images.sh" pause coredns
 fi
 
-cat >"${NODE_ROOT}/kube-proxy.yaml" <<EOF
+write "${NODE_ROOT}/kube-proxy.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 clientConnection: {kubeconfig: ${NODE_ROOT}/kube-proxy.kubeconfig}
@@ -248,7 +256,7 @@ conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeou
 EOF
 run kube-proxy "${TOOLS_BIN}/kube-proxy" --config="${NODE_ROOT}/kube-proxy.yaml"
 
-cat >"${NODE_ROOT}/kubelet.yaml" <<EOF
+write "${NODE_ROOT}/kubelet.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 address: ${NODE_IP}
@@ -284,6 +292,9 @@ run kubelet "${TOOLS_BIN}/kubelet" --config="${NODE_ROOT}/kubelet.yaml" \
   --kubeconfig="${NODE_ROOT}/kubelet.kubeconfig" --root-dir="${NODE_ROOT}/kubelet" \
   --hostname-override="${NODE_NAME}" --node-ip="${NODE_IP}" --v=1
 
+# Their own health first: after a restart the Node object still says Ready.
+wait_until "kubelet /healthz" 60 kubelet curl -fsS --max-time 2 http://127.0.0.1:10248/healthz
+wait_until "kube-proxy /healthz" 60 kube-proxy curl -fsS --max-time 2 http://127.0.0.1:10256/healthz
 node_ready() { [[ "$(kc get node "${NODE_NAME}" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" == True ]]; }
 wait_until "node ${NODE_NAME} Ready" 120 kubelet node_ready
 log "node ${NODE_NAME} Ready after $((SECONDS - start))s"
