@@ -284,6 +284,8 @@ wants mariadb && import_image mariadb "${IMAGE_PREFIX}/mariadb:10.11" docker.io/
 wants agent && import_image agent "${IMAGE_PREFIX}/agent:dev" "ghcr.io/replicator-dev/replicator-agent:${APP_VERSION}"
 wants operator && import_image operator "${IMAGE_PREFIX}/operator:dev" "ghcr.io/replicator-dev/replicator-operator:${APP_VERSION}"
 for name in "${!REF[@]}"; do prune_old "${name}"; done
+# Untagged build stages of superseded builds (a day old: today's stay as layer cache).
+[[ "${IMAGES_KEEP_OLD:-0}" == 1 ]] || pm image prune -f --filter until=24h >/dev/null 2>&1 || true
 if [[ "${CONTAINERD_STARTED}" == 1 ]] && ! pid_alive "${NODE_ROOT}/run/kubelet.pid"; then
   containerd_stop # started here only to import: the node is not up
 fi
