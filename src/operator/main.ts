@@ -57,6 +57,7 @@ async function main(): Promise<void> {
       res.writeHead(ok ? 200 : 503).end(ok ? "ok" : "caches not synced");
     } else if (req.url === "/metrics") {
       metrics.set("replicator_leader", {}, leader ? 1 : 0);
+      operator.recordInformerStats();
       res.writeHead(200, { "Content-Type": "text/plain; version=0.0.4" }).end(metrics.render());
     } else {
       res.writeHead(404).end();

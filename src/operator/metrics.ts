@@ -22,7 +22,19 @@ export class Metrics {
     replicator_provision_failures_total: ["Failed provisioning attempts (each is retried).", "counter"],
     replicator_provision_last_seconds: ["Time from pod creation to provisioned, for the last slave.", "gauge"],
     replicator_provision_last_lag_seconds: ["Seconds behind master when the last provisioned slave started replicating.", "gauge"],
+    replicator_informer_lists_total: ["LIST requests an informer made (the first, and one per 410 Gone or failed watch).", "counter"],
+    replicator_informer_watches_total: ["WATCH requests an informer made.", "counter"],
+    replicator_informer_watchdog_restarts_total: ["Watches restarted because they were silent for twice their timeout.", "counter"],
+    replicator_informer_resyncs_total: ["Resyncs from the informer's cache (no API request).", "counter"],
+    replicator_storage_listings_total: ["Catalog syncs that listed a repository's storage.", "counter"],
   };
+
+  /** Set a counter that is kept elsewhere (an informer's own totals). */
+  setTotal(name: string, labels: Labels, value: number): void {
+    const m = this.counters.get(name) ?? new Map<string, number>();
+    m.set(fmt(labels), value);
+    this.counters.set(name, m);
+  }
 
   inc(name: string, labels: Labels, by = 1): void {
     const m = this.counters.get(name) ?? new Map<string, number>();

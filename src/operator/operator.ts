@@ -243,6 +243,17 @@ export class Operator {
     });
   }
 
+  /** Each informer's request and resync totals, for /metrics. */
+  recordInformerStats(): void {
+    const all = { pods: this.pods, jobs: this.jobs, replicatorrepositories: this.repositories, replicatorbackups: this.backups, replicatorrestores: this.restores, statefulsets: this.statefulSets, persistentvolumeclaims: this.pvcs };
+    for (const [resource, inf] of Object.entries(all)) {
+      this.metrics.setTotal("replicator_informer_lists_total", { resource }, inf.stats.lists);
+      this.metrics.setTotal("replicator_informer_watches_total", { resource }, inf.stats.watches);
+      this.metrics.setTotal("replicator_informer_watchdog_restarts_total", { resource }, inf.stats.watchdogRestarts);
+      this.metrics.setTotal("replicator_informer_resyncs_total", { resource }, inf.stats.resyncs);
+    }
+  }
+
   get ready(): boolean {
     return (
       this.backups.hasSynced &&
@@ -722,7 +733,8 @@ export class Operator {
       this.queue.addAfter(key, nextSchedule ? Math.max(1000, Math.min(syncMs, nextSchedule.getTime() - now.getTime() + 500)) : syncMs);
       // One listing per sync interval, whatever else wakes the repository up (a resync, a status write, a schedule).
       const last = this.lastSync.get(key);
-      const fresh = last !== undefined && last.generation === gen && performance.now() - last.at < syncMs - 1_000;
+      const syncStarted = performance.now();
+      const fresh = last !== undefined && last.generation === gen && syncStarted - last.at < syncMs - 1_000;
       const plan = fresh
         ? "fresh"
         : await this.syncCatalog(r, spec.value, log).catch((err: unknown): CatalogPlan => ({ kind: "fault", reason: faultReason(err), message: oneLine(err) }));
@@ -738,7 +750,8 @@ export class Operator {
         this.queue.addAfter(key, Math.min(syncMs, SYNC_RETRY_BASE_MS * 2 ** Math.min(failures - 1, 16)));
       } else {
         this.syncFailures.delete(key);
-        this.lastSync.set(key, { at: performance.now(), generation: gen });
+        // From its start: the timer set above fires one interval after it, and finds it due whatever the listing took.
+        this.lastSync.set(key, { at: syncStarted, generation: gen });
         status.conditions = setCondition(status.conditions, { type: "Ready", status: "True", reason: "Synced", message: syncMessage(plan) }, now, gen);
         status.backups = plan.total;
         status.lastSyncTime = now.toISOString();
@@ -823,6 +836,7 @@ export class Operator {
     }));
     let observed: CatalogObserved;
     const entries = new Map<string, BackupEntry>();
+    this.metrics.inc("replicator_storage_listings_total", { namespace: ns, repository: repoObj.metadata.name });
     try {
       await store.check();
       // Every cluster in storage, and every cluster a resource mirrors: one whose last backup was deleted has no prefix left, and its resources must go too.

@@ -309,3 +309,28 @@ spec:
     expect(pods.items).toHaveLength(1);
   });
 });
+
+describe("an idle operator", () => {
+  it("makes no relist and lists storage at most once per sync interval", async () => {
+    const read = async (): Promise<Map<string, number>> => {
+      const text = await (await fetch(`${env.operator.healthUrl}/metrics`)).text();
+      const m = new Map<string, number>();
+      for (const line of text.split("\n")) {
+        const hit = /^(replicator_(?:informer_\w+|storage_listings)_total\{[^}]*\}) (\d+)$/.exec(line);
+        if (hit) m.set(hit[1]!, Number(hit[2]));
+      }
+      return m;
+    };
+    const before = await read();
+    await new Promise((r) => setTimeout(r, 60_000));
+    const after = await read();
+    const delta = (k: string): number => (after.get(k) ?? 0) - (before.get(k) ?? 0);
+    const lists = [...after.keys()].filter((k) => k.startsWith("replicator_informer_lists_total")).map((k) => [k, delta(k)] as const);
+    const listings = [...after.keys()].filter((k) => k.startsWith("replicator_storage_listings_total")).map((k) => [k, delta(k)] as const);
+    console.log(`idle 60 s: informer LISTs ${JSON.stringify(lists)}; storage listings ${JSON.stringify(listings)}`);
+    expect(lists.length).toBe(7);
+    for (const [k, d] of lists) expect(d, k).toBe(0);
+    // Repository "default" syncs every 10 s: at most 7 listings in 60 s; the others every 60 s.
+    for (const [k, d] of listings) expect(d, k).toBeLessThanOrEqual(k.includes('repository="default"') ? 7 : 2);
+  }, 120_000);
+});
