@@ -37,6 +37,7 @@ async function main(): Promise<void> {
     ...(elector ? { fence: (what: string) => { elector.fence(what); } } : {}),
     // Resync re-delivers cached objects (no API request): a safety net for lost handler work, not how changes arrive.
     resyncMs: Number(env.RESYNC_SECONDS ?? "300") * 1000,
+    ...(env.WATCH_TIMEOUT_SECONDS ? { watchTimeoutSeconds: Number(env.WATCH_TIMEOUT_SECONDS) } : {}),
     jobs: {
       agentImage: env.AGENT_IMAGE ?? "ghcr.io/replicator-dev/replicator-agent:0.1.0",
       imagePullPolicy: env.AGENT_IMAGE_PULL_POLICY,

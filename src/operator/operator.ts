@@ -113,6 +113,8 @@ export interface OperatorSettings {
   addressMode: "dns" | "podIP";
   jobs: JobSettings;
   resyncMs: number;
+  /** The watches' server-side timeout; unset: 5-10 min, as client-go. The watchdog restarts a watch silent for twice it. */
+  watchTimeoutSeconds?: number;
   /** Throws unless this process may act now (leader election); called before a database session is opened. */
   fence?: (what: string) => void;
 }
@@ -154,7 +156,7 @@ export class Operator {
     private readonly now: () => Date = () => new Date(),
   ) {
     const ns = settings.namespace;
-    const opts = { resyncMs: settings.resyncMs };
+    const opts = { resyncMs: settings.resyncMs, ...(settings.watchTimeoutSeconds ? { watchTimeoutSeconds: settings.watchTimeoutSeconds } : {}) };
     this.backups = new Informer(rest, crPath("replicatorbackups", ns), (k) => { this.queue.add(`backup/${k}`); }, log, opts);
     this.restores = new Informer(
       rest,
