@@ -6,6 +6,7 @@ import { KubeConfig } from "@kubernetes/client-node";
 import https from "node:https";
 import http from "node:http";
 import { readFileSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { parse as parseYaml } from "yaml";
 import { failed } from "../../lib/errors.js";
@@ -99,7 +100,11 @@ export async function createKubeRest(kc: KubeConfig): Promise<KubeRest> {
   // an in-cluster (or token-file) token is re-read about once a minute, exec
   // and OIDC credentials are refreshed when they expire. Read once at start,
   // a bound service-account token stops working after an hour.
+  const user = kc.getCurrentUser();
+  const provider = user?.authProvider as { name?: string; config?: { tokenFile?: string } } | undefined;
+  const tokenFile = provider?.name === "tokenFile" && provider.config?.tokenFile ? new TokenFile(provider.config.tokenFile) : undefined;
   const authHeaders = async (): Promise<Record<string, string>> => {
+    if (tokenFile) return { Authorization: `Bearer ${await tokenFile.token()}` };
     const o: https.RequestOptions = {};
     await kc.applyToHTTPSOptions(o);
     const h: Record<string, string> = {};
@@ -141,7 +146,10 @@ export async function createKubeRest(kc: KubeConfig): Promise<KubeRest> {
   }
 
   async function call<T>(method: string, path: string, body?: unknown, contentType?: string): Promise<T> {
+    const sent = Date.now();
     const r = await request(method, path, body, contentType);
+    // As client-go: a 401 makes the next request read the token file again (it may have been rotated since).
+    if (r.status === 401) tokenFile?.resetOlderThan(sent);
     if (r.status >= 200 && r.status < 300) return (r.text ? JSON.parse(r.text) : {}) as T;
     let reason = "";
     let message = r.text.slice(0, 500);
@@ -175,6 +183,7 @@ export async function createKubeRest(kc: KubeConfig): Promise<KubeRest> {
       return new Promise<void>((resolve, reject) => {
         const url = new URL(withQuery(path, { timeoutSeconds: "300", ...query, watch: "1", resourceVersion, allowWatchBookmarks: "true" }), base);
         const req = (isHttps ? https : http).request(url, { method: "GET", agent, headers: { Accept: "application/json", ...auth }, signal }, (res) => {
+          if (res.statusCode === 401) tokenFile?.resetOlderThan(Date.now());
           if ((res.statusCode ?? 0) >= 300) {
             const chunks: Buffer[] = [];
             res.on("data", (c: Buffer) => chunks.push(c));
@@ -211,6 +220,36 @@ export async function createKubeRest(kc: KubeConfig): Promise<KubeRest> {
       });
     },
   };
+}
+
+/**
+ * A service-account token read from a file, as client-go's cached file token
+ * source: re-read when older than a minute, and at once after a 401 (the
+ * kubelet may have rotated it). Hand-written because client-node's FileAuth
+ * cannot be told to re-read after a 401.
+ */
+export class TokenFile {
+  private value = "";
+  private readAt = -Infinity;
+
+  constructor(
+    private readonly file: string,
+    private readonly now: () => number = Date.now,
+    private readonly maxAgeMs = 60_000,
+  ) {}
+
+  async token(): Promise<string> {
+    if (this.now() - this.readAt > this.maxAgeMs) {
+      this.value = (await readFile(this.file, "utf8")).trim();
+      this.readAt = this.now();
+    }
+    return this.value;
+  }
+
+  /** A request sent at `sent` was refused: read the file again unless it was read after that. */
+  resetOlderThan(sent: number): void {
+    if (this.readAt <= sent) this.readAt = -Infinity;
+  }
 }
 
 /** The same client, with `fence(what)` called before every write (leader election: a deposed leader writes nothing). */
