@@ -18,7 +18,7 @@ export default tseslint.config(
         "error",
         {
           paths: [
-            { name: "@kubernetes/client-node", message: "Only src/operator/kube may import client-node." },
+            { name: "@kubernetes/client-node", message: "Only src/kube may import client-node." },
           ],
           patterns: [
             { group: ["@aws-sdk/*"], message: "Only src/storage/s3 may import the AWS SDK." },
@@ -28,7 +28,7 @@ export default tseslint.config(
     },
   },
   { files: ["src/storage/s3/**"], rules: { "no-restricted-imports": "off" } },
-  { files: ["src/operator/kube/**"], rules: { "no-restricted-imports": "off" } },
+  { files: ["src/kube/**"], rules: { "no-restricted-imports": "off" } },
   {
     files: ["src/cli/**", "test/**", "bench/**", "scripts/**"],
     rules: { "no-console": "off", "no-restricted-imports": "off" },

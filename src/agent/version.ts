@@ -1,14 +1,2 @@
-import { readFileSync } from "node:fs";
-
-export const TOOL_NAME = "replicator";
-
-function readVersion(): string {
-  try {
-    const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version?: string };
-    return pkg.version ?? "0.0.0";
-  } catch {
-    return "0.0.0";
-  }
-}
-
-export const TOOL_VERSION = readVersion();
+// The agent's view of the tool version: it lives in src/version.ts, which the operator imports too.
+export { TOOL_NAME, TOOL_VERSION } from "../version.js";

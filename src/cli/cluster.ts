@@ -6,7 +6,7 @@ import { API_VERSION, GROUP, VERSION, type BackupStatus, type ReplicatorBackup, 
 import { badInput, failed, oneLine } from "../lib/errors.js";
 import { formatStamp } from "../storage/catalog.js";
 import { renderTable } from "./table.js";
-import { createKubeRest, loadKubeConfig, type KubeRest } from "../operator/kube/rest.js";
+import { createKubeRest, loadKubeConfig, type KubeRest } from "../kube/rest.js";
 
 export const CLUSTER_USAGE = `kubectl replicator: backups and restores through the operator
 

@@ -7,7 +7,7 @@ import { parseArgs, type ParseArgsConfig } from "node:util";
 import { runBackup } from "../agent/backup.js";
 import { runRestore } from "../agent/restore.js";
 import { runProvision } from "../agent/provision.js";
-import { TOOL_VERSION } from "../agent/version.js";
+import { TOOL_VERSION } from "../version.js";
 import { describeEndpoint } from "../db/endpoint.js";
 import { withConn } from "../db/connection.js";
 import { setOffline, setOnline } from "../db/replication.js";

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { createLogger } from "../lib/log.js";
-import { KubeApiError } from "./kube/rest.js";
+import { KubeApiError } from "../kube/rest.js";
 import { LeaderElector, type LeaseClient, type LeaseObj, type LeaseSpec } from "./leader.js";
 import { FakeClock, flush } from "./runtime/clock.js";
 

@@ -13,7 +13,7 @@
 // The 5 s between the renew deadline and the lease duration is the margin
 // that keeps two leaders from acting at once.
 import type { Logger } from "../lib/log.js";
-import { isConflict, isNotFound, type KubeRest } from "./kube/rest.js";
+import { isConflict, isNotFound, type KubeRest } from "../kube/rest.js";
 import { realClock, type Clock } from "./runtime/clock.js";
 
 export interface LeaseSpec {

@@ -5,7 +5,7 @@ import http from "node:http";
 import { hostname } from "node:os";
 import { createLogger } from "../lib/log.js";
 import { oneLine } from "../lib/errors.js";
-import { createKubeRest, fencedRest, loadKubeConfig } from "./kube/rest.js";
+import { createKubeRest, fencedRest, loadKubeConfig } from "../kube/rest.js";
 import { LeaderElector, leaseClient } from "./leader.js";
 import { Metrics } from "./metrics.js";
 import { Operator } from "./operator.js";

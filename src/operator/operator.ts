@@ -58,10 +58,10 @@ import {
 import { checkMasterCanServe, setOffline, setOnline } from "../db/replication.js";
 import { podPlan, provisionInitResult, takesPlan, type ProvisionPod } from "./controllers/provision/observe.js";
 import type { ProvisionPlanDoc } from "../api/provision-plan.js";
-import { Informer, keyOf } from "./kube/informer.js";
+import { Informer, keyOf } from "../kube/informer.js";
 import { RateLimitedQueue } from "./runtime/queue.js";
 import { Expectations } from "./runtime/expectations.js";
-import { isAlreadyExists, isNotFound, type KubeRest } from "./kube/rest.js";
+import { isAlreadyExists, isNotFound, type KubeRest } from "../kube/rest.js";
 import type { Metrics } from "./metrics.js";
 import { isContainersReady, jobState, masterPodName, selectServerPod, serverPortOf, stableAddress, type JobLike, type PodLike } from "./observe.js";
 import { SnapshotController, isSnapshotBackup, volumeOnlyBackup, type RestoreSpecWithVolume, type SnapshotPod } from "./snapshot/controller.js";

@@ -19,7 +19,7 @@ import { operationStatus, sameStatus } from "../conditions.js";
 import type { BackupPlan } from "../controllers/backup/decide.js";
 import { PLAN_ANNOTATION, PROVISIONED_ANNOTATION, type ProvisionSettings } from "../controllers/provision/decide.js";
 import { podPlan, takesPlan, type ProvisionPod } from "../controllers/provision/observe.js";
-import { isAlreadyExists, isNotFound, type KubeRest } from "../kube/rest.js";
+import { isAlreadyExists, isNotFound, type KubeRest } from "../../kube/rest.js";
 import type { Metrics } from "../metrics.js";
 import { isContainersReady, selectServerPod, type PodLike } from "../observe.js";
 import { runSnapshotBackup, type SnapshotBackupResult } from "./backup.js";

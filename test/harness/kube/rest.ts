@@ -1,6 +1,6 @@
 // A minimal Kubernetes REST client for the test harness: JSON over HTTPS with
 // the credentials of a client-node KubeConfig (bearer token, client certs, CA
-// or insecure-skip-tls-verify). Kept separate from src/operator/kube so the
+// or insecure-skip-tls-verify). Kept separate from src/kube so the
 // harness does not depend on the code under test.
 import https from "node:https";
 import type { KubeConfig } from "@kubernetes/client-node";

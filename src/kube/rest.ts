@@ -9,7 +9,7 @@ import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { parse as parseYaml } from "yaml";
-import { failed } from "../../lib/errors.js";
+import { failed } from "../lib/errors.js";
 
 export class KubeApiError extends Error {
   constructor(

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { createLogger } from "../../lib/log.js";
-import { FakeClock, flush } from "../runtime/clock.js";
+import { createLogger } from "../lib/log.js";
+import { FakeClock, flush } from "../operator/runtime/clock.js";
 import { Informer, type KObject } from "./informer.js";
 import { KubeApiError, type WatchEvent } from "./rest.js";
 

@@ -13,8 +13,8 @@
 // is restarted. Hand-written rather than client-node's informer because that
 // one stops on errors other than 410 and does not re-emit adds after a
 // restart (#795), and we need the fake clock in tests.
-import type { Logger } from "../../lib/log.js";
-import { realClock, type Clock } from "../runtime/clock.js";
+import type { Logger } from "../lib/log.js";
+import { realClock, type Clock } from "../operator/runtime/clock.js";
 import { isGone, type KubeRest, type WatchEvent } from "./rest.js";
 
 export interface KObject {
