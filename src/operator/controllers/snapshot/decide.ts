@@ -1,8 +1,8 @@
 // The volumesnapshot method's rules, pure: where a cloned server resumes
 // replication, which spare volume a StatefulSet keeps ready for its next
 // slave, and what to do for a pod whose volume is a clone.
-import { parseMariaGtid } from "../../db/replication.js";
-import type { ReplicationPosition } from "../../storage/catalog.js";
+import { parseMariaGtid } from "../../../db/replication.js";
+import type { ReplicationPosition } from "../../../storage/catalog.js";
 
 // ------------------------------------------------------------ GTID positions
 

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { decideSeeded, decideSpare, gtidBehind, maxGtid, seedPosition, type SpareObserved } from "./decide.js";
 import { buildPvcFromSnapshot, buildVolumeSnapshot, largerQuantity, quantityBytes, seedPositionOf, snapshotState, volumeSnapshotName } from "./volumesnapshot.js";
 import { snapshotOptions } from "./controller.js";
-import { backupSpecSchema } from "../../api/v1alpha1.js";
+import { backupSpecSchema } from "../../../api/v1alpha1.js";
 
 describe("GTID positions of a clone", () => {
   it("takes the per-domain maximum and ignores empty positions", () => {

@@ -3,25 +3,25 @@
 // pre-created from the newest usable snapshot, turns a pod that starts on
 // such a clone into a slave, restores a snapshot backup into a new PVC, and
 // deletes a snapshot's VolumeSnapshot when retention deletes its backup.
-// operator.ts calls in here; the rules are in ./decide.ts.
-import { API_VERSION, backupSpecSchema, validateSpec, type BackupSpec, type ReplicatorBackup, type ReplicatorRestore, type RepositorySpec, type RestoreStatus, type ServerRef } from "../../api/v1alpha1.js";
-import type { Conn } from "../../db/connection.js";
-import { queryRows } from "../../db/connection.js";
-import type { Endpoint } from "../../db/endpoint.js";
-import { checkMasterCanServe, configureReplica } from "../../db/replication.js";
-import { failed, oneLine } from "../../lib/errors.js";
-import type { Logger } from "../../lib/log.js";
-import { buildBackupName, parseBackupName, positionText, selectBackup, type BackupEntry, type ReplicationPosition, type Selector } from "../../storage/catalog.js";
-import type { ObjectStore } from "../../storage/object-store.js";
-import { Repository } from "../../storage/repository.js";
-import { dataVolumeOf } from "../builders/jobs.js";
-import { operationStatus, sameStatus } from "../conditions.js";
-import type { BackupPlan } from "../controllers/backup/decide.js";
-import { PLAN_ANNOTATION, PROVISIONED_ANNOTATION, type ProvisionSettings } from "../controllers/provision/decide.js";
-import { podPlan, takesPlan, type ProvisionPod } from "../controllers/provision/observe.js";
-import { isAlreadyExists, isNotFound, type KubeRest } from "../../kube/rest.js";
-import type { Metrics } from "../metrics.js";
-import { isContainersReady, selectServerPod, type PodLike } from "../observe.js";
+// The backup, restore and provision controllers call in here; the rules are in ./decide.ts.
+import { API_VERSION, backupSpecSchema, validateSpec, type BackupSpec, type ReplicatorBackup, type ReplicatorRestore, type RepositorySpec, type RestoreStatus, type ServerRef } from "../../../api/v1alpha1.js";
+import type { Conn } from "../../../db/connection.js";
+import { queryRows } from "../../../db/connection.js";
+import type { Endpoint } from "../../../db/endpoint.js";
+import { checkMasterCanServe, configureReplica } from "../../../db/replication.js";
+import { failed, oneLine } from "../../../lib/errors.js";
+import type { Logger } from "../../../lib/log.js";
+import { buildBackupName, parseBackupName, positionText, selectBackup, type BackupEntry, type ReplicationPosition, type Selector } from "../../../storage/catalog.js";
+import type { ObjectStore } from "../../../storage/object-store.js";
+import { Repository } from "../../../storage/repository.js";
+import { dataVolumeOf } from "../../builders/jobs.js";
+import { operationStatus, sameStatus } from "../../conditions.js";
+import type { BackupPlan } from "../backup/decide.js";
+import { PLAN_ANNOTATION, PROVISIONED_ANNOTATION, provisionSettings, type ProvisionSettings } from "../provision/decide.js";
+import { podPlan, takesPlan, type ProvisionPod } from "../provision/observe.js";
+import { isAlreadyExists, isNotFound, type KubeRest } from "../../../kube/rest.js";
+import type { Metrics } from "../../metrics.js";
+import { isContainersReady, selectServerPod, type PodLike } from "../../observe.js";
 import { runSnapshotBackup, type SnapshotBackupResult } from "./backup.js";
 import { decideSeeded, decideSpare, seedPosition } from "./decide.js";
 import {
@@ -365,6 +365,14 @@ export class SnapshotController {
     const last = this.spareCheckedAt.get(key);
     const replicas = sts.spec?.replicas ?? 1;
     if (!last || last.replicas !== replicas || Date.now() - last.at > SPARE_RECHECK_MS) this.host.enqueue(`snapshot-spare/${key}`);
+  }
+
+  /** The "snapshot-spare/<ns>/<sts>" queue key: the StatefulSet's provisioning settings, then its spare. */
+  async reconcileSpareOf(ns: string, stsName: string): Promise<void> {
+    const sts = this.host.statefulSet(ns, stsName);
+    const settings = sts ? provisionSettings(sts) : undefined;
+    if (!settings || "error" in settings) return;
+    await this.reconcileSpare(ns, stsName, settings);
   }
 
   async reconcileSpare(ns: string, stsName: string, settings: ProvisionSettings): Promise<void> {

@@ -4,7 +4,7 @@
 // snapshot's status says, and the small record stored in the repository.
 import { createHash } from "node:crypto";
 import { z } from "zod";
-import { replicationPositionSchema, type ReplicationPosition } from "../../storage/catalog.js";
+import { replicationPositionSchema, type ReplicationPosition } from "../../../storage/catalog.js";
 
 export const SNAPSHOT_METHOD = "volumesnapshot";
 export const SNAPSHOT_GROUP = "snapshot.storage.k8s.io";

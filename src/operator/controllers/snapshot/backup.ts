@@ -14,15 +14,15 @@
 //
 // On any failure the VolumeSnapshot is deleted and a slave replicates again.
 import { setTimeout as delay } from "node:timers/promises";
-import { TOOL_VERSION } from "../../version.js";
-import type { Conn } from "../../db/connection.js";
-import { queryRows } from "../../db/connection.js";
-import { getServerInfo, getSlaveStatus } from "../../db/replication.js";
-import { failed, oneLine } from "../../lib/errors.js";
-import type { Logger } from "../../lib/log.js";
-import { FORMAT_VERSION, MANIFEST, type Manifest, type ReplicationPosition } from "../../storage/catalog.js";
-import type { Repository } from "../../storage/repository.js";
-import { isNotFound, type KubeRest } from "../../kube/rest.js";
+import { TOOL_VERSION } from "../../../version.js";
+import type { Conn } from "../../../db/connection.js";
+import { queryRows } from "../../../db/connection.js";
+import { getServerInfo, getSlaveStatus } from "../../../db/replication.js";
+import { failed, oneLine } from "../../../lib/errors.js";
+import type { Logger } from "../../../lib/log.js";
+import { FORMAT_VERSION, MANIFEST, type Manifest, type ReplicationPosition } from "../../../storage/catalog.js";
+import type { Repository } from "../../../storage/repository.js";
+import { isNotFound, type KubeRest } from "../../../kube/rest.js";
 import {
   SNAPSHOT_API_VERSION,
   SNAPSHOT_METHOD,
