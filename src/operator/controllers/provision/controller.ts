@@ -81,7 +81,7 @@ export class ProvisionController {
       init: provisionInitResult(pod),
       replicating: undefined as { ok: boolean; message: string } | undefined,
     };
-    // A volume cloned from a snapshot backup: configured once its server runs (src/operator/snapshot).
+    // A volume cloned from a snapshot backup: configured once its server runs (src/operator/controllers/snapshot).
     if (pvcObj && !observed.isMaster && (await this.snapshots.provisionSeeded(pod as SnapshotPod, pvcObj, settings, sts.metadata.name))) return;
     let plan: ProvisionPlan = decideProvision(observed);
     if (plan.kind === "needSeed") {
@@ -213,7 +213,7 @@ export class ProvisionController {
     // Throws on a storage fault (no partial listing): never an older backup chosen, never "NoBackup" (the caller reports the fault).
     const { backups } = await new Repository(store, s.cluster).list();
     const all = (s.backup === "latest" ? backups : backups.filter((b) => b.name === s.backup)).filter((b) => b.manifest.replication).reverse();
-    // A snapshot seeds only a volume created from it (the StatefulSet's spare, src/operator/snapshot), never a pod's existing volume.
+    // A snapshot seeds only a volume created from it (the StatefulSet's spare, src/operator/controllers/snapshot), never a pod's existing volume.
     const named = all.filter((b) => b.manifest.kind !== "snapshot");
     if (named.length === 0 && all.length > 0) {
       return {

@@ -38,7 +38,7 @@ export class RestoreController {
       return;
     }
     if (spec.ok && spec.value.volume) {
-      // A volumesnapshot backup restored into a new PVC: no Job (src/operator/snapshot).
+      // A volumesnapshot backup restored into a new PVC: no Job (src/operator/controllers/snapshot).
       const volumeSpec = { ...spec.value, volume: spec.value.volume } satisfies RestoreSpecWithVolume;
       const repoObs = this.host.repoObserved(ns, spec.value.repository);
       const status = await this.snapshots.reconcileVolumeRestore(r, volumeSpec, repoObs.found && repoObs.spec.ok ? repoObs.spec.value : undefined);
