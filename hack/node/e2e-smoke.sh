@@ -19,7 +19,12 @@
 #      replicator.dev/provisioned is True); the row from step 5 reaches it; the
 #      files in its data directory belong to 999;
 #   7. the same with a newer mysqldump backup and --replicas 3: db-2 is loaded
-#      by a ReplicatorRestore Job once its server runs (E2E_LOGICAL=0 skips it).
+#      by a ReplicatorRestore Job once its server runs (E2E_LOGICAL=0 skips it);
+#   8. a volumesnapshot backup of the master (a CSI VolumeSnapshot under FTWRL),
+#      the spare claim data-db-3 the operator pre-creates from it (dataSource:
+#      the snapshot; bound when the new pod is scheduled: WaitForFirstConsumer),
+#      and --replicas 4: db-3 starts on the clone and is made a slave by the
+#      operator (E2E_SNAPSHOT=0 skips it).
 # Prints each step's time, PASS/FAIL per check; exits 1 if any failed.
 # KEEP=1 keeps the namespace and the release.
 set -uo pipefail
@@ -214,6 +219,32 @@ if [[ "${E2E_LOGICAL:-1}" == 1 ]]; then
   check "ReplicatorBackup seed-logical (mysqldump of the master): Completed with a position" backup seed-logical mysqldump
   TIMES+=("mysqldump backup → Completed: $((SECONDS - t0))s")
   check "kubectl scale --replicas 3 → db-2 loaded (logical, restore Job), replicating from db-0.db, Ready only after, files owned by 999" scale 3
+fi
+# Snapshot: a volumesnapshot backup through the CSI driver; the operator keeps
+# the next ordinal's claim (data-db-3) pre-created from it; db-3 starts on the clone.
+spare() { # spare ORDINAL: the claim data-db-ORDINAL exists, cloned from the newest snapshot backup
+  local pvc="data-db-$1" i seeded=""
+  for ((i = 0; i < TIMEOUT; i++)); do
+    seeded="$(k get pvc "${pvc}" -o jsonpath='{.metadata.annotations.replicator\.dev/seeded-from}' 2>/dev/null)"
+    [[ -n "${seeded}" ]] && break
+    sleep 1
+  done
+  k get pvc "${pvc}" -o jsonpath='{.metadata.name}: {.status.phase}, dataSource {.spec.dataSource.kind}/{.spec.dataSource.name}, seeded-from {.metadata.annotations.replicator\.dev/seeded-from}, seed-position {.metadata.annotations.replicator\.dev/seed-position}{"\n"}' || { diagnose; return 1; }
+  [[ -n "${seeded}" ]] || { diagnose; return 1; }
+  [[ "$(k get pvc "${pvc}" -o jsonpath='{.spec.dataSource.kind}')" == VolumeSnapshot ]] || { echo "${pvc} is not cloned from a VolumeSnapshot"; return 1; }
+  # csi-hostpath-sc binds on first consumer: the clone is made when the new pod is scheduled.
+  k get events --field-selector involvedObject.name="${pvc}" -o custom-columns=REASON:.reason,MESSAGE:.message --no-headers | tail -3
+  k get volumesnapshots
+}
+if [[ "${E2E_SNAPSHOT:-1}" == 1 ]]; then
+  t0=${SECONDS}
+  check "ReplicatorBackup seed-snap (volumesnapshot of the master, CSI): Completed with a position" backup seed-snap volumesnapshot
+  TIMES+=("volumesnapshot backup → Completed: $((SECONDS - t0))s")
+  n="$(k get statefulset db -o jsonpath='{.spec.replicas}')"
+  t0=${SECONDS}
+  check "spare claim data-db-${n} pre-created by the operator from the snapshot (dataSource VolumeSnapshot)" spare "${n}"
+  TIMES+=("snapshot backup Completed → spare claim created: $((SECONDS - t0))s")
+  check "kubectl scale --replicas $((n + 1)) → db-${n} on the snapshot clone, replicating from db-0.db, Ready only after, files owned by 999" scale "$((n + 1))"
 fi
 while read -r line; do TIMES+=("${line}"); done <"${SCALE_LOG}"
 rm -f "${SCALE_LOG}"
