@@ -1,18 +1,16 @@
 #!/usr/bin/env bash
-# Builds the node's CSI components, static (CGO_ENABLED=0), into .tools/bin/csi/
+# Builds the node's CSI sidecars, static (CGO_ENABLED=0), into .tools/bin/csi/
 # (run by hack/node/tools.sh, i.e. make node-tools, and by images.sh when missing):
-#   hostpathplugin        kubernetes-csi/csi-driver-host-path      v1.18.0  (source copy, see below)
-#   csi-node-driver-registrar  kubernetes-csi/node-driver-registrar v2.17.0  (source copy, see below)
 #   csi-provisioner       github.com/kubernetes-csi/external-provisioner/v5 v5.3.0 (Go module proxy)
 #   csi-snapshotter, snapshot-controller
 #                         github.com/kubernetes-csi/external-snapshotter/v8 v8.7.0 (Go module proxy)
-# The Go module proxy does not serve csi-driver-host-path nor node-driver-registrar
-# (403 "not available" for every version; the registrar's v2 tags are not valid
-# module versions anyway: its module path has no /v2), so hack/node/csi/hostpath
-# and hack/node/csi/registrar hold their upstream source at those tags (Apache-2.0,
-# LICENSE beside it; tests and docs left out; go.mod and go.sum unchanged), and
-# their dependencies come from the proxy. The other two are built from wrapper
-# modules (hack/node/csi/{provisioner,snapshotter}) that pin them.
+# built from wrapper modules (hack/node/csi/{provisioner,snapshotter}) that pin them.
+# The CSI driver itself (hostpathplugin) and csi-node-driver-registrar are NOT built
+# here: the Go module proxy, the only source of code this project may build from,
+# does not serve kubernetes-csi's csi-driver-host-path or node-driver-registrar (403
+# "not available" for every version). Until the project has a minimal CSI driver of
+# its own, node-up runs without CSI (NODE_CSI=0: hostPath PVs); NODE_CSI=1 needs those
+# two binaries placed in .tools/bin/csi by other means.
 # Idempotent: skipped when the stamp (a hash of hack/node/csi and the Go version) matches.
 #
 #   hack/node/csi-tools.sh               # build what is missing or stale
@@ -28,8 +26,6 @@ CSI_BIN="${CSI_BIN:-${TOOLS_BIN}/csi}"
 STAMP="${CSI_BIN}/.stamp"
 # name  module-dir  package  version
 COMPONENTS=(
-  "hostpathplugin hostpath ./cmd/hostpathplugin v1.18.0"
-  "csi-node-driver-registrar registrar ./cmd/csi-node-driver-registrar v2.17.0"
   "csi-provisioner provisioner github.com/kubernetes-csi/external-provisioner/v5/cmd/csi-provisioner v5.3.0"
   "csi-snapshotter snapshotter github.com/kubernetes-csi/external-snapshotter/v8/cmd/csi-snapshotter v8.7.0"
   "snapshot-controller snapshotter github.com/kubernetes-csi/external-snapshotter/v8/cmd/snapshot-controller v8.7.0"

@@ -264,7 +264,9 @@ ensure() {
 }
 
 WANT=("$@")
-((${#WANT[@]})) || WANT=(pause coredns debian node22 mariadb agent operator csi)
+((${#WANT[@]})) || WANT=(pause coredns debian node22 mariadb agent operator)
+# The CSI image only with NODE_CSI=1: its driver cannot be built here (csi-tools.sh).
+if [[ "${NODE_CSI:-0}" == 1 ]]; then WANT+=(csi); fi
 wants() { local w; for w in "${WANT[@]}"; do [[ "${w}" == "$1" ]] && return 0; done; return 1; }
 # What each image needs.
 if wants agent || wants operator; then WANT+=(node22); fi

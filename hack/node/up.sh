@@ -407,8 +407,12 @@ wait_until "ServiceAccount default/default" 30 kube-controller-manager kc -n def
 
 # ---------------------------------------------------------------- CSI
 # kubernetes-csi's hostpath driver, its sidecars and the snapshot controller:
-# the default StorageClass and VolumeSnapshotClass. NODE_CSI=0 skips them.
-if [[ "${NODE_CSI:-1}" == 1 ]]; then
+# the default StorageClass and VolumeSnapshotClass, with NODE_CSI=1 only (the driver's
+# binaries cannot be built here: see csi-tools.sh). By default the node has no CSI.
+if [[ "${NODE_CSI:-0}" == 1 ]]; then
+  for b in hostpathplugin csi-node-driver-registrar; do
+    [[ -x "${TOOLS_BIN}/csi/${b}" ]] || die "NODE_CSI=1 needs ${TOOLS_BIN}/csi/${b}, which this project cannot build here (the Go module proxy does not serve kubernetes-csi's driver or registrar); run without NODE_CSI (hostPath PVs)"
+  done
   t0=${SECONDS}
   "${NODE_DIR}/csi-up.sh"
   log "CSI ready after $((SECONDS - t0))s"
