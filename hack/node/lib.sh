@@ -32,6 +32,12 @@ CONTAINERD_STATE="${RUN_DIR}/containerd"
 CONTAINERD_SOCK="${CONTAINERD_STATE}/containerd.sock"
 CNI_BIN_DIR="/usr/lib/cni"
 KUBECONFIG_ADMIN="${NODE_ROOT}/admin.kubeconfig"
+# The S3 server pods reach (versitygw on the node address; started by node-up).
+S3_PORT="${S3_PORT:-17070}"
+S3_ENDPOINT="http://${NODE_IP}:${S3_PORT}"
+S3_BUCKET="${S3_BUCKET:-replicator-node}"
+S3_ROOT="${NODE_ROOT}/s3"
+S3_ENV="${NODE_ROOT}/s3.env"
 
 # Images: built and tagged by hack/node/images.sh, keyed by a hash of their inputs.
 IMAGE_PREFIX="localhost/replicator"

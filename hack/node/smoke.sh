@@ -11,9 +11,12 @@
 #   4. `helm install` of charts/replicator-operator with our images: the
 #      operator runs in a pod under the chart's RBAC and securityContext
 #      (in-cluster config through the kubernetes Service) and turns Ready;
-#   5. deploy/examples/mariadb-cluster.yaml, applied unchanged (its
-#      `mariadb:10.11` is our stand-in by that name), with three hostPath PVs
-#      (there is no volume provisioner yet): three pods Ready by the example's
+#   5. the CSI driver (hack/node/csi-up.sh): a PVC provisioned by the default
+#      StorageClass and mounted with its fsGroup applied, a VolumeSnapshot of
+#      it readyToUse, a PVC restored from it holding the data. SMOKE_CSI=0 skips it.
+#   6. deploy/examples/mariadb-cluster.yaml, applied unchanged (its
+#      `mariadb:10.11` is our stand-in by that name), its PVCs provisioned by
+#      the CSI driver (hostPath PVs when node-up ran with NODE_CSI=0): three pods Ready by the example's
 #      probes, both slaves replicating from db-0.db, a row written on the
 #      master read on each slave. SMOKE_EXAMPLES=0 skips it.
 # Prints PASS/FAIL per check; exits 1 if any failed. KEEP=1 keeps the namespace.
@@ -175,14 +178,91 @@ helm_install() {
 }
 check "helm install charts/replicator-operator with our images: operator pod Ready" helm_install
 
-# ---------------------------------------------------------------- 5. example
+# ---------------------------------------------------------------- 5. CSI
+# A PVC of the default StorageClass (csi-hostpath-sc) dynamically provisioned
+# and mounted in a pod that runs as 1000 with fsGroup 2000 (the kubelet applies
+# the fsGroup: CSIDriver fsGroupPolicy File); a VolumeSnapshot of it turns
+# readyToUse; a PVC restored from it (dataSource) holds the file.
+csi_pod() { # csi_pod NAME PVC SCRIPT
+  k apply -f - <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: $1}
+spec:
+  restartPolicy: Never
+  securityContext: {runAsUser: 1000, runAsGroup: 1000, fsGroup: 2000, runAsNonRoot: true}
+  containers:
+  - name: c
+    image: ${MARIADB_IMAGE}
+    imagePullPolicy: Never
+    command: [bash, -c, '$3']
+    volumeMounts: [{name: v, mountPath: /data}]
+  volumes:
+  - name: v
+    persistentVolumeClaim: {claimName: $2}
+EOF
+}
+csi_volumes() {
+  local sc out restored token="smoke-$(openssl rand -hex 4)"
+  sc="$("${KUBECTL}" get storageclass -o jsonpath='{range .items[?(@.metadata.annotations.storageclass\.kubernetes\.io/is-default-class=="true")]}{.metadata.name}{end}')"
+  echo "default StorageClass: ${sc:-none}"
+  [[ -n "${sc}" ]] || return 1
+  k apply -f - <<EOF || return 1
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: csi-src}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 64Mi}}
+EOF
+  csi_pod csi-writer csi-src "set -e; id; stat -c \"%u:%g %A\" /data; echo ${token} > /data/f; ls -ln /data" || return 1
+  k wait pod/csi-writer --for=jsonpath='{.status.phase}'=Succeeded --timeout=120s || { k describe pod csi-writer | tail -15; k get pvc; return 1; }
+  out="$(k logs csi-writer)"
+  echo "${out}"
+  k get pvc csi-src -o jsonpath='{.metadata.name}: {.spec.storageClassName} {.spec.volumeName} {.status.phase}{"\n"}'
+  # The volume's root: group 2000 (fsGroup) with setgid; the file: 1000:2000.
+  grep -q '^[0-9]*:2000 drwxrws' <<<"${out}" || { echo "the volume's root is not group 2000 with setgid"; return 1; }
+  grep -Eq '^-.* 1000 +2000 .* f$' <<<"${out}" || { echo "the file is not 1000:2000"; return 1; }
+  k apply -f - <<EOF || return 1
+apiVersion: snapshot.storage.k8s.io/v1
+kind: VolumeSnapshot
+metadata: {name: csi-snap}
+spec:
+  source: {persistentVolumeClaimName: csi-src}
+EOF
+  k wait volumesnapshot/csi-snap --for=jsonpath='{.status.readyToUse}'=true --timeout=120s ||
+    { k describe volumesnapshot csi-snap | tail -15; return 1; }
+  k get volumesnapshot csi-snap -o jsonpath='snapshot {.metadata.name}: class {.spec.volumeSnapshotClassName}, content {.status.boundVolumeSnapshotContentName}, readyToUse {.status.readyToUse}, restoreSize {.status.restoreSize}{"\n"}'
+  k apply -f - <<EOF || return 1
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: csi-restored}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 64Mi}}
+  dataSource: {apiGroup: snapshot.storage.k8s.io, kind: VolumeSnapshot, name: csi-snap}
+EOF
+  csi_pod csi-reader csi-restored 'set -e; cat /data/f; ls -ln /data' || return 1
+  k wait pod/csi-reader --for=jsonpath='{.status.phase}'=Succeeded --timeout=120s || { k describe pod csi-reader | tail -15; k get pvc; return 1; }
+  restored="$(k logs csi-reader)"
+  echo "restored volume: ${restored}"
+  [[ "$(head -1 <<<"${restored}")" == "${token}" ]] || { echo "the restored volume does not hold ${token}"; return 1; }
+  k delete pod csi-writer csi-reader --wait=false >/dev/null
+}
+if [[ "${SMOKE_CSI:-${NODE_CSI:-0}}" == 1 ]]; then
+  check "CSI: PVC provisioned by the default StorageClass, fsGroup applied, VolumeSnapshot readyToUse, restored PVC holds the data" csi_volumes
+fi
+
+# ---------------------------------------------------------------- 6. example
 example_cluster() {
   local i pw status n
   # The smoke's own StatefulSet "db" goes first: the example uses the same names.
   k delete statefulset db --wait=true --ignore-not-found >/dev/null
   k delete pod db-0 --wait=true --ignore-not-found >/dev/null
   k delete secret db-credentials --ignore-not-found >/dev/null
+  # Without a default StorageClass (NODE_CSI=0), hostPath PVs bound to the claims.
   for i in 0 1 2; do
+    [[ -n "$("${KUBECTL}" get storageclass -o name 2>/dev/null)" ]] && break
     mkdir -p "${PV_DIR}/${NS}-${i}"
     "${KUBECTL}" apply -f - <<EOF || return 1
 apiVersion: v1

@@ -7,7 +7,9 @@
 #  - kubelet, kube-scheduler, kube-proxy (Kubernetes, the version of
 #    hack/kube-tools) and a minimal CoreDNS, built from the Go module proxy into
 #    .tools/bin beside kube-apiserver, kube-controller-manager and etcd
-#    (hack/build-kube-tools.sh, run by `make kube-tools`).
+#    (hack/build-kube-tools.sh, run by `make kube-tools`);
+#  - the CSI hostpath driver, node-driver-registrar, csi-provisioner,
+#    csi-snapshotter and snapshot-controller into .tools/bin/csi (hack/node/csi-tools.sh).
 # Idempotent: installed packages are skipped, and the Go build is skipped when
 # the stamp (a hash of the wrapper modules and the Go version) matches.
 #
@@ -90,6 +92,9 @@ has_versions() {
 up_to_date() {
   [[ -f "${STAMP}" && "$(cat "${STAMP}")" == "$(inputs_hash)" ]] && has_versions "${TOOLS_BIN}"
 }
+
+# The CSI driver, its sidecars and the snapshot controller (own stamp, own script).
+"${NODE_DIR}/csi-tools.sh"
 
 if [[ "${NODE_TOOLS_FORCE:-0}" != 1 ]] && up_to_date; then
   log "up to date: kubelet, kube-scheduler, kube-proxy ${K8S_VERSION}, CoreDNS ${COREDNS_VERSION} in ${TOOLS_BIN}"

@@ -288,6 +288,14 @@ imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 evictionHard: {memory.available: "100Mi", nodefs.available: "1%", imagefs.available: "1%", nodefs.inodesFree: "1%"}
 EOF
+# The kubelet's root is a shared mount (a bind of itself): the CSI plugin's pod
+# mounts volumes below it with Bidirectional propagation, which runc allows
+# only on a shared mount (/ is private here). node-down unmounts it.
+mkdir -p "${NODE_ROOT}/kubelet"
+if ! mountpoint -q "${NODE_ROOT}/kubelet"; then
+  mount --bind "${NODE_ROOT}/kubelet" "${NODE_ROOT}/kubelet"
+fi
+mount --make-rshared "${NODE_ROOT}/kubelet"
 run kubelet "${TOOLS_BIN}/kubelet" --config="${NODE_ROOT}/kubelet.yaml" \
   --kubeconfig="${NODE_ROOT}/kubelet.kubeconfig" --root-dir="${NODE_ROOT}/kubelet" \
   --hostname-override="${NODE_NAME}" --node-ip="${NODE_IP}" --v=1
@@ -396,6 +404,42 @@ EOF
 wait_until "CoreDNS Ready" 120 kubelet kc -n kube-system rollout status deployment/coredns --timeout=2s
 # The default ServiceAccount exists before anyone creates pods in default.
 wait_until "ServiceAccount default/default" 30 kube-controller-manager kc -n default get serviceaccount default
+
+# ---------------------------------------------------------------- CSI
+# kubernetes-csi's hostpath driver, its sidecars and the snapshot controller:
+# the default StorageClass and VolumeSnapshotClass, with NODE_CSI=1 only (the driver's
+# binaries cannot be built here: see csi-tools.sh). By default the node has no CSI.
+if [[ "${NODE_CSI:-0}" == 1 ]]; then
+  for b in hostpathplugin csi-node-driver-registrar; do
+    [[ -x "${TOOLS_BIN}/csi/${b}" ]] || die "NODE_CSI=1 needs ${TOOLS_BIN}/csi/${b}, which this project cannot build here (the Go module proxy does not serve kubernetes-csi's driver or registrar); run without NODE_CSI (hostPath PVs)"
+  done
+  t0=${SECONDS}
+  "${NODE_DIR}/csi-up.sh"
+  log "CSI ready after $((SECONDS - t0))s"
+fi
+
+# ---------------------------------------------------------------- S3
+# versitygw (make tools) on the node address, so pods reach it: S3_ENDPOINT,
+# a bucket S3_BUCKET, credentials in NODE_ROOT/s3.env. NODE_S3=0 skips it.
+if [[ "${NODE_S3:-1}" == 1 ]]; then
+  [[ -x "${TOOLS_BIN}/versitygw" ]] || make -C "${ROOT}" "${ROOT}/.tools/bin/versitygw" >&2 || die "no ${TOOLS_BIN}/versitygw (make tools)"
+  mkdir -p "${S3_ROOT}/${S3_BUCKET}"
+  if [[ ! -f "${S3_ENV}" ]]; then
+    printf 'S3_ENDPOINT=%s\nS3_BUCKET=%s\nAWS_ACCESS_KEY_ID=%s\nAWS_SECRET_ACCESS_KEY=%s\n' \
+      "${S3_ENDPOINT}" "${S3_BUCKET}" "node-$(openssl rand -hex 4)" "$(openssl rand -hex 16)" >"${S3_ENV}"
+    chmod 600 "${S3_ENV}"
+  fi
+  # Credentials through the environment, not argv (they would show in ps).
+  # shellcheck disable=SC1090
+  s3_key="$(source "${S3_ENV}" && echo "${AWS_ACCESS_KEY_ID}")"
+  # shellcheck disable=SC1090
+  s3_secret="$(source "${S3_ENV}" && echo "${AWS_SECRET_ACCESS_KEY}")"
+  ROOT_ACCESS_KEY_ID="${s3_key}" ROOT_SECRET_ACCESS_KEY="${s3_secret}" \
+    run versitygw "${TOOLS_BIN}/versitygw" --port "${NODE_IP}:${S3_PORT}" --quiet posix "${S3_ROOT}"
+  s3_listens() { curl -s -o /dev/null --max-time 2 "${S3_ENDPOINT}/"; }
+  wait_until "versitygw on ${S3_ENDPOINT}" 30 versitygw s3_listens
+  cp "${S3_ENV}" "${ROOT}/.tools/node/s3.env" 2>/dev/null || { mkdir -p "${ROOT}/.tools/node" && cp "${S3_ENV}" "${ROOT}/.tools/node/s3.env"; }
+fi
 
 cp "${KUBECONFIG_ADMIN}" "${ROOT}/.tools/node/kubeconfig" 2>/dev/null || { mkdir -p "${ROOT}/.tools/node" && cp "${KUBECONFIG_ADMIN}" "${ROOT}/.tools/node/kubeconfig"; }
 log "node up in $((SECONDS - start))s ($("${TOOLS_BIN}/kubelet" --version), containerd $(containerd --version | awk '{print $3}'))"

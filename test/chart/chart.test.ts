@@ -250,7 +250,7 @@ describe("helm template: default values", () => {
     expect(c.imagePullPolicy).toBe("IfNotPresent");
     expect(c.env).toEqual([
       { name: "WATCH_NAMESPACE", value: "" },
-      { name: "RESYNC_SECONDS", value: "30" },
+      { name: "RESYNC_SECONDS", value: "300" },
       { name: "AGENT_IMAGE", value: "ghcr.io/replicator-dev/replicator-agent:0.1.0" },
       { name: "JOB_BACKOFF_LIMIT", value: "2" },
       { name: "JOB_DEADLINE_SECONDS", value: "21600" },

@@ -2,6 +2,9 @@
 // and resumed: the standby takes over after the lease duration measured on its
 // own clock, and the old leader never acts again (it exits the moment it runs,
 // as controller-runtime does). Production timings: lease 15 s, renew 10 s.
+// Proven on the source too: its general log shows exactly one FLUSH TABLES
+// WITH READ LOCK per backup (each backup is made to take one, lock: ftwrl), so
+// no second leader ever ran a backup session against it.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AGENT_IMAGE, OPERATOR_NS, mariadbStatefulSet, startE2eEnv, type E2eEnv } from "../harness/e2e-env.js";
 import { startOperator, type OperatorProcess } from "../harness/operator.js";
@@ -20,7 +23,19 @@ kind: ReplicatorBackup
 metadata: { name: ${name}, namespace: ${NS} }
 spec:
   source: { statefulSet: db, credentialsSecret: { name: db-credentials } }
+  # Every backup session takes exactly one FLUSH TABLES WITH READ LOCK, counted in the source's general log.
+  options: { lock: ftwrl }
 `;
+
+/** The FLUSH TABLES WITH READ LOCK statements the source's general log holds, with their sessions. */
+async function ftwrlSessions(): Promise<{ thread: number; at: string }[]> {
+  const rows = await env.sql<{ thread_id: number; event_time: Date | string }>(
+    NS,
+    "db-0",
+    "SELECT thread_id, event_time FROM mysql.general_log WHERE command_type = 'Query' AND CONVERT(argument USING utf8mb4) LIKE 'FLUSH TABLES WITH READ LOCK%' ORDER BY event_time",
+  );
+  return rows.map((r) => ({ thread: r.thread_id, at: String(r.event_time) }));
+}
 
 async function completed(name: string): Promise<void> {
   const s = await env.waitFor(`${name} to finish`, async () => {
@@ -46,6 +61,8 @@ beforeAll(async () => {
     const p = await env.cp.api.get<{ status?: { conditions?: { type: string; status: string }[] } }>(`/api/v1/namespaces/${NS}/pods/db-0`);
     return p.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True") ? true : undefined;
   });
+  // Every statement the source runs, into mysql.general_log (read back at the end).
+  await env.sql(NS, "db-0", "SET GLOBAL log_output = 'TABLE'; SET GLOBAL general_log = 1");
 }, 600_000);
 
 afterAll(async () => {
@@ -92,5 +109,10 @@ describe("leader election with two operator processes", () => {
     expect((await env.cp.api.get<Lease>(leasePath)).spec.holderIdentity).toBe("operator-standby");
     // The standby's own log: it became leader once.
     expect((await logLines(standby)).filter((l) => l.msg === "became leader")).toHaveLength(1);
+    // On the source: one FLUSH TABLES WITH READ LOCK per backup, each in its own session; none from a second leader.
+    const ftwrl = await ftwrlSessions();
+    console.log(`FLUSH TABLES WITH READ LOCK on the source: ${JSON.stringify(ftwrl)}`);
+    expect(ftwrl).toHaveLength(3);
+    expect(new Set(ftwrl.map((f) => f.thread)).size).toBe(3);
   }, 300_000);
 });
