@@ -8,7 +8,7 @@ import { createHash } from "node:crypto";
 import { hostname } from "node:os";
 import { PassThrough, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { badInput, failed, isReplicatorError } from "../lib/errors.js";
+import { badInput, failed, isReplicatorError, isStreamEcho } from "../lib/errors.js";
 import type { Logger } from "../lib/log.js";
 import type { Endpoint } from "../db/endpoint.js";
 import { queryRows, withConn } from "../db/connection.js";
@@ -18,7 +18,9 @@ import {
   FORMAT_VERSION,
   buildBackupName,
   defaultSourceName,
+  HEARTBEAT,
   parseBackupName,
+  REPLICATION_MARKER,
   validateSourceName,
   type Compression,
   type Manifest,
@@ -221,8 +223,6 @@ export async function runBackup(req: BackupRequest): Promise<BackupResult> {
   }
 }
 
-/** `<cluster>/<backup>/running.json`: refreshed while the backup runs. */
-export const HEARTBEAT = "running.json";
 const HEARTBEAT_EVERY_MS = 10 * 60 * 1000;
 
 /**
@@ -244,9 +244,6 @@ async function estimateSourceSize(source: Endpoint, log: Logger): Promise<number
     return undefined;
   }
 }
-
-/** `<cluster>/<backup>/replication-stopped.json`: this backup stopped a slave's replication and has not restarted it yet. */
-export const REPLICATION_MARKER = "replication-stopped.json";
 
 interface ReplicationMarker {
   source: string;
@@ -289,12 +286,6 @@ async function claimUniqueName(repo: Repository, method: string, source: string,
   }
 }
 
-/** Errors that only say another stage went away. */
-function isEcho(err: unknown): boolean {
-  const code = (err as { code?: string } | undefined)?.code;
-  return code === "ERR_STREAM_PREMATURE_CLOSE" || code === "EPIPE" || code === "ERR_STREAM_DESTROYED" || (err as Error | undefined)?.name === "AbortError";
-}
-
 /**
  * The error to report for a failed backup. A failure on the storage side (a
  * full disk, an unreachable endpoint) is reported with the store's words, not
@@ -303,7 +294,7 @@ function isEcho(err: unknown): boolean {
  * than the stream's.
  */
 export function chooseCause(origin: "source" | "storage", putError: unknown, methodError: unknown, streamError: unknown): unknown {
-  const real = (e: unknown): boolean => e !== undefined && !isEcho(e);
+  const real = (e: unknown): boolean => e !== undefined && !isStreamEcho(e);
   const ordered = origin === "storage" ? [putError, streamError, methodError] : [methodError, streamError, putError];
   const pick = ordered.find(real) ?? ordered.find((e) => e !== undefined);
   return pick ?? failed("BackupFailed", "the backup stream failed without an error");

@@ -14,7 +14,7 @@
 import { hostname } from "node:os";
 import { PassThrough, type Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { badInput, failed, isReplicatorError, oneLine } from "../lib/errors.js";
+import { badInput, failed, isReplicatorError, isStreamEcho, oneLine } from "../lib/errors.js";
 import type { Logger } from "../lib/log.js";
 import { withConn } from "../db/connection.js";
 import { describeEndpoint, type Endpoint } from "../db/endpoint.js";
@@ -160,12 +160,6 @@ export async function openBackupInput(repo: Repository, chosen: BackupEntry): Pr
   return { input, counter, streamError: () => streamError, shortRead, drainBrieflyThenClose };
 }
 
-/** Errors that only say another stream went away first. */
-function isStreamEcho(err: unknown): boolean {
-  const code = (err as { code?: string } | undefined)?.code;
-  return code === "ERR_STREAM_DESTROYED" || code === "ERR_STREAM_PREMATURE_CLOSE" || code === "EPIPE" || (err as Error | undefined)?.name === "AbortError";
-}
-
 /** How far a failed restore reads on to tell a damaged object from a loader error, before it stops reading storage. */
 const DRAIN_AFTER_FAILURE_BYTES = 32 * 1024 * 1024;
 const DRAIN_AFTER_FAILURE_MS = 10_000;
@@ -236,29 +230,27 @@ export async function runRestore(req: RestoreRequest): Promise<RestoreResult> {
 /** The backup a restore uses. A storage fault while listing is thrown as it is: never "no backup", never an older one. */
 async function chooseBackup(req: RestoreRequest): Promise<BackupEntry> {
   const { backups, corrupt } = await req.repo.list();
-  // Volume snapshots live in the cluster, not in the repository's objects: "latest" and
-  // "before" mean the latest restorable here; a snapshot named explicitly is explained.
-  const restorable = req.selector.kind === "name" ? backups : backups.filter((b) => b.manifest.kind !== "snapshot");
-  if (req.selector.kind === "name") {
-    const name = req.selector.name;
-    const bad = corrupt.find((c) => c.name === name);
-    if (bad) throw badInput(bad.reason, `backup ${name} cannot be restored: ${bad.error}`);
-  } else {
-    // "latest" must never quietly mean "an older one": an unusable backup newer than the pick is an error.
-    const pick = restorable.length > 0 ? selectBackup(restorable, req.selector, req.repo.where) : undefined;
-    const newer = corrupt.filter((c) => {
-      const t = parseBackupName(c.name)?.time.getTime() ?? 0;
-      return (pick === undefined || c.name > pick.name) && (req.selector.kind !== "before" || t <= req.selector.time.getTime());
-    });
-    const newest = newer[newer.length - 1];
-    if (newest) {
-      throw failed(
-        newest.reason,
-        `the newest backup${req.selector.kind === "before" ? " before that time" : ""}, ${newest.name}, cannot be used (${newest.error}); name the one to restore with --backup${pick ? ` (e.g. --backup ${pick.name}, the newest usable)` : ""}, or fix or delete ${newest.name}`,
-      );
-    }
+  const sel = req.selector;
+  if (sel.kind === "name") {
+    const bad = corrupt.find((c) => c.name === sel.name);
+    if (bad) throw badInput(bad.reason, `backup ${sel.name} cannot be restored: ${bad.error}`);
+    return selectBackup(backups, sel, req.repo.where);
   }
-  return selectBackup(restorable, req.selector, req.repo.where);
+  // Volume snapshots live in the cluster, not in the repository's objects: "latest" and
+  // "before" mean the latest restorable here (a snapshot named explicitly is explained later).
+  const restorable = backups.filter((b) => b.manifest.kind !== "snapshot");
+  const pick = restorable.length > 0 ? selectBackup(restorable, sel, req.repo.where) : undefined;
+  // "latest" must never quietly mean "an older one": an unusable backup newer than the pick is an error.
+  const newest = corrupt
+    .filter((c) => (pick === undefined || c.name > pick.name) && (sel.kind !== "before" || (parseBackupName(c.name)?.time.getTime() ?? 0) <= sel.time.getTime()))
+    .at(-1);
+  if (newest) {
+    throw failed(
+      newest.reason,
+      `the newest backup${sel.kind === "before" ? " before that time" : ""}, ${newest.name}, cannot be used (${newest.error}); name the one to restore with --backup${pick ? ` (e.g. --backup ${pick.name}, the newest usable)` : ""}, or fix or delete ${newest.name}`,
+    );
+  }
+  return pick ?? selectBackup(restorable, sel, req.repo.where);
 }
 
 async function restoreChosen(req: RestoreRequest, chosen: BackupEntry): Promise<RestoreResult> {

@@ -15,6 +15,7 @@ import { badInput, exitCodeFor, failed, isReplicatorError, oneLine } from "../li
 import { createLogger, type Logger } from "../lib/log.js";
 import { loadPluginCommand, pluginCommand, pluginResolver, type LoadedPlugin } from "../plugins/exec/index.js";
 import { formatBytes, formatPosition, parseTime, type Selector } from "../storage/catalog.js";
+import { boundedList } from "../storage/object-store.js";
 import { openRepository } from "../storage/open.js";
 import { Repository } from "../storage/repository.js";
 import { renderTable } from "./table.js";
@@ -417,12 +418,6 @@ async function cmdOffOnline(ctx: Ctx, online: boolean): Promise<unknown> {
   const r = await withConn(target, online ? "bring the server online" : "take the server offline", (c) => (online ? setOnline(c) : setOffline(c)));
   if (!ctx.values.json) ctx.out(`${describeEndpoint(target)} (${r.role}): ${r.action}`);
   return { operation: online ? "online" : "offline", target: describeEndpoint(target), ...r };
-}
-
-/** "a, b, c and 99,997 more": a message never grows with the repository. */
-function boundedList(items: string[], max: number): string {
-  if (items.length <= max) return items.join(", ");
-  return `${items.slice(0, max).join(", ")} and ${(items.length - max).toLocaleString("en-US")} more`;
 }
 
 /** `200G`, `1.5T`, `500000000`: a byte count for a size hint. */

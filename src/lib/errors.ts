@@ -63,3 +63,9 @@ export function tail(text: string, max = 2000): string {
   const nl = cut.indexOf("\n");
   return nl >= 0 ? cut.slice(nl + 1) : cut;
 }
+
+/** Stream errors that only say another stream went away first (destroyed, closed early, a broken pipe, an abort). */
+export function isStreamEcho(err: unknown): boolean {
+  const code = (err as { code?: string } | undefined)?.code;
+  return code === "ERR_STREAM_DESTROYED" || code === "ERR_STREAM_PREMATURE_CLOSE" || code === "EPIPE" || (err as Error | undefined)?.name === "AbortError";
+}

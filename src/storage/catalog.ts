@@ -16,6 +16,10 @@ export const MANIFEST = "manifest.json";
 export const IN_USE_DIR = "in-use";
 export const CLAIM = "claim.json";
 export const TOMBSTONE = "deleting.json";
+/** A running backup's heartbeat, refreshed while it runs: prune abandons an incomplete backup only after it goes quiet. */
+export const HEARTBEAT = "running.json";
+/** Present while a backup of a slave has its replication stopped; a killed run leaves it for the next to report. */
+export const REPLICATION_MARKER = "replication-stopped.json";
 
 const NAME_RE = /^(\d{8}T\d{6}Z)-([a-z0-9]+(?:_[a-z0-9]+)*)-([a-z0-9](?:[a-z0-9.-]*[a-z0-9])?)$/;
 
