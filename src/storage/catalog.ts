@@ -221,6 +221,8 @@ export interface UnusableEntry {
 export interface Scan {
   /** Prefixes that hold a manifest, oldest first. */
   complete: string[];
+  /** The listed manifest object of each complete backup (its size, time and ETag validate a cached copy). */
+  manifests: Map<string, ObjectInfo>;
   /** Prefixes with objects but no manifest: never listed or restored. */
   incomplete: IncompleteEntry[];
   /** Every key under each backup, for deletion. */
@@ -236,7 +238,7 @@ export function scanListing(objects: ObjectInfo[]): Scan {
   const keysByBackup = new Map<string, string[]>();
   const leasesByBackup = new Map<string, string[]>();
   const activity = new Map<string, number>();
-  const withManifest = new Set<string>();
+  const withManifest = new Map<string, ObjectInfo>();
   const deleting = new Map<string, Date | undefined>();
   for (const o of objects) {
     const slash = o.key.indexOf("/");
@@ -247,7 +249,7 @@ export function scanListing(objects: ObjectInfo[]): Scan {
     const keys = keysByBackup.get(name) ?? [];
     keys.push(o.key);
     keysByBackup.set(name, keys);
-    if (rest === MANIFEST) withManifest.add(name);
+    if (rest === MANIFEST) withManifest.set(name, o);
     if (rest === TOMBSTONE) deleting.set(name, o.lastModified);
     if (rest.startsWith(`${IN_USE_DIR}/`)) {
       const l = leasesByBackup.get(name) ?? [];
@@ -267,7 +269,10 @@ export function scanListing(objects: ObjectInfo[]): Scan {
     const last = Math.max(parsed.time.getTime(), activity.get(name) ?? 0);
     if (keys.length > 0) incomplete.push({ name, time: parsed.time, keys, lastActivity: new Date(last) });
   }
-  return { complete: names.filter((n) => withManifest.has(n) && !deleting.has(n)), incomplete, keysByBackup, leasesByBackup, deleting };
+  const complete = names.filter((n) => withManifest.has(n) && !deleting.has(n));
+  const manifests = new Map<string, ObjectInfo>();
+  for (const n of complete) manifests.set(n, withManifest.get(n) as ObjectInfo);
+  return { complete, manifests, incomplete, keysByBackup, leasesByBackup, deleting };
 }
 
 // ---------------------------------------------------------------- selection

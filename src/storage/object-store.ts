@@ -8,6 +8,8 @@ export interface ObjectInfo {
   key: string;
   size: number;
   lastModified: Date | undefined;
+  /** The store's entity tag (S3's ETag), when it gives one: changes whenever the object's bytes do. */
+  etag?: string | undefined;
 }
 
 export interface PutResult {
@@ -38,10 +40,23 @@ export interface ObjectStore {
   head(key: string): Promise<ObjectInfo | undefined>;
   /** Every object whose key starts with `prefix`, sorted by key. */
   list(prefix: string): Promise<ObjectInfo[]>;
+  /**
+   * The names one level below `prefix` (a "" or "/"-terminated key prefix)
+   * that hold objects, sorted: the first path segment of each key, without
+   * listing every object (S3: a delimiter listing).
+   */
+  listChildren(prefix: string): Promise<string[]>;
   /** Delete the keys; a key that is already gone is not an error. */
   delete(keys: string[]): Promise<void>;
   /** Check that the store is reachable and the credentials work. */
   check(): Promise<void>;
+  /**
+   * Where the store is, for caches: its location plus anything else that
+   * tells two stores apart (an S3 endpoint). Never holds credentials.
+   */
+  readonly identity: string;
+  /** Release the store's connections; it is not used afterwards. */
+  close(): void;
 }
 
 export function joinKey(...parts: string[]): string {

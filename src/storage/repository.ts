@@ -38,12 +38,13 @@ import {
   type Scan,
   type UnusableEntry,
 } from "./catalog.js";
+import { manifestValidator, type ManifestCache } from "./manifest-cache.js";
 import { joinKey, readObject, withRetries, type ObjectStore } from "./object-store.js";
 
 export const DEFAULT_INCOMPLETE_GRACE_MS = 6 * 60 * 60 * 1000;
 export const DEFAULT_LEASE_TTL_MS = 10 * 60 * 1000;
-/** Manifests read at once while listing. */
-const LIST_CONCURRENCY = 8;
+/** Manifests read at once while listing (those the manifest cache does not hold). */
+const LIST_CONCURRENCY = 16;
 
 export interface Listing {
   /** Backups whose manifest was read, parsed and verified, oldest first; none that is being deleted. */
@@ -74,12 +75,24 @@ function reasonOf(err: unknown): string | undefined {
   return isReplicatorError(err) ? err.reason : undefined;
 }
 
+export interface RepositoryOptions {
+  /**
+   * Manifests already read (see manifest-cache.ts): a listing reads only the
+   * manifests it does not hold, or whose listed object is not the one cached.
+   */
+  manifestCache?: ManifestCache | undefined;
+}
+
 export class Repository {
+  private readonly manifestCache: ManifestCache | undefined;
+
   constructor(
     readonly store: ObjectStore,
     readonly cluster: string,
+    opts: RepositoryOptions = {},
   ) {
     validateClusterName(cluster);
+    this.manifestCache = opts.manifestCache;
   }
 
   get where(): string {
@@ -112,11 +125,22 @@ export class Repository {
         const name = scan.complete[i] as string;
         const parsed = parseBackupName(name);
         if (!parsed) continue;
+        const entry = (manifest: Manifest): { entry: BackupEntry } => ({
+          entry: { name, time: parsed.time, method: parsed.method, source: parsed.source, manifest, size: manifest.objects.reduce((s, o) => s + o.size, 0) },
+        });
+        // The listed manifest object, unchanged since a copy was cached: no read.
+        const info = scan.manifests.get(name);
+        const validator = info && this.manifestCache ? manifestValidator(info) : undefined;
+        const key = this.key(name, MANIFEST);
+        const cached = validator !== undefined ? this.manifestCache?.get(key, validator) : undefined;
+        if (cached?.name === name) {
+          results[i] = entry(cached);
+          continue;
+        }
         try {
           const manifest = await this.readManifest(name);
-          results[i] = {
-            entry: { name, time: parsed.time, method: parsed.method, source: parsed.source, manifest, size: manifest.objects.reduce((s, o) => s + o.size, 0) },
-          };
+          results[i] = entry(manifest);
+          if (validator !== undefined) this.manifestCache?.set(key, validator, manifest);
         } catch (err) {
           const reason = reasonOf(err);
           if (reason === "CorruptManifest" || reason === "UnknownFormat") {

@@ -14,12 +14,18 @@ const FULL = new Set(["ENOSPC", "EDQUOT"]);
 
 export class FsObjectStore implements ObjectStore {
   readonly location: string;
+  readonly identity: string;
 
   constructor(private readonly root: string) {
     if (!path.isAbsolute(root)) {
       throw badInput("InvalidRepository", `filesystem repository path must be absolute: ${root} (use file:///abs/path)`);
     }
     this.location = `file://${root}`;
+    this.identity = this.location;
+  }
+
+  close(): void {
+    // Nothing held open between calls.
   }
 
   private pathOf(key: string): string {
@@ -159,6 +165,23 @@ export class FsObjectStore implements ObjectStore {
     };
     await walk(this.pathOf(dirKey), dirKey);
     return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  }
+
+  async listChildren(prefix: string): Promise<string[]> {
+    if (prefix !== "" && !prefix.endsWith("/")) {
+      throw badInput("InvalidKey", `listChildren takes "" or a prefix ending in "/", not ${prefix}`);
+    }
+    let entries;
+    try {
+      entries = await readdir(this.pathOf(prefix.replace(/\/+$/, "")), { withFileTypes: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
+      throw err;
+    }
+    return entries
+      .filter((e) => e.isDirectory() || (e.isFile() && !/\.tmp-[0-9a-f]{12}$/.test(e.name)))
+      .map((e) => e.name)
+      .sort();
   }
 
   async delete(keys: string[]): Promise<void> {

@@ -64,6 +64,7 @@ const opVerb: Record<Op, string> = { GET: "reading", PUT: "writing", HEAD: "chec
 
 export class S3ObjectStore implements ObjectStore {
   readonly location: string;
+  readonly identity: string;
   private readonly client: S3Client;
   private readonly endpoint: string;
 
@@ -73,6 +74,7 @@ export class S3ObjectStore implements ObjectStore {
     }
     this.location = `s3://${joinKey(opts.bucket, opts.prefix)}`;
     this.endpoint = opts.endpoint ?? "AWS S3";
+    this.identity = `${this.location} at ${opts.endpoint ?? "AWS S3"}${opts.region ? ` (${opts.region})` : ""}`;
     const config: S3ClientConfig = {
       region: opts.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? "us-east-1",
       forcePathStyle: opts.forcePathStyle ?? opts.endpoint !== undefined,
@@ -238,7 +240,7 @@ export class S3ObjectStore implements ObjectStore {
           );
           for (const o of res.Contents ?? []) {
             if (!o.Key) continue;
-            out.push({ key: o.Key.slice(base.length), size: o.Size ?? 0, lastModified: o.LastModified });
+            out.push({ key: o.Key.slice(base.length), size: o.Size ?? 0, lastModified: o.LastModified, etag: o.ETag });
           }
           if (res.IsTruncated && !res.NextContinuationToken) {
             throw markTransient(failed("StorageError", `S3 listing of ${base + prefix} at ${this.endpoint} was truncated without a continuation token`));
@@ -250,6 +252,42 @@ export class S3ObjectStore implements ObjectStore {
       }
       return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
     }, { attempts: 3 });
+  }
+
+  async listChildren(prefix: string): Promise<string[]> {
+    const base = this.opts.prefix ? `${joinKey(this.opts.prefix)}/` : "";
+    const full = base + prefix;
+    return withRetries(async () => {
+      const out = new Set<string>();
+      let token: string | undefined;
+      try {
+        do {
+          const res = await this.client.send(
+            new ListObjectsV2Command({ Bucket: this.opts.bucket, Prefix: full, Delimiter: "/", ContinuationToken: token }),
+          );
+          for (const p of res.CommonPrefixes ?? []) {
+            const name = p.Prefix?.slice(full.length).replace(/\/$/, "");
+            if (name) out.add(name);
+          }
+          // An object right under the prefix is a child too (a key without a further "/").
+          for (const o of res.Contents ?? []) {
+            const name = o.Key?.slice(full.length);
+            if (name) out.add(name);
+          }
+          if (res.IsTruncated && !res.NextContinuationToken) {
+            throw markTransient(failed("StorageError", `S3 listing of ${full} at ${this.endpoint} was truncated without a continuation token`));
+          }
+          token = res.IsTruncated ? res.NextContinuationToken : undefined;
+        } while (token);
+      } catch (err) {
+        throw this.mapError(err, "LIST", full);
+      }
+      return [...out].sort();
+    }, { attempts: 3 });
+  }
+
+  close(): void {
+    this.client.destroy();
   }
 
   async delete(keys: string[]): Promise<void> {
