@@ -35,6 +35,8 @@ export interface ProvisionRequest {
   log: Logger;
   signal: AbortSignal;
   pollMs?: number;
+  /** How often a note says what the container still waits for (default 15 s). */
+  noteEveryMs?: number;
 }
 
 export interface ProvisionResult {
@@ -62,9 +64,10 @@ export function parsePlan(text: string, file: string): ProvisionPlanDoc | undefi
   return r.data;
 }
 
-async function waitForPlan(req: ProvisionRequest): Promise<ProvisionPlanDoc> {
+async function waitForPlan(req: ProvisionRequest, log: Logger): Promise<ProvisionPlanDoc> {
   const started = Date.now();
-  let lastNote = 0;
+  const every = req.noteEveryMs ?? 15_000;
+  let lastNote = -Infinity;
   for (;;) {
     let text = "";
     try {
@@ -73,31 +76,49 @@ async function waitForPlan(req: ProvisionRequest): Promise<ProvisionPlanDoc> {
       if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
     }
     const plan = parsePlan(text, req.planFile);
-    if (plan) return plan;
+    if (plan) {
+      log.info({ planFile: req.planFile, action: plan.action, waitedSeconds: Math.round((Date.now() - started) / 1000) }, "provision plan received");
+      return plan;
+    }
     const waited = Date.now() - started;
     if (waited > req.timeoutMs) {
       throw failed("NoPlan", `no provision plan after ${Math.round(waited / 1000)}s in ${req.planFile}; is the operator running, and does the StatefulSet carry replicator.dev/provision? (kubectl describe pod shows the gate's reason)`);
     }
-    if (waited - lastNote >= 30_000) {
+    // The container's only output while it holds the pod back: say at once, and then periodically, what it waits for.
+    if (waited - lastNote >= every) {
       lastNote = waited;
-      req.log.info({ waitedSeconds: Math.round(waited / 1000) }, "waiting for the operator's provision plan");
+      log.info(
+        { planFile: req.planFile, annotation: "replicator.dev/provision-plan", waitedSeconds: Math.round(waited / 1000), timeoutSeconds: Math.round(req.timeoutMs / 1000) },
+        "the data directory is empty: waiting for the operator's provision plan (the pod annotation replicator.dev/provision-plan); kubectl describe pod shows why in the replicator.dev/provisioned condition",
+      );
     }
     await delay(req.pollMs ?? 1_000, undefined, { signal: req.signal });
   }
 }
 
+/**
+ * The logger for the init container's progress notes: at least at info, since
+ * the CLI's default level (warn) would leave a pod that waits with no output
+ * at all; a level set lower (debug) stays, error or silent still hide them.
+ */
+function progressLogger(log: Logger): Logger {
+  return log.level === "warn" ? log.child({}, { level: "info" }) : log;
+}
+
 export async function runProvision(req: ProvisionRequest): Promise<ProvisionResult> {
   const t0 = Date.now();
+  const log = progressLogger(req.log);
   const state = await inspectDatadir(req.datadir);
   if (!state.redo && state.entries.length > 0) {
-    req.log.info({ datadir: req.datadir }, "the data directory holds data: nothing to provision");
+    log.info({ datadir: req.datadir }, "the data directory holds data: nothing to provision");
     return { operation: "provision", action: "skipped", reason: "DatadirNotEmpty", durationMs: Date.now() - t0, warnings: [] };
   }
-  const plan = await waitForPlan(req);
+  const plan = await waitForPlan(req, log);
   if (plan.action === "none") {
-    req.log.info({ reason: plan.reason }, "no restore in the init container");
+    log.info({ reason: plan.reason }, "no restore in the init container");
     return { operation: "provision", action: "skipped", reason: plan.reason, durationMs: Date.now() - t0, warnings: [] };
   }
+  log.info({ backup: plan.backup, repository: plan.repository, master: plan.master }, "restoring the planned backup into the data directory");
   const repo = new Repository(await openRepository(plan.repository, { ...req.s3, ...plan.s3 }), plan.cluster);
   const r = await runRestore({
     repo,
