@@ -34,3 +34,24 @@ export function followJob(job: JobLike, jobPods: PodLike[], operation: "backup" 
       return { kind: "failed", jobName, reason: result?.reason ?? s.reason, message: result?.error ?? s.message };
   }
 }
+
+/** A key a Secret must hold, and the field or annotation that asks for it (for the message). */
+export interface SecretNeed {
+  key: string;
+  field: string;
+}
+
+/**
+ * Pure: what is wrong with a Secret for the use `needs` describe, in one line
+ * that names the Secret, the missing key and the fix; undefined when nothing
+ * is. `keys` are the Secret's key names (never values), undefined when it
+ * does not exist.
+ */
+export function secretProblem(name: string, keys: string[] | undefined, needs: SecretNeed[], where: string, fix: string): string | undefined {
+  const wanted = [...new Set(needs.map((n) => n.key))];
+  if (keys === undefined) return `Secret ${name} (${where}) not found; create it with the keys ${wanted.join(" and ")}`;
+  const missing = needs.find((n) => !keys.includes(n.key));
+  if (!missing) return undefined;
+  const has = keys.length > 0 ? `its keys are ${[...keys].sort().join(", ")}` : "it has no keys";
+  return `Secret ${name} (${where}) has no key "${missing.key}" (${missing.field}); ${has}. ${fix}`;
+}

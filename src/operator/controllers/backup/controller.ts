@@ -5,7 +5,7 @@ import { backupSpecSchema, validateSpec, type ReplicatorBackup, type RepositoryS
 import type { Logger } from "../../../lib/log.js";
 import { oneLine } from "../../../lib/errors.js";
 import { getSlaveStatus } from "../../../db/replication.js";
-import { formatBytes } from "../../../storage/catalog.js";
+import { formatBytes, positionText } from "../../../storage/catalog.js";
 import { Repository } from "../../../storage/repository.js";
 import { LOCAL_DATA_METHODS, buildBackupJob, childName, dataVolumeOf, type DataVolumeMount } from "../../builders/jobs.js";
 import { sameStatus } from "../../conditions.js";
@@ -14,7 +14,14 @@ import { isContainersReady, jobState } from "../../observe.js";
 import { podPlan } from "../provision/observe.js";
 import { isSnapshotBackup, type SnapshotController } from "../snapshot/controller.js";
 import { BACKUP_NAME_LABEL, IMPORTED_ANNOTATION, crPath, labelValue, nsPath, type OperatorHost } from "../../host.js";
-import { computeBackupStatus, decideBackup, type BackupPlan } from "./decide.js";
+import { computeBackupStatus, decideBackup, positionVerdict, type BackupObserved, type BackupPlan } from "./decide.js";
+import { repositorySecretProblem, serverRefSecretProblem } from "../secrets.js";
+
+/** The Job mounts a PersistentVolumeClaim (builders/jobs.ts: a physical backup's "data" volume). */
+function holdsVolume(job: unknown): boolean {
+  const vols = (job as { spec?: { template?: { spec?: { volumes?: { persistentVolumeClaim?: unknown }[] } } } } | undefined)?.spec?.template?.spec?.volumes ?? [];
+  return vols.some((v) => v.persistentVolumeClaim !== undefined);
+}
 
 /** What this controller uses of the operator: its caches, its queue and the I/O helpers. */
 export type BackupHost = Pick<OperatorHost, "backups" | "connectWith" | "event" | "expectations" | "jobPods" | "jobs" | "log" | "metrics" | "now" | "openStore" | "owner" | "pods" | "podsIn" | "queue" | "repoObserved" | "rest" | "restores" | "settings">;
@@ -39,10 +46,10 @@ export class BackupController {
     // A snapshot backup this process ran (or one a previous process left Running).
     const snap = await this.snapshots.beforeDecide(b);
     if (snap === "busy") return;
-    // From here to the recorded expectation below nothing awaits: two workers never both see a pod free.
+    // From the last busyBackupPods() to the recorded expectation below nothing awaits: two workers never both see a pod free.
     const busyPods = this.busyBackupPods(ns, jobName);
     const spec = validateSpec(backupSpecSchema, b.spec);
-    const plan = snap ?? decideBackup({
+    const observed: BackupObserved = {
       spec,
       status: b.status,
       generation: b.metadata.generation ?? 0,
@@ -52,9 +59,18 @@ export class BackupController {
       pods: this.host.podsIn(ns),
       busyPods,
       imported: b.metadata.annotations?.[IMPORTED_ANNOTATION] === "true",
-    });
+      jobHoldsVolume: holdsVolume(this.host.jobs.get(`${ns}/${jobName}`)),
+    };
+    let plan = snap ?? decideBackup(observed);
+    if (plan.kind === "needPreflight" && spec.ok && spec.value.source) {
+      observed.secretProblem = await this.secretProblem(ns, spec.value.source, spec.value.repository);
+      // The reads above awaited: another worker may have started a backup of the same pod meanwhile.
+      observed.busyPods = this.busyBackupPods(ns, jobName);
+      plan = decideBackup(observed);
+    }
     if (plan.kind === "done") {
-      log.debug({}, "nothing to do");
+      if (plan.releaseJob) await this.releaseJob(ns, plan.releaseJob, log);
+      else log.debug({}, "nothing to do");
       return;
     }
     if (plan.kind === "createJob" && !isSnapshotBackup(plan.spec.method ?? plan.repo.method)) {
@@ -73,6 +89,30 @@ export class BackupController {
       await this.host.rest.patch(`${crPath("replicatorbackups", ns, name)}/status`, { status });
       if (status.phase !== b.status?.phase) log.info({ phase: status.phase, reason: status.conditions?.find((c) => c.type === "Ready")?.reason }, "backup phase changed");
     }
+  }
+
+  /** What is wrong with the Secrets a backup Job reads ("" when nothing): named here, not as a pod stuck in CreateContainerConfigError. */
+  private async secretProblem(ns: string, source: ServerRef, repoName: string): Promise<string> {
+    const repo = this.host.repoObserved(ns, repoName);
+    return (
+      (await serverRefSecretProblem(this.host.rest, ns, source, "source")) ??
+      (repo.found && repo.spec.ok ? await repositorySecretProblem(this.host.rest, ns, repoName, repo.spec.value) : undefined) ??
+      ""
+    );
+  }
+
+  /**
+   * Delete a finished Job whose pods mount the source's data volume: a
+   * completed pod keeps its volumes in use until it is deleted, so deleting
+   * that PVC would hang in Terminating for the Job's whole TTL. The outcome
+   * is in the resource's status and events; Background propagation takes the
+   * pods with it.
+   */
+  private async releaseJob(ns: string, job: string, log: Logger): Promise<void> {
+    await this.host.rest.delete(nsPath("/apis/batch/v1", ns, "jobs", job), { propagationPolicy: "Background" }).catch((err: unknown) => {
+      if (!isNotFound(err)) throw err;
+    });
+    log.info({ job }, "finished backup job deleted: its pods no longer hold the source's data volume");
   }
 
   /**
@@ -121,6 +161,7 @@ export class BackupController {
     switch (plan.kind) {
       case "done":
       case "running":
+      case "needPreflight":
         return;
       case "invalid":
         await this.host.event(b, "Warning", "InvalidSpec", plan.message);
@@ -171,7 +212,12 @@ export class BackupController {
       }
       case "succeeded": {
         this.host.metrics.backupFinished(ns, b.status?.cluster ?? "", "succeeded", plan.result);
-        await this.host.event(b, "Normal", "BackupSucceeded", `backup ${plan.result.name ?? ""} stored: ${formatBytes(plan.result.size ?? 0)}, position ${plan.result.replication?.gtid ?? "-"}`);
+        const verdict = positionVerdict(plan.result, b.status?.sourcePod);
+        if (verdict.ok) {
+          await this.host.event(b, "Normal", "BackupSucceeded", `backup ${plan.result.name ?? ""} stored: ${formatBytes(plan.result.size ?? 0)}, position ${positionText(plan.result.replication) ?? "-"}`);
+        } else {
+          await this.host.event(b, "Warning", verdict.reason, `backup ${plan.result.name ?? ""} stored (${formatBytes(plan.result.size ?? 0)}), but ${verdict.message}`);
+        }
         if (plan.result.name) {
           const dup = labelValue(plan.result.name);
           for (const other of this.host.backups.list()) {

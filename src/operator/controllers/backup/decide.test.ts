@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { backupSpecSchema, repositorySpecSchema, validateSpec } from "../../../api/v1alpha1.js";
 import { stableAddress, type JobLike, type PodLike } from "../../observe.js";
-import { computeBackupStatus, decideBackup, type BackupObserved } from "./decide.js";
+import { computeBackupStatus, decideBackup, positionVerdict, type BackupObserved } from "./decide.js";
 
 const repo = { found: true as const, spec: validateSpec(repositorySpecSchema, { s3: { bucket: "backups" }, retention: { keep: 2 } }) };
 const spec = validateSpec(backupSpecSchema, { source: { statefulSet: "db", credentialsSecret: { name: "db-creds" } } });
@@ -19,7 +19,7 @@ function pod(name: string, ip: string, ready = true, labels: Record<string, stri
 }
 
 function observed(o: Partial<BackupObserved> = {}): BackupObserved {
-  return { spec, status: undefined, generation: 1, repository: repo, job: undefined, jobPods: [], pods: [pod("db-0", "10.0.0.5"), pod("db-1", "10.0.0.6")], busyPods: new Map(), imported: false, ...o };
+  return { spec, status: undefined, generation: 1, repository: repo, job: undefined, jobPods: [], pods: [pod("db-0", "10.0.0.5"), pod("db-1", "10.0.0.6")], busyPods: new Map(), imported: false, secretProblem: "", ...o };
 }
 
 function job(status: JobLike["status"]): JobLike {
@@ -73,6 +73,34 @@ describe("decideBackup", () => {
     const msg = JSON.stringify({ ok: false, reason: "CommandFailed", error: "mariadb-dump failed to dump the source (exit code 2): Got error: 1045" });
     const plan = decideBackup(observed({ job: job({ failed: 1, conditions: [{ type: "Failed", status: "True", reason: "BackoffLimitExceeded" }] }), jobPods: [jobPod(msg)] }));
     expect(plan).toMatchObject({ kind: "failed", reason: "CommandFailed", message: "mariadb-dump failed to dump the source (exit code 2): Got error: 1045", sourcePod: "db-1" });
+  });
+
+  it("checks the Secrets before it creates a Job, and names the Secret and the missing key", () => {
+    expect(decideBackup(observed({ secretProblem: undefined }))).toEqual({ kind: "needPreflight" });
+    const problem = 'Secret db-creds (spec.source.credentialsSecret) has no key "username" (spec.source.credentialsSecret.userKey); its keys are password, user.';
+    expect(decideBackup(observed({ secretProblem: problem }))).toEqual({ kind: "wait", reason: "SecretInvalid", message: problem, requeueMs: 15_000 });
+  });
+
+  it("completes a backup without a position with a warning condition naming the cause: binary logging off on the source", () => {
+    const msg = JSON.stringify({ ok: true, name: "20260101T000000Z-mysqldump-db-0", size: 2048, sha256: "a".repeat(64), method: "mysqldump", role: "standalone", warnings: ["binary logging is off on the source: the backup records no replication position"] });
+    const plan = decideBackup(observed({ job: job({ succeeded: 1, conditions: [{ type: "Complete", status: "True" }] }), jobPods: [jobPod(msg)] }));
+    const status = computeBackupStatus({ phase: "Running", sourcePod: "db-0" }, plan, new Date("2026-01-01T00:01:00Z"), 1);
+    expect(status?.phase).toBe("Completed");
+    expect(status?.position).toBeUndefined();
+    const cond = status?.conditions?.find((c) => c.type === "ReplicationPosition");
+    expect(cond).toMatchObject({ status: "False", reason: "BinaryLoggingOff" });
+    expect(cond?.message).toBe(
+      "binary logging is off on db-0: the backup has no replication position; set log_bin and server_id in db-0's server configuration and take a new backup to seed slaves (this one restores data only)",
+    );
+    expect(status?.message).toBe(`backup 20260101T000000Z-mysqldump-db-0 stored, but ${cond?.message ?? ""}`);
+    expect(positionVerdict({ role: "master", replication: { role: "master", gtid: "0-1-5" } }, "db-0")).toMatchObject({ ok: true, reason: "PositionRecorded" });
+  });
+
+  it("deletes a finished Job that mounts the source's volume once its outcome is recorded, and only then", () => {
+    const done = job({ succeeded: 1, conditions: [{ type: "Complete", status: "True" }] });
+    expect(decideBackup(observed({ status: { phase: "Completed" }, job: done, jobHoldsVolume: true }))).toEqual({ kind: "done", releaseJob: "b1-backup" });
+    expect(decideBackup(observed({ status: { phase: "Completed" }, job: done, jobHoldsVolume: false }))).toEqual({ kind: "done" });
+    expect(decideBackup(observed({ status: { phase: "Running" }, job: done, jobHoldsVolume: true, jobPods: [jobPod(JSON.stringify({ ok: true, name: "n" }))] })).kind).toBe("succeeded");
   });
 
   it("does nothing more once terminal, or for a resource that mirrors storage", () => {

@@ -2,8 +2,8 @@
 // ReplicatorBackup given what was observed, and the status that follows.
 import type { BackupSpec, BackupStatus, RepositorySpec } from "../../../api/v1alpha1.js";
 import { formatBytes, positionText } from "../../../storage/catalog.js";
-import { operationStatus } from "../../conditions.js";
-import { selectServerPod, type AgentResult, type JobLike, type PodLike } from "../../observe.js";
+import { operationStatus, setCondition } from "../../conditions.js";
+import { jobState, selectServerPod, type AgentResult, type JobLike, type PodLike } from "../../observe.js";
 import { followJob, usableRepository, type RepositoryObserved } from "../shared.js";
 
 export interface BackupObserved {
@@ -19,12 +19,21 @@ export interface BackupObserved {
   busyPods: Map<string, string[]>;
   /** The resource mirrors a backup found in storage (annotation replicator.dev/imported). */
   imported: boolean;
+  /** The Job mounts a PersistentVolumeClaim (a physical backup reads the server's data volume). */
+  jobHoldsVolume?: boolean;
+  /** Read once a Job is to be created: what is wrong with the credentials Secrets the Job reads ("" when nothing). */
+  secretProblem?: string | undefined;
 }
 
+/** On a ReplicatorBackup: True when the backup records a replication position, so it can seed a slave. */
+export const POSITION_CONDITION = "ReplicationPosition";
+
 export type BackupPlan =
-  | { kind: "done" }
+  /** `releaseJob`: a finished Job whose pods still mount the source's data volume; delete it (its outcome is recorded). */
+  | { kind: "done"; releaseJob?: string }
   | { kind: "invalid"; message: string }
   | { kind: "wait"; reason: string; message: string; requeueMs: number }
+  | { kind: "needPreflight" }
   | { kind: "createJob"; sourcePod: string; sourceAddress: string; sourceRole: "master" | "slave"; cluster: string; repo: RepositorySpec; spec: BackupSpec }
   | { kind: "running"; jobName: string }
   | { kind: "succeeded"; jobName: string; result: AgentResult; repo: RepositorySpec; spec: BackupSpec }
@@ -33,6 +42,10 @@ export type BackupPlan =
 export function decideBackup(o: BackupObserved): BackupPlan {
   if (o.status?.phase === "Completed" || o.status?.phase === "Failed") {
     // Terminal. A new generation of a failed spec does not re-run: create a new resource.
+    // A finished Job that mounts the source's data volume would keep it in use
+    // (a PVC deleted meanwhile hangs in Terminating) until its TTL: it goes as soon
+    // as the cache shows the outcome recorded, so no later reconcile misses the Job.
+    if (o.job && o.jobHoldsVolume && jobState(o.job).state !== "running") return { kind: "done", releaseJob: o.job.metadata.name };
     return { kind: "done" };
   }
   if (!o.spec.ok) return { kind: "invalid", message: o.spec.message };
@@ -62,6 +75,8 @@ export function decideBackup(o: BackupObserved): BackupPlan {
   if (busy.length > 0) {
     return { kind: "wait", reason: "Queued", message: `waiting for ${busy.join(", ")} on pod ${sel.pod}: two backups of one server never run at once`, requeueMs: 5_000 };
   }
+  if (o.secretProblem === undefined) return { kind: "needPreflight" };
+  if (o.secretProblem) return { kind: "wait", reason: "SecretInvalid", message: o.secretProblem, requeueMs: 15_000 };
   const cluster = spec.cluster ?? source.statefulSet ?? source.pod ?? sel.pod;
   return { kind: "createJob", sourcePod: sel.pod, sourceAddress: sel.address, sourceRole: sel.role, cluster, repo, spec };
 }
@@ -70,6 +85,7 @@ export function computeBackupStatus(prev: BackupStatus | undefined, plan: Backup
   const s: BackupStatus = { ...(prev ?? {}), observedGeneration: generation };
   switch (plan.kind) {
     case "done":
+    case "needPreflight":
       return undefined;
     case "invalid":
       return operationStatus(s, { phase: "Failed", reason: "InvalidSpec", message: plan.message }, now, generation);
@@ -103,10 +119,33 @@ export function computeBackupStatus(prev: BackupStatus | undefined, plan: Backup
       }
       if (r.startedAt) s.startedAt = r.startedAt;
       s.finishedAt = r.finishedAt ?? now.toISOString();
-      return operationStatus(s, { phase: "Completed", reason: "BackupSucceeded", message: `backup ${r.name ?? ""} stored`, jobName: plan.jobName }, now, generation);
+      const verdict = positionVerdict(r, s.sourcePod);
+      const message = verdict.ok ? `backup ${r.name ?? ""} stored` : `backup ${r.name ?? ""} stored, but ${verdict.message}`;
+      operationStatus(s, { phase: "Completed", reason: "BackupSucceeded", message, jobName: plan.jobName }, now, generation);
+      s.conditions = setCondition(s.conditions, { type: POSITION_CONDITION, status: verdict.ok ? "True" : "False", reason: verdict.reason, message: verdict.message }, now, generation);
+      return s;
     }
     case "failed":
       s.finishedAt = now.toISOString();
       return operationStatus(s, { phase: "Failed", reason: plan.reason, message: plan.message, jobName: plan.jobName }, now, generation);
   }
+}
+
+/**
+ * Pure: can this backup seed a slave? A backup without a replication position
+ * is kept (it restores data, e.g. of a standalone server) but is never used to
+ * provision a slave; the reason names the cause and the fix.
+ */
+export function positionVerdict(r: Pick<AgentResult, "replication" | "role" | "method">, server: string | undefined): { ok: boolean; reason: string; message: string } {
+  const pos = positionText(r.replication);
+  if (r.replication && pos) return { ok: true, reason: "PositionRecorded", message: `replication position ${pos}: it can seed a slave` };
+  const where = server ?? "the source";
+  if (r.role === "standalone") {
+    return {
+      ok: false,
+      reason: "BinaryLoggingOff",
+      message: `binary logging is off on ${where}: the backup has no replication position; set log_bin and server_id in ${where}'s server configuration and take a new backup to seed slaves (this one restores data only)`,
+    };
+  }
+  return { ok: false, reason: "NoPosition", message: `the ${r.method ?? ""} backup of ${where} records no replication position: it restores data only and cannot seed a slave` };
 }
