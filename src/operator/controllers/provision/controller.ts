@@ -5,7 +5,7 @@
 import { API_VERSION, repositorySpecSchema, validateSpec } from "../../../api/v1alpha1.js";
 import type { ProvisionPlanDoc } from "../../../api/provision-plan.js";
 import { oneLine } from "../../../lib/errors.js";
-import { checkMasterCanServe, getSlaveStatus } from "../../../db/replication.js";
+import { checkMasterCanServe, getServerInfo, getSlaveStatus } from "../../../db/replication.js";
 import { positionText } from "../../../storage/catalog.js";
 import { Repository } from "../../../storage/repository.js";
 import { childName, repositoryUrl, serverUrl } from "../../builders/jobs.js";
@@ -23,8 +23,14 @@ import {
   type ProvisionPlan,
   type ProvisionSettings,
   type SeedChoice,
+  type TargetReplication,
 } from "./decide.js";
+import { observeSecretKeys } from "../secrets.js";
+import { secretProblem } from "../shared.js";
 import { podPlan, provisionInitResult, takesPlan } from "./observe.js";
+
+/** Gate reasons a human must act on: each gets a Warning event on the pod when the gate turns to it. */
+const WARNING_REASONS = new Set(["NoBackup", "BinaryLoggingOff", "BinlogsPurged", "StorageUnreachable", "StorageError", "SecretInvalid", "AlreadyReplicating", "TargetNotEmpty"]);
 
 /** On a provisioning ReplicatorRestore: the pod it seeds. */
 export const PROVISION_POD_LABEL = "replicator.dev/provision-pod";
@@ -80,6 +86,7 @@ export class ProvisionController {
       plan: podPlan(pod),
       init: provisionInitResult(pod),
       replicating: undefined as { ok: boolean; message: string } | undefined,
+      target: undefined as TargetReplication | undefined,
     };
     // A volume cloned from a snapshot backup: configured once its server runs (src/operator/controllers/snapshot).
     if (pvcObj && !observed.isMaster && (await this.snapshots.provisionSeeded(pod as SnapshotPod, pvcObj, settings, sts.metadata.name))) return;
@@ -92,9 +99,14 @@ export class ProvisionController {
       observed.replicating = await this.replicationOf(ns, pod, settings).catch((err: unknown) => ({ ok: false, message: oneLine(err) }));
       plan = decideProvision(observed);
     }
+    if (plan.kind === "needTargetCheck") {
+      observed.target = await this.targetReplication(ns, pod, settings).catch((err: unknown): TargetReplication => ({ error: oneLine(err) }));
+      plan = decideProvision(observed);
+    }
     switch (plan.kind) {
       case "needSeed":
       case "needReplicationCheck":
+      case "needTargetCheck":
         return;
       case "setPlan": {
         const doc = plan.plan.action === "none" ? plan.plan : this.restorePlanDoc(ns, sts.metadata.name, settings, plan.plan.backup);
@@ -120,7 +132,7 @@ export class ProvisionController {
       case "wait":
         if (plan.gate === "False") {
           const prev = pod.status?.conditions?.find((c) => c.type === GATE_CONDITION);
-          if ((prev as { reason?: string } | undefined)?.reason !== plan.reason && (plan.reason === "NoBackup" || plan.reason === "BinlogsPurged" || plan.reason === "StorageUnreachable" || plan.reason === "StorageError")) {
+          if ((prev as { reason?: string } | undefined)?.reason !== plan.reason && WARNING_REASONS.has(plan.reason)) {
             await this.host.event({ apiVersion: "v1", kind: "Pod", metadata: pod.metadata }, "Warning", plan.reason, plan.message);
           }
           await this.host.setGate(pod, "False", plan.reason, plan.message);
@@ -210,9 +222,25 @@ export class ProvisionController {
     if (!spec.ok) return { ok: false, reason: "StorageUnreachable", message: `ReplicatorRepository ${s.repository}: ${spec.message}` };
     const store = await this.host.openStore(ns, spec.value);
     if (!store) return { ok: false, reason: "StorageUnreachable", message: `provisioning needs an S3 repository; ${s.repository} is a filesystem repository` };
+    for (const [name, what] of [[s.credentialsSecret, "replicator.dev/credentials-secret"], [s.replicationSecret, "replicator.dev/replication-secret"]] as const) {
+      const problem = secretProblem(
+        name,
+        await observeSecretKeys(this.host.rest, ns, name),
+        [{ key: "username", field: "read by the operator" }, { key: "password", field: "read by the operator" }],
+        `annotation ${what} of StatefulSet ${sts}`,
+        `The operator reads the keys username and password of the Secret named by ${what}; add them`,
+      );
+      if (problem) return { ok: false, reason: "SecretInvalid", message: problem };
+    }
     // Throws on a storage fault (no partial listing): never an older backup chosen, never "NoBackup" (the caller reports the fault).
     const { backups } = await new Repository(store, s.cluster).list();
-    const all = (s.backup === "latest" ? backups : backups.filter((b) => b.name === s.backup)).filter((b) => b.manifest.replication).reverse();
+    const chosen = (s.backup === "latest" ? backups : backups.filter((b) => b.name === s.backup)).reverse();
+    const all = chosen.filter((b) => b.manifest.replication);
+    // A backup without a position can never seed a slave: say why there is none, never just "take a backup".
+    if (all.length === 0) {
+      const noPosition = await this.whyNoPosition(ns, sts, s, chosen[0]);
+      if (noPosition) return noPosition;
+    }
     // A snapshot seeds only a volume created from it (the StatefulSet's spare, src/operator/controllers/snapshot), never a pod's existing volume.
     const named = all.filter((b) => b.manifest.kind !== "snapshot");
     if (named.length === 0 && all.length > 0) {
@@ -259,6 +287,56 @@ export class ProvisionController {
         firstReason ||= `${b.name}: ${check.reason ?? ""}`;
       }
       return { ok: false, reason: "BinlogsPurged", message: `no stored backup can seed a slave: the newest, ${firstReason}` };
+    } finally {
+      await c.end().catch(() => undefined);
+    }
+  }
+
+  /**
+   * No stored backup has a replication position: is binary logging off on the
+   * master now (then a new backup would not help either), or was it off when
+   * the newest backup was taken? Undefined when neither is known.
+   */
+  private async whyNoPosition(ns: string, sts: string, s: ProvisionSettings, newest: { name: string; source: string; manifest: { source: { role: string } } } | undefined): Promise<SeedChoice | undefined> {
+    const master = selectServerPod({ statefulSet: sts, role: "master", port: s.port, credentialsSecret: { name: s.replicationSecret, userKey: "username", passwordKey: "password" } }, this.host.podsIn(ns));
+    if (master.ok) {
+      const logBin = await this.host
+        .connectWith(ns, { name: s.replicationSecret }, master.address, s.port, `master ${master.pod}`)
+        .then(async (c) => {
+          try {
+            return (await getServerInfo(c)).logBin;
+          } finally {
+            await c.end().catch(() => undefined);
+          }
+        })
+        .catch(() => undefined);
+      if (logBin === false) {
+        return {
+          ok: false,
+          reason: "BinaryLoggingOff",
+          message: `binary logging is off on the master ${master.pod}: no backup of it has a replication position, so none can seed a slave; set log_bin and server_id in ${master.pod}'s server configuration, restart it, then take a backup: kubectl replicator backup ${sts}`,
+        };
+      }
+    }
+    if (newest && newest.manifest.source.role === "standalone") {
+      return {
+        ok: false,
+        reason: "BinaryLoggingOff",
+        message: `the newest backup of cluster ${s.cluster}, ${newest.name}, has no replication position: binary logging was off on ${newest.source} when it was taken; with log_bin and server_id set on the master, take a new backup: kubectl replicator backup ${sts}`,
+      };
+    }
+    return undefined;
+  }
+
+  /** The pod's own server: is replication configured on it already? Asked before a logical backup is loaded into it. */
+  private async targetReplication(ns: string, pod: PodObj, s: ProvisionSettings): Promise<TargetReplication> {
+    const address = pod.status?.podIP;
+    if (!address) return { error: "the pod has no IP yet" };
+    const c = await this.host.connectWith(ns, { name: s.credentialsSecret }, address, s.port, `pod ${pod.metadata.name}`);
+    try {
+      const st = await getSlaveStatus(c);
+      if (!st) return { configured: false };
+      return { configured: true, master: `${st.masterHost}:${st.masterPort}`, io: st.ioRunning, sql: st.sqlRunning };
     } finally {
       await c.end().catch(() => undefined);
     }

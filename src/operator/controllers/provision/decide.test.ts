@@ -22,7 +22,8 @@ describe("decideProvision", () => {
 
   it("asks for a seed, then starts a restore of it, or says why it cannot", () => {
     expect(decideProvision(o({}))).toEqual({ kind: "needSeed" });
-    expect(decideProvision(o({ seed: { ok: true, backup: "b1", position: "0-1-5", kind: "logical" } }))).toEqual({ kind: "createRestore", backup: "b1", position: "0-1-5" });
+    expect(decideProvision(o({ seed: { ok: true, backup: "b1", position: "0-1-5", kind: "logical" } }))).toEqual({ kind: "needTargetCheck" });
+    expect(decideProvision(o({ seed: { ok: true, backup: "b1", position: "0-1-5", kind: "logical" }, target: { configured: false } }))).toEqual({ kind: "createRestore", backup: "b1", position: "0-1-5" });
     expect(decideProvision(o({ seed: { ok: false, reason: "BinlogsPurged", message: "purged" } }))).toMatchObject({ kind: "wait", reason: "BinlogsPurged", gate: "False" });
   });
 
@@ -101,7 +102,24 @@ describe("decideProvision with the provision init container (physical backups)",
   });
 
   it("a logical plan falls through to the restore Job once the server runs", () => {
-    expect(decideProvision(p({ plan: { action: "none" }, podReady: true, seed: seed("logical") }))).toMatchObject({ kind: "createRestore", backup: "b-logical" });
+    expect(decideProvision(p({ plan: { action: "none" }, podReady: true, seed: seed("logical"), target: { configured: false } }))).toMatchObject({ kind: "createRestore", backup: "b-logical" });
+  });
+
+  it("never loads a backup into a server that already replicates: it says so, names the fix, and does not retry", () => {
+    const plan = decideProvision(o({ seed: seed("logical"), target: { configured: true, master: "db-0.db:3306", io: true, sql: true } }));
+    expect(plan).toMatchObject({ kind: "wait", reason: "AlreadyReplicating", gate: "False", requeueMs: 30_000 });
+    const message = (plan as { message: string }).message;
+    expect(message).toContain("the server is already a slave of db-0.db:3306 (IO thread running, SQL thread running)");
+    expect(message).toContain("Remove CHANGE MASTER from the pod's init scripts");
+    expect(message).toContain("kubectl annotate pvc data-db-2 replicator.dev/provisioned=manual");
+    expect(decideProvision(o({ seed: seed("logical"), target: { error: "access denied" } }))).toMatchObject({ kind: "wait", reason: "ServerUnreachable" });
+  });
+
+  it("a restore that found data in the server waits for a human instead of retrying", () => {
+    const failed = { phase: "Failed" as const, message: "target 10.0.0.7:3306 is not empty (app: 1 table)", conditions: [{ type: "Ready", status: "False" as const, reason: "TargetNotEmpty", message: "x", lastTransitionTime: "" }] };
+    const plan = decideProvision(o({ restore: { name: "r", status: failed } }));
+    expect(plan).toMatchObject({ kind: "wait", reason: "TargetNotEmpty", gate: "False" });
+    expect((plan as { message: string }).message).toContain("Delete the pod and PVC data-db-2 to provision it afresh");
   });
 
   it("without the init container a physical backup is not restored into a running server", () => {

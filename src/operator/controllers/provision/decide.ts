@@ -56,7 +56,10 @@ export function provisionSettings(
 
 export type SeedChoice =
   | { ok: true; backup: string; position: string; kind: "logical" | "physical" | "snapshot" }
-  | { ok: false; reason: "NoBackup" | "BinlogsPurged" | "MasterNotReady" | "StorageUnreachable" | "StorageError" | "NeedsInitContainer"; message: string };
+  | { ok: false; reason: "NoBackup" | "BinaryLoggingOff" | "BinlogsPurged" | "MasterNotReady" | "StorageUnreachable" | "StorageError" | "NeedsInitContainer" | "SecretInvalid"; message: string };
+
+/** What the pod's own server says about replication, read before a logical backup is loaded into it. */
+export type TargetReplication = { configured: false } | { configured: true; master: string; io: boolean; sql: boolean } | { error: string };
 
 export interface ProvisionObserved {
   podReady: boolean;
@@ -75,6 +78,8 @@ export interface ProvisionObserved {
   init?: { ok: boolean; action?: string | undefined; error?: string | undefined } | undefined;
   /** Only computed after a physical restore, once the server runs: is it replicating? */
   replicating?: { ok: boolean; message: string } | undefined;
+  /** Only computed before a restore is started: is the pod's server already a slave? */
+  target?: TargetReplication | undefined;
 }
 
 export type ProvisionPlan =
@@ -87,7 +92,8 @@ export type ProvisionPlan =
   | { kind: "retry"; reason: string; message: string }
   /** Write the plan annotation the init container waits for. */
   | { kind: "setPlan"; plan: { action: "restore"; backup: string; position: string } | { action: "none"; reason: string }; then?: "markMaster" }
-  | { kind: "needReplicationCheck" };
+  | { kind: "needReplicationCheck" }
+  | { kind: "needTargetCheck" };
 
 export function decideProvision(o: ProvisionObserved): ProvisionPlan {
   if (!o.pvc) return { kind: "wait", reason: "VolumeMissing", message: "the pod's data volume claim does not exist yet", requeueMs: 2_000, gate: "False" };
@@ -114,7 +120,19 @@ export function decideProvision(o: ProvisionObserved): ProvisionPlan {
       if (!s.replicating) return { kind: "retry", reason: "NotReplicating", message: `restore ${o.restore.name} completed but replication did not start` };
       return { kind: "markProvisioned", backup: s.backupName ?? "unknown", message: `restored ${s.backupName ?? ""} at ${s.position ?? "-"}; replicating` };
     }
-    if (s?.phase === "Failed") return { kind: "retry", reason: "ProvisionFailed", message: `restore ${o.restore.name} failed: ${s.message ?? "unknown error"}` };
+    if (s?.phase === "Failed") {
+      // Data in the server is not a fault a retry can clear: say so once and wait for a human.
+      if (s.conditions?.find((c) => c.type === "Ready")?.reason === "TargetNotEmpty") {
+        return {
+          kind: "wait",
+          reason: "TargetNotEmpty",
+          message: `restore ${o.restore.name} found data in the pod's server (${s.message ?? ""}): a slave is provisioned only into an empty server. Delete the pod and PVC ${o.pvc.name} to provision it afresh, or annotate the PVC ${PROVISIONED_ANNOTATION}=manual to keep its data as it is`,
+          requeueMs: 30_000,
+          gate: "False",
+        };
+      }
+      return { kind: "retry", reason: "ProvisionFailed", message: `restore ${o.restore.name} failed: ${s.message ?? "unknown error"}` };
+    }
     return { kind: "wait", reason: "Provisioning", message: `restoring into the pod (${o.restore.name}: ${s?.phase ?? "Pending"})`, requeueMs: 5_000, gate: "False" };
   }
   if (!o.podReady) return { kind: "wait", reason: "ServerNotReady", message: "waiting for the pod's database server to start", requeueMs: 2_000, gate: "False" };
@@ -129,7 +147,24 @@ export function decideProvision(o: ProvisionObserved): ProvisionPlan {
       gate: "False",
     };
   }
+  // A server that already replicates (an init script ran CHANGE MASTER before the operator acted) is never loaded over.
+  if (!o.target) return { kind: "needTargetCheck" };
+  if ("error" in o.target) return { kind: "wait", reason: "ServerUnreachable", message: `cannot read the pod's replication status before restoring: ${o.target.error}`, requeueMs: 15_000, gate: "False" };
+  if (o.target.configured) return alreadyReplicating(o.target, o.pvc.name);
   return { kind: "createRestore", backup: o.seed.backup, position: o.seed.position };
+}
+
+function alreadyReplicating(t: { master: string; io: boolean; sql: boolean }, pvc: string): ProvisionPlan {
+  return {
+    kind: "wait",
+    reason: "AlreadyReplicating",
+    message:
+      `the server is already a slave of ${t.master} (IO thread ${t.io ? "running" : "stopped"}, SQL thread ${t.sql ? "running" : "stopped"}), configured before the operator acted (an init script or a manual CHANGE MASTER), so no backup is loaded into it. ` +
+      `Remove CHANGE MASTER from the pod's init scripts (the operator points each new slave at the master at its backup's position), then delete the pod and PVC ${pvc} to provision it; ` +
+      `or keep this slave as it is: kubectl annotate pvc ${pvc} ${PROVISIONED_ANNOTATION}=manual`,
+    requeueMs: 30_000,
+    gate: "False",
+  };
 }
 
 /** A physical backup restored by the pod's init container: follow it until the server replicates. */
