@@ -5,6 +5,27 @@ import { selectServerPod, type AgentResult, type JobLike, type PodLike } from ".
 import { positionText } from "../../../storage/catalog.js";
 import { followJob, usableRepository, type RepositoryObserved } from "../shared.js";
 
+/** A stored backup, as far as choosing one to restore into a running server needs it. */
+export interface RestoreCandidate {
+  name: string;
+  time: Date;
+  method: string;
+  kind: "logical" | "physical" | "snapshot";
+  hasPosition: boolean;
+  /** The source's role when it was taken: standalone means binary logging was off. */
+  sourceRole: string;
+  source: string;
+}
+
+/**
+ * Read before a Job is created: the problem with a credentials Secret (if
+ * any), and the repository's backups; `unlisted` when the operator cannot
+ * list the repository itself (a filesystem repository: the Job chooses).
+ */
+export type RestorePreflight =
+  | { secretProblem: string }
+  | { secretProblem?: undefined; catalog: { kind: "listed"; backups: RestoreCandidate[] } | { kind: "unlisted" } | { kind: "error"; reason: string; message: string } };
+
 export interface RestoreObserved {
   spec: { ok: true; value: RestoreSpec } | { ok: false; message: string };
   status: RestoreStatus | undefined;
@@ -13,13 +34,17 @@ export interface RestoreObserved {
   job: JobLike | undefined;
   jobPods: PodLike[];
   pods: PodLike[];
+  /** Only read once a Job is to be created. */
+  preflight?: RestorePreflight | undefined;
 }
 
 export type RestorePlan =
   | { kind: "done" }
   | { kind: "invalid"; message: string }
   | { kind: "wait"; reason: string; message: string; requeueMs: number }
-  | { kind: "createJob"; targetPod: string; targetAddress: string; master: { pod: string; address: string } | undefined; repo: RepositorySpec; spec: RestoreSpec }
+  | { kind: "needPreflight" }
+  /** `backup`: the backup chosen for the Job (`latest` and `before` resolved to a name), or undefined: the Job chooses. */
+  | { kind: "createJob"; targetPod: string; targetAddress: string; master: { pod: string; address: string } | undefined; repo: RepositorySpec; spec: RestoreSpec; backup?: string | undefined }
   | { kind: "running"; jobName: string }
   | { kind: "succeeded"; jobName: string; result: AgentResult }
   | { kind: "failed"; jobName: string; reason: string; message: string };
@@ -40,7 +65,64 @@ export function decideRestore(o: RestoreObserved): RestorePlan {
     if (!m.ok) return { kind: "wait", reason: "MasterNotReady", message: `replicateFrom: ${m.message}`, requeueMs: 5_000 };
     master = { pod: m.pod, address: m.address };
   }
-  return { kind: "createJob", targetPod: target.pod, targetAddress: target.address, master, repo: repo.repo, spec };
+  if (!o.preflight) return { kind: "needPreflight" };
+  if (o.preflight.secretProblem !== undefined) return { kind: "wait", reason: "SecretInvalid", message: o.preflight.secretProblem, requeueMs: 15_000 };
+  const catalog = o.preflight.catalog;
+  if (catalog.kind === "error") return { kind: "wait", reason: catalog.reason, message: catalog.message, requeueMs: 30_000 };
+  const job = { kind: "createJob" as const, targetPod: target.pod, targetAddress: target.address, master, repo: repo.repo, spec };
+  if (catalog.kind === "unlisted") return job;
+  const chosen = selectServerBackup(spec, catalog.backups, target.pod);
+  if (!chosen.ok) return chosen.plan;
+  return { ...job, backup: chosen.backup };
+}
+
+/**
+ * Pure: the backup a restore into a running server uses. `latest` (and
+ * `before`) mean the newest backup that can be loaded into a running server
+ * (logical), with a replication position when the target is to replicate; a
+ * physical one is never chosen for it, and one named explicitly is refused
+ * with the way it can be restored. A name not in the list is left to the Job
+ * (it says which backups there are).
+ */
+export function selectServerBackup(
+  spec: RestoreSpec,
+  backups: RestoreCandidate[],
+  targetPod: string,
+): { ok: true; backup: string | undefined } | { ok: false; plan: Extract<RestorePlan, { kind: "wait" | "invalid" }> } {
+  const where = `cluster ${spec.cluster} in repository ${spec.repository}`;
+  if (spec.backup !== "latest" && !spec.before) {
+    const named = backups.find((b) => b.name === spec.backup);
+    if (named && named.kind !== "logical") {
+      return {
+        ok: false,
+        plan: {
+          kind: "invalid",
+          message: `backup ${named.name} is ${named.kind} (${named.method}): it cannot be loaded into the running server ${targetPod}; restore a logical backup (kubectl replicator list shows the method of each), or let a provisioned StatefulSet's init container restore it into a new slave (docs/provisioning.md)`,
+        },
+      };
+    }
+    return { ok: true, backup: named?.name };
+  }
+  const before = spec.before ? Date.parse(spec.before) : undefined;
+  const window = backups.filter((b) => b.kind !== "snapshot" && (before === undefined || b.time.getTime() <= before)).sort((a, b) => a.time.getTime() - b.time.getTime());
+  const newest = window.at(-1);
+  const logical = window.filter((b) => b.kind === "logical");
+  const usable = spec.replicateFrom ? logical.filter((b) => b.hasPosition) : logical;
+  const pick = usable.at(-1);
+  if (pick) return { ok: true, backup: pick.name };
+  const at = spec.before ? ` at or before ${spec.before}` : "";
+  const take = `kubectl replicator backup ${spec.replicateFrom?.statefulSet ?? "STATEFULSET"} --method mysqldump`;
+  let message: string;
+  if (!newest) {
+    message = `no backup of ${where}${at}; take one: ${take}`;
+  } else if (logical.length === 0) {
+    message = `no logical backup of ${where}${at}: the running server ${targetPod} can load only a logical (mysqldump) backup, and the newest, ${newest.name}, is ${newest.kind} (${newest.method}); take a logical one (${take}, or a ReplicatorBackup with method: mysqldump), or seed a new slave from the ${newest.kind} backup with a provisioned StatefulSet (docs/provisioning.md)`;
+  } else {
+    const last = logical.at(-1);
+    const cause = last?.sourceRole === "standalone" ? `binary logging was off on ${last.source} when it was taken` : "it records none";
+    message = `no logical backup of ${where}${at} has a replication position, which spec.replicateFrom needs (the newest, ${last?.name ?? ""}: ${cause}); set log_bin and server_id on the master and take a new backup: ${take}`;
+  }
+  return { ok: false, plan: { kind: "wait", reason: "NoRestorableBackup", message, requeueMs: 60_000 } };
 }
 
 export function computeRestoreStatus(prev: RestoreStatus | undefined, plan: RestorePlan, now: Date, generation: number, jobName?: string): RestoreStatus | undefined {
@@ -50,10 +132,13 @@ export function computeRestoreStatus(prev: RestoreStatus | undefined, plan: Rest
       return undefined;
     case "invalid":
       return operationStatus(s, { phase: "Failed", reason: "InvalidSpec", message: plan.message }, now, generation);
+    case "needPreflight":
+      return undefined;
     case "wait":
       return operationStatus(s, { phase: "Pending", reason: plan.reason, message: plan.message }, now, generation);
     case "createJob":
       s.targetPod = plan.targetPod;
+      if (plan.backup) s.backupName = plan.backup;
       s.startedAt = now.toISOString();
       return operationStatus(s, { phase: "Running", reason: "Running", message: `restore Job ${jobName ?? ""} started on ${plan.targetPod}`, jobName }, now, generation);
     case "running":
