@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
 # Deploys the node's CSI driver with snapshots (run by up.sh once the node is
-# Ready; idempotent): the VolumeSnapshot CRDs (.tools/snapshot-crds, make
-# snapshot-crds), the snapshot-controller (a Deployment), and kubernetes-csi's
-# hostpath driver as a DaemonSet pod with node-driver-registrar,
-# csi-provisioner and csi-snapshotter beside it, all from the csi image
-# (hack/node/images.sh csi), in kube-system; the CSIDriver hostpath.csi.k8s.io
-# (no attach: the plugin runs without --enable-attach, so no external-attacher),
-# the StorageClass csi-hostpath-sc (the default) and the VolumeSnapshotClass
-# csi-hostpath-snapclass (the default for its driver).
-# Volumes live in NODE_ROOT/csi-hostpath (removed by node-down); the kubelet's
-# root NODE_ROOT/kubelet is a shared mount (up.sh), so the plugin's
-# Bidirectional mount of its pods directory reaches the kubelet.
+# Ready, unless NODE_CSI=0; idempotent): the VolumeSnapshot CRDs
+# (.tools/snapshot-crds, make snapshot-crds), the snapshot-controller (a
+# Deployment), and our own driver replicator-csi-hostpath (hack/node/csi/driver)
+# as a DaemonSet pod with csi-provisioner and csi-snapshotter beside it, all from
+# the csi image (hack/node/images.sh csi), in kube-system; the CSIDriver
+# hostpath.csi.replicator.dev (no attach: there is no ControllerPublish, so no
+# external-attacher), the StorageClass csi-hostpath-sc (the default) and the
+# VolumeSnapshotClass csi-hostpath-snapclass (the default for its driver).
+#
+# The driver runs as a pod, as CSI drivers do in users' clusters: the kubelet
+# finds it through its plugin watcher (the driver serves the registration
+# service itself on a socket in the kubelet's plugins_registry, so there is no
+# node-driver-registrar), its bind mounts reach the pods through Bidirectional
+# mount propagation, and the sidecars run under their ServiceAccounts' RBAC.
+# Volumes and snapshots live in NODE_ROOT/csi-hostpath (removed by node-down);
+# the kubelet's root NODE_ROOT/kubelet is a shared mount (up.sh), which
+# Bidirectional propagation needs.
 set -euo pipefail
 LOG_TAG=node-up
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -18,13 +24,17 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 KUBECTL="$(command -v "${TOOLS_BIN}/kubectl" || command -v kubectl)"
 kc() { "${KUBECTL}" --kubeconfig "${KUBECONFIG_ADMIN}" "$@"; }
 CRDS="${ROOT}/.tools/snapshot-crds"
-CSI_IMAGE="${IMAGE_PREFIX}/csi:local"
 KUBELET_ROOT="${NODE_ROOT}/kubelet"
 CSI_DATA="${NODE_ROOT}/csi-hostpath"
-DRIVER=hostpath.csi.k8s.io
+DRIVER=hostpath.csi.replicator.dev
+SOCKET_DIR="${KUBELET_ROOT}/plugins/${DRIVER}"
 
 [[ -f "${CRDS}/snapshot.storage.k8s.io_volumesnapshots.yaml" ]] || "${ROOT}/hack/snapshot-crds.sh"
-has_image "${CSI_IMAGE}" || "${NODE_DIR}/images.sh" csi
+# Content-keyed: builds (csi-tools.sh) and imports only when the driver or a
+# sidecar changed. The DaemonSet names the keyed tag, so a new image rolls it.
+"${NODE_DIR}/images.sh" csi
+CSI_IMAGE="$(sed -n 's/^CSI_IMAGE=//p' "${ROOT}/.tools/node/images.env")"
+[[ -n "${CSI_IMAGE}" ]] && has_image "${CSI_IMAGE}" || die "no csi image after hack/node/images.sh csi"
 mkdir -p "${CSI_DATA}"
 
 kc apply -f "${CRDS}" >/dev/null
@@ -113,7 +123,9 @@ spec:
       - name: snapshot-controller
         image: ${CSI_IMAGE}
         imagePullPolicy: Never
-        command: [snapshot-controller, --v=2, --leader-election=false]
+        # Group snapshots off: their CRDs are not installed, and with the gate on
+        # the controller waits ~20 s for them before it starts at all.
+        command: [snapshot-controller, --v=2, --leader-election=false, --feature-gates=CSIVolumeGroupSnapshot=false]
         securityContext: {runAsUser: 65532, runAsNonRoot: true, allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}}
 ---
 apiVersion: apps/v1
@@ -127,49 +139,39 @@ spec:
       serviceAccountName: csi-hostpath
       priorityClassName: system-node-critical
       containers:
-      - name: hostpath
+      - name: driver
         image: ${CSI_IMAGE}
         imagePullPolicy: Never
-        command: [hostpathplugin, --drivername=${DRIVER}, --v=2, --endpoint=unix:///csi/csi.sock,
-          --nodeid=\$(KUBE_NODE_NAME), --statedir=/csi-data-dir]
+        command: [replicator-csi-hostpath, --drivername=${DRIVER}, --endpoint=unix:///csi/csi.sock,
+          --nodeid=\$(KUBE_NODE_NAME), --statedir=/csi-data-dir,
+          --registration-dir=/registration, --kubelet-registration-path=${SOCKET_DIR}/csi.sock]
         env:
         - name: KUBE_NODE_NAME
           valueFrom: {fieldRef: {fieldPath: spec.nodeName}}
+        # Mounts need privilege; cp -a keeps owners (uid 999 for MariaDB's data).
         securityContext: {privileged: true}
         volumeMounts:
         - {name: socket-dir, mountPath: /csi}
+        - {name: registration-dir, mountPath: /registration}
         # The kubelet asks for publishes below its root: the same path inside.
         - {name: pods-dir, mountPath: ${KUBELET_ROOT}/pods, mountPropagation: Bidirectional}
         - {name: csi-data-dir, mountPath: /csi-data-dir}
-        - {name: dev-dir, mountPath: /dev}
-      - name: node-driver-registrar
-        image: ${CSI_IMAGE}
-        imagePullPolicy: Never
-        command: [csi-node-driver-registrar, --v=2, --csi-address=/csi/csi.sock,
-          --kubelet-registration-path=${KUBELET_ROOT}/plugins/csi-hostpath/csi.sock]
-        env:
-        - name: KUBE_NODE_NAME
-          valueFrom: {fieldRef: {fieldPath: spec.nodeName}}
-        volumeMounts:
-        - {name: socket-dir, mountPath: /csi}
-        - {name: registration-dir, mountPath: /registration}
       - name: csi-provisioner
         image: ${CSI_IMAGE}
         imagePullPolicy: Never
         command: [csi-provisioner, --v=2, --csi-address=/csi/csi.sock, --feature-gates=Topology=true,
-          --extra-create-metadata, --leader-election=false]
+          --extra-create-metadata, --leader-election=false, --timeout=300s]
         volumeMounts: [{name: socket-dir, mountPath: /csi}]
       - name: csi-snapshotter
         image: ${CSI_IMAGE}
         imagePullPolicy: Never
-        command: [csi-snapshotter, --v=2, --csi-address=/csi/csi.sock, --leader-election=false]
+        command: [csi-snapshotter, --v=2, --csi-address=/csi/csi.sock, --leader-election=false, --timeout=300s]
         volumeMounts: [{name: socket-dir, mountPath: /csi}]
       volumes:
-      - {name: socket-dir, hostPath: {path: ${KUBELET_ROOT}/plugins/csi-hostpath, type: DirectoryOrCreate}}
+      - {name: socket-dir, hostPath: {path: ${SOCKET_DIR}, type: DirectoryOrCreate}}
       - {name: pods-dir, hostPath: {path: ${KUBELET_ROOT}/pods, type: DirectoryOrCreate}}
       - {name: registration-dir, hostPath: {path: ${KUBELET_ROOT}/plugins_registry, type: DirectoryOrCreate}}
       - {name: csi-data-dir, hostPath: {path: ${CSI_DATA}, type: DirectoryOrCreate}}
-      - {name: dev-dir, hostPath: {path: /dev, type: Directory}}
 ---
 apiVersion: storage.k8s.io/v1
 kind: StorageClass
@@ -179,7 +181,6 @@ metadata:
 provisioner: ${DRIVER}
 reclaimPolicy: Delete
 volumeBindingMode: WaitForFirstConsumer
-allowVolumeExpansion: true
 ---
 apiVersion: snapshot.storage.k8s.io/v1
 kind: VolumeSnapshotClass
@@ -199,5 +200,5 @@ for ((i = 0; i < 240; i++)); do
   sleep 0.25
 done
 [[ "$(kc get csinode "${NODE_NAME}" -o jsonpath='{.spec.drivers[*].name}' 2>/dev/null)" == *"${DRIVER}"* ]] ||
-  { kc -n kube-system logs daemonset/csi-hostpath -c node-driver-registrar --tail=20 >&2 || true; die "the kubelet did not register ${DRIVER}"; }
+  { kc -n kube-system logs daemonset/csi-hostpath -c driver --tail=20 >&2 || true; die "the kubelet did not register ${DRIVER}"; }
 log "CSI: ${DRIVER} registered; StorageClass csi-hostpath-sc (default), VolumeSnapshotClass csi-hostpath-snapclass"

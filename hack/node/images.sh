@@ -265,8 +265,8 @@ ensure() {
 
 WANT=("$@")
 ((${#WANT[@]})) || WANT=(pause coredns debian node22 mariadb agent operator)
-# The CSI image only with NODE_CSI=1: its driver cannot be built here (csi-tools.sh).
-if [[ "${NODE_CSI:-0}" == 1 ]]; then WANT+=(csi); fi
+# The CSI image unless NODE_CSI=0 (node-up deploys the CSI driver by default).
+if [[ "${NODE_CSI:-1}" != 0 ]]; then WANT+=(csi); fi
 wants() { local w; for w in "${WANT[@]}"; do [[ "${w}" == "$1" ]] && return 0; done; return 1; }
 # What each image needs.
 if wants agent || wants operator; then WANT+=(node22); fi
