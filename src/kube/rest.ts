@@ -86,7 +86,16 @@ function tokenFilesAsAuthProvider(kc: KubeConfig, file: string): void {
   });
 }
 
-export async function createKubeRest(kc: KubeConfig): Promise<KubeRest> {
+export interface KubeRestOptions {
+  /** Reuse connections (default true). Leader election uses false: every renewal opens a fresh connection, so one half-dead pooled socket cannot eat its renew deadline. */
+  keepAlive?: boolean;
+  /** A request with no socket activity for this long is destroyed with its socket (default 30 s). */
+  requestTimeoutMs?: number;
+}
+
+export async function createKubeRest(kc: KubeConfig, o: KubeRestOptions = {}): Promise<KubeRest> {
+  const keepAlive = o.keepAlive ?? true;
+  const requestTimeoutMs = o.requestTimeoutMs ?? 30_000;
   const cluster = kc.getCurrentCluster();
   if (!cluster) throw failed("NoKubeconfig", "no current cluster in the kubeconfig; set KUBECONFIG or run in a pod");
   const base = new URL(cluster.server);
@@ -94,8 +103,8 @@ export async function createKubeRest(kc: KubeConfig): Promise<KubeRest> {
   await kc.applyToHTTPSOptions(opts);
   const isHttps = base.protocol === "https:";
   const agent = isHttps
-    ? new https.Agent({ keepAlive: true, ca: opts.ca, cert: opts.cert, key: opts.key, rejectUnauthorized: opts.rejectUnauthorized ?? true })
-    : new http.Agent({ keepAlive: true });
+    ? new https.Agent({ keepAlive, ca: opts.ca, cert: opts.cert, key: opts.key, rejectUnauthorized: opts.rejectUnauthorized ?? true })
+    : new http.Agent({ keepAlive });
   // Credentials are applied per request through client-node's authenticators:
   // an in-cluster (or token-file) token is re-read about once a minute, exec
   // and OIDC credentials are refreshed when they expire. Read once at start,
@@ -129,7 +138,7 @@ export async function createKubeRest(kc: KubeConfig): Promise<KubeRest> {
             ...(payload ? { "Content-Type": contentType ?? "application/json", "Content-Length": String(payload.length) } : {}),
           },
           signal,
-          timeout: 30_000,
+          timeout: requestTimeoutMs,
         },
         (res) => {
           const chunks: Buffer[] = [];

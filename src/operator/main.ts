@@ -6,7 +6,7 @@ import { hostname } from "node:os";
 import { createLogger } from "../lib/log.js";
 import { oneLine } from "../lib/errors.js";
 import { createKubeRest, fencedRest, loadKubeConfig } from "../kube/rest.js";
-import { LeaderElector, leaseClient } from "./leader.js";
+import { LeaderElector, REQUEST_TIMEOUT_MS, leaseClient } from "./leader.js";
 import { Metrics } from "./metrics.js";
 import { Operator } from "./operator.js";
 
@@ -14,12 +14,19 @@ const env = process.env;
 const log = createLogger({ name: "replicator-operator", level: env.LOG_LEVEL ?? "info" });
 
 async function main(): Promise<void> {
-  const apiRest = await createKubeRest(loadKubeConfig(env.KUBECONFIG));
+  const kc = loadKubeConfig(env.KUBECONFIG);
+  const apiRest = await createKubeRest(kc);
+  // Leader election gets its own client, as client-go advises: a fresh
+  // connection per request and a timeout under the renew deadline, so a
+  // stalled pooled connection (or the operator's own traffic) cannot make it
+  // miss the deadline. Seen in the watch-faults test: renewals queued on
+  // stalled keep-alive sockets and the leader exited.
+  const leaseRest = await createKubeRest(kc, { keepAlive: false, requestTimeoutMs: REQUEST_TIMEOUT_MS });
   const elector =
     env.LEADER_ELECT === "false"
       ? undefined
       : new LeaderElector(
-          leaseClient(apiRest, env.POD_NAMESPACE ?? env.LEADER_ELECTION_NAMESPACE ?? "default", env.LEADER_ELECTION_ID ?? "replicator-operator"),
+          leaseClient(leaseRest, env.POD_NAMESPACE ?? env.LEADER_ELECTION_NAMESPACE ?? "default", env.LEADER_ELECTION_ID ?? "replicator-operator"),
           {
             namespace: env.POD_NAMESPACE ?? env.LEADER_ELECTION_NAMESPACE ?? "default",
             name: env.LEADER_ELECTION_ID ?? "replicator-operator",

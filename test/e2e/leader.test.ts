@@ -6,7 +6,7 @@
 // WITH READ LOCK per backup (each backup is made to take one, lock: ftwrl), so
 // no second leader ever ran a backup session against it.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AGENT_IMAGE, OPERATOR_NS, mariadbStatefulSet, startE2eEnv, type E2eEnv } from "../harness/e2e-env.js";
+import { AGENT_IMAGE, OPERATOR_NS, mariadbStatefulSet, startE2eEnv, type E2eEnv, backupFinished, backupYaml } from "../harness/e2e-env.js";
 import { startOperator, type OperatorProcess } from "../harness/operator.js";
 
 const NS = "leader";
@@ -15,17 +15,10 @@ let standby: OperatorProcess | undefined;
 
 interface Lease { spec: { holderIdentity?: string; leaseTransitions?: number } }
 const leasePath = `/apis/coordination.k8s.io/v1/namespaces/${OPERATOR_NS}/leases/replicator-operator`;
-const crPath = (plural: string, name?: string): string => `/apis/replicator.dev/v1alpha1/namespaces/${NS}/${plural}${name ? `/${name}` : ""}`;
 
-const backup = (name: string): string => `
-apiVersion: replicator.dev/v1alpha1
-kind: ReplicatorBackup
-metadata: { name: ${name}, namespace: ${NS} }
-spec:
-  source: { statefulSet: db, credentialsSecret: { name: db-credentials } }
-  # Every backup session takes exactly one FLUSH TABLES WITH READ LOCK, counted in the source's general log.
+const backup = (name: string): string => backupYaml(NS, name, `  # Every backup session takes exactly one FLUSH TABLES WITH READ LOCK, counted in the source's general log.
   options: { lock: ftwrl }
-`;
+`);
 
 /** The FLUSH TABLES WITH READ LOCK statements the source's general log holds, with their sessions. */
 async function ftwrlSessions(): Promise<{ thread: number; at: string }[]> {
@@ -38,10 +31,7 @@ async function ftwrlSessions(): Promise<{ thread: number; at: string }[]> {
 }
 
 async function completed(name: string): Promise<void> {
-  const s = await env.waitFor(`${name} to finish`, async () => {
-    const o = await env.cp.api.get<{ status?: { phase?: string; message?: string } }>(crPath("replicatorbackups", name));
-    return o.status?.phase === "Completed" || o.status?.phase === "Failed" ? o.status : undefined;
-  });
+  const s = await backupFinished(env, NS, name);
   expect(s.phase, s.message).toBe("Completed");
 }
 

@@ -6,7 +6,7 @@
 import { readFile, writeFile } from "node:fs/promises";
 import https from "node:https";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AGENT_IMAGE, OPERATOR_NS, mariadbStatefulSet, startE2eEnv, type E2eEnv } from "../harness/e2e-env.js";
+import { AGENT_IMAGE, OPERATOR_NS, mariadbStatefulSet, startE2eEnv, type E2eEnv, backupFinished, backupYaml } from "../harness/e2e-env.js";
 import { startOperator, type OperatorProcess } from "../harness/operator.js";
 
 const NS = "tokens";
@@ -29,20 +29,10 @@ function statusWith(token: string): Promise<number> {
   });
 }
 
-const crPath = (plural: string, name?: string): string => `/apis/replicator.dev/v1alpha1/namespaces/${NS}/${plural}${name ? `/${name}` : ""}`;
-const backup = (name: string): string => `
-apiVersion: replicator.dev/v1alpha1
-kind: ReplicatorBackup
-metadata: { name: ${name}, namespace: ${NS} }
-spec:
-  source: { statefulSet: db, credentialsSecret: { name: db-credentials } }
-`;
+const backup = (name: string): string => backupYaml(NS, name);
 
 async function completed(name: string): Promise<void> {
-  const s = await env.waitFor(`${name} to finish`, async () => {
-    const o = await env.cp.api.get<{ status?: { phase?: string; message?: string } }>(crPath("replicatorbackups", name));
-    return o.status?.phase === "Completed" || o.status?.phase === "Failed" ? o.status : undefined;
-  }, 240_000);
+  const s = await backupFinished(env, NS, name, 240_000);
   expect(s.phase, s.message).toBe("Completed");
 }
 

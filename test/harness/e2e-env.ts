@@ -93,6 +93,27 @@ export async function seedAppMaster(env: E2eEnv, ns: string, pod: string, extraT
   await env.sql(ns, pod, "INSERT INTO app.blobs VALUES (1, RANDOM_BYTES(1024)), (2, REPEAT(0x00ff, 40000))");
 }
 
+/** The API path of a replicator.dev resource collection (or one resource) in `ns`. */
+export const crPath = (ns: string, plural: string, name?: string): string =>
+  `/apis/replicator.dev/v1alpha1/namespaces/${ns}/${plural}${name ? `/${name}` : ""}`;
+
+/** A ReplicatorBackup of StatefulSet `db` with the db-credentials Secret (`extra`: more spec lines, indented two spaces). */
+export const backupYaml = (ns: string, name: string, extra = ""): string => `
+apiVersion: replicator.dev/v1alpha1
+kind: ReplicatorBackup
+metadata: { name: ${name}, namespace: ${ns} }
+spec:
+  source: { statefulSet: db, credentialsSecret: { name: db-credentials } }
+${extra}`;
+
+/** Waits for ReplicatorBackup `name` to finish and returns its status (phase Completed or Failed). */
+export async function backupFinished(env: E2eEnv, ns: string, name: string, timeoutMs = 180_000): Promise<{ phase?: string; message?: string }> {
+  return env.waitFor(`${name} to finish`, async () => {
+    const o = await env.cp.api.get<{ status?: { phase?: string; message?: string } }>(crPath(ns, "replicatorbackups", name));
+    return o.status?.phase === "Completed" || o.status?.phase === "Failed" ? o.status : undefined;
+  }, timeoutMs);
+}
+
 export interface E2eEnv {
   cp: ControlPlane;
   kubelet: Kubelet;
