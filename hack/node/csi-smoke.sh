@@ -10,8 +10,11 @@
 #   3. a VolumeSnapshot of it turns readyToUse;
 #   4. a PVC restored from the snapshot, and a PVC cloned from the first PVC,
 #      read by a root pod without fsGroup: the same content, owners and modes;
-#   5. deleting the pods, PVCs and the VolumeSnapshot deletes the PVs and the
-#      VolumeSnapshotContent, and the driver's directories, records and mounts.
+#   5. the driver's pod replaced while a pod uses a volume: the new driver is
+#      registered again, the volume still readable and writable in the pod;
+#   6. deleting the pods (unpublished by the new driver), PVCs and the
+#      VolumeSnapshot deletes the PVs and the VolumeSnapshotContent, and the
+#      driver's directories, records and mounts.
 # Stops at the first failure with what it saw; KEEP=1 keeps the namespace.
 set -uo pipefail
 LOG_TAG=node-csi-smoke
@@ -131,20 +134,54 @@ clone_id="$(volume_id clone)"
 step "PVC restored from the snapshot (${restored_id}) and PVC cloned from src (${clone_id}): same content, owners, modes"
 
 # ---------------------------------------------------------------- 5
+# The driver restarted (a new pod) while a volume is in use: the pod keeps its
+# data, the kubelet registers the new driver, which unpublishes it later (step 6).
+pvc held
+k apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: holder}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: ${CSI_IMAGE}
+    imagePullPolicy: Never
+    command: [sh, -c, 'echo before > /data/f; exec sleep 3600']
+    volumeMounts: [{name: data, mountPath: /data}]
+  volumes:
+  - name: data
+    persistentVolumeClaim: {claimName: held}
+EOF
+k wait pod/holder --for=condition=Ready --timeout=120s >/dev/null || fail "holder pod not Ready"
+old_pod="$("${KUBECTL}" -n kube-system get pods -l app.kubernetes.io/name=csi-hostpath -o jsonpath='{.items[0].metadata.name}')"
+"${KUBECTL}" -n kube-system delete pod "${old_pod}" --wait=true >/dev/null || fail "could not delete the driver's pod"
+"${KUBECTL}" -n kube-system rollout status daemonset/csi-hostpath --timeout=120s >/dev/null || fail "the driver's DaemonSet did not come back"
+for ((i = 0; i < 120; i++)); do
+  [[ "$("${KUBECTL}" get csinode "${NODE_NAME}" -o jsonpath='{.spec.drivers[*].name}')" == *"${DRIVER}"* ]] && break
+  sleep 0.25
+done
+[[ "$("${KUBECTL}" get csinode "${NODE_NAME}" -o jsonpath='{.spec.drivers[*].name}')" == *"${DRIVER}"* ]] || fail "the restarted driver is not registered"
+got="$(k exec holder -- sh -c 'echo after >> /data/f && cat /data/f' | tr '\n' ' ')"
+[[ "${got}" == "before after " ]] || fail "the holder's volume after the driver's restart: [${got}]"
+held_id="$(volume_id held)"
+step "driver pod ${old_pod} replaced: re-registered, the in-use volume ${held_id} still readable and writable"
+
+# ---------------------------------------------------------------- 6
 k delete pod --all --wait=true >/dev/null
 k delete volumesnapshot snap --wait=true >/dev/null
 k delete pvc --all --wait=true >/dev/null
 for ((i = 0; i < 120; i++)); do
-  left="$("${KUBECTL}" get pv -o name 2>/dev/null | grep -cE "${src_id}|${restored_id}|${clone_id}")"
+  left="$("${KUBECTL}" get pv -o name 2>/dev/null | grep -cE "${src_id}|${restored_id}|${clone_id}|${held_id}")"
   "${KUBECTL}" get volumesnapshotcontent "${content}" >/dev/null 2>&1 || [[ "${left}" != 0 ]] || break
   sleep 0.5
 done
 [[ "${left}" == 0 ]] || fail "PVs still there after their PVCs' deletion"
 ! "${KUBECTL}" get volumesnapshotcontent "${content}" >/dev/null 2>&1 || fail "VolumeSnapshotContent ${content} still there"
-for d in "volumes/${src_id}" "volumes/${restored_id}" "volumes/${clone_id}" "snapshots/${snap_id}"; do
+for d in "volumes/${src_id}" "volumes/${restored_id}" "volumes/${clone_id}" "volumes/${held_id}" "snapshots/${snap_id}"; do
   [[ ! -e "${CSI_DATA}/${d}" ]] || fail "${CSI_DATA}/${d} still there"
   ! grep -q "${d#*/}" "${CSI_DATA}/state.json" || fail "state.json still records ${d}"
 done
-! findmnt -rn -o TARGET,SOURCE | grep -qE "${src_id}|${restored_id}|${clone_id}" || fail "a mount of a deleted volume is left"
+! findmnt -rn -o TARGET,SOURCE | grep -qE "${src_id}|${restored_id}|${clone_id}|${held_id}" || fail "a mount of a deleted volume is left"
 step "deleted: PVs, VolumeSnapshotContent, the driver's directories, records and mounts are gone"
 log "PASS: CSI smoke in $((SECONDS - start))s"
