@@ -65,7 +65,11 @@ spec:
 `,
       { namespace: NS },
     );
+    type JobObj = { spec: { template: { spec: { nodeName?: string; volumes: { name: string; persistentVolumeClaim?: { claimName: string } }[] } } } };
+    // The Job is seen while it runs: once the outcome is recorded the operator deletes it (below).
+    let job: JobObj | undefined;
     const s = await env.waitFor("the physical backup", async () => {
+      job ??= await env.cp.api.get<JobObj>(`/apis/batch/v1/namespaces/${NS}/jobs/physical-backup`).catch(() => undefined);
       const o = await env.cp.api.get<{ status?: { phase?: string; backupName?: string; message?: string; position?: string } }>(
         `/apis/replicator.dev/v1alpha1/namespaces/${NS}/replicatorbackups/physical`,
       );
@@ -74,11 +78,23 @@ spec:
     expect(s.phase, s.message).toBe("Completed");
     backupName = s.backupName ?? "";
     expect(backupName).toMatch(/^\d{8}T\d{6}Z-mariabackup-db-0$/);
-    const job = await env.cp.api.get<{ spec: { template: { spec: { nodeName?: string; volumes: { name: string; persistentVolumeClaim?: { claimName: string } }[] } } } }>(
-      `/apis/batch/v1/namespaces/${NS}/jobs/physical-backup`,
-    );
-    expect(job.spec.template.spec.nodeName).toBe(env.kubelet.nodeName);
-    expect(job.spec.template.spec.volumes).toContainEqual({ name: "data", persistentVolumeClaim: { claimName: "data-db-0" } });
+    expect(job?.spec.template.spec.nodeName).toBe(env.kubelet.nodeName);
+    expect(job?.spec.template.spec.volumes).toContainEqual({ name: "data", persistentVolumeClaim: { claimName: "data-db-0" } });
+  });
+
+  it("a finished mariabackup backup leaves no pod holding the source's PVC (deleting it would hang in Terminating)", async () => {
+    type PodList = { items: { metadata: { name: string }; spec: { volumes?: { persistentVolumeClaim?: { claimName: string } }[] } }[] };
+    const holders = await env.waitFor("the backup Job's pods to release data-db-0", async () => {
+      const pods = await env.cp.api.get<PodList>(`/api/v1/namespaces/${NS}/pods`);
+      const names = pods.items.filter((p) => p.spec.volumes?.some((v) => v.persistentVolumeClaim?.claimName === "data-db-0")).map((p) => p.metadata.name);
+      return names.length === 1 ? names : undefined;
+    }, 60_000);
+    expect(holders).toEqual(["db-0"]);
+    // The outcome stays on the resource: its Job is gone, not its record.
+    const b = await env.cp.api.get<{ status?: { phase?: string; backupName?: string; jobName?: string } }>(`/apis/replicator.dev/v1alpha1/namespaces/${NS}/replicatorbackups/physical`);
+    expect(b.status).toMatchObject({ phase: "Completed", backupName, jobName: "physical-backup" });
+    const gone = await env.cp.api.get(`/apis/batch/v1/namespaces/${NS}/jobs/physical-backup`).then(() => false, () => true);
+    expect(gone).toBe(true);
   });
 
   it("scaling up: the init container restores it before mariadbd starts; the slave replicates later writes, is marked, then Ready", async () => {
