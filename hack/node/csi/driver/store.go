@@ -12,7 +12,7 @@ package main
 // told about half done: copy into a .tmp- directory, rename it into place,
 // then record it in state.json (a directory without a record is replaced by
 // the next create of that name); a delete renames the directory to .tmp-,
-// removes the record, then the directory.
+// removes the record, then the directory. Copies run outside the lock (Store).
 
 import (
 	"crypto/sha256"
@@ -34,6 +34,7 @@ var (
 	ErrNotFound      = errors.New("not found")
 	ErrAlreadyExists = errors.New("already exists with other parameters")
 	ErrOutOfRange    = errors.New("capacity smaller than the source")
+	ErrBusy          = errors.New("an operation on it is in progress")
 )
 
 type Volume struct {
@@ -66,19 +67,25 @@ type state struct {
 	Snapshots map[string]*Snapshot `json:"snapshots"`
 }
 
-// Store serialises every operation with one mutex: copies are done while it
-// is held (simple, and a test node has few volumes).
+// Store: one mutex guards the state; copies run without it, so a long
+// snapshot does not hold up other calls. While a copy runs, its target is
+// "being made" (a second create of that name gets ErrBusy) and its source
+// "being read" (deleting the source gets ErrBusy): the CO retries both.
 type Store struct {
-	dir string
-	mu  sync.Mutex
-	st  state
-	now func() time.Time
+	dir     string
+	mu      sync.Mutex
+	st      state
+	making  map[string]bool // "v/ID", "s/ID"
+	reading map[string]int
+	now     func() time.Time
+	// copyTree copies a directory tree (a stub in tests).
+	copyTree func(src, dst string) error
 }
 
 const tmpPrefix = ".tmp-"
 
 func OpenStore(dir string) (*Store, error) {
-	s := &Store{dir: dir, now: time.Now}
+	s := &Store{dir: dir, now: time.Now, copyTree: copyTree, making: map[string]bool{}, reading: map[string]int{}}
 	for _, d := range []string{s.volumesDir(), s.snapshotsDir()} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, err
@@ -157,44 +164,57 @@ func (s *Store) GetSnapshot(id string) (Snapshot, bool) {
 
 // CreateVolume makes (or, for the same name and parameters, returns) a volume.
 func (s *Store) CreateVolume(name string, capacity int64, src Source) (Volume, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	id := idFor(name)
+	s.mu.Lock()
 	if v, ok := s.st.Volumes[id]; ok {
+		s.mu.Unlock()
 		if v.Name != name || v.CapacityBytes != capacity || v.SourceSnapshotID != src.SnapshotID || v.SourceVolumeID != src.VolumeID {
 			return Volume{}, fmt.Errorf("volume %q: %w", name, ErrAlreadyExists)
 		}
 		return *v, nil
 	}
-	var from string
+	var from, source string
 	switch {
 	case src.SnapshotID != "" && src.VolumeID != "":
+		s.mu.Unlock()
 		return Volume{}, errors.New("a volume has one source, a snapshot or a volume")
 	case src.SnapshotID != "":
 		sn, ok := s.st.Snapshots[src.SnapshotID]
 		if !ok {
+			s.mu.Unlock()
 			return Volume{}, fmt.Errorf("snapshot %q: %w", src.SnapshotID, ErrNotFound)
 		}
 		if capacity < sn.SizeBytes {
+			s.mu.Unlock()
 			return Volume{}, fmt.Errorf("volume %q of %d bytes from snapshot %q of %d: %w", name, capacity, sn.ID, sn.SizeBytes, ErrOutOfRange)
 		}
-		from = s.SnapshotPath(sn.ID)
+		from, source = s.SnapshotPath(sn.ID), "s/"+sn.ID
 	case src.VolumeID != "":
 		sv, ok := s.st.Volumes[src.VolumeID]
 		if !ok {
+			s.mu.Unlock()
 			return Volume{}, fmt.Errorf("volume %q: %w", src.VolumeID, ErrNotFound)
 		}
 		if capacity < sv.CapacityBytes {
+			s.mu.Unlock()
 			return Volume{}, fmt.Errorf("volume %q of %d bytes cloned from volume %q of %d: %w", name, capacity, sv.ID, sv.CapacityBytes, ErrOutOfRange)
 		}
-		from = s.VolumePath(sv.ID)
+		from, source = s.VolumePath(sv.ID), "v/"+sv.ID
 	}
+	if err := s.begin("v/"+id, source); err != nil {
+		s.mu.Unlock()
+		return Volume{}, fmt.Errorf("volume %q: %w", name, err)
+	}
+	s.mu.Unlock()
+	defer s.end("v/"+id, source)
+
+	// The copy, without the lock: other calls go on meanwhile.
 	tmp := filepath.Join(s.volumesDir(), tmpPrefix+id)
 	if err := os.RemoveAll(tmp); err != nil {
 		return Volume{}, err
 	}
 	if from != "" {
-		if err := copyTree(from, tmp); err != nil {
+		if err := s.copyTree(from, tmp); err != nil {
 			os.RemoveAll(tmp)
 			return Volume{}, err
 		}
@@ -206,11 +226,14 @@ func (s *Store) CreateVolume(name string, capacity int64, src Source) (Volume, e
 			return Volume{}, err
 		}
 		if err := os.Chmod(tmp, 0o777); err != nil { // past the umask
+			os.RemoveAll(tmp)
 			return Volume{}, err
 		}
 	}
 	v := &Volume{ID: id, Name: name, CapacityBytes: capacity, SourceSnapshotID: src.SnapshotID,
 		SourceVolumeID: src.VolumeID, CreatedAt: s.now().UTC()}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if err := s.commit(tmp, s.VolumePath(id), func() { s.st.Volumes[id] = v }, func() { delete(s.st.Volumes, id) }); err != nil {
 		return Volume{}, err
 	}
@@ -218,24 +241,32 @@ func (s *Store) CreateVolume(name string, capacity int64, src Source) (Volume, e
 }
 
 // DeleteVolume removes a volume; an unknown ID is not an error (idempotent).
-// Snapshots of it are copies and stay.
+// Snapshots of it are copies and stay. A volume being copied is busy.
 func (s *Store) DeleteVolume(id string) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.st.Volumes[id]; !ok {
+	v, ok := s.st.Volumes[id]
+	if !ok {
+		s.mu.Unlock()
 		return nil
 	}
-	v := s.st.Volumes[id]
-	return s.remove(s.VolumePath(id), filepath.Join(s.volumesDir(), tmpPrefix+"del-"+id),
-		func() { delete(s.st.Volumes, id) }, func() { s.st.Volumes[id] = v })
+	if s.busy("v/" + id) {
+		s.mu.Unlock()
+		return fmt.Errorf("volume %q: %w", id, ErrBusy)
+	}
+	aside, err := s.unrecord(s.VolumePath(id), s.volumesDir(), func() { delete(s.st.Volumes, id) }, func() { s.st.Volumes[id] = v })
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return os.RemoveAll(aside)
 }
 
 // CreateSnapshot copies a volume (or returns the snapshot of that name of the same volume).
 func (s *Store) CreateSnapshot(name, volumeID string) (Snapshot, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	id := idFor(name)
+	s.mu.Lock()
 	if sn, ok := s.st.Snapshots[id]; ok {
+		s.mu.Unlock()
 		if sn.Name != name || sn.SourceVolumeID != volumeID {
 			return Snapshot{}, fmt.Errorf("snapshot %q: %w", name, ErrAlreadyExists)
 		}
@@ -243,34 +274,82 @@ func (s *Store) CreateSnapshot(name, volumeID string) (Snapshot, error) {
 	}
 	v, ok := s.st.Volumes[volumeID]
 	if !ok {
+		s.mu.Unlock()
 		return Snapshot{}, fmt.Errorf("volume %q: %w", volumeID, ErrNotFound)
 	}
+	vol := *v
+	if err := s.begin("s/"+id, "v/"+vol.ID); err != nil {
+		s.mu.Unlock()
+		return Snapshot{}, fmt.Errorf("snapshot %q: %w", name, err)
+	}
+	s.mu.Unlock()
+	defer s.end("s/"+id, "v/"+vol.ID)
+
 	tmp := filepath.Join(s.snapshotsDir(), tmpPrefix+id)
 	if err := os.RemoveAll(tmp); err != nil {
 		return Snapshot{}, err
 	}
-	if err := copyTree(s.VolumePath(v.ID), tmp); err != nil {
+	if err := s.copyTree(s.VolumePath(vol.ID), tmp); err != nil {
 		os.RemoveAll(tmp)
 		return Snapshot{}, err
 	}
-	sn := &Snapshot{ID: id, Name: name, SourceVolumeID: v.ID, SizeBytes: v.CapacityBytes, CreatedAt: s.now().UTC()}
+	// Cut when the copy is complete: it holds every write made before now.
+	sn := &Snapshot{ID: id, Name: name, SourceVolumeID: vol.ID, SizeBytes: vol.CapacityBytes, CreatedAt: s.now().UTC()}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if err := s.commit(tmp, s.SnapshotPath(id), func() { s.st.Snapshots[id] = sn }, func() { delete(s.st.Snapshots, id) }); err != nil {
 		return Snapshot{}, err
 	}
 	return *sn, nil
 }
 
-// DeleteSnapshot removes a snapshot; an unknown ID is not an error.
+// DeleteSnapshot removes a snapshot; an unknown ID is not an error. A
+// snapshot being restored from is busy.
 func (s *Store) DeleteSnapshot(id string) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	sn, ok := s.st.Snapshots[id]
 	if !ok {
+		s.mu.Unlock()
 		return nil
 	}
-	return s.remove(s.SnapshotPath(id), filepath.Join(s.snapshotsDir(), tmpPrefix+"del-"+id),
-		func() { delete(s.st.Snapshots, id) }, func() { s.st.Snapshots[id] = sn })
+	if s.busy("s/" + id) {
+		s.mu.Unlock()
+		return fmt.Errorf("snapshot %q: %w", id, ErrBusy)
+	}
+	aside, err := s.unrecord(s.SnapshotPath(id), s.snapshotsDir(), func() { delete(s.st.Snapshots, id) }, func() { s.st.Snapshots[id] = sn })
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return os.RemoveAll(aside)
 }
+
+// begin marks target ("v/ID" or "s/ID") as being made and source (if any) as
+// being read, unless target is being made already. Called with mu held.
+func (s *Store) begin(target, source string) error {
+	if s.making[target] {
+		return ErrBusy
+	}
+	s.making[target] = true
+	if source != "" {
+		s.reading[source]++
+	}
+	return nil
+}
+
+func (s *Store) end(target, source string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.making, target)
+	if source != "" {
+		if s.reading[source]--; s.reading[source] <= 0 {
+			delete(s.reading, source)
+		}
+	}
+}
+
+// busy: a copy reads it. Called with mu held.
+func (s *Store) busy(key string) bool { return s.reading[key] > 0 }
 
 // ListSnapshots returns the snapshots, oldest first, filtered by ID and/or
 // source volume when those are set.
@@ -312,21 +391,21 @@ func (s *Store) commit(tmp, final string, record, unrecord func()) error {
 	return nil
 }
 
-// remove renames dir aside, drops the record, then deletes the directory.
-func (s *Store) remove(dir, aside string, unrecord, record func()) error {
-	if err := os.RemoveAll(aside); err != nil {
-		return err
-	}
+// unrecord renames dir aside (a .tmp- name of its own, removed at the next
+// open should the caller not get to it) and drops the record; it returns the
+// aside path for the caller to delete without the lock.
+func (s *Store) unrecord(dir, parent string, unrecord, record func()) (string, error) {
+	aside := filepath.Join(parent, fmt.Sprintf("%sdel-%s-%d", tmpPrefix, filepath.Base(dir), s.now().UnixNano()))
 	if err := os.Rename(dir, aside); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
+		return "", err
 	}
 	unrecord()
 	if err := s.save(); err != nil {
 		record()
 		os.Rename(aside, dir)
-		return err
+		return "", err
 	}
-	return os.RemoveAll(aside)
+	return aside, nil
 }
 
 // save writes state.json atomically: a temporary file, fsync, rename, fsync of the directory.

@@ -330,3 +330,49 @@ func TestListSnapshotsFilters(t *testing.T) {
 		t.Fatalf("by ID and another volume: %v", got)
 	}
 }
+
+// TestCopiesDoNotHoldUpOtherCalls: a snapshot being copied blocks neither
+// lookups nor other volumes; its source cannot be deleted and its name not
+// made twice meanwhile (ErrBusy: the CO retries).
+func TestCopiesDoNotHoldUpOtherCalls(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	v, _ := s.CreateVolume("pvc-a", 1<<20, Source{})
+	started, release := make(chan struct{}), make(chan struct{})
+	s.copyTree = func(src, dst string) error {
+		close(started)
+		<-release
+		return copyTree(src, dst)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.CreateSnapshot("snap-a", v.ID)
+		done <- err
+	}()
+	<-started
+	if _, ok := s.GetVolume(v.ID); !ok {
+		t.Fatal("GetVolume during the copy")
+	}
+	if _, err := s.CreateVolume("pvc-b", 1<<20, Source{}); err != nil {
+		t.Fatalf("another volume during the copy: %v", err)
+	}
+	if err := s.DeleteVolume(v.ID); !errors.Is(err, ErrBusy) {
+		t.Fatalf("deleting the source during the copy: %v", err)
+	}
+	if _, err := s.CreateSnapshot("snap-a", v.ID); !errors.Is(err, ErrBusy) {
+		t.Fatalf("the same snapshot again during the copy: %v", err)
+	}
+	if len(s.ListSnapshots("", "")) != 0 {
+		t.Fatal("a snapshot listed before its copy is done")
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	s.copyTree = copyTree
+	if _, ok := s.GetSnapshot("snap-a"); !ok {
+		t.Fatal("snapshot missing after the copy")
+	}
+	if err := s.DeleteVolume(v.ID); err != nil {
+		t.Fatalf("deleting the source after the copy: %v", err)
+	}
+}
