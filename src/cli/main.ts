@@ -16,8 +16,9 @@ import { createLogger, type Logger } from "../lib/log.js";
 import { loadPluginCommand, pluginCommand, pluginResolver, type LoadedPlugin } from "../plugins/exec/index.js";
 import { formatBytes, formatPosition, parseTime, type Selector } from "../storage/catalog.js";
 import { boundedList } from "../storage/object-store.js";
+import { loadManifestCache, manifestCacheDir, manifestCacheFile, saveManifestCache } from "../storage/manifest-cache.js";
 import { openRepository } from "../storage/open.js";
-import { Repository } from "../storage/repository.js";
+import { Repository, type Listing } from "../storage/repository.js";
 import { renderTable } from "./table.js";
 import { endpointFrom, findConfigPath, loadConfigFile, requireSetting, resolveSettings, type Settings } from "./config.js";
 
@@ -175,6 +176,24 @@ async function repositoryOf(ctx: Ctx): Promise<Repository> {
   return new Repository(await openRepository(url, ctx.settings.s3), ctx.settings.cluster);
 }
 
+/**
+ * The listing of list and verify, through the manifest cache file
+ * (storage/manifest-cache.ts; REPLICATOR_MANIFEST_CACHE=off skips it). A cache
+ * that cannot be written costs speed only.
+ */
+async function listCached(ctx: Ctx, repo: Repository): Promise<Listing> {
+  const dir = manifestCacheDir();
+  if (!dir) return repo.list();
+  const scope = { identity: repo.store.identity, cluster: repo.cluster };
+  const file = manifestCacheFile(dir, scope);
+  const manifestCache = await loadManifestCache(file, scope);
+  const listing = await new Repository(repo.store, repo.cluster, { manifestCache }).list();
+  await saveManifestCache(file, scope, manifestCache).catch((err: unknown) => {
+    ctx.log.debug({ file, err: oneLine(err) }, "manifest cache not written");
+  });
+  return listing;
+}
+
 function methodOptionsOf(ctx: Ctx): Record<string, unknown> {
   const o: Record<string, unknown> = { ...ctx.settings.methodOptions };
   if (ctx.values.lock !== undefined) o.lock = ctx.values.lock;
@@ -310,7 +329,7 @@ async function cmdList(ctx: Ctx): Promise<unknown> {
   noPositionals(ctx, "list");
   const repo = await repositoryOf(ctx);
   await repo.store.check();
-  const { backups, incomplete, corrupt } = await repo.list();
+  const { backups, incomplete, corrupt } = await listCached(ctx, repo);
   const items = backups.map((b) => ({
     name: b.name,
     method: b.method,
@@ -371,7 +390,7 @@ async function cmdVerify(ctx: Ctx): Promise<unknown> {
   let unusable: { name: string; reason: string; error: string }[] = [];
   if (ctx.positionals[0]) names = [ctx.positionals[0]];
   else {
-    const { backups, corrupt } = await repo.list();
+    const { backups, corrupt } = await listCached(ctx, repo);
     unusable = corrupt.map((c) => ({ name: c.name, reason: c.reason, error: c.error }));
     if (backups.length === 0 && unusable.length === 0) throw badInput("NoBackup", `no complete backup in ${repo.where}; run \`replicator backup\` first`);
     names = backups.map((b) => b.name);

@@ -200,7 +200,7 @@ export async function saveManifestCache(file: string, scope: CacheScope, cache: 
     const json = JSON.stringify({ k, v: e.validator, m: e.manifest });
     parts.push(`${sha256(json)} ${json}`);
   }
-  await mkdir(dir, { recursive: true, mode: 0o700 });
+  await ensureDir(dir);
   const tmp = `${file}.tmp-${randomBytes(6).toString("hex")}`;
   try {
     await writeFile(tmp, `${parts.join("\n")}\n`, { mode: 0o600, flag: "wx" });
@@ -210,6 +210,25 @@ export async function saveManifestCache(file: string, scope: CacheScope, cache: 
     throw err;
   }
   await pruneCacheDir(dir, file);
+}
+
+/**
+ * mkdir -p, one level at a time: Node's recursive mkdir never returns for a
+ * path under /proc (it retries ENOENT forever); here every level is tried once.
+ */
+async function ensureDir(dir: string): Promise<void> {
+  const missing: string[] = [];
+  for (let d = dir; ; d = path.dirname(d)) {
+    const s = await stat(d).catch(() => undefined);
+    if (s) break;
+    missing.unshift(d);
+    if (path.dirname(d) === d) break;
+  }
+  for (const d of missing) {
+    await mkdir(d, { mode: 0o700 }).catch((err: unknown) => {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+    });
+  }
 }
 
 /** Remove the least recently used cache files beyond MAX_FILES, and temp files left by a killed run. */

@@ -13,6 +13,7 @@ import {
 import type { Logger } from "../../../lib/log.js";
 import { oneLine } from "../../../lib/errors.js";
 import { formatBytes, positionText, type BackupEntry } from "../../../storage/catalog.js";
+import { ManifestCache } from "../../../storage/manifest-cache.js";
 import { Repository } from "../../../storage/repository.js";
 import { childName, repositoryUrl } from "../../builders/jobs.js";
 import { sameStatus, setCondition } from "../../conditions.js";
@@ -34,6 +35,13 @@ export class CatalogController {
   private readonly syncFailures = new Map<string, number>();
   /** When each repository's catalog was last listed (monotonic ms) and at which generation. */
   private readonly lastSync = new Map<string, { at: number; generation: number }>();
+  /**
+   * The manifests each repository's last listings read, by "<ns>/<name>": a
+   * sync reads only the manifests of backups that are new (manifests never
+   * change; a listed object that differs from the cached one is read again).
+   * A repository pointed at another store starts a new cache.
+   */
+  private readonly manifestCaches = new Map<string, { identity: string; cache: ManifestCache }>();
 
   constructor(
     private readonly host: CatalogHost,
@@ -42,7 +50,10 @@ export class CatalogController {
 
   async reconcileRepository(ns: string, name: string): Promise<void> {
     const r = this.host.repositories.get(`${ns}/${name}`);
-    if (!r || r.metadata.deletionTimestamp) return;
+    if (!r || r.metadata.deletionTimestamp) {
+      this.manifestCaches.delete(`${ns}/${name}`);
+      return;
+    }
     const log = this.host.log.child({ controller: "repository", namespace: ns, name });
     const now = this.host.now();
     const gen = r.metadata.generation ?? 0;
@@ -114,16 +125,21 @@ export class CatalogController {
     }));
     let observed: CatalogObserved;
     const entries = new Map<string, BackupEntry>();
+    const cacheKey = `${ns}/${repoObj.metadata.name}`;
+    const held = this.manifestCaches.get(cacheKey);
+    const manifestCache = held?.identity === store.identity ? held.cache : new ManifestCache();
+    this.manifestCaches.set(cacheKey, { identity: store.identity, cache: manifestCache });
     this.host.metrics.inc("replicator_storage_listings_total", { namespace: ns, repository: repoObj.metadata.name });
     try {
       await store.check();
-      // Every cluster in storage, and every cluster a resource mirrors: one whose last backup was deleted has no prefix left, and its resources must go too.
+      // Every cluster in storage (one delimiter listing, not every object), and every cluster a resource
+      // mirrors: one whose last backup was deleted has no prefix left, and its resources must go too.
       const mirrored = existing.map((e) => e.cluster ?? "");
-      const clusters = [...new Set([...(await store.list("")).map((o) => o.key.split("/")[0] ?? ""), ...mirrored])].filter((c) => /^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/.test(c));
+      const clusters = [...new Set([...(await store.listChildren("")), ...mirrored])].filter((c) => /^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/.test(c));
       const listings: ClusterListing[] = [];
       for (const cluster of clusters) {
         // Throws on any storage fault (no partial result): then nothing below runs.
-        const { backups, corrupt } = await new Repository(store, cluster).list();
+        const { backups, corrupt } = await new Repository(store, cluster, { manifestCache }).list();
         for (const b of backups) entries.set(`${cluster}/${b.name}`, b);
         listings.push({
           cluster,
@@ -132,8 +148,12 @@ export class CatalogController {
         });
       }
       observed = { ok: true, clusters: listings };
+      // Only after a whole listing: the manifests of backups gone from storage drop out.
+      manifestCache.sweep();
     } catch (err) {
       observed = { ok: false, reason: faultReason(err), message: oneLine(err) };
+    } finally {
+      store.close();
     }
     const plan = decideCatalogSync(observed, existing, now, IMPORT_GRACE_MS);
     if (plan.kind === "fault") {
