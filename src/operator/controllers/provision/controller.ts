@@ -5,7 +5,8 @@
 import { API_VERSION, repositorySpecSchema, validateSpec } from "../../../api/v1alpha1.js";
 import type { ProvisionPlanDoc } from "../../../api/provision-plan.js";
 import { oneLine } from "../../../lib/errors.js";
-import { checkMasterCanServe, getServerInfo, getSlaveStatus } from "../../../db/replication.js";
+import { checkMasterCanServe, getSlaveStatus } from "../../../db/replication.js";
+import { queryRows } from "../../../db/connection.js";
 import { positionText } from "../../../storage/catalog.js";
 import { Repository } from "../../../storage/repository.js";
 import { childName, repositoryUrl, serverUrl } from "../../builders/jobs.js";
@@ -304,7 +305,9 @@ export class ProvisionController {
         .connectWith(ns, { name: s.replicationSecret }, master.address, s.port, `master ${master.pod}`)
         .then(async (c) => {
           try {
-            return (await getServerInfo(c)).logBin;
+            // @@log_bin alone: any user may read it (the replication user may not run SHOW SLAVE STATUS).
+            const [row] = await queryRows<{ b: number | string }>(c, "SELECT @@log_bin AS b");
+            return Number(row?.b) === 1;
           } finally {
             await c.end().catch(() => undefined);
           }
