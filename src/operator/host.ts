@@ -15,7 +15,7 @@ import {
   type RepositorySpec,
 } from "../api/v1alpha1.js";
 import type { Logger } from "../lib/log.js";
-import { oneLine } from "../lib/errors.js";
+import { badInput, oneLine } from "../lib/errors.js";
 import { connect } from "../db/connection.js";
 import { openRepository } from "../storage/open.js";
 import type { Repository } from "../storage/repository.js";
@@ -158,6 +158,16 @@ export class OperatorHost implements OperatorCaches {
     return (k) => (secret.data?.[k] === undefined ? undefined : Buffer.from(secret.data[k], "base64").toString("utf8"));
   }
 
+  /** A Secret's keys, decoded; a missing key is an error naming the Secret and the key (never a silent default). */
+  private async secretKeys(ns: string, name: string): Promise<(key: string) => string> {
+    const get = await this.secretReader(ns, name);
+    return (k) => {
+      const v = get(k);
+      if (v === undefined) throw badInput("SecretInvalid", `Secret ${ns}/${name} has no key "${k}": add it, or name the key it has in the resource`);
+      return v;
+    };
+  }
+
   /** A control connection to a server, as the user in a credentials Secret. */
   async connectWith(
     ns: string,
@@ -167,8 +177,8 @@ export class OperatorHost implements OperatorCaches {
     what: string,
   ): Promise<Awaited<ReturnType<typeof connect>>> {
     this.settings.fence?.(`a session to ${what}`);
-    const get = await this.secretReader(ns, secret.name);
-    return connect({ engine: "mysql", host, port, user: get(secret.userKey ?? "username") ?? "root", password: get(secret.passwordKey ?? "password") }, what);
+    const get = await this.secretKeys(ns, secret.name);
+    return connect({ engine: "mysql", host, port, user: get(secret.userKey ?? "username"), password: get(secret.passwordKey ?? "password") }, what);
   }
 
   /** Open a repository's storage with the credentials from its Secret (S3 only). */
@@ -176,8 +186,8 @@ export class OperatorHost implements OperatorCaches {
     if (!repo.s3) return undefined;
     let credentials: { accessKeyId: string; secretAccessKey: string } | undefined;
     if (repo.s3.credentialsSecret) {
-      const get = await this.secretReader(ns, repo.s3.credentialsSecret.name);
-      credentials = { accessKeyId: get(repo.s3.credentialsSecret.accessKeyIdKey) ?? "", secretAccessKey: get(repo.s3.credentialsSecret.secretAccessKeyKey) ?? "" };
+      const get = await this.secretKeys(ns, repo.s3.credentialsSecret.name);
+      credentials = { accessKeyId: get(repo.s3.credentialsSecret.accessKeyIdKey), secretAccessKey: get(repo.s3.credentialsSecret.secretAccessKeyKey) };
     }
     return await openRepository(repositoryUrl(repo), { endpoint: repo.s3.endpoint, region: repo.s3.region, credentials });
   }
