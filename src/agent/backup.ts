@@ -12,7 +12,7 @@ import { badInput, failed, isReplicatorError, isStreamEcho } from "../lib/errors
 import type { Logger } from "../lib/log.js";
 import type { Endpoint } from "../db/endpoint.js";
 import { queryRows, withConn } from "../db/connection.js";
-import type { BackupMethod } from "../plugins/contract.js";
+import type { BackupContext, BackupMethod, BackupOutcome, PipedBackupRun, PipedSink } from "../plugins/contract.js";
 import { getMethod } from "../plugins/registry.js";
 import {
   FORMAT_VERSION,
@@ -28,7 +28,17 @@ import {
   type RetentionPlan,
 } from "../storage/catalog.js";
 import type { Repository } from "../storage/repository.js";
-import { compressionExtension, createCompressor } from "./compression.js";
+import { spawnTool } from "../lib/exec.js";
+import {
+  buildZstdCompressArgs,
+  compressionExtension,
+  createCompressor,
+  parseZstdCompressSummary,
+  ZSTD_COMMAND,
+  ZSTD_LEVEL,
+  ZstdHeadReader,
+  zstdToolAvailable,
+} from "./compression.js";
 import { ByteCounter, startProgress } from "./progress.js";
 import { TOOL_NAME, TOOL_VERSION } from "./version.js";
 
@@ -130,48 +140,15 @@ export async function runBackup(req: BackupRequest): Promise<BackupResult> {
 
   async function backupClaimed(): Promise<BackupResult> {
     const expectedSize = req.expectedSize ?? (await estimateSourceSize(req.source, log));
-    const run = await method.backup({ source: req.source, options: req.methodOptions, log, signal: req.signal, replication });
-    const raw = new ByteCounter();
-    const stored = new ByteCounter();
-    const hash = createHash("sha256");
-    const hasher = new Transform({
-      transform(chunk: Buffer, _enc, cb) {
-        hash.update(chunk);
-        cb(null, chunk);
-      },
-    });
-    const stopProgress = req.progress ? startProgress(`backup ${name}`, () => raw.bytes) : () => undefined;
-    // One pipeline: a failure anywhere destroys every stage, the method's
-    // stream included (its child is then stopped by the method). Where the
-    // first failure came from decides what is reported: the storage side (a
-    // full disk, a dead endpoint: the store's own, mapped error) or the source
-    // side (the method's error, e.g. mariadb-dump's stderr). The rest are
-    // echoes (broken pipes, premature closes).
-    const body = new PassThrough({ highWaterMark: 1024 * 1024 });
-    const stages = [run.stream, raw, createCompressor(req.compression), hasher, stored];
-    let origin: "source" | "storage" | undefined;
-    for (const st of stages) st.once("error", () => { origin ??= "source"; });
-    body.once("error", () => { origin ??= "storage"; });
-    const piping = pipeline([...stages, body]);
-    const uploading = req.repo.store.put(req.repo.key(name, objectName), body, { expectedSize }).catch((err: unknown) => {
-      origin ??= "storage";
-      body.destroy(err as Error);
-      throw err;
-    });
-    const [pipeResult, putResult] = await Promise.allSettled([piping, uploading]);
-    if (pipeResult.status === "rejected" || putResult.status === "rejected") {
-      stopProgress();
-      const methodError = await run.outcome.then(() => undefined, (e: unknown) => e);
-      throw chooseCause(
-        origin ?? "source",
-        putResult.status === "rejected" ? putResult.reason : undefined,
-        methodError,
-        pipeResult.status === "rejected" ? pipeResult.reason : undefined,
-      );
-    }
-    const put = putResult.value;
-    const outcome = await run.outcome.finally(stopProgress);
-    const sha256 = hash.digest("hex");
+    const ctx: BackupContext = { source: req.source, options: req.methodOptions, log, signal: req.signal, replication };
+    const key = req.repo.key(name, objectName);
+    const progressLabel = `backup ${name}`;
+    const backupPiped = req.compression === "zstd" && method.backupPiped && (await zstdToolAvailable(log)) ? method.backupPiped.bind(method) : undefined;
+    const piped = backupPiped !== undefined;
+    const sent = backupPiped
+      ? await transferPiped(backupPiped, ctx, req, key, expectedSize, progressLabel)
+      : await transferStreamed(method, ctx, req, key, expectedSize, progressLabel);
+    const { outcome, sha256 } = sent;
     const finished = now();
     const manifest: Manifest = {
       formatVersion: FORMAT_VERSION,
@@ -189,7 +166,7 @@ export async function runBackup(req: BackupRequest): Promise<BackupResult> {
       startedAt: started.toISOString(),
       finishedAt: finished.toISOString(),
       compression: req.compression,
-      objects: [{ name: objectName, size: put.size || stored.bytes, sha256, rawSize: raw.bytes }],
+      objects: [{ name: objectName, size: sent.size, sha256, ...(sent.rawSize !== undefined ? { rawSize: sent.rawSize } : {}) }],
       details: outcome.details,
       tool: { name: TOOL_NAME, version: TOOL_VERSION },
     };
@@ -197,7 +174,7 @@ export async function runBackup(req: BackupRequest): Promise<BackupResult> {
     // The commit point: a backup without a manifest does not exist. Create-only:
     // an existing manifest is never overwritten.
     await req.repo.writeManifest(manifest);
-    log.info({ size: stored.bytes, rawSize: raw.bytes, replication: outcome.replication }, "backup completed");
+    log.info({ size: sent.size, rawSize: sent.rawSize, piped, replication: outcome.replication }, "backup completed");
 
     let plan: RetentionPlan | undefined;
     if (req.retain !== undefined) {
@@ -210,8 +187,8 @@ export async function runBackup(req: BackupRequest): Promise<BackupResult> {
       repository: req.repo.where,
       method: method.name,
       role: outcome.role,
-      size: stored.bytes,
-      rawSize: raw.bytes,
+      size: sent.size,
+      rawSize: sent.rawSize ?? 0,
       sha256,
       replication: outcome.replication,
       startedAt: manifest.startedAt,
@@ -224,6 +201,172 @@ export async function runBackup(req: BackupRequest): Promise<BackupResult> {
 }
 
 const HEARTBEAT_EVERY_MS = 10 * 60 * 1000;
+
+/** What a transfer stored: the object's size and sha256, the raw size when known, and the method's outcome. */
+interface Transferred {
+  size: number;
+  sha256: string;
+  rawSize: number | undefined;
+  outcome: BackupOutcome;
+}
+
+/**
+ * The in-process transfer: method stream → compression (zlib) → sha256 →
+ * storage. Every method and compression can take it.
+ */
+async function transferStreamed(
+  method: BackupMethod,
+  ctx: BackupContext,
+  req: BackupRequest,
+  key: string,
+  expectedSize: number | undefined,
+  progressLabel: string,
+): Promise<Transferred> {
+  const run = await method.backup(ctx);
+  const raw = new ByteCounter();
+  const stored = new ByteCounter();
+  const hash = createHash("sha256");
+  const hasher = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      hash.update(chunk);
+      cb(null, chunk);
+    },
+  });
+  const stopProgress = req.progress ? startProgress(progressLabel, () => raw.bytes) : () => undefined;
+  // One pipeline: a failure anywhere destroys every stage, the method's
+  // stream included (its child is then stopped by the method). Where the
+  // first failure came from decides what is reported: the storage side (a
+  // full disk, a dead endpoint: the store's own, mapped error) or the source
+  // side (the method's error, e.g. mariadb-dump's stderr). The rest are
+  // echoes (broken pipes, premature closes).
+  const body = new PassThrough({ highWaterMark: 1024 * 1024 });
+  const stages = [run.stream, raw, createCompressor(req.compression), hasher, stored];
+  let origin: "source" | "storage" | undefined;
+  for (const st of stages) st.once("error", () => { origin ??= "source"; });
+  body.once("error", () => { origin ??= "storage"; });
+  const piping = pipeline([...stages, body]);
+  const uploading = req.repo.store.put(key, body, { expectedSize }).catch((err: unknown) => {
+    origin ??= "storage";
+    body.destroy(err as Error);
+    throw err;
+  });
+  const [pipeResult, putResult] = await Promise.allSettled([piping, uploading]);
+  if (pipeResult.status === "rejected" || putResult.status === "rejected") {
+    stopProgress();
+    const methodError = await run.outcome.then(() => undefined, (e: unknown) => e);
+    throw chooseCause(
+      origin ?? "source",
+      putResult.status === "rejected" ? putResult.reason : undefined,
+      methodError,
+      pipeResult.status === "rejected" ? pipeResult.reason : undefined,
+    );
+  }
+  const outcome = await run.outcome.finally(stopProgress);
+  return { size: putResult.value.size || stored.bytes, sha256: hash.digest("hex"), rawSize: raw.bytes, outcome };
+}
+
+/**
+ * The piped transfer: the method's tool writes into an OS pipe to `zstd -T0`
+ * (both children of the agent, like `mariadb-dump | zstd` in a shell), and
+ * the agent reads only the compressed bytes, for the sha256 and the upload.
+ * The raw size comes from zstd's own count; the dump's head (the replication
+ * coordinates) is decompressed from the first compressed bytes alone.
+ *
+ * Failures are reported as by the streamed transfer: the store's error when
+ * the storage side failed first (the children are then stopped), otherwise
+ * the method's (a failed dump ends zstd's input early, and the object that
+ * was uploaded is never committed: no manifest), or zstd's own.
+ */
+async function transferPiped(
+  backupPiped: (ctx: BackupContext, sink: PipedSink) => Promise<PipedBackupRun>,
+  ctx: BackupContext,
+  req: BackupRequest,
+  key: string,
+  expectedSize: number | undefined,
+  progressLabel: string,
+): Promise<Transferred> {
+  // Stops both children when the upload fails (or the caller aborts).
+  const stop = new AbortController();
+  const signal = AbortSignal.any([ctx.signal, stop.signal]);
+  const zstd = spawnTool(ZSTD_COMMAND, buildZstdCompressArgs(ZSTD_LEVEL), { stdin: "pipe", stdout: "pipe", signal, what: "compress the backup" });
+  const head = new ZstdHeadReader(HEAD_BYTES);
+  let run: PipedBackupRun;
+  try {
+    if (!zstd.stdin || !zstd.stdout) {
+      await zstd.done;
+      throw new Error("zstd started without pipes");
+    }
+    run = await backupPiped({ ...ctx, signal }, { stdout: zstd.stdin, head: () => head.result });
+  } catch (err) {
+    zstd.kill();
+    throw err;
+  } finally {
+    // This process's copy of the pipe's write end: zstd sees the end of its
+    // input when the tool exits (or now, when the method failed to start it).
+    zstd.stdin?.destroy();
+  }
+  const hash = createHash("sha256");
+  let stored = 0;
+  const tap = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      hash.update(chunk);
+      stored += chunk.length;
+      head.feed(chunk);
+      cb(null, chunk);
+    },
+    flush(cb) {
+      head.end();
+      cb();
+    },
+  });
+  const stopProgress = req.progress ? startProgress(progressLabel, () => stored) : () => undefined;
+  const body = new PassThrough({ highWaterMark: 1024 * 1024 });
+  let origin: "source" | "storage" | undefined;
+  const compressed = zstd.stdout;
+  for (const st of [compressed, tap]) st.once("error", () => { origin ??= "source"; });
+  body.once("error", () => { origin ??= "storage"; });
+  const piping = pipeline(compressed, tap, body);
+  const uploading = req.repo.store.put(key, body, { expectedSize }).catch((err: unknown) => {
+    origin ??= "storage";
+    body.destroy(err as Error);
+    throw err;
+  });
+  const [pipeResult, putResult] = await Promise.allSettled([piping, uploading]);
+  if (pipeResult.status === "rejected" || putResult.status === "rejected") {
+    stopProgress();
+    head.abort();
+    stop.abort();
+    const methodError = await run.outcome.then(() => undefined, (e: unknown) => e);
+    await zstd.exit;
+    throw chooseCause(
+      origin ?? "source",
+      putResult.status === "rejected" ? putResult.reason : undefined,
+      methodError,
+      pipeResult.status === "rejected" ? pipeResult.reason : undefined,
+    );
+  }
+  // The upload ended because zstd's output did: the dump finished, failed,
+  // or was stopped, or zstd itself failed. Only a whole run is committed.
+  const [outcome, exit] = await Promise.allSettled([run.outcome.finally(stopProgress), zstd.exit]);
+  const zstdExit = exit.status === "fulfilled" ? exit.value : undefined;
+  const zstdFailed = zstdExit === undefined || zstdExit.exitCode !== 0;
+  // zstd fails by itself only (a dump that fails just ends its input): then it is the cause.
+  if (zstdFailed && zstdExit?.canceled !== true) await zstd.done;
+  if (outcome.status === "rejected") throw outcome.reason;
+  if (zstdFailed) await zstd.done;
+  if (!zstdExit) throw new Error("unreachable: zstd's exit is known once it succeeded");
+  const counts = parseZstdCompressSummary(zstdExit.stderr);
+  if (counts?.compressed !== undefined && counts.compressed !== stored) {
+    ctx.log.warn({ zstd: counts.compressed, read: stored }, "zstd counted other compressed bytes than were stored; the raw size is not recorded");
+  } else if (counts === undefined) {
+    ctx.log.warn({ stderr: zstdExit.stderr.slice(-300) }, "zstd printed no byte counts; the raw size is not recorded");
+  }
+  const rawSize = counts?.compressed === stored ? counts.raw : undefined;
+  return { size: putResult.value.size || stored, sha256: hash.digest("hex"), rawSize, outcome: outcome.value };
+}
+
+/** The raw bytes a piped backup decompresses from its head for the method (mariadb-dump's coordinates are in its first few KiB). */
+const HEAD_BYTES = 1024 * 1024;
 
 /**
  * The source's data size, as an upper bound of the stored size (compressed is

@@ -12,20 +12,21 @@
 // Both leave a sentinel while they work, so that an interrupted restore is
 // redone rather than mistaken for data.
 import { hostname } from "node:os";
-import { PassThrough, type Readable } from "node:stream";
+import { PassThrough, type Readable, type Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { badInput, failed, isReplicatorError, isStreamEcho, oneLine } from "../lib/errors.js";
+import { badInput, failed, isReplicatorError, isStreamEcho, oneLine, tail } from "../lib/errors.js";
+import { spawnTool, type ToolChild } from "../lib/exec.js";
 import type { Logger } from "../lib/log.js";
 import { withConn } from "../db/connection.js";
 import { describeEndpoint, type Endpoint } from "../db/endpoint.js";
 import { configureReplica } from "../db/replication.js";
 import { checkCanServe, hasPosition } from "../db/serve-check.js";
 import { restoreTargetFor } from "../db/target.js";
-import type { BackupMethod } from "../plugins/contract.js";
+import type { BackupMethod, PipedLoader, RestoreContext } from "../plugins/contract.js";
 import { getMethod } from "../plugins/registry.js";
 import { parseBackupName, selectBackup, type BackupEntry, type Manifest, type ReplicationPosition, type Selector } from "../storage/catalog.js";
 import type { LeaseHandle, Repository } from "../storage/repository.js";
-import { createDecompressor } from "./compression.js";
+import { buildZstdDecompressArgs, createDecompressor, isZstdInputError, parseZstdDecompressSummary, ZSTD_COMMAND, zstdToolAvailable } from "./compression.js";
 import { restoreDatadir } from "./datadir.js";
 import { ByteCounter, startProgress } from "./progress.js";
 
@@ -191,6 +192,131 @@ export async function loadVerified<T>(v: VerifiedInput, load: (input: Readable) 
   return out;
 }
 
+/**
+ * The piped load: storage → sha256/size check (in the agent, on the
+ * compressed bytes) → `zstd -d` → an OS pipe → the method's loader, with
+ * the raw bytes never in the agent, as `zstd -dc | mariadb` in a shell.
+ * Reported as loadVerified reports: a storage fault or a failed check beats
+ * everything (after a failed loader, storage is read on a little so that
+ * damage just past what the loader saw still counts); then a zstd that could
+ * not decode its input (CorruptBackup); then the loader's own error; and an
+ * object that decodes to fewer raw bytes than the manifest recorded is
+ * truncated. Returns the raw size.
+ */
+async function loadPiped(
+  repo: Repository,
+  chosen: BackupEntry,
+  startLoader: (ctx: RestoreContext) => Promise<PipedLoader>,
+  ctx: RestoreContext,
+  progress: boolean,
+): Promise<number> {
+  const object = chosen.manifest.objects[0];
+  if (!object) throw badInput("CorruptManifest", `backup ${chosen.name} lists no objects`);
+  const stored = await repo.openVerified(chosen.name, object.name, chosen.manifest);
+  let streamError: unknown;
+  stored.on("error", (err) => {
+    if (!isStreamEcho(err)) streamError ??= err;
+  });
+  let loader: PipedLoader;
+  try {
+    loader = await startLoader(ctx);
+  } catch (err) {
+    stored.destroy();
+    throw err;
+  }
+  let zstd: ToolChild;
+  try {
+    zstd = spawnTool(ZSTD_COMMAND, buildZstdDecompressArgs(), { stdin: "pipe", stdout: loader.stdin, signal: ctx.signal, what: "decompress the backup" });
+  } catch (err) {
+    // The loader's pipe is gone when the loader could not start: its own error says why.
+    stored.destroy();
+    loader.kill();
+    await loader.done;
+    throw err;
+  } finally {
+    // This process's copy of the loader's stdin: the loader sees the end when zstd exits.
+    loader.stdin.destroy();
+  }
+  const feed = feedInto(stored, zstd.stdin);
+  const stopProgress = progress ? startProgress(`restore ${chosen.name}`, () => feed.bytes()) : () => undefined;
+  const [exit, loaderError] = await Promise.all([zstd.exit, loader.done.then(() => undefined, (e: unknown) => e)]).finally(stopProgress);
+  if (loaderError !== undefined) await feed.drainThenClose(DRAIN_AFTER_FAILURE_BYTES, DRAIN_AFTER_FAILURE_MS);
+  else feed.close();
+  if (isReplicatorError(streamError)) throw streamError;
+  const zstdFailed = exit.exitCode !== 0;
+  if (zstdFailed && isZstdInputError(exit)) {
+    const why = tail(exit.stderr, 400).split("\n").filter((l) => l.trim() && !l.startsWith("***")).pop()?.trim() ?? `exit code ${String(exit.exitCode)}`;
+    throw failed("CorruptBackup", `backup ${chosen.name}: ${object.name} does not decompress (zstd: ${why}); the stored object is corrupt`, { detail: exit.stderr });
+  }
+  if (loaderError !== undefined) {
+    if (isReplicatorError(loaderError)) throw loaderError;
+    throw failed("LoadFailed", `${oneLine(loaderError)} (if the stored backup is suspect, \`replicator verify ${chosen.name}\` checks it)`, { cause: loaderError });
+  }
+  if (zstdFailed) await zstd.done;
+  if (streamError !== undefined) throw failed("StorageError", `backup ${chosen.name}: reading ${object.name} failed (${oneLine(streamError)})`, { cause: streamError });
+  const raw = parseZstdDecompressSummary(exit.stderr);
+  if (raw === undefined) ctx.log.warn({ stderr: exit.stderr.slice(-300) }, "zstd printed no byte count; the raw size is not checked");
+  if (raw !== undefined && object.rawSize !== undefined && raw < object.rawSize) {
+    throw failed("CorruptBackup", `backup ${chosen.name}: ${object.name} decompressed to ${raw} bytes but the manifest says ${object.rawSize}; the stored object is truncated`);
+  }
+  return raw ?? object.rawSize ?? 0;
+}
+
+/**
+ * Writes `source` into `sink` with backpressure. A sink that fails (its
+ * reader died) leaves the source paused; a source that fails closes the
+ * sink, so its reader sees the end (and a cut stream as cut).
+ */
+function feedInto(source: Readable, sink: Writable | null): { bytes(): number; close(): void; drainThenClose(maxBytes: number, maxMs: number): Promise<void> } {
+  let bytes = 0;
+  let open = sink !== null;
+  const closeSink = (): void => {
+    open = false;
+    sink?.destroy();
+  };
+  sink?.on("error", () => {
+    open = false;
+    source.pause();
+  });
+  const onData = (chunk: Buffer): void => {
+    bytes += chunk.length;
+    if (!open || !sink) return;
+    if (!sink.write(chunk)) {
+      source.pause();
+      sink.once("drain", () => { if (open) source.resume(); });
+    }
+  };
+  source.on("data", onData);
+  source.once("end", () => { if (open) sink?.end(); });
+  source.once("error", closeSink);
+  const close = (): void => {
+    closeSink();
+    source.destroy();
+  };
+  const drainThenClose = async (maxBytes: number, maxMs: number): Promise<void> => {
+    closeSink();
+    if (!source.readableEnded && !source.destroyed) {
+      const start = bytes;
+      await new Promise<void>((resolve) => {
+        const done = (): void => {
+          clearTimeout(timer);
+          source.off("data", check);
+          resolve();
+        };
+        const check = (): void => { if (bytes - start >= maxBytes) done(); };
+        const timer = setTimeout(done, maxMs);
+        source.on("data", check);
+        source.once("end", done);
+        source.once("error", done);
+        source.once("close", done);
+        source.resume();
+      });
+    }
+    source.destroy();
+  };
+  return { bytes: () => bytes, close, drainThenClose };
+}
+
 function requirePosition(manifest: Manifest, name: string): ReplicationPosition {
   if (!hasPosition(manifest.replication)) {
     throw badInput("NoPosition", `backup ${name} recorded no replication position (its source had binary logging or WAL archiving off); it cannot seed a replica`);
@@ -332,16 +458,26 @@ async function restoreIntoServer(req: RestoreRequest, target: Endpoint, method: 
     }
     await t.markStarted(chosen.name);
     log.info({ object: manifest.objects[0]?.name, size: manifest.objects[0]?.size }, "restore started");
-    const v = await openBackupInput(req.repo, chosen);
-    const stopProgress = req.progress ? startProgress(`restore ${chosen.name}`, () => v.counter.bytes) : () => undefined;
+    const ctx: RestoreContext = { target, manifest, options: req.methodOptions ?? {}, log, signal: req.signal };
+    const startLoader = manifest.compression === "zstd" && method.startLoader && (await zstdToolAvailable(log)) ? method.startLoader.bind(method) : undefined;
+    let rawSize: number;
     try {
-      await loadVerified(v, (input) => method.restore({ target, manifest, options: req.methodOptions ?? {}, log, signal: req.signal }, input), chosen.name);
+      if (startLoader) {
+        rawSize = await loadPiped(req.repo, chosen, startLoader, ctx, req.progress === true);
+      } else {
+        const v = await openBackupInput(req.repo, chosen);
+        const stopProgress = req.progress ? startProgress(`restore ${chosen.name}`, () => v.counter.bytes) : () => undefined;
+        try {
+          await loadVerified(v, (input) => method.restore(ctx, input), chosen.name);
+        } finally {
+          stopProgress();
+        }
+        rawSize = v.counter.bytes;
+      }
     } catch (err) {
       throw partialTarget(err, `target ${describeEndpoint(target)}`, "the restore sentinel marks it; run the same restore again to redo it (it overwrites the partial data)");
-    } finally {
-      stopProgress();
     }
-    log.info({ rawSize: v.counter.bytes }, "data loaded");
+    log.info({ rawSize, piped: startLoader !== undefined }, "data loaded");
 
     let replicating = false;
     let secondsBehindMaster: number | null | undefined;
@@ -361,7 +497,7 @@ async function restoreIntoServer(req: RestoreRequest, target: Endpoint, method: 
       repository: req.repo.where,
       method: manifest.method,
       target: describeEndpoint(target),
-      rawSize: v.counter.bytes,
+      rawSize,
       replication: manifest.replication,
       replicating,
       durationMs: Date.now() - t0,

@@ -12,7 +12,7 @@
 //
 // The process-level contract for third-party plugins (run spec, result
 // line, exit codes) is in docs/plugins.md.
-import type { Readable } from "node:stream";
+import type { Readable, Writable } from "node:stream";
 import type { Logger } from "../lib/log.js";
 import type { Endpoint, Engine } from "../db/endpoint.js";
 import type { Manifest, ReplicationPosition } from "../storage/catalog.js";
@@ -57,6 +57,35 @@ export interface BackupRun {
   stream: Readable;
   /** Settles after the stream has ended and the tool has exited. */
   outcome: Promise<BackupOutcome>;
+}
+
+/**
+ * Where a piped backup writes: the write end of an OS pipe into the agent's
+ * compressor (the zstd tool), so the raw bytes never pass through the agent.
+ */
+export interface PipedSink {
+  /** Give this to the tool child as its stdout (spawn's stdio); the agent closes its own copy afterwards. */
+  stdout: Writable;
+  /**
+   * The first raw bytes of the stream (1 MiB, or all of a shorter one), read
+   * back from the compressor's output: for a method that reads a header,
+   * such as mariadb-dump's replication coordinates.
+   */
+  head(): Promise<Buffer>;
+}
+
+export interface PipedBackupRun {
+  /** Settles after the tool has exited (its bytes are then all in the pipe). */
+  outcome: Promise<BackupOutcome>;
+}
+
+/** A loader started with its stdin an OS pipe: the agent's decompressor writes into it directly. */
+export interface PipedLoader {
+  /** The write end of the loader's stdin: the agent gives it to the decompressor as its stdout, then closes its own copy. */
+  stdin: Writable;
+  /** Resolves when the loader exits 0 (and the method has cleaned up); rejects with the loader's error otherwise. */
+  done: Promise<void>;
+  kill(): void;
 }
 
 export interface RestoreContext {
@@ -105,12 +134,21 @@ interface MethodBase {
   /** Check options before anything runs; throw BadInput with the option's name. */
   validateOptions(options: Record<string, unknown>): void;
   backup(ctx: BackupContext): Promise<BackupRun>;
+  /**
+   * Optional, the same backup written straight into `sink` (an OS pipe into
+   * the compressor) instead of returned as a stream. The agent uses it when
+   * it compresses with the zstd tool; everything else about the backup
+   * (position, cleanup, errors) is as in backup().
+   */
+  backupPiped?(ctx: BackupContext, sink: PipedSink): Promise<PipedBackupRun>;
 }
 
 export interface ServerRestoreMethod extends MethodBase {
   readonly restoreInto: "server";
   /** Load `input` (raw, already decompressed and checksummed) into the running target. */
   restore(ctx: RestoreContext, input: Readable): Promise<void>;
+  /** Optional, restore() with the loader reading an OS pipe the agent's decompressor writes into (no bytes through the agent). */
+  startLoader?(ctx: RestoreContext): Promise<PipedLoader>;
 }
 
 export interface DatadirRestoreMethod extends MethodBase {

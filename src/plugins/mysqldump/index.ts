@@ -19,7 +19,7 @@
 import { PassThrough, Transform, type Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { badInput } from "../../lib/errors.js";
-import { spawnStreaming } from "../../lib/exec.js";
+import { spawnTool } from "../../lib/exec.js";
 import { connect, queryRows, withConn, type Conn } from "../../db/connection.js";
 import { SYSTEM_SCHEMAS } from "../../db/schemas.js";
 import { asBackupPrivilegeError, quoteAccount } from "../../db/privileges.js";
@@ -34,7 +34,7 @@ import {
   type ReplicationThread,
 } from "../../db/replication.js";
 import type { ReplicationPosition } from "../../storage/catalog.js";
-import type { BackupContext, BackupMethod, BackupOutcome, BackupRun, RestoreContext } from "../contract.js";
+import type { BackupContext, BackupMethod, BackupOutcome, BackupRun, PipedBackupRun, PipedLoader, PipedSink, RestoreContext } from "../contract.js";
 
 const TRANSACTIONAL_ENGINES = ["InnoDB", "RocksDB", "TokuDB"];
 
@@ -203,6 +203,150 @@ async function pauseSlave(ctx: BackupContext, control: Conn, warnings: string[],
   return pos;
 }
 
+/**
+ * One dump, from the checks to the outcome. Without a sink the dump's bytes
+ * come back as a stream, watched for the position comments on the way; with
+ * one, mariadb-dump writes straight into it (an OS pipe into the agent's
+ * compressor), and the coordinates are read from the dump's head, which the
+ * agent reads back from the compressor's output.
+ */
+async function startDump(ctx: BackupContext, sink: PipedSink | undefined): Promise<{ stream: Readable | undefined; outcome: Promise<BackupOutcome> }> {
+  const opts = parseMysqldumpOptions(ctx.options);
+  const control = await connect(ctx.source, "source");
+  const cleanup: (() => Promise<void>)[] = [async () => { await control.end().catch(() => undefined); }];
+  const runCleanup = async (): Promise<void> => {
+    for (const fn of cleanup.reverse()) await fn();
+    cleanup.length = 0;
+  };
+  // A refused statement (ours or mariadb-dump's) names the privilege and the GRANT.
+  const at = ctx.source.socket ?? `${ctx.source.host}:${ctx.source.port}`;
+  let account = `'${ctx.source.user}'@'%'`;
+  const privileged = async <T>(what: string, fn: () => Promise<T>): Promise<T> => {
+    try {
+      return await fn();
+    } catch (err) {
+      throw asBackupPrivilegeError(err, account, at, what);
+    }
+  };
+  try {
+    const [me] = await queryRows<{ u: string }>(control, "SELECT CURRENT_USER() AS u");
+    if (me?.u) account = quoteAccount(me.u);
+    const info = await privileged("read the server's role (SHOW SLAVE STATUS)", () => getServerInfo(control));
+    const role: BackupOutcome["role"] = info.isSlave ? "slave" : info.logBin ? "master" : "standalone";
+    if (opts.databases) {
+      const missing = await missingDatabases(control, opts.databases);
+      if (missing.length > 0) throw badInput("InvalidOption", `databases not found on the source: ${missing.join(", ")}`);
+    }
+    const nonTx = await nonTransactionalTables(control, opts.databases);
+    const lock = decideLockMode(opts.lock, nonTx);
+    const warnings: string[] = [];
+    if (opts.lock === "single-transaction" && nonTx.length > 0) {
+      warnings.push(`single-transaction does not make these non-transactional tables consistent: ${nonTx.slice(0, 5).join(", ")}${nonTx.length > 5 ? ", ..." : ""}`);
+    }
+    if (role === "standalone") warnings.push("binary logging is off on the source: the backup records no replication position");
+
+    let slavePos: ReplicationPosition | undefined;
+    if (role === "slave") {
+      slavePos = await privileged("stop the slave's SQL thread and read its position", () => pauseSlave(ctx, control, warnings, cleanup));
+    }
+
+    const creds = await writeDefaultsFile(ctx.source);
+    cleanup.push(() => creds.cleanup());
+    const args = buildDumpArgs({ defaultsFile: creds.path, connArgs: creds.args, lock, role, databases: opts.databases, users: opts.users });
+    ctx.log.info({ command: opts.dumpCommand, args: args.slice(1), lock, role }, "dump started");
+    const child = spawnTool(opts.dumpCommand, args, { stdout: sink ? sink.stdout : "pipe", signal: ctx.signal, what: "dump the source" });
+    // The master's coordinates. Piped: from the head as soon as the agent
+    // has it (the GTID, which mariadb-dump prints at the very end, from the
+    // server for those coordinates, as mariadb-dump computes it, while the
+    // binlog is surely still there). Streamed: from head and tail on the way.
+    const scanner = sink ? undefined : new PositionScanner();
+    const out = sink ? undefined : new PassThrough({ highWaterMark: 1024 * 1024 });
+    const piping = scanner && out ? pipeline(child.stdout as Readable, scanner, out).catch((err: unknown) => {
+      child.kill();
+      out.destroy(err as Error);
+      throw err;
+    }) : Promise.resolve();
+    const fromHead = sink && role === "master"
+      ? sink.head().then((h) => masterPosition(control, info, parseDumpPosition(h.toString("latin1"), "")))
+      : undefined;
+    fromHead?.catch(() => undefined);
+
+    const outcome = (async (): Promise<BackupOutcome> => {
+      try {
+        await privileged("dump the source", () => Promise.all([child.done, piping]));
+        let replication: ReplicationPosition | undefined = slavePos;
+        if (role === "master") {
+          const p = fromHead ? await fromHead : await masterPosition(control, info, parseDumpPosition(scanner?.head ?? "", scanner?.tailText ?? ""));
+          replication = { role: "master", sourceServerId: info.serverId, ...p };
+          if (!p.file) warnings.push("mariadb-dump printed no binlog coordinates; the backup has no replication position");
+        }
+        return {
+          role,
+          serverId: info.serverId,
+          version: info.version,
+          replication,
+          details: {
+            lock,
+            databases: opts.databases ?? "all",
+            users: opts.users,
+            nonTransactionalTables: nonTx.length,
+          },
+          warnings,
+        };
+      } finally {
+        await runCleanup();
+      }
+    })();
+    // Avoid an unhandled rejection before the agent awaits the outcome.
+    outcome.catch(() => undefined);
+    return { stream: out, outcome };
+  } catch (err) {
+    await runCleanup();
+    throw err;
+  }
+}
+
+/** The master position from the dump's coordinates; a MariaDB GTID missing from them is asked of the server for those coordinates. */
+async function masterPosition(
+  control: Conn,
+  info: { flavor: string },
+  p: { file?: string; position?: number; gtid?: string },
+): Promise<{ file?: string; position?: number; gtid?: string }> {
+  if (p.gtid || !p.file || p.position === undefined || info.flavor !== "mariadb") return p;
+  const [g] = await queryRows<{ pos: string | null }>(control, "SELECT BINLOG_GTID_POS(?, ?) AS pos", [p.file, p.position]);
+  return g?.pos ? { ...p, gtid: g.pos } : p;
+}
+
+/** The mariadb client loading a dump from its stdin (a pipe), with its credentials file removed when it exits. */
+async function startClient(ctx: RestoreContext): Promise<PipedLoader> {
+  const opts = parseMysqldumpOptions(ctx.options);
+  const creds = await writeDefaultsFile(ctx.target);
+  const args = [
+    `--defaults-extra-file=${creds.path}`,
+    ...creds.args,
+    // The load must not go into the target's own binlog: it would give the
+    // new slave GTIDs of its own that the master never had.
+    "--init-command=SET SESSION sql_log_bin=0",
+    "--binary-mode",
+    "--max-allowed-packet=1G",
+    "--default-character-set=utf8mb4",
+  ];
+  let child;
+  try {
+    child = spawnTool(opts.clientCommand, args, { stdin: "pipe", stdout: "ignore", signal: ctx.signal, what: "load the dump into the target" });
+  } catch (err) {
+    await creds.cleanup();
+    throw err;
+  }
+  const done = child.done.finally(() => creds.cleanup());
+  done.catch(() => undefined);
+  if (!child.stdin) {
+    await done;
+    throw new Error(`${opts.clientCommand} started without a stdin`);
+  }
+  return { stdin: child.stdin, done, kill: () => { child.kill(); } };
+}
+
 export const mysqldumpMethod: BackupMethod = {
   engine: "mysql",
   restoreInto: "server",
@@ -215,123 +359,30 @@ export const mysqldumpMethod: BackupMethod = {
   },
 
   async backup(ctx: BackupContext): Promise<BackupRun> {
-    const opts = parseMysqldumpOptions(ctx.options);
-    const control = await connect(ctx.source, "source");
-    const cleanup: (() => Promise<void>)[] = [async () => { await control.end().catch(() => undefined); }];
-    const runCleanup = async (): Promise<void> => {
-      for (const fn of cleanup.reverse()) await fn();
-      cleanup.length = 0;
-    };
-    // A refused statement (ours or mariadb-dump's) names the privilege and the GRANT.
-    const at = ctx.source.socket ?? `${ctx.source.host}:${ctx.source.port}`;
-    let account = `'${ctx.source.user}'@'%'`;
-    const privileged = async <T>(what: string, fn: () => Promise<T>): Promise<T> => {
-      try {
-        return await fn();
-      } catch (err) {
-        throw asBackupPrivilegeError(err, account, at, what);
-      }
-    };
-    try {
-      const [me] = await queryRows<{ u: string }>(control, "SELECT CURRENT_USER() AS u");
-      if (me?.u) account = quoteAccount(me.u);
-      const info = await privileged("read the server's role (SHOW SLAVE STATUS)", () => getServerInfo(control));
-      const role: BackupOutcome["role"] = info.isSlave ? "slave" : info.logBin ? "master" : "standalone";
-      if (opts.databases) {
-        const missing = await missingDatabases(control, opts.databases);
-        if (missing.length > 0) throw badInput("InvalidOption", `databases not found on the source: ${missing.join(", ")}`);
-      }
-      const nonTx = await nonTransactionalTables(control, opts.databases);
-      const lock = decideLockMode(opts.lock, nonTx);
-      const warnings: string[] = [];
-      if (opts.lock === "single-transaction" && nonTx.length > 0) {
-        warnings.push(`single-transaction does not make these non-transactional tables consistent: ${nonTx.slice(0, 5).join(", ")}${nonTx.length > 5 ? ", ..." : ""}`);
-      }
-      if (role === "standalone") warnings.push("binary logging is off on the source: the backup records no replication position");
+    const run = await startDump(ctx, undefined);
+    if (!run.stream) throw new Error("unreachable: a dump without a sink has a stream");
+    return { stream: run.stream, outcome: run.outcome };
+  },
 
-      let slavePos: ReplicationPosition | undefined;
-      if (role === "slave") {
-        slavePos = await privileged("stop the slave's SQL thread and read its position", () => pauseSlave(ctx, control, warnings, cleanup));
-      }
-
-      const creds = await writeDefaultsFile(ctx.source);
-      cleanup.push(() => creds.cleanup());
-      const args = buildDumpArgs({ defaultsFile: creds.path, connArgs: creds.args, lock, role, databases: opts.databases, users: opts.users });
-      ctx.log.info({ command: opts.dumpCommand, args: args.slice(1), lock, role }, "dump started");
-      const child = spawnStreaming(opts.dumpCommand, args, { signal: ctx.signal, what: "dump the source" });
-      const scanner = new PositionScanner();
-      const out = new PassThrough({ highWaterMark: 1024 * 1024 });
-      const piping = pipeline(child.stdout as Readable, scanner, out).catch((err: unknown) => {
-        child.kill();
-        out.destroy(err as Error);
-        throw err;
-      });
-
-      const outcome = (async (): Promise<BackupOutcome> => {
-        try {
-          await privileged("dump the source", () => Promise.all([child.done, piping]));
-          let replication: ReplicationPosition | undefined = slavePos;
-          if (role === "master") {
-            const p = parseDumpPosition(scanner.head, scanner.tailText);
-            replication = { role: "master", sourceServerId: info.serverId, ...p };
-            if (!p.gtid && p.file && p.position !== undefined && info.flavor === "mariadb") {
-              const [g] = await queryRows<{ pos: string | null }>(control, "SELECT BINLOG_GTID_POS(?, ?) AS pos", [p.file, p.position]);
-              if (g?.pos) replication.gtid = g.pos;
-            }
-            if (!p.file) warnings.push("mariadb-dump printed no binlog coordinates; the backup has no replication position");
-          }
-          return {
-            role,
-            serverId: info.serverId,
-            version: info.version,
-            replication,
-            details: {
-              lock,
-              databases: opts.databases ?? "all",
-              users: opts.users,
-              nonTransactionalTables: nonTx.length,
-            },
-            warnings,
-          };
-        } finally {
-          await runCleanup();
-        }
-      })();
-      // Avoid an unhandled rejection before the agent awaits the outcome.
-      outcome.catch(() => undefined);
-      return { stream: out, outcome };
-    } catch (err) {
-      await runCleanup();
-      throw err;
-    }
+  async backupPiped(ctx: BackupContext, sink: PipedSink): Promise<PipedBackupRun> {
+    const run = await startDump(ctx, sink);
+    return { outcome: run.outcome };
   },
 
   async restore(ctx: RestoreContext, input: Readable): Promise<void> {
-    const opts = parseMysqldumpOptions(ctx.options);
-    const creds = await writeDefaultsFile(ctx.target);
-    try {
-      const args = [
-        `--defaults-extra-file=${creds.path}`,
-        ...creds.args,
-        // The load must not go into the target's own binlog: it would give the
-        // new slave GTIDs of its own that the master never had.
-        "--init-command=SET SESSION sql_log_bin=0",
-        "--binary-mode",
-        "--max-allowed-packet=1G",
-        "--default-character-set=utf8mb4",
-      ];
-      const child = spawnStreaming(opts.clientCommand, args, { stdin: "pipe", stdout: "ignore", signal: ctx.signal, what: "load the dump into the target" });
-      const feeding = pipeline(input, child.stdin as NodeJS.WritableStream).catch((err: unknown) => {
-        child.kill();
-        throw err;
-      });
-      const [feed, done] = await Promise.allSettled([feeding, child.done]);
-      // A corrupt or truncated object is the real cause when both fail.
-      if (feed.status === "rejected" && (feed.reason as { reason?: string }).reason === "CorruptBackup") throw feed.reason;
-      if (done.status === "rejected") throw done.reason;
-      if (feed.status === "rejected") throw feed.reason;
-    } finally {
-      await creds.cleanup();
-    }
+    const loader = await startClient(ctx);
+    const feeding = pipeline(input, loader.stdin).catch((err: unknown) => {
+      loader.kill();
+      throw err;
+    });
+    const [feed, done] = await Promise.allSettled([feeding, loader.done]);
+    // A corrupt or truncated object is the real cause when both fail.
+    if (feed.status === "rejected" && (feed.reason as { reason?: string }).reason === "CorruptBackup") throw feed.reason;
+    if (done.status === "rejected") throw done.reason;
+    if (feed.status === "rejected") throw feed.reason;
+  },
+
+  startLoader(ctx: RestoreContext): Promise<PipedLoader> {
+    return startClient(ctx);
   },
 };
