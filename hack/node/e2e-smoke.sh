@@ -47,7 +47,7 @@ EXAMPLE="${E2E_EXAMPLE:-${ROOT}/deploy/examples/mariadb-provisioned.yaml}"
 TIMEOUT="${E2E_TIMEOUT:-300}"
 k() { "${KUBECTL}" -n "${NS}" "$@"; }
 "${KUBECTL}" get --raw /readyz >/dev/null 2>&1 || die "the node's API server does not answer (make node-up)"
-"${KUBECTL}" get storageclass csi-hostpath-sc >/dev/null 2>&1 || die "no StorageClass csi-hostpath-sc (node-up with NODE_CSI=1)"
+"${KUBECTL}" get storageclass csi-hostpath-sc >/dev/null 2>&1 || die "no StorageClass csi-hostpath-sc (node-up without NODE_CSI=0 deploys our CSI driver and this class)"
 
 declare -a RESULTS=() TIMES=()
 FAILED=0

@@ -249,7 +249,7 @@ EOF
   [[ "$(head -1 <<<"${restored}")" == "${token}" ]] || { echo "the restored volume does not hold ${token}"; return 1; }
   k delete pod csi-writer csi-reader --wait=false >/dev/null
 }
-if [[ "${SMOKE_CSI:-${NODE_CSI:-0}}" == 1 ]]; then
+if [[ "${SMOKE_CSI:-${NODE_CSI:-1}}" == 1 ]]; then
   check "CSI: PVC provisioned by the default StorageClass, fsGroup applied, VolumeSnapshot readyToUse, restored PVC holds the data" csi_volumes
 fi
 

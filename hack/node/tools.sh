@@ -8,7 +8,8 @@
 #    hack/kube-tools) and a minimal CoreDNS, built from the Go module proxy into
 #    .tools/bin beside kube-apiserver, kube-controller-manager and etcd
 #    (hack/build-kube-tools.sh, run by `make kube-tools`);
-#  - the CSI hostpath driver, node-driver-registrar, csi-provisioner,
+#  - our CSI driver (replicator-csi-hostpath, hack/node/csi/driver; it registers
+#    itself with the kubelet, so no node-driver-registrar), csi-provisioner,
 #    csi-snapshotter and snapshot-controller into .tools/bin/csi (hack/node/csi-tools.sh).
 # Idempotent: installed packages are skipped, and the Go build is skipped when
 # the stamp (a hash of the wrapper modules and the Go version) matches.
