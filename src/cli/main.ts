@@ -19,6 +19,7 @@ import { boundedList } from "../storage/object-store.js";
 import { loadManifestCache, manifestCacheDir, manifestCacheFile, saveManifestCache } from "../storage/manifest-cache.js";
 import { openRepository } from "../storage/open.js";
 import { Repository, type Listing } from "../storage/repository.js";
+import { binlogArchiveCommand, restoreUntilCommand, untilTarget } from "../pitr/cli.js";
 import { renderTable } from "./table.js";
 import { endpointFrom, findConfigPath, loadConfigFile, requireSetting, resolveSettings, type Settings } from "./config.js";
 
@@ -28,6 +29,10 @@ Usage:
   replicator backup  [--source URL] [--repository URL] [--cluster NAME] [--method NAME] [--retain N] [--json]
   replicator restore [--target URL | --datadir DIR] [--repository URL] [--cluster NAME] [--backup NAME | --before TIME]
                      [--replicate-from URL] [--force] [--json]
+  replicator restore --until TIME | --until-gtid GTID --target URL [--repository URL] [--cluster NAME] [--dry-run] [--json]
+                     (point in time: the newest backup before it, then the archived binlogs up to it)
+  replicator binlog-archive [--source URL] [--repository URL] [--cluster NAME] [--once] [--flush-interval SECONDS] [--json]
+                     (copies the master's binlogs into <repository>/<cluster>/binlogs/<server_id>/)
   replicator list    [--repository URL] [--cluster NAME] [--json]
   replicator prune   --retain N [--repository URL] [--cluster NAME] [--dry-run] [--json]
   replicator verify  [NAME] [--repository URL] [--cluster NAME] [--json]
@@ -85,6 +90,10 @@ const options = {
   "replication-timeout": { type: "string" },
   "expected-size": { type: "string" },
   "dry-run": { type: "boolean" },
+  until: { type: "string" },
+  "until-gtid": { type: "string" },
+  once: { type: "boolean" },
+  "flush-interval": { type: "string" },
   "log-level": { type: "string" },
   "no-progress": { type: "boolean" },
   help: { type: "boolean", short: "h" },
@@ -94,7 +103,7 @@ const options = {
 type Values = ReturnType<typeof parseArgs<{ options: typeof options; allowPositionals: true }>>["values"];
 type Option = keyof typeof options;
 
-const COMMANDS = ["backup", "restore", "provision", "list", "prune", "verify", "delete", "offline", "online", "plugin-test", "help", "version"] as const;
+const COMMANDS = ["backup", "restore", "provision", "list", "prune", "verify", "delete", "offline", "online", "plugin-test", "binlog-archive", "help", "version"] as const;
 type Command = (typeof COMMANDS)[number];
 
 /** Every command's JSON output (`--json`) carries this; bumped when a field changes meaning or goes away. */
@@ -112,7 +121,8 @@ const REPOSITORY_OPTIONS: readonly Option[] = ["repository", "cluster", "s3-endp
 const COMMAND_OPTIONS: Record<Exclude<Command, "help" | "version">, readonly Option[]> = {
   "plugin-test": ["method"],
   backup: [...REPOSITORY_OPTIONS, "source", "source-name", "method", "plugin", "retain", "lock", "databases", "users", "compression", "password-file", "expected-size"],
-  restore: [...REPOSITORY_OPTIONS, "target", "datadir", "backup", "before", "replicate-from", "plugin", "force", "password-file", "replication-password-file", "skip-binlog-check", "replication-timeout"],
+  restore: [...REPOSITORY_OPTIONS, "target", "datadir", "backup", "before", "replicate-from", "plugin", "force", "password-file", "replication-password-file", "skip-binlog-check", "replication-timeout", "until", "until-gtid", "dry-run"],
+  "binlog-archive": [...REPOSITORY_OPTIONS, "source", "password-file", "once", "flush-interval"],
   provision: ["datadir", "plan-file", "plan-timeout", "plugin", "replication-password-file", "s3-endpoint", "s3-region"],
   list: [...REPOSITORY_OPTIONS],
   prune: [...REPOSITORY_OPTIONS, "retain", "dry-run"],
@@ -249,6 +259,11 @@ async function cmdRestore(ctx: Ctx): Promise<unknown> {
   if (ctx.values.backup && ctx.values.before) {
     throw badInput("InvalidArguments", "--backup and --before are mutually exclusive; name one backup, or a time");
   }
+  const until = untilTarget(ctx.values.until, ctx.values["until-gtid"]);
+  if (until && (ctx.values.backup || ctx.values.before || ctx.settings.replicateFrom)) {
+    throw badInput("InvalidArguments", "--until/--until-gtid choose the backup themselves and do not combine with --backup, --before or --replicate-from");
+  }
+  if (!until && ctx.values["dry-run"]) throw badInput("InvalidArguments", "restore --dry-run prints the plan of a point-in-time restore; give --until TIME or --until-gtid GTID");
   const selector: Selector = ctx.values.backup
     ? { kind: "name", name: ctx.values.backup }
     : ctx.values.before
@@ -270,8 +285,9 @@ async function cmdRestore(ctx: Ctx): Promise<unknown> {
     if (!Number.isFinite(s) || s <= 0) throw badInput("InvalidArguments", "--replication-timeout must be a positive number of seconds");
     timeoutMs = s * 1000;
   }
-  const r = await runRestore({
-    repo: await repositoryOf(ctx),
+  const repo = await repositoryOf(ctx);
+  const request = {
+    repo,
     resolveMethod: pluginResolver(await pluginOf(ctx)),
     target,
     datadir,
@@ -284,7 +300,12 @@ async function cmdRestore(ctx: Ctx): Promise<unknown> {
     progress: showProgress(ctx),
     log: ctx.log,
     signal: ctx.signal,
-  });
+  };
+  if (until) {
+    const restoreBackup = (name: string): ReturnType<typeof runRestore> => runRestore({ ...request, selector: { kind: "name", name } });
+    return restoreUntilCommand({ repo, target, datadir, until, dryRun: ctx.values["dry-run"] ?? false, restoreBackup, json: ctx.values.json ?? false, out: ctx.out, log: ctx.log, signal: ctx.signal });
+  }
+  const r = await runRestore(request);
   if (!ctx.values.json) {
     ctx.out(`restored ${r.name} into ${r.target}: ${formatBytes(r.rawSize)} in ${(r.durationMs / 1000).toFixed(1)}s`);
     ctx.out(`  position ${formatPosition(r.replication)}`);
@@ -545,6 +566,12 @@ export async function main(argv: string[]): Promise<number> {
       case "online":
         result = await cmdOffOnline(ctx, true);
         break;
+      case "binlog-archive": {
+        noPositionals(ctx, "binlog-archive");
+        const master = endpointFrom(requireSetting(ctx.settings.source, "--source", "source"), "--source", ctx.settings.dbPassword(), process.env.REPLICATOR_DB_USER);
+        result = await binlogArchiveCommand({ repo: await repositoryOf(ctx), master, once: ctx.values.once ?? false, flushInterval: ctx.values["flush-interval"], json, out, log, signal: abort.signal });
+        break;
+      }
     }
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);

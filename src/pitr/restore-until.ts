@@ -1,0 +1,188 @@
+// `replicator restore --until TIME | --until-gtid GTID`: the newest logical
+// backup before the target, restored by the ordinary restore path, then the
+// archived binlogs replayed from the backup's GTID position up to (not
+// including) the target: `mariadb-binlog --start-position --stop-position
+// FILES | mariadb`, each archived file's size and sha256 checked against its
+// index before it is replayed.
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { badInput, failed } from "../lib/errors.js";
+import { spawnTool } from "../lib/exec.js";
+import type { Logger } from "../lib/log.js";
+import { writeDefaultsFile } from "../db/defaults-file.js";
+import { describeEndpoint, type Endpoint } from "../db/endpoint.js";
+import type { RestoreResult } from "../agent/restore.js";
+import type { Repository } from "../storage/repository.js";
+import { archivedServers, downloadBinlog, readServerArchive } from "./archive.js";
+import { BINLOG_TOOL } from "./archiver.js";
+import { scanBinlogFile, type BinlogScan } from "./binlog-file.js";
+import { advance, formatGtid, formatGtidState, includes, type GtidState } from "./gtid.js";
+import type { BinlogIndex } from "./layout.js";
+import { buildChain, describeTarget, findStartFile, findStopFile, selectBackupBefore, type Target } from "./plan.js";
+
+export interface PitrRequest {
+  repo: Repository;
+  /** The running server to restore into (logical backups). */
+  target: Endpoint | undefined;
+  datadir: string | undefined;
+  until: Target;
+  dryRun: boolean;
+  /** Restore the named backup through the ordinary restore path (agent/restore.ts runRestore). */
+  restoreBackup: (name: string) => Promise<RestoreResult>;
+  clientCommand?: string;
+  log: Logger;
+  signal: AbortSignal;
+}
+
+export interface PitrPlan {
+  backup: string;
+  backupPosition: string;
+  serverId: number;
+  /** The archived binlogs replayed, in order. */
+  binlogs: { file: string; object: string; size: number; complete: boolean }[];
+  /** Replay from this GTID (the first the backup lacks) ... */
+  fromGtid: string | undefined;
+  fromTime: string | undefined;
+  /** ... up to, not including, this one (undefined: to the end of the last file). */
+  stopGtid: string | undefined;
+  stopTime: string | undefined;
+  until: string;
+}
+
+export interface PitrResult {
+  operation: "restore";
+  pointInTime: true;
+  dryRun: boolean;
+  plan: PitrPlan;
+  restore?: RestoreResult;
+  /** Transactions replayed from the archive. */
+  replayed: number;
+  durationMs: number;
+}
+
+interface Stop {
+  offset: number | undefined;
+  gtid: string | undefined;
+  time: number | undefined;
+  state: GtidState;
+}
+
+/** Pure: where in a scanned stop file the replay ends, and the GTID state just before. */
+export function stopIn(scan: BinlogScan, target: Target): Stop {
+  const state: GtidState = new Map(scan.startState);
+  const floor = target.kind === "time" ? Math.floor(target.time.getTime() / 1000) : 0;
+  for (const e of scan.gtids) {
+    const hit = target.kind === "gtid" ? e.gtid.domain === target.gtid.domain && e.gtid.seq >= target.gtid.seq : e.time >= floor;
+    if (hit) return { offset: e.offset, gtid: formatGtid(e.gtid), time: e.time, state };
+    advance(state, e.gtid);
+  }
+  return { offset: undefined, gtid: undefined, time: undefined, state };
+}
+
+export async function runPointInTimeRestore(req: PitrRequest): Promise<PitrResult> {
+  const started = Date.now();
+  const { repo, until, log } = req;
+  if (req.datadir !== undefined || !req.target) {
+    throw badInput("NotSupported", "a point-in-time restore replays binlogs into a running server: pass --target URL (a restore into --datadir, from a physical backup, is not built yet)");
+  }
+  const where = `${repo.where}/binlogs`;
+  const servers = await archivedServers(repo.store, repo.cluster);
+  if (servers.length === 0) throw badInput("NoArchive", `no binlog archive in ${where}; run \`replicator binlog-archive\` against the master first`);
+  // The server whose archive reaches the target (after a switchover, each master has its own).
+  let chosen: { sid: number; chain: BinlogIndex[]; stopFile: number } | undefined;
+  let firstError: unknown;
+  for (const sid of servers) {
+    const chain = buildChain(await readServerArchive(repo.store, repo.cluster, sid));
+    try {
+      chosen ??= { sid, chain, stopFile: findStopFile(chain, until, `${where}/${sid}`) };
+    } catch (err) {
+      firstError ??= err;
+    }
+  }
+  if (!chosen) throw firstError;
+  const { sid, chain, stopFile } = chosen;
+  const whereSid = `${where}/${sid}`;
+  const dir = await mkdtemp(path.join(tmpdir(), "replicator-pitr-"));
+  try {
+    const local = (f: BinlogIndex): string => path.join(dir, f.file);
+    const stopIdx = chain[stopFile] as BinlogIndex;
+    await downloadBinlog(repo.store, repo.cluster, stopIdx, local(stopIdx));
+    const stop = stopIn(await scanBinlogFile(local(stopIdx)), until);
+    const { backups } = await repo.list();
+    const choice = selectBackupBefore(backups, stop.state, until, repo.where);
+    const startFile = findStartFile(chain, choice.position, stopFile, choice.backup.name, whereSid);
+    const files = chain.slice(startFile, stopFile + 1);
+    const plan: PitrPlan = {
+      backup: choice.backup.name,
+      backupPosition: formatGtidState(choice.position),
+      serverId: sid,
+      binlogs: files.map((f) => ({ file: f.file, object: f.object, size: f.size, complete: f.complete })),
+      fromGtid: undefined,
+      fromTime: files[0]?.firstEventTime,
+      stopGtid: stop.gtid,
+      stopTime: stop.time !== undefined ? new Date(stop.time * 1000).toISOString() : undefined,
+      until: describeTarget(until),
+    };
+    // The first transaction the backup lacks: exact from the start file's events.
+    let startOffset: number | undefined;
+    const first = files[0];
+    if (first) {
+      if (first !== stopIdx) await downloadBinlog(repo.store, repo.cluster, first, local(first));
+      const scan = await scanBinlogFile(local(first));
+      const e = scan.gtids.find((x) => !includes(choice.position, x.gtid));
+      if (e) {
+        startOffset = e.offset;
+        plan.fromGtid = formatGtid(e.gtid);
+        plan.fromTime = new Date(e.time * 1000).toISOString();
+      }
+    }
+    const nothing = !first || plan.fromGtid === undefined || (first === stopIdx && stop.offset !== undefined && (startOffset ?? 0) >= stop.offset);
+    if (nothing) plan.binlogs = [];
+    if (req.dryRun) return { operation: "restore", pointInTime: true, dryRun: true, plan, replayed: 0, durationMs: Date.now() - started };
+
+    log.info({ backup: plan.backup, binlogs: plan.binlogs.length, from: plan.fromGtid, stop: plan.stopGtid ?? "end" }, "point-in-time restore: restoring the base backup");
+    const restore = await req.restoreBackup(choice.backup.name);
+    let replayed = 0;
+    if (!nothing) {
+      // Every file is downloaded and its sha256 checked before any byte is replayed.
+      for (const f of files) if (f !== first && f !== stopIdx) await downloadBinlog(repo.store, repo.cluster, f, local(f));
+      for (const f of files) {
+        const from = f === first ? (startOffset ?? 0) : 0;
+        const to = f === stopIdx ? stop.offset : undefined;
+        const scan = await scanBinlogFile(local(f));
+        replayed += scan.gtids.filter((g) => g.offset >= from && (to === undefined || g.offset < to)).length;
+      }
+      await replay(req.target, files.map(local), startOffset, stop.offset, req, restore.name);
+    }
+    log.info({ replayed, until: plan.until }, "point-in-time restore done");
+    return { operation: "restore", pointInTime: true, dryRun: false, plan, restore, replayed, durationMs: Date.now() - started };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** `mariadb-binlog [--start-position] [--stop-position] FILES | mariadb`, through one OS pipe. */
+async function replay(target: Endpoint, files: string[], start: number | undefined, stop: number | undefined, req: PitrRequest, backup: string): Promise<void> {
+  const creds = await writeDefaultsFile(target);
+  try {
+    const client = spawnTool(req.clientCommand ?? "mariadb", [`--defaults-extra-file=${creds.path}`, ...creds.args, "--binary-mode", "--max-allowed-packet=1G"], {
+      stdin: "pipe",
+      stdout: "ignore",
+      signal: req.signal,
+      what: `replay the archived binlogs into ${describeEndpoint(target)}`,
+    });
+    if (!client.stdin) throw failed("CommandFailed", "mariadb started without a stdin");
+    const args = [...(start !== undefined ? [`--start-position=${start}`] : []), ...(stop !== undefined ? [`--stop-position=${stop}`] : []), ...files];
+    const producer = spawnTool(BINLOG_TOOL, args, { stdout: client.stdin, signal: req.signal, what: "decode the archived binlogs" });
+    client.stdin.destroy();
+    const [p, c] = await Promise.allSettled([producer.done, client.done]);
+    if (p.status === "rejected") throw p.reason;
+    if (c.status === "rejected") {
+      throw failed("ReplayFailed", `backup ${backup} was restored into ${describeEndpoint(target)}, but replaying the archived binlogs failed: ${(c.reason as Error).message}; the target holds the backup plus part of the replay: restore again`, { cause: c.reason });
+    }
+  } finally {
+    await creds.cleanup();
+  }
+}
+
