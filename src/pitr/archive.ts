@@ -67,15 +67,21 @@ export async function uploadBinlog(
 /** Download one archived binlog to `dest`, failing with CorruptArchive when its size or sha256 differs from its index. */
 export async function downloadBinlog(store: ObjectStore, cluster: string, idx: BinlogIndex, dest: string): Promise<void> {
   const key = `${serverPrefix(cluster, idx.serverId)}${idx.object}`;
-  const head = await store.head(key);
   const where = `${store.location.replace(/\/+$/, "")}/${key}`;
-  if (!head) throw failed("CorruptArchive", `${where} is missing although its index lists it; the archive is damaged`);
-  if (head.size !== idx.size) throw failed("CorruptArchive", `${where} is ${head.size} bytes but its index says ${idx.size}; the object was truncated or replaced`);
+  // A partial object is replaced at each flush of a running archiver: a
+  // mismatch there is a race with it, not damage, and a retry will do.
+  const damaged = (what: string, cause?: unknown): Error =>
+    idx.complete
+      ? failed("CorruptArchive", `${where}: ${what}; the archived binlog is damaged`, { cause })
+      : failed("ArchiveChanged", `${where}: ${what}: the archiver replaced the open binlog's partial object while it was read; run the restore again`, { cause });
+  const head = await store.head(key);
+  if (!head) throw damaged("missing although its index lists it");
+  if (head.size !== idx.size) throw damaged(`${head.size} bytes but its index says ${idx.size}`);
   const check = verifyingTransform(idx.size, idx.sha256, where);
   try {
     await pipeline(await store.get(key), check, createWriteStream(dest, { mode: 0o600 }));
   } catch (err) {
-    if ((err as { reason?: string }).reason === "CorruptBackup") throw failed("CorruptArchive", (err as Error).message.replace("the stored object is corrupt", "the archived binlog is corrupt"), { cause: err });
+    if ((err as { reason?: string }).reason === "CorruptBackup") throw damaged("size or sha256 differs from its index", err);
     throw err;
   }
 }

@@ -150,14 +150,15 @@ describe("restore to a point in time", () => {
 describe("the archiver", () => {
   it("killed mid-file and restarted leaves no gap and no duplicate", async () => {
     const env = { ...process.env, ...s3.env };
-    let child: ResultPromise | undefined = execa(process.execPath, [CLI, "binlog-archive", "--source", master.url, "--repository", repo, "--cluster", "c2", "--flush-interval", "1"], { env, reject: false });
+    let child: ResultPromise | undefined = execa(process.execPath, [CLI, "binlog-archive", "--source", master.url, "--repository", repo, "--cluster", "c2", "--flush-interval", "1"], { env, reject: false, detached: true });
     try {
       for (let i = 0; i < 10; i++) await master.query("INSERT INTO app.events (at, v) VALUES (UTC_TIMESTAMP(6), ?)", [`archiver run 1 ${i}`]);
       const [cur] = await master.query<{ File: string }>("SHOW MASTER STATUS");
       const open = cur?.File ?? "";
       // The open binlog reaches the archive as a partial object within the flush interval.
       await waitFor(async () => (await readdir(archiveDir("c2")).catch((): string[] => [])).includes(`${open}.partial.index.json`), "a partial object", 60_000);
-      child.kill("SIGKILL");
+      // SIGKILL the archiver and its mariadb-binlog child, as a container's end would.
+      process.kill(-(child.pid ?? 0), "SIGKILL");
       await child;
       child = undefined;
       for (let i = 0; i < 10; i++) await master.query("INSERT INTO app.events (at, v) VALUES (UTC_TIMESTAMP(6), ?)", [`while stopped ${i}`]);
@@ -171,7 +172,7 @@ describe("the archiver", () => {
       expect(third.exitCode).toBe(0);
       expect((third.json?.archived as { complete: boolean }[]).filter((x) => x.complete)).toEqual([]);
     } finally {
-      child?.kill("SIGKILL");
+      if (child?.pid) process.kill(-child.pid, "SIGKILL");
     }
     // Every closed binlog of the master is in the archive byte for byte, and the open one as a partial prefix.
     const dir = archiveDir("c2");
@@ -196,5 +197,33 @@ describe("the archiver", () => {
     const seqs = gtids.map((g) => Number(g.split("-")[2]));
     expect(seqs).toEqual(seqs.map((_, i) => i + 1));
     expect(gtids[gtids.length - 1]).toBe(await gtidPos(master));
+  });
+
+  it("reports binlogs the master purged before they were archived as a gap, in one line", async () => {
+    const a = await runCli(["binlog-archive", "--source", master.url, "--repository", repo, "--cluster", "c3", "--once"], s3.env);
+    expect(a.exitCode).toBe(0);
+    const [before] = await master.query<{ File: string }>("SHOW MASTER STATUS");
+    await master.query("INSERT INTO app.events (at, v) VALUES (UTC_TIMESTAMP(6), 'never archived')");
+    await master.query("FLUSH BINARY LOGS");
+    await master.query("FLUSH BINARY LOGS");
+    const [now] = await master.query<{ File: string }>("SHOW MASTER STATUS");
+    // A binlog is purged only once InnoDB's binlog checkpoint has passed it: try until it is gone.
+    await waitFor(async () => {
+      await master.query(`PURGE BINARY LOGS TO '${now?.File ?? ""}'`);
+      const logs = await master.query<{ Log_name: string }>("SHOW BINARY LOGS");
+      return logs[0]?.Log_name === now?.File;
+    }, "the master to purge its old binlogs");
+    const r = await runCli(["binlog-archive", "--source", master.url, "--repository", repo, "--cluster", "c3", "--once"], s3.env);
+    expect(r.exitCode).toBe(2);
+    const lines = r.stderr.trim().split("\n");
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toContain(`no longer has ${before?.File ?? "?"}`);
+    expect(lines[0]).toContain(`its oldest is ${now?.File ?? "?"}`);
+  });
+
+  it("a dead S3 endpoint is StorageUnreachable, not a verdict on the archive", async () => {
+    const r = await runCli(["binlog-archive", "--source", master.url, "--repository", repo, "--cluster", "c4", "--once", "--json"], { ...s3.env, AWS_ENDPOINT_URL_S3: "http://127.0.0.1:9" });
+    expect(r.exitCode).toBe(1);
+    expect(r.json?.reason).toBe("StorageUnreachable");
   });
 });
