@@ -105,6 +105,14 @@ describe("restore to a point in time", () => {
     expect(a.exitCode).toBe(0);
     expect(a.json?.serverId).toBe(SID);
     expect(a.json?.endState).toBe(await gtidPos(master));
+    // The archive sits beside the backups without being one: list shows the backup alone, prune keeps the archive.
+    const l = await runCli(["list", "--repository", repo, "--cluster", "c1", "--json"], s3.env);
+    expect((l.json?.backups as { name: string }[]).map((x) => x.name)).toEqual([backupName]);
+    expect(l.json?.incomplete).toEqual([]);
+    const pr = await runCli(["prune", "--retain", "1", "--repository", repo, "--cluster", "c1", "--json"], s3.env);
+    expect(pr.json?.deleted).toEqual([]);
+    expect(pr.json?.abandoned).toEqual([]);
+    expect((await readdir(archiveDir("c1"))).filter((n) => n.endsWith(".index.json")).length).toBeGreaterThanOrEqual(4);
 
     // --dry-run prints the plan: the backup, the binlogs, the range.
     const until = new Date(accidentAt.getTime() - 1000).toISOString();
