@@ -1,6 +1,13 @@
 // Backup/restore benchmark: `replicator` against the plain tools, on one
 // generated data set, in one run. `make bench` (or `tsx bench/run.ts`);
 // BENCH_SIZE_MB sets the data set size (raw dump size, default 200).
+// BENCH_RUNS=N (default 1) runs the logical rows N times in paired rounds:
+// each round runs every pipeline once, in alternating order, and the ratio is
+// the median of the per-round ratios (machine drift cancels within a round).
+// BENCH_ONLY=logical skips mydumper, gzip and the physical rows;
+// BENCH_ONLY=logical-backup also skips the restores.
+// BENCH_BEFORE_DIST=DIR adds the replicator rows of another build (a dist/
+// directory, e.g. the previous commit's) to the same rounds, for before/after.
 // Prints a markdown report and writes it to bench/results/latest.md.
 // Every figure is measured; a step that fails is reported as FAILED.
 import { availableParallelism, cpus, loadavg, tmpdir, totalmem } from "node:os";
@@ -16,6 +23,11 @@ const repoRoot = path.resolve(import.meta.dirname, "..");
 const MB = 1_000_000;
 const sizeMb = Number(process.env.BENCH_SIZE_MB ?? "200");
 if (!Number.isFinite(sizeMb) || sizeMb <= 0) throw new Error(`BENCH_SIZE_MB must be a positive number (got ${process.env.BENCH_SIZE_MB ?? ""})`);
+const RUNS = Number(process.env.BENCH_RUNS ?? "1");
+if (!Number.isInteger(RUNS) || RUNS < 1) throw new Error(`BENCH_RUNS must be a whole number >= 1 (got ${process.env.BENCH_RUNS ?? ""})`);
+const ONLY_LOGICAL = process.env.BENCH_ONLY === "logical" || process.env.BENCH_ONLY === "logical-backup";
+const SKIP_RESTORES = process.env.BENCH_ONLY === "logical-backup";
+const BEFORE_DIST = process.env.BENCH_BEFORE_DIST;
 const THREADS = 2;
 const DB = "bench";
 const TABLES = ["orders", "customers", "events"] as const;
@@ -116,10 +128,19 @@ async function snapshotCli(): Promise<void> {
   await rm(cliSnapshot, { recursive: true, force: true });
   onCleanup("CLI snapshot", () => rm(cliSnapshot, { recursive: true, force: true }));
   await cp(path.join(repoRoot, "dist"), cliSnapshot, { recursive: true });
+  if (BEFORE_DIST !== undefined) {
+    await rm(beforeSnapshot, { recursive: true, force: true });
+    onCleanup("before CLI snapshot", () => rm(beforeSnapshot, { recursive: true, force: true }));
+    await cp(BEFORE_DIST, beforeSnapshot, { recursive: true });
+  }
 }
 
-async function replicator(args: string[], env: Record<string, string>, cwd: string): Promise<CliJson> {
-  const r = await execa(process.execPath, [cliMain, ...args, "--json", "--no-progress"], {
+// The other build's CLI (BENCH_BEFORE_DIST), also inside the repository so its imports resolve.
+const beforeSnapshot = path.join(repoRoot, "bench/results/.dist-before");
+const beforeMain = path.join(beforeSnapshot, path.relative(path.join(repoRoot, "dist"), CLI));
+
+async function replicator(args: string[], env: Record<string, string>, cwd: string, main: string = cliMain): Promise<CliJson> {
+  const r = await execa(process.execPath, [main, ...args, "--json", "--no-progress"], {
     reject: false,
     stdin: "ignore",
     cwd,
@@ -325,6 +346,9 @@ interface Row {
   name: string;
   baseline?: boolean;
   seconds?: number;
+  /** Paired rounds: every run's seconds, and its ratio to the baseline's run of the same round. */
+  samples?: number[];
+  ratios?: number[];
   bytes?: number;
   check: string;
   error?: string;
@@ -334,9 +358,16 @@ function fmt(n: number, digits: number): string {
   return n.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits });
 }
 
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 === 1 ? (s[mid] ?? NaN) : ((s[mid - 1] ?? NaN) + (s[mid] ?? NaN)) / 2;
+}
+
 function table(rows: Row[], rawBytes: number | undefined, bytesLabel: string): string {
   const base = rows.find((r) => r.baseline);
-  const head = ["Method", "Wall s", bytesLabel, "MB/s (raw)", "Time vs baseline", "Size vs baseline", "Check"];
+  const paired = rows.some((r) => (r.samples?.length ?? 0) > 1);
+  const head = ["Method", paired ? "Wall s (median)" : "Wall s", bytesLabel, "MB/s (raw)", paired ? "Time vs baseline (median of paired ratios)" : "Time vs baseline", "Size vs baseline", "Check"];
   const lines = [head, head.map((h) => (h === "Method" || h === "Check" ? "---" : "---:"))];
   for (const r of rows) {
     const name = r.baseline ? `${r.name} **(baseline)**` : r.name;
@@ -350,7 +381,9 @@ function table(rows: Row[], rawBytes: number | undefined, bytesLabel: string): s
       fmt(r.seconds, 2),
       ok(r.bytes) ? fmt(r.bytes / MB, 1) : "—",
       ok(rawBytes) ? fmt(rawBytes / MB / r.seconds, 1) : "—",
-      base?.seconds !== undefined && base.error === undefined ? `${fmt(r.seconds / base.seconds, 2)}×` : "n/a",
+      r.ratios !== undefined && r.ratios.length > 0
+        ? `${fmt(median(r.ratios), 2)}×${r.ratios.length > 1 ? ` (${fmt(Math.min(...r.ratios), 2)}–${fmt(Math.max(...r.ratios), 2)}, n=${r.ratios.length})` : ""}`
+        : base?.seconds !== undefined && base.error === undefined ? `${fmt(r.seconds / base.seconds, 2)}×` : "n/a",
       ok(r.bytes) && ok(base?.bytes) && base.error === undefined ? `${fmt(r.bytes / base.bytes, 2)}×` : "n/a",
       r.check,
     ]);
@@ -370,6 +403,49 @@ async function step(rows: Row[], name: string, fn: (row: Row) => Promise<void>, 
     process.stderr.write(`FAILED: ${row.error}\n`);
   }
   return row;
+}
+
+/** One pipeline of a paired comparison: runs once, returns its seconds (and fills its row). */
+interface Pipeline {
+  name: string;
+  baseline?: boolean;
+  run: (row: Row) => Promise<number>;
+}
+
+/**
+ * Runs every pipeline RUNS times in rounds, alternating the order each round
+ * (ABC, CBA, ...). A row's seconds are the median of its runs; its ratio is
+ * the median of run ÷ the baseline's run of the same round.
+ */
+async function pairedRounds(rows: Row[], pipelines: Pipeline[]): Promise<void> {
+  const byName = new Map<string, Row>();
+  for (const p of pipelines) {
+    const row: Row = { name: p.name, check: "", baseline: p.baseline ?? false, samples: [], ratios: [] };
+    rows.push(row);
+    byName.set(p.name, row);
+  }
+  for (let round = 0; round < RUNS; round++) {
+    const order = round % 2 === 0 ? pipelines : [...pipelines].reverse();
+    const got = new Map<string, number>();
+    for (const p of order) {
+      const row = byName.get(p.name);
+      if (!row || row.error !== undefined) continue;
+      process.stderr.write(`bench: [round ${round + 1}/${RUNS}] ${p.name} ... `);
+      try {
+        const sec = await p.run(row);
+        got.set(p.name, sec);
+        row.samples?.push(sec);
+        process.stderr.write(`${fmt(sec, 2)} s ${row.check}\n`);
+      } catch (err) {
+        row.error = (err instanceof Error ? err.message : String(err)).replaceAll("\n", " ");
+        process.stderr.write(`FAILED: ${row.error}\n`);
+      }
+    }
+    const base = pipelines.find((p) => p.baseline);
+    const b = base ? got.get(base.name) : undefined;
+    for (const [name, sec] of got) if (b !== undefined) byName.get(name)?.ratios?.push(sec / b);
+  }
+  for (const row of byName.values()) if (row.samples && row.samples.length > 0) row.seconds = median(row.samples);
 }
 
 // ---------------------------------------------------------------- main
@@ -427,35 +503,58 @@ async function main(): Promise<void> {
   await writeFile(empty, "");
 
   // ------------------------------------------------------------ backups
+  // The logical rows run in paired rounds (BENCH_RUNS), against the shell
+  // pipeline at replicator's own zstd level (3), single-threaded as typed.
   const backups: Row[] = [];
   let replicatorRaw: number | undefined;
-  await step(backups, "replicator backup → file:// (zstd)", async (row) => {
-    let j: CliJson | undefined;
-    row.seconds = await timed(async () => {
-      j = await replicator(["backup", "--source", src.url, "--repository", `file://${fileRepo}`, "--cluster", "bench", "--compression", "zstd"], {}, cwd);
+  const clis = [{ tag: "", main: cliMain, cluster: "bench" }, ...(BEFORE_DIST !== undefined ? [{ tag: " [before]", main: beforeMain, cluster: "bench-before" }] : [])];
+  const logicalBackups: Pipeline[] = [];
+  for (const c of clis) {
+    for (const [where, repository, env] of [["file://", `file://${fileRepo}`, {}], ["S3 versitygw", "s3://bench/replicator", s3.env]] as const) {
+      logicalBackups.push({
+        name: `replicator backup → ${where} (zstd)${c.tag}`,
+        run: async (row) => {
+          let j: CliJson | undefined;
+          const sec = await timed(async () => {
+            j = await replicator(["backup", "--source", src.url, "--repository", repository, "--cluster", c.cluster, "--compression", "zstd"], env, cwd, c.main);
+          });
+          row.bytes = j?.size;
+          if (c.tag === "" && where === "file://") replicatorRaw = j?.rawSize;
+          row.check = `ok (CLI ${fmt((j?.durationMs ?? 0) / 1000, 2)} s)`;
+          return sec;
+        },
+      });
+    }
+  }
+  logicalBackups.push({
+    name: "mariadb-dump | zstd -3",
+    baseline: true,
+    run: async (row) => {
+      const sec = await timed(() => sh(`mariadb-dump ${dumpArgs} | zstd -q -3 > ${q(files.zstd)}`, "mariadb-dump | zstd -3"));
+      row.bytes = await fileSize(files.zstd);
+      row.check = "ok";
+      return sec;
+    },
+  });
+  logicalBackups.push({
+    name: "mariadb-dump | zstd -1 (another level: for reference)",
+    run: async (row) => {
+      const f = out("dump-1.sql.zst");
+      const sec = await timed(() => sh(`mariadb-dump ${dumpArgs} | zstd -q -1 > ${q(f)}`, "mariadb-dump | zstd -1"));
+      row.bytes = await fileSize(f);
+      row.check = "ok";
+      return sec;
+    },
+  });
+  await pairedRounds(backups, logicalBackups);
+  if (!ONLY_LOGICAL) {
+    await step(backups, "mariadb-dump | gzip", async (row) => {
+      row.seconds = await timed(() => sh(`mariadb-dump ${dumpArgs} | gzip > ${q(files.gzip)}`, "mariadb-dump | gzip"));
+      row.bytes = await fileSize(files.gzip);
+      row.check = "ok";
     });
-    row.bytes = j?.size;
-    replicatorRaw = j?.rawSize;
-    row.check = `ok (CLI ${fmt((j?.durationMs ?? 0) / 1000, 2)} s)`;
-  });
-  await step(backups, "replicator backup → S3 versitygw (zstd)", async (row) => {
-    let j: CliJson | undefined;
-    row.seconds = await timed(async () => {
-      j = await replicator(["backup", "--source", src.url, "--repository", "s3://bench/replicator", "--cluster", "bench", "--compression", "zstd"], s3.env, cwd);
-    });
-    row.bytes = j?.size;
-    row.check = `ok (CLI ${fmt((j?.durationMs ?? 0) / 1000, 2)} s)`;
-  });
-  await step(backups, "mariadb-dump | gzip", async (row) => {
-    row.seconds = await timed(() => sh(`mariadb-dump ${dumpArgs} | gzip > ${q(files.gzip)}`, "mariadb-dump | gzip"));
-    row.bytes = await fileSize(files.gzip);
-    row.check = "ok";
-  });
-  await step(backups, "mariadb-dump | zstd", async (row) => {
-    row.seconds = await timed(() => sh(`mariadb-dump ${dumpArgs} | zstd -q > ${q(files.zstd)}`, "mariadb-dump | zstd"));
-    row.bytes = await fileSize(files.zstd);
-    row.check = "ok";
-  }, true);
+  }
+  if (!ONLY_LOGICAL) {
   await step(backups, `mydumper (threads=${THREADS}, --compress gzip)`, async (row) => {
     row.seconds = await timed(() =>
       sh(
@@ -481,6 +580,8 @@ async function main(): Promise<void> {
     row.bytes = await fileSize(files.xb);
     row.check = "ok";
   });
+
+  }
 
   // The raw size that MB/s is measured against: the plain dump, uncompressed.
   let rawBytes: number | undefined;
@@ -510,31 +611,38 @@ async function main(): Promise<void> {
     }
   };
 
-  await step(restores, "replicator restore ← file://", async (row) => {
-    const b = byName("replicator backup → file://");
-    need(b);
-    row.bytes = b?.bytes;
-    await intoFresh(row, "restore-file", async (t) => {
-      const j = await replicator(["restore", "--target", t.url, "--repository", `file://${fileRepo}`, "--cluster", "bench"], {}, cwd);
-      return `CLI ${fmt((j.durationMs ?? 0) / 1000, 2)} s; `;
-    });
+  const logicalRestores: Pipeline[] = [];
+  for (const c of clis) {
+    for (const [where, repository, env, tag] of [["file://", `file://${fileRepo}`, {}, "file"], ["S3 versitygw", "s3://bench/replicator", s3.env, "s3"]] as const) {
+      logicalRestores.push({
+        name: `replicator restore ← ${where}${c.tag}`,
+        run: async (row) => {
+          const b = backups.find((x) => x.name === `replicator backup → ${where} (zstd)${c.tag}`);
+          need(b);
+          row.bytes = b?.bytes;
+          await intoFresh(row, `restore-${tag}`, async (t) => {
+            const j = await replicator(["restore", "--target", t.url, "--repository", repository, "--cluster", c.cluster], env, cwd, c.main);
+            return `CLI ${fmt((j.durationMs ?? 0) / 1000, 2)} s; `;
+          });
+          return row.seconds ?? NaN;
+        },
+      });
+    }
+  }
+  logicalRestores.push({
+    name: "zstd -dc | mariadb",
+    baseline: true,
+    run: async (row) => {
+      need(baseBackup);
+      row.bytes = baseBackup?.bytes;
+      await intoFresh(row, "restore-mariadb", (t) =>
+        sh(`zstd -dc ${q(files.zstd)} | mariadb --no-defaults ${clientArgs(t)} --max-allowed-packet=1G --default-character-set=utf8mb4`, "zstd -dc | mariadb").then(() => ""),
+      );
+      return row.seconds ?? NaN;
+    },
   });
-  await step(restores, "replicator restore ← S3 versitygw", async (row) => {
-    const b = byName("replicator backup → S3");
-    need(b);
-    row.bytes = b?.bytes;
-    await intoFresh(row, "restore-s3", async (t) => {
-      const j = await replicator(["restore", "--target", t.url, "--repository", "s3://bench/replicator", "--cluster", "bench"], s3.env, cwd);
-      return `CLI ${fmt((j.durationMs ?? 0) / 1000, 2)} s; `;
-    });
-  });
-  await step(restores, "zstd -dc | mariadb", async (row) => {
-    need(baseBackup);
-    row.bytes = baseBackup?.bytes;
-    await intoFresh(row, "restore-mariadb", (t) =>
-      sh(`zstd -dc ${q(files.zstd)} | mariadb --no-defaults ${clientArgs(t)} --max-allowed-packet=1G --default-character-set=utf8mb4`, "zstd -dc | mariadb").then(() => ""),
-    );
-  }, true);
+  if (!SKIP_RESTORES) await pairedRounds(restores, logicalRestores);
+  if (!ONLY_LOGICAL) {
   await step(restores, `myloader (threads=${THREADS})`, async (row) => {
     const b = byName("mydumper");
     need(b);
@@ -570,17 +678,20 @@ async function main(): Promise<void> {
     }
   });
 
+  }
+
   // ------------------------------------------------------------ physical: replicator's mariabackup method
   // Against the plain mariabackup rows above (same run, same data), with the
   // same --parallel and --use-memory. `replicator restore --datadir` also
   // fsyncs every restored file and renames it into the data directory.
+  const physBackups: Row[] = [];
+  const physRestores: Row[] = [];
+  if (!ONLY_LOGICAL) {
   const physCwd = out("cwd-physical");
   const physRepo = out("repo-physical");
   await mkdir(physCwd);
   await mkdir(physRepo);
   await writeFile(path.join(physCwd, "replicator.yaml"), `methodOptions:\n  parallel: ${THREADS}\n  useMemory: 1G\n`);
-  const physBackups: Row[] = [];
-  const physRestores: Row[] = [];
   /** The plain-tool row measured above, as this table's baseline. */
   const asBaseline = (rows: Row[], r: Row | undefined): void => {
     if (r) rows.push({ ...r, baseline: true });
@@ -618,6 +729,7 @@ async function main(): Promise<void> {
   await step(physRestores, "replicator restore --datadir ← file://", (row) => physRestore(row, physBackups[0], "phys-restore-file", `file://${physRepo}`, {}));
   await step(physRestores, "replicator restore --datadir ← S3 versitygw", (row) => physRestore(row, physBackups[1], "phys-restore-s3", "s3://bench/physical", s3.env));
   asBaseline(physRestores, restores.find((r) => r.name.startsWith("mbstream -x")));
+  }
 
   // ------------------------------------------------------------ report
   const cpu = cpus()[0]?.model ?? "?";
