@@ -575,7 +575,9 @@ export async function main(argv: string[]): Promise<number> {
     }
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
-    if (abort.signal.aborted) throw badInput("Interrupted", "interrupted");
+    // A signal is how the long-running archiver is meant to stop (a Deployment's
+    // pod ending): once it has flushed and returned, that is success.
+    if (abort.signal.aborted && command !== "binlog-archive") throw badInput("Interrupted", "interrupted");
     if (json && result !== undefined) out(JSON.stringify({ ok: true, formatVersion: JSON_FORMAT_VERSION, ...(result as object) }));
     if (result !== undefined && (command === "backup" || command === "restore" || command === "provision")) writeTerminationLog({ ok: true, ...(result as object) });
     return 0;

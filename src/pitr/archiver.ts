@@ -225,9 +225,16 @@ export async function runBinlogArchive(req: ArchiveRequest): Promise<ArchiveResu
       const hasExited = (): boolean => exited;
       void child.exit.then(() => { exited = true; });
       while (!hasExited()) {
+        if (isAborted(signal)) {
+          // Wait for the child itself: sleep() returns at once once aborted,
+          // and a loop of settled promises would starve the event loop that
+          // delivers the child's exit (seen: a SIGTERM'd archiver spinning).
+          child.kill();
+          await child.exit;
+          break;
+        }
         await Promise.race([child.exit, sleep(1000, signal)]);
         if (!hasExited() && !isAborted(signal)) await tick(false);
-        if (signal.aborted) child.kill();
       }
       // Whatever arrived is archived, even when the child failed or was stopped.
       await tick(true);

@@ -207,6 +207,29 @@ describe("the archiver", () => {
     expect(gtids[gtids.length - 1]).toBe(await gtidPos(master));
   });
 
+  it("stopped with SIGTERM flushes the open binlog, exits 0 and leaves no replication client on the master", async () => {
+    const dumps = async (): Promise<number> =>
+      (await master.query<{ Command: string }>("SHOW PROCESSLIST")).filter((p) => p.Command === "Binlog Dump").length;
+    const before = await dumps();
+    const child = execa(process.execPath, [CLI, "binlog-archive", "--source", master.url, "--repository", repo, "--cluster", "c3", "--flush-interval", "1"], { env: { ...process.env, ...s3.env }, reject: false });
+    try {
+      await waitFor(async () => (await dumps()) > before, "the archiver's replication connection", 60_000);
+      await master.query("INSERT INTO app.events (at, v) VALUES (UTC_TIMESTAMP(6), 'before SIGTERM')");
+      const [cur] = await master.query<{ File: string }>("SHOW MASTER STATUS");
+      child.kill("SIGTERM");
+      const r = await child;
+      expect(r.exitCode, `${String(r.signal)}: ${r.stderr}`).toBe(0);
+      expect(await readdir(archiveDir("c3"))).toContain(`${cur?.File ?? ""}.partial`);
+      // A dump thread notices a gone client when it next sends an event: write some.
+      await waitFor(async () => {
+        await master.query("INSERT INTO app.events (at, v) VALUES (UTC_TIMESTAMP(6), 'after SIGTERM')");
+        return (await dumps()) <= before;
+      }, "the master to drop the archiver's connection", 30_000);
+    } finally {
+      child.kill("SIGKILL");
+    }
+  });
+
   it("reports binlogs the master purged before they were archived as a gap, in one line", async () => {
     const a = await runCli(["binlog-archive", "--source", master.url, "--repository", repo, "--cluster", "c3", "--once"], s3.env);
     expect(a.exitCode).toBe(0);
