@@ -95,26 +95,17 @@ rm -rf "${S3_ROOT:?}/${S3_BUCKET:?}" && mkdir -p "${S3_ROOT}/${S3_BUCKET}"
 
 # ---------------------------------------------------------------- 1. operator
 helm_install() {
-  "${HELM}" install e2e "${ROOT}/charts/replicator-operator" -n "${NS}" \
-    --set image.repository="${OPERATOR_IMAGE%:*}" --set image.tag="${OPERATOR_IMAGE##*:}" --set image.pullPolicy=Never \
-    --set agentImage.repository="${AGENT_IMAGE%:*}" --set agentImage.tag="${AGENT_IMAGE##*:}" \
-    --wait --timeout 180s || { diagnose; return 1; }
+  helm_install_operator e2e "${NS}" || { diagnose; return 1; }
   k get pods -l app.kubernetes.io/instance=e2e
 }
 check "helm install charts/replicator-operator (our images): operator Ready" helm_install
 
 # ---------------------------------------------------------------- 2. repository
 repository() {
-  sed -e "s|AWS_ACCESS_KEY_ID: change-me|AWS_ACCESS_KEY_ID: ${AWS_ACCESS_KEY_ID}|" \
-    -e "s|AWS_SECRET_ACCESS_KEY: change-me|AWS_SECRET_ACCESS_KEY: ${AWS_SECRET_ACCESS_KEY}|" \
-    "${ROOT}/deploy/examples/s3-credentials.yaml" | k apply -f - || return 1
-  sed -e "s|bucket: my-backups|bucket: ${S3_BUCKET}|" \
-    -e "s|# endpoint: http://minio.storage:9000|endpoint: ${S3_ENDPOINT}|" \
-    "${ROOT}/deploy/examples/repository.yaml" | tee /dev/stderr | grep -q "endpoint: ${S3_ENDPOINT}" ||
+  s3_credentials_yaml | k apply -f - || return 1
+  repository_yaml | tee /dev/stderr | grep -q "endpoint: ${S3_ENDPOINT}" ||
     { echo "repository.yaml: no endpoint line to substitute"; return 1; }
-  sed -e "s|bucket: my-backups|bucket: ${S3_BUCKET}|" \
-    -e "s|# endpoint: http://minio.storage:9000|endpoint: ${S3_ENDPOINT}|" \
-    "${ROOT}/deploy/examples/repository.yaml" | k apply -f - || return 1
+  repository_yaml | k apply -f - || return 1
   sleep 2
   k get replicatorrepository default -o jsonpath='{range .status.conditions[*]}{.type}={.status} {.reason}: {.message}{"\n"}{end}'
 }

@@ -149,3 +149,25 @@ containerd_start() {
 }
 
 containerd_stop() { stop_pidfile "${RUN_DIR}/containerd.pid" 20; }
+
+# Shared by e2e-smoke.sh and bench-provision.sh (they source images.env and
+# S3_ENV first, and set HELM):
+# helm_install_operator RELEASE NAMESPACE: the chart with our images, --wait.
+helm_install_operator() {
+  "${HELM}" install "$1" "${ROOT}/charts/replicator-operator" -n "$2" \
+    --set image.repository="${OPERATOR_IMAGE%:*}" --set image.tag="${OPERATOR_IMAGE##*:}" --set image.pullPolicy=Never \
+    --set agentImage.repository="${AGENT_IMAGE%:*}" --set agentImage.tag="${AGENT_IMAGE##*:}" \
+    --wait --timeout 180s
+}
+# s3_credentials_yaml, repository_yaml: deploy/examples/s3-credentials.yaml and
+# repository.yaml with only the node's S3 credentials, bucket and endpoint substituted.
+s3_credentials_yaml() {
+  sed -e "s|AWS_ACCESS_KEY_ID: change-me|AWS_ACCESS_KEY_ID: ${AWS_ACCESS_KEY_ID}|" \
+    -e "s|AWS_SECRET_ACCESS_KEY: change-me|AWS_SECRET_ACCESS_KEY: ${AWS_SECRET_ACCESS_KEY}|" \
+    "${ROOT}/deploy/examples/s3-credentials.yaml"
+}
+repository_yaml() {
+  sed -e "s|bucket: my-backups|bucket: ${S3_BUCKET}|" \
+    -e "s|# endpoint: http://minio.storage:9000|endpoint: ${S3_ENDPOINT}|" \
+    "${ROOT}/deploy/examples/repository.yaml"
+}
