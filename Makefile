@@ -120,6 +120,13 @@ node-smoke: helm
 node-e2e-smoke: helm
 	hack/node/e2e-smoke.sh
 
+## demo-cluster: for a newcomer (as root): node-up, helm install, deploy/examples/mariadb-provisioned.yaml,
+## rows on the master, a ReplicatorBackup, kubectl scale --replicas=2, the new slave's gate, events and
+## SHOW SLAVE STATUS on screen until it is Ready; then node-down unless KEEP=1 (hack/node/demo-cluster.sh)
+.PHONY: demo-cluster
+demo-cluster: kube-tools node-tools images helm
+	hack/node/demo-cluster.sh
+
 ## node-csi-smoke: our CSI driver on the node: a PVC provisioned and written as uid 999, a
 ## VolumeSnapshot, a PVC restored from it and a clone with the same owners and modes, deletes
 ## clean up (hack/node/csi-smoke.sh)
