@@ -6,7 +6,7 @@
 // second never share a name, and one never overwrites the other.
 import { createHash } from "node:crypto";
 import { hostname } from "node:os";
-import { PassThrough, Transform } from "node:stream";
+import { PassThrough, Transform, type Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { badInput, failed, isReplicatorError, isStreamEcho } from "../lib/errors.js";
 import type { Logger } from "../lib/log.js";
@@ -233,36 +233,47 @@ async function transferStreamed(
     },
   });
   const stopProgress = req.progress ? startProgress(progressLabel, () => raw.bytes) : () => undefined;
-  // One pipeline: a failure anywhere destroys every stage, the method's
-  // stream included (its child is then stopped by the method). Where the
-  // first failure came from decides what is reported: the storage side (a
-  // full disk, a dead endpoint: the store's own, mapped error) or the source
-  // side (the method's error, e.g. mariadb-dump's stderr). The rest are
-  // echoes (broken pipes, premature closes).
+  // The method's stream is a stage: a failure anywhere stops its child too.
+  const up = await pipeIntoStore([run.stream, raw, createCompressor(req.compression), hasher, stored], req.repo, key, expectedSize);
+  if (!up.ok) {
+    stopProgress();
+    const methodError = await run.outcome.then(() => undefined, (e: unknown) => e);
+    throw chooseCause(up.origin, up.putError, methodError, up.pipeError);
+  }
+  const outcome = await run.outcome.finally(stopProgress);
+  return { size: up.size || stored.bytes, sha256: hash.digest("hex"), rawSize: raw.bytes, outcome };
+}
+
+type StoreUpload =
+  | { ok: true; size: number }
+  | { ok: false; origin: "source" | "storage"; putError: unknown; pipeError: unknown };
+
+/**
+ * One pipeline from `stages` into the object `key`: a failure anywhere
+ * destroys every stage. Where the first failure came from decides what is
+ * reported: the storage side (a full disk, a dead endpoint: the store's own,
+ * mapped error) or the source side (the method's or a tool's error). The rest
+ * are echoes (broken pipes, premature closes).
+ */
+async function pipeIntoStore(stages: readonly Readable[], repo: Repository, key: string, expectedSize: number | undefined): Promise<StoreUpload> {
   const body = new PassThrough({ highWaterMark: 1024 * 1024 });
-  const stages = [run.stream, raw, createCompressor(req.compression), hasher, stored];
   let origin: "source" | "storage" | undefined;
   for (const st of stages) st.once("error", () => { origin ??= "source"; });
   body.once("error", () => { origin ??= "storage"; });
   const piping = pipeline([...stages, body]);
-  const uploading = req.repo.store.put(key, body, { expectedSize }).catch((err: unknown) => {
+  const uploading = repo.store.put(key, body, { expectedSize }).catch((err: unknown) => {
     origin ??= "storage";
     body.destroy(err as Error);
     throw err;
   });
   const [pipeResult, putResult] = await Promise.allSettled([piping, uploading]);
-  if (pipeResult.status === "rejected" || putResult.status === "rejected") {
-    stopProgress();
-    const methodError = await run.outcome.then(() => undefined, (e: unknown) => e);
-    throw chooseCause(
-      origin ?? "source",
-      putResult.status === "rejected" ? putResult.reason : undefined,
-      methodError,
-      pipeResult.status === "rejected" ? pipeResult.reason : undefined,
-    );
-  }
-  const outcome = await run.outcome.finally(stopProgress);
-  return { size: putResult.value.size || stored.bytes, sha256: hash.digest("hex"), rawSize: raw.bytes, outcome };
+  if (pipeResult.status === "fulfilled" && putResult.status === "fulfilled") return { ok: true, size: putResult.value.size };
+  return {
+    ok: false,
+    origin: origin ?? "source",
+    putError: putResult.status === "rejected" ? putResult.reason : undefined,
+    pipeError: pipeResult.status === "rejected" ? pipeResult.reason : undefined,
+  };
 }
 
 /**
@@ -320,30 +331,14 @@ async function transferPiped(
     },
   });
   const stopProgress = req.progress ? startProgress(progressLabel, () => stored) : () => undefined;
-  const body = new PassThrough({ highWaterMark: 1024 * 1024 });
-  let origin: "source" | "storage" | undefined;
-  const compressed = zstd.stdout;
-  for (const st of [compressed, tap]) st.once("error", () => { origin ??= "source"; });
-  body.once("error", () => { origin ??= "storage"; });
-  const piping = pipeline(compressed, tap, body);
-  const uploading = req.repo.store.put(key, body, { expectedSize }).catch((err: unknown) => {
-    origin ??= "storage";
-    body.destroy(err as Error);
-    throw err;
-  });
-  const [pipeResult, putResult] = await Promise.allSettled([piping, uploading]);
-  if (pipeResult.status === "rejected" || putResult.status === "rejected") {
+  const up = await pipeIntoStore([zstd.stdout, tap], req.repo, key, expectedSize);
+  if (!up.ok) {
     stopProgress();
     head.abort();
     stop.abort();
     const methodError = await run.outcome.then(() => undefined, (e: unknown) => e);
     await zstd.exit;
-    throw chooseCause(
-      origin ?? "source",
-      putResult.status === "rejected" ? putResult.reason : undefined,
-      methodError,
-      pipeResult.status === "rejected" ? pipeResult.reason : undefined,
-    );
+    throw chooseCause(up.origin, up.putError, methodError, up.pipeError);
   }
   // The upload ended because zstd's output did: the dump finished, failed,
   // or was stopped, or zstd itself failed. Only a whole run is committed.
@@ -362,7 +357,7 @@ async function transferPiped(
     ctx.log.warn({ stderr: zstdExit.stderr.slice(-300) }, "zstd printed no byte counts; the raw size is not recorded");
   }
   const rawSize = counts?.compressed === stored ? counts.raw : undefined;
-  return { size: putResult.value.size || stored, sha256: hash.digest("hex"), rawSize, outcome: outcome.value };
+  return { size: up.size || stored, sha256: hash.digest("hex"), rawSize, outcome: outcome.value };
 }
 
 /** The raw bytes a piped backup decompresses from its head for the method (mariadb-dump's coordinates are in its first few KiB). */

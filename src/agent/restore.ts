@@ -137,24 +137,7 @@ export async function openBackupInput(repo: Repository, chosen: BackupEntry): Pr
   const drainBrieflyThenClose = async (maxBytes: number, maxMs: number): Promise<void> => {
     if (streamError === undefined && !input.readableEnded && !input.destroyed) {
       input.unpipe();
-      await new Promise<void>((resolve) => {
-        let seen = 0;
-        const done = (): void => {
-          clearTimeout(timer);
-          input.off("data", onData);
-          resolve();
-        };
-        const onData = (chunk: Buffer): void => {
-          seen += chunk.length;
-          if (seen >= maxBytes) done();
-        };
-        const timer = setTimeout(done, maxMs);
-        input.on("data", onData);
-        input.once("end", done);
-        input.once("error", done);
-        input.once("close", done);
-        input.resume();
-      });
+      await drainAtMost(input, maxBytes, maxMs);
     }
     close();
   };
@@ -262,6 +245,28 @@ async function loadPiped(
   return raw ?? object.rawSize ?? 0;
 }
 
+/** Lets `stream` flow (its bytes dropped) until `maxBytes` have passed, `maxMs` have elapsed, or it ends, fails or closes. */
+function drainAtMost(stream: Readable, maxBytes: number, maxMs: number): Promise<void> {
+  return new Promise<void>((resolve) => {
+    let seen = 0;
+    const done = (): void => {
+      clearTimeout(timer);
+      stream.off("data", onData);
+      resolve();
+    };
+    const onData = (chunk: Buffer): void => {
+      seen += chunk.length;
+      if (seen >= maxBytes) done();
+    };
+    const timer = setTimeout(done, maxMs);
+    stream.on("data", onData);
+    stream.once("end", done);
+    stream.once("error", done);
+    stream.once("close", done);
+    stream.resume();
+  });
+}
+
 /**
  * Writes `source` into `sink` with backpressure. A sink that fails (its
  * reader died) leaves the source paused; a source that fails closes the
@@ -295,23 +300,7 @@ function feedInto(source: Readable, sink: Writable | null): { bytes(): number; c
   };
   const drainThenClose = async (maxBytes: number, maxMs: number): Promise<void> => {
     closeSink();
-    if (!source.readableEnded && !source.destroyed) {
-      const start = bytes;
-      await new Promise<void>((resolve) => {
-        const done = (): void => {
-          clearTimeout(timer);
-          source.off("data", check);
-          resolve();
-        };
-        const check = (): void => { if (bytes - start >= maxBytes) done(); };
-        const timer = setTimeout(done, maxMs);
-        source.on("data", check);
-        source.once("end", done);
-        source.once("error", done);
-        source.once("close", done);
-        source.resume();
-      });
-    }
+    if (!source.readableEnded && !source.destroyed) await drainAtMost(source, maxBytes, maxMs);
     source.destroy();
   };
   return { bytes: () => bytes, close, drainThenClose };
