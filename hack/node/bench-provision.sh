@@ -32,17 +32,7 @@ set -uo pipefail
 LOG_TAG=node-bench
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-ENV_FILE="${ROOT}/.tools/node/images.env"
-[[ -f "${ENV_FILE}" ]] || die "no ${ENV_FILE}: run make images"
-# shellcheck disable=SC1090
-source "${ENV_FILE}"
-[[ -f "${S3_ENV}" ]] || die "no ${S3_ENV}: node-up starts the S3 server (NODE_S3=1)"
-# shellcheck disable=SC1090
-source "${S3_ENV}"
-export KUBECONFIG="${KUBECONFIG:-${KUBECONFIG_ADMIN}}"
-KUBECTL="$(command -v "${TOOLS_BIN}/kubectl" || command -v kubectl)"
-HELM="$(command -v "${TOOLS_BIN}/helm" || command -v helm || true)"
-[[ -n "${HELM}" ]] || die "helm not found (make helm)"
+use_running_node
 NS="${BENCH_NAMESPACE:-replicator-bench}"
 RELEASE=bench
 SIZE_MB="${BENCH_SIZE_MB:-1024}"

@@ -31,17 +31,7 @@ set -uo pipefail
 LOG_TAG=node-e2e
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-ENV_FILE="${ROOT}/.tools/node/images.env"
-[[ -f "${ENV_FILE}" ]] || die "no ${ENV_FILE}: run make images"
-# shellcheck disable=SC1090
-source "${ENV_FILE}"
-[[ -f "${S3_ENV}" ]] || die "no ${S3_ENV}: node-up starts the S3 server (NODE_S3=1)"
-# shellcheck disable=SC1090
-source "${S3_ENV}"
-export KUBECONFIG="${KUBECONFIG:-${KUBECONFIG_ADMIN}}"
-KUBECTL="$(command -v "${TOOLS_BIN}/kubectl" || command -v kubectl)"
-HELM="$(command -v "${TOOLS_BIN}/helm" || command -v helm || true)"
-[[ -n "${HELM}" ]] || die "helm not found (make helm)"
+use_running_node
 NS="${E2E_NAMESPACE:-replicator-e2e}"
 EXAMPLE="${E2E_EXAMPLE:-${ROOT}/deploy/examples/mariadb-provisioned.yaml}"
 TIMEOUT="${E2E_TIMEOUT:-300}"

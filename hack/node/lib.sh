@@ -150,8 +150,22 @@ containerd_start() {
 
 containerd_stop() { stop_pidfile "${RUN_DIR}/containerd.pid" 20; }
 
-# Shared by e2e-smoke.sh and bench-provision.sh (they source images.env and
-# S3_ENV first, and set HELM):
+# For scripts that drive a running node: the image tags (make images), the
+# node's S3 server settings, KUBECONFIG, KUBECTL and HELM.
+use_running_node() {
+  local images="${ROOT}/.tools/node/images.env"
+  [[ -f "${images}" ]] || die "no ${images}: run make images"
+  # shellcheck disable=SC1090
+  source "${images}"
+  [[ -f "${S3_ENV}" ]] || die "no ${S3_ENV}: node-up starts the S3 server (NODE_S3=1)"
+  # shellcheck disable=SC1090
+  source "${S3_ENV}"
+  export KUBECONFIG="${KUBECONFIG:-${KUBECONFIG_ADMIN}}"
+  KUBECTL="$(command -v "${TOOLS_BIN}/kubectl" || command -v kubectl)" || die "no kubectl on PATH"
+  HELM="$(command -v "${TOOLS_BIN}/helm" || command -v helm)" || die "helm not found (make helm)"
+}
+
+# Shared by the scripts that drive a running node (after use_running_node):
 # helm_install_operator RELEASE NAMESPACE: the chart with our images, --wait.
 helm_install_operator() {
   "${HELM}" install "$1" "${ROOT}/charts/replicator-operator" -n "$2" \
