@@ -4,7 +4,7 @@
 // deletes nothing; only a backup really gone loses its resource.
 import { DeleteObjectCommand, GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { mariadbStatefulSet, startE2eEnv, type E2eEnv } from "../harness/e2e-env.js";
+import { mariadbStatefulSet, startE2eEnv, type E2eEnv, podReady } from "../harness/e2e-env.js";
 
 const NS = "catalog";
 let env: E2eEnv;
@@ -20,10 +20,7 @@ beforeAll(async () => {
   // The shortest sync interval (10 s; the default is 60 s) so that several syncs pass within the test.
   await env.setUpNamespace(NS, "catalog", { prefix: "k8s", extraSpec: "  syncIntervalSeconds: 10" });
   await env.cp.applyYaml(mariadbStatefulSet(NS, "db", 1), { namespace: NS });
-  await env.waitFor("db-0 to be ready", async () => {
-    const p = await env.cp.api.get<{ status?: { conditions?: { type: string; status: string }[] } }>(`/api/v1/namespaces/${NS}/pods/db-0`);
-    return p.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True") ? true : undefined;
-  });
+  await podReady(env, NS, "db-0");
 }, 600_000);
 
 afterAll(async () => {

@@ -6,7 +6,7 @@
 // WITH READ LOCK per backup (each backup is made to take one, lock: ftwrl), so
 // no second leader ever ran a backup session against it.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AGENT_IMAGE, OPERATOR_NS, mariadbStatefulSet, startE2eEnv, type E2eEnv, backupFinished, backupYaml } from "../harness/e2e-env.js";
+import { AGENT_IMAGE, OPERATOR_NS, mariadbStatefulSet, startE2eEnv, type E2eEnv, backupFinished, backupYaml, podReady } from "../harness/e2e-env.js";
 import { startOperator, type OperatorProcess } from "../harness/operator.js";
 
 const NS = "leader";
@@ -47,10 +47,7 @@ beforeAll(async () => {
   env = await startE2eEnv();
   await env.setUpNamespace(NS, "leader");
   await env.cp.applyYaml(mariadbStatefulSet(NS, "db", 1), { namespace: NS });
-  await env.waitFor("db-0 to be ready", async () => {
-    const p = await env.cp.api.get<{ status?: { conditions?: { type: string; status: string }[] } }>(`/api/v1/namespaces/${NS}/pods/db-0`);
-    return p.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True") ? true : undefined;
-  });
+  await podReady(env, NS, "db-0");
   // Every statement the source runs, into mysql.general_log (read back at the end).
   await env.sql(NS, "db-0", "SET GLOBAL log_output = 'TABLE'; SET GLOBAL general_log = 1");
 }, 600_000);

@@ -6,7 +6,7 @@
 import { readFile, writeFile } from "node:fs/promises";
 import https from "node:https";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AGENT_IMAGE, OPERATOR_NS, mariadbStatefulSet, startE2eEnv, type E2eEnv, backupFinished, backupYaml } from "../harness/e2e-env.js";
+import { AGENT_IMAGE, OPERATOR_NS, mariadbStatefulSet, startE2eEnv, type E2eEnv, backupFinished, backupYaml, podReady } from "../harness/e2e-env.js";
 import { startOperator, type OperatorProcess } from "../harness/operator.js";
 
 const NS = "tokens";
@@ -72,10 +72,7 @@ current-context: test
   env.operator = op;
   await env.setUpNamespace(NS, "tokens");
   await env.cp.applyYaml(mariadbStatefulSet(NS, "db", 1), { namespace: NS });
-  await env.waitFor("db-0 to be ready", async () => {
-    const p = await env.cp.api.get<{ status?: { conditions?: { type: string; status: string }[] } }>(`/api/v1/namespaces/${NS}/pods/db-0`);
-    return p.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True") ? true : undefined;
-  });
+  await podReady(env, NS, "db-0");
 }, 600_000);
 
 afterAll(async () => {

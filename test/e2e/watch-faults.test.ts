@@ -5,7 +5,7 @@
 import net from "node:net";
 import { readFile, writeFile } from "node:fs/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AGENT_IMAGE, OPERATOR_NS, mariadbStatefulSet, startE2eEnv, type E2eEnv, backupFinished, backupYaml } from "../harness/e2e-env.js";
+import { AGENT_IMAGE, OPERATOR_NS, mariadbStatefulSet, startE2eEnv, type E2eEnv, backupFinished, backupYaml, podReady } from "../harness/e2e-env.js";
 import { startOperator, type OperatorProcess } from "../harness/operator.js";
 
 const NS = "watchfault";
@@ -71,10 +71,7 @@ beforeAll(async () => {
   env.operator = op;
   await env.setUpNamespace(NS, "watchfault");
   await env.cp.applyYaml(mariadbStatefulSet(NS, "db", 1), { namespace: NS });
-  await env.waitFor("db-0 to be ready", async () => {
-    const p = await env.cp.api.get<{ status?: { conditions?: { type: string; status: string }[] } }>(`/api/v1/namespaces/${NS}/pods/db-0`);
-    return p.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True") ? true : undefined;
-  });
+  await podReady(env, NS, "db-0");
 }, 600_000);
 
 afterAll(async () => {

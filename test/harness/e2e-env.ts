@@ -114,6 +114,14 @@ export async function backupFinished(env: E2eEnv, ns: string, name: string, time
   }, timeoutMs);
 }
 
+/** Waits for pod `pod` in `ns` to be Ready. */
+export async function podReady(env: E2eEnv, ns: string, pod: string, timeoutMs?: number): Promise<void> {
+  await env.waitFor(`${pod} to be ready`, async () => {
+    const p = await env.cp.api.get<{ status?: { conditions?: { type: string; status: string }[] } }>(`/api/v1/namespaces/${ns}/pods/${pod}`);
+    return p.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True") ? true : undefined;
+  }, timeoutMs);
+}
+
 export interface E2eEnv {
   cp: ControlPlane;
   kubelet: Kubelet;
