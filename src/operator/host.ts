@@ -14,6 +14,7 @@ import {
   type ReplicatorRestore,
   type RepositorySpec,
 } from "../api/v1alpha1.js";
+import { createHash } from "node:crypto";
 import type { Logger } from "../lib/log.js";
 import { badInput, oneLine } from "../lib/errors.js";
 import { connect } from "../db/connection.js";
@@ -104,6 +105,8 @@ export class OperatorHost implements OperatorCaches {
   readonly pods: Informer<PodObj>;
   readonly statefulSets: Informer<StatefulSetObj>;
   readonly pvcs: Informer<PvcObj>;
+  /** One store (S3 client) per repository and credentials, for the operator's life. */
+  private readonly stores = new Map<string, Promise<Repository["store"]>>();
 
   constructor(
     readonly rest: KubeRest,
@@ -189,7 +192,17 @@ export class OperatorHost implements OperatorCaches {
       const get = await this.secretKeys(ns, repo.s3.credentialsSecret.name);
       credentials = { accessKeyId: get(repo.s3.credentialsSecret.accessKeyIdKey), secretAccessKey: get(repo.s3.credentialsSecret.secretAccessKeyKey) };
     }
-    return await openRepository(repositoryUrl(repo), { endpoint: repo.s3.endpoint, region: repo.s3.region, credentials });
+    // Reused: a client per call left its sockets behind (only the catalog closed
+    // its own). New credentials (a rotated Secret) get a client of their own.
+    const secret = credentials ? createHash("sha256").update(`${credentials.accessKeyId}\0${credentials.secretAccessKey}`).digest("hex") : "";
+    const key = JSON.stringify([repositoryUrl(repo), repo.s3.endpoint, repo.s3.region, secret]);
+    let store = this.stores.get(key);
+    if (!store) {
+      store = openRepository(repositoryUrl(repo), { endpoint: repo.s3.endpoint, region: repo.s3.region, credentials });
+      this.stores.set(key, store);
+      store.catch(() => this.stores.delete(key));
+    }
+    return await store;
   }
 
   async markPvc(ns: string, name: string, backup: string): Promise<void> {

@@ -152,8 +152,6 @@ export class CatalogController {
       manifestCache.sweep();
     } catch (err) {
       observed = { ok: false, reason: faultReason(err), message: oneLine(err) };
-    } finally {
-      store.close();
     }
     const plan = decideCatalogSync(observed, existing, now, IMPORT_GRACE_MS);
     if (plan.kind === "fault") {
