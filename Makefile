@@ -120,6 +120,18 @@ node-smoke: helm
 node-e2e-smoke: helm
 	hack/node/e2e-smoke.sh
 
+## node-e2e: the end-to-end suite (test/e2e) on the node (as root, after node-up): our images,
+## helm install of the chart, the node's CSI driver and DNS (hack/node/e2e.sh; E2E_FILES: some files)
+.PHONY: node-e2e
+node-e2e: helm build
+	hack/node/e2e.sh $(E2E_FILES)
+
+## kind-e2e: the same suite on your kind cluster (KIND_CLUSTER, default kind): images built with
+## docker and loaded with kind load (hack/kind-e2e.sh; not run in CI here: no Docker engine)
+.PHONY: kind-e2e
+kind-e2e: tools build
+	hack/kind-e2e.sh
+
 ## demo-cluster: for a newcomer (as root): node-up, helm install, deploy/examples/mariadb-provisioned.yaml,
 ## rows on the master, a ReplicatorBackup, kubectl scale --replicas=2, the new slave's gate, events and
 ## SHOW SLAVE STATUS on screen until it is Ready; then node-down unless KEEP=1 (hack/node/demo-cluster.sh)

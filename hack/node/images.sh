@@ -12,6 +12,8 @@
 #   coredns   the cluster DNS: .tools/bin/coredns (make node-tools), FROM scratch
 #   csi       the CSI hostpath driver, its sidecars and the snapshot controller
 #             (.tools/bin/csi, hack/node/csi-tools.sh) on the debian base
+#   failing-plugin  the e2e suite's broken third-party plugin
+#             (test/fixtures/failing-plugin.mjs on the agent image)
 # Each image is tagged with a hash of its inputs (files, build arguments, its
 # base's hash): a warm run finds every tag and builds nothing. The agent and
 # operator are built from the last commit (IMAGES_FROM=HEAD, the default: a
@@ -212,6 +214,15 @@ build_app() { # build_app REF DOCKERFILE
   pm_build -t "$1" -f "${APP_CONTEXT}/$2" "${APP_CONTEXT}"
 }
 build_agent() { build_app "$1" Dockerfile.agent; }
+key_failing_plugin() { { echo "${KEY[agent]}"; hash_files "${IMAGES_DIR}" failing-plugin; hash_files "${ROOT}/test/fixtures" failing-plugin.mjs; } | hash_stdin; }
+build_failing-plugin() {
+  local ctx="${RUN_DIR}/ctx-failing-plugin"
+  rm -rf "${ctx}"
+  cp -r "${IMAGES_DIR}/failing-plugin" "${ctx}"
+  cp "${ROOT}/test/fixtures/failing-plugin.mjs" "${ctx}/"
+  pm_build --build-arg BASE="${REF[agent]}" -t "$1" -f "${ctx}/Containerfile" "${ctx}"
+  rm -rf "${ctx}"
+}
 build_operator() { build_app "$1" Dockerfile; }
 
 # ---------------------------------------------------------------- import
@@ -264,11 +275,12 @@ ensure() {
 }
 
 WANT=("$@")
-((${#WANT[@]})) || WANT=(pause coredns debian node22 mariadb agent operator)
+((${#WANT[@]})) || WANT=(pause coredns debian node22 mariadb agent operator failing-plugin)
 # The CSI image unless NODE_CSI=0 (node-up deploys the CSI driver by default).
 if [[ "${NODE_CSI:-1}" != 0 ]]; then WANT+=(csi); fi
 wants() { local w; for w in "${WANT[@]}"; do [[ "${w}" == "$1" ]] && return 0; done; return 1; }
 # What each image needs.
+if wants failing-plugin; then WANT+=(agent); fi
 if wants agent || wants operator; then WANT+=(node22); fi
 if wants node22 || wants mariadb || wants csi; then WANT+=(debian); fi
 
@@ -297,6 +309,7 @@ if wants agent || wants operator; then
   if wants operator; then KEY[operator]="$(key_app Dockerfile)"; ensure operator; fi
   rm -rf "${APP_CONTEXT}"
 fi
+if wants failing-plugin; then KEY[failing-plugin]="$(key_failing_plugin)"; ensure failing-plugin; fi
 
 containerd_start
 wants pause && import_image pause "${PAUSE_IMAGE}"
@@ -305,6 +318,7 @@ wants csi && import_image csi "${IMAGE_PREFIX}/csi:local"
 wants mariadb && import_image mariadb "${IMAGE_PREFIX}/mariadb:10.11" docker.io/library/mariadb:10.11
 wants agent && import_image agent "${IMAGE_PREFIX}/agent:dev" "ghcr.io/replicator-dev/replicator-agent:${APP_VERSION}"
 wants operator && import_image operator "${IMAGE_PREFIX}/operator:dev" "ghcr.io/replicator-dev/replicator-operator:${APP_VERSION}"
+wants failing-plugin && import_image failing-plugin example.com/failing-plugin:1
 for name in "${!REF[@]}"; do prune_old "${name}"; done
 # Untagged build stages of superseded builds (a day old: today's stay as layer cache).
 [[ "${IMAGES_KEEP_OLD:-0}" == 1 ]] || pm image prune -f --filter until=24h >/dev/null 2>&1 || true
@@ -314,9 +328,9 @@ fi
 
 # The names to use (kept from earlier runs for images not built this time).
 touch "${ENV_FILE}"
-for name in pause coredns mariadb agent operator csi node22 debian; do
+for name in pause coredns mariadb agent operator csi node22 debian failing-plugin; do
   [[ -n "${REF[${name}]:-}" ]] || continue
-  var="$(tr '[:lower:]' '[:upper:]' <<<"${name}")_IMAGE"
+  var="$(tr '[:lower:]-' '[:upper:]_' <<<"${name}")_IMAGE"
   sed -i "/^${var}=/d" "${ENV_FILE}"
   echo "${var}=${REF[${name}]}" >>"${ENV_FILE}"
 done

@@ -165,9 +165,24 @@ use_running_node() {
   HELM="$(command -v "${TOOLS_BIN}/helm" || command -v helm)" || die "helm not found (make helm)"
 }
 
+# node_lock: one script at a time installs an operator on the node (two
+# operators would both reconcile every namespace: doubled events, split metrics,
+# races). Waits for the lock, then holds it until the calling script exits.
+node_lock() {
+  [[ -n "${NODE_LOCK_FD:-}" ]] && return 0
+  mkdir -p "${RUN_DIR}"
+  exec {NODE_LOCK_FD}>"${RUN_DIR}/operator.lock"
+  if ! flock -n "${NODE_LOCK_FD}"; then
+    log "another script runs an operator on the node: waiting for it to finish (${RUN_DIR}/operator.lock)"
+    flock "${NODE_LOCK_FD}"
+  fi
+}
+
 # Shared by the scripts that drive a running node (after use_running_node):
-# helm_install_operator RELEASE NAMESPACE: the chart with our images, --wait.
+# helm_install_operator RELEASE NAMESPACE: the chart with our images, --wait
+# (under node_lock).
 helm_install_operator() {
+  node_lock
   "${HELM}" install "$1" "${ROOT}/charts/replicator-operator" -n "$2" \
     --set image.repository="${OPERATOR_IMAGE%:*}" --set image.tag="${OPERATOR_IMAGE##*:}" --set image.pullPolicy=Never \
     --set agentImage.repository="${AGENT_IMAGE%:*}" --set agentImage.tag="${AGENT_IMAGE##*:}" \

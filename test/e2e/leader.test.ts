@@ -44,7 +44,7 @@ async function logLines(p: OperatorProcess): Promise<{ time: string; msg: string
 }
 
 beforeAll(async () => {
-  env = await startE2eEnv();
+  env = await startE2eEnv({ operator: "process" });
   await env.setUpNamespace(NS, "leader");
   await env.cp.applyYaml(mariadbStatefulSet(NS, "db", 1), { namespace: NS });
   await podReady(env, NS, "db-0");

@@ -108,7 +108,7 @@ describe("a misconfigured database side is named, with its fix", () => {
   it("a slave that already replicates before the operator acts is reported, never restored over, and kept once annotated", async () => {
     // What mariadb-cluster.yaml's init script does on a new slave: point it at the master from the start of the binlog.
     await env.waitFor("pre-1 to be waiting for a backup", async () => ((await gate("pre-1"))?.reason === "NoBackup" ? true : undefined));
-    const master = env.kubelet.podAddress(NS, "pre-0") ?? "";
+    const master = await env.podAddress(NS, "pre-0");
     await env.sql(NS, "pre-1", `CHANGE MASTER TO MASTER_HOST='${master}', MASTER_PORT=3306, MASTER_USER='repl', MASTER_PASSWORD='replpass', MASTER_USE_GTID=slave_pos; START SLAVE`);
     await env.waitFor("pre-1 to replicate by itself", async () => {
       const [r] = await env.sql<{ n: number | string }>(NS, "pre-1", "SELECT COUNT(*) AS n FROM app.t");

@@ -1,21 +1,19 @@
-// End to end on a real control plane: etcd + kube-apiserver +
-// kube-controller-manager, the CRDs from crds/, the operator as its own
-// process under a ServiceAccount token with the chart's RBAC, the test
-// kubelet running MariaDB pods (mariadbd) and Job pods (the agent), and a
-// real S3 server.
+// End to end: the CRDs from crds/, the operator under the chart's RBAC,
+// MariaDB pods and Job pods running the agent, and a real S3 server; on a real
+// node (make node-e2e: the operator installed with helm, our images run by its
+// kubelet) or on the local bench (a control plane of our own, the operator as
+// a process, the test kubelet). See test/harness/e2e-env.ts.
 import mysql from "mysql2/promise";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runCli } from "../harness/cli.js";
 import type { ControlPlane } from "../harness/kube/controlplane.js";
-import type { Kubelet } from "../harness/kube/kubelet.js";
-import { mariadbStatefulSet, startE2eEnv, type E2eEnv } from "../harness/e2e-env.js";
+import { FAILING_PLUGIN_IMAGE, foreignDataFiles, mariadbStatefulSet, realCluster, startE2eEnv, type E2eEnv } from "../harness/e2e-env.js";
 import type { S3Server } from "../harness/s3.js";
 
 const NS = "db";
 
 let env: E2eEnv;
 let cp: ControlPlane;
-let kubelet: Kubelet;
 let s3: S3Server;
 
 interface Status { phase?: string; message?: string; [k: string]: unknown }
@@ -51,7 +49,7 @@ async function podsReady(names: string[]): Promise<void> {
 
 beforeAll(async () => {
   env = await startE2eEnv();
-  ({ cp, kubelet, s3 } = env);
+  ({ cp, s3 } = env);
   await env.setUpNamespace(NS, "backups", { prefix: "k8s", extraSpec: "  retention: { keep: 2 }\n  syncIntervalSeconds: 10" });
   await cp.applyYaml(
     `
@@ -66,7 +64,7 @@ ${mariadbStatefulSet(NS, "fresh", 1)}
   await sql("db-0", "CREATE USER 'repl'@'%' IDENTIFIED BY 'replpass'; GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO 'repl'@'%'");
   await sql("db-0", "CREATE DATABASE shop; CREATE TABLE shop.items (id INT PRIMARY KEY, name VARCHAR(40)) ENGINE=InnoDB");
   await sql("db-0", `INSERT INTO shop.items VALUES ${Array.from({ length: 300 }, (_, i) => `(${i + 1}, 'item ${i + 1}')`).join(",")}`);
-  await sql("db-1", `CHANGE MASTER TO MASTER_HOST='${kubelet.podAddress(NS, "db-0") ?? ""}', MASTER_PORT=3306, MASTER_USER='repl', MASTER_PASSWORD='replpass', MASTER_USE_GTID=slave_pos; START SLAVE`);
+  await sql("db-1", `CHANGE MASTER TO MASTER_HOST='${await env.podAddress(NS, "db-0")}', MASTER_PORT=3306, MASTER_USER='repl', MASTER_PASSWORD='replpass', MASTER_USE_GTID=slave_pos; START SLAVE`);
   await waitFor("db-1 to replicate", async () => ((await count("db-1", "shop.items").catch(() => 0)) === 300 ? true : undefined));
 }, 600_000);
 
@@ -115,6 +113,8 @@ spec:
     const s = await waitPhase("replicatorrestores", "into-fresh");
     expect(s.phase, s.message).toBe("Completed");
     expect(await count("fresh-0", "shop.items")).toBe(300);
+    // On a real node: what the restore made the server write belongs to mysql (999).
+    expect(await foreignDataFiles(NS, "fresh-0")).toEqual(realCluster ? [] : undefined);
   });
 
   it("keeps 2 of 3 backups: 2 resources and 2 stored backups remain, the newest among them", async () => {
@@ -140,7 +140,7 @@ spec:
   });
 
   it("mirrors backups made by another cluster into the same bucket as resources", async () => {
-    const other = await runCli(["backup", "--source", `mysql://root@${kubelet.podAddress(NS, "fresh-0") ?? ""}:3306`, "--repository", "s3://backups/k8s", "--cluster", "elsewhere", "--json"], s3.env);
+    const other = await runCli(["backup", "--source", `mysql://root@${await env.podAddress(NS, "fresh-0")}:3306`, "--repository", "s3://backups/k8s", "--cluster", "elsewhere", "--json"], s3.env);
     expect(other.exitCode, other.stderr).toBe(0);
     const found = await waitFor("the imported backup resource", async () => {
       const l = await cp.api.get<{ items: { metadata: { name: string }; status?: Status }[] }>(crPath("replicatorbackups"));
@@ -152,7 +152,7 @@ spec:
   it("fails with the plugin's own message and leaves a slave it backed up replicating", async () => {
     // A third-party plugin image that takes the slave offline and crashes without bringing it back.
     await cp.applyYaml(
-      backup("slave-fails", "  image: example.com/failing-plugin:1\n").replace("statefulSet: db,", "statefulSet: db, role: slave,"),
+      backup("slave-fails", `  image: ${FAILING_PLUGIN_IMAGE}\n`).replace("statefulSet: db,", "statefulSet: db, role: slave,"),
       { namespace: NS },
     );
     const s = await waitPhase("replicatorbackups", "slave-fails");
@@ -288,7 +288,7 @@ spec:
 
   it("adopts its running Job after being killed mid-backup instead of starting a second one", async () => {
     // Lock the master so the dump waits, and the Job stays running while the operator dies.
-    const lock = await mysql.createConnection({ host: kubelet.podAddress(NS, "db-0") ?? "", port: 3306, user: "root", password: "" });
+    const lock = await mysql.createConnection({ host: await env.podAddress(NS, "db-0"), port: 3306, user: "root", password: "" });
     await lock.query("FLUSH TABLES WITH READ LOCK");
     try {
       await cp.applyYaml(backup("adopted"), { namespace: NS });

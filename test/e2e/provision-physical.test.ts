@@ -5,7 +5,7 @@
 // mariadbd starts; the operator marks the PVC once the started server
 // replicates, and only then opens the readiness gate. Never twice.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { mariadbStatefulSet, seedAppMaster, startE2eEnv, type E2eEnv } from "../harness/e2e-env.js";
+import { foreignDataFiles, mariadbStatefulSet, realCluster, seedAppMaster, startE2eEnv, type E2eEnv } from "../harness/e2e-env.js";
 
 const NS = "phys";
 let env: E2eEnv;
@@ -14,7 +14,7 @@ interface PodObj {
   metadata: { uid: string; annotations?: Record<string, string> };
   status?: {
     conditions?: { type: string; status: string; reason?: string; message?: string }[];
-    initContainerStatuses?: { name: string; state?: { terminated?: { exitCode: number; message?: string } } }[];
+    initContainerStatuses?: { name: string; state?: { running?: object; terminated?: { exitCode: number; message?: string } } }[];
   };
 }
 interface Pvc { metadata: { annotations?: Record<string, string> } }
@@ -29,8 +29,8 @@ const initResult = async (pod: string): Promise<{ ok?: boolean; action?: string;
   return JSON.parse(t?.message ?? "{}") as { ok?: boolean; action?: string; name?: string };
 };
 
-async function checksums(pod: string): Promise<Record<string, string>> {
-  const rows = await env.sql<{ Table: string; Checksum: string | number }>(NS, pod, "CHECKSUM TABLE app.t, app.notes, app.blobs");
+async function checksums(pod: string, extra = ""): Promise<Record<string, string>> {
+  const rows = await env.sql<{ Table: string; Checksum: string | number }>(NS, pod, `CHECKSUM TABLE app.t, app.notes, app.blobs${extra}`);
   return Object.fromEntries(rows.map((r) => [r.Table, String(r.Checksum)]));
 }
 
@@ -78,7 +78,7 @@ spec:
     expect(s.phase, s.message).toBe("Completed");
     backupName = s.backupName ?? "";
     expect(backupName).toMatch(/^\d{8}T\d{6}Z-mariabackup-db-0$/);
-    expect(job?.spec.template.spec.nodeName).toBe(env.kubelet.nodeName);
+    expect(job?.spec.template.spec.nodeName).toBe(env.nodeName);
     expect(job?.spec.template.spec.volumes).toContainEqual({ name: "data", persistentVolumeClaim: { claimName: "data-db-0" } });
   });
 
@@ -130,6 +130,8 @@ spec:
       return Number(r?.n) === 1 ? true : undefined;
     });
     expect(await checksums("db-1")).toEqual(await checksums("db-0"));
+    // On a real node: every file the restore wrote belongs to mysql (999), as the server needs.
+    expect(await foreignDataFiles(NS, "db-1")).toEqual(realCluster ? [] : undefined);
     const events = await env.cp.api.get<{ items: { reason: string; message: string; involvedObject: { name: string } }[] }>(`/api/v1/namespaces/${NS}/events`);
     expect(events.items.some((e) => e.involvedObject.name === "db-1" && e.reason === "Provisioning" && e.message.includes("the init container restores"))).toBe(true);
   });
@@ -150,4 +152,56 @@ spec:
       return Number(r?.n) === 1 ? true : undefined;
     });
   });
+  it("a pod deleted mid-restore: the next pod restores again from the start (the sentinel), replicates, and is marked once", async () => {
+    // About 250 MB of incompressible rows, so that the restore lasts long enough to be interrupted.
+    await env.sql(NS, "db-0", "CREATE TABLE app.big (id INT PRIMARY KEY, b VARBINARY(1024)) ENGINE=InnoDB; INSERT INTO app.big SELECT seq, RANDOM_BYTES(1024) FROM app.seq_1_to_250000");
+    await env.cp.applyYaml(
+      `apiVersion: replicator.dev/v1alpha1
+kind: ReplicatorBackup
+metadata: { name: physical-big, namespace: ${NS} }
+spec:
+  method: mariabackup
+  source: { statefulSet: db, credentialsSecret: { name: db-credentials } }
+`,
+      { namespace: NS },
+    );
+    const b = await env.waitFor("the larger physical backup", async () => {
+      const o = await env.cp.api.get<{ status?: { phase?: string; backupName?: string; message?: string } }>(`/apis/replicator.dev/v1alpha1/namespaces/${NS}/replicatorbackups/physical-big`);
+      return o.status?.phase === "Completed" || o.status?.phase === "Failed" ? o.status : undefined;
+    }, 300_000);
+    expect(b.phase, b.message).toBe("Completed");
+    await env.cp.api.patch(`/apis/apps/v1/namespaces/${NS}/statefulsets/db`, { spec: { replicas: 3 } }, "merge");
+    // Deleted (at once) while its init container restores: it has said "restoring the planned
+    // backup" and not yet "provisioned /var/lib/mysql" (polled every 100 ms: that lasts seconds).
+    const deadline = Date.now() + 240_000;
+    let interrupted: { uid: string; log: string } | undefined;
+    while (!interrupted) {
+      if (Date.now() > deadline) throw new Error(`db-2's restore was never seen under way\n${await env.containerLog(NS, "db-2", "provision")}`);
+      const p = await getPod("db-2").catch(() => undefined);
+      const log = p ? await env.containerLog(NS, "db-2", "provision") : "";
+      if (p && log.includes("restoring the planned backup")) {
+        await env.cp.api.delete(podPath("db-2"), { gracePeriodSeconds: "0" });
+        interrupted = { uid: p.metadata.uid, log };
+      } else await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(interrupted.log, "the restore had finished before the pod was deleted: make the backup larger").not.toContain("provisioned /var/lib/mysql");
+    await env.waitFor("a new db-2 to be provisioned and Ready", async () => {
+      const p = await getPod("db-2").catch(() => undefined);
+      if (!p || p.metadata.uid === interrupted.uid) return undefined;
+      const marked = Boolean((await pvcMarker("db-2").catch(() => ({})) as Record<string, string>)["replicator.dev/provisioned"]);
+      return marked && (await isReady("db-2")) ? true : undefined;
+    }, 300_000);
+    // Not "skipped: DatadirNotEmpty": the half-restored directory was wiped and restored again.
+    expect(await initResult("db-2")).toMatchObject({ ok: true, action: "restored", name: b.backupName });
+    expect((await pvcMarker("db-2"))["replicator.dev/provisioned"]).toBe(b.backupName);
+    const [st] = await env.sql<{ Slave_IO_Running: string; Slave_SQL_Running: string }>(NS, "db-2", "SHOW SLAVE STATUS");
+    expect([st?.Slave_IO_Running, st?.Slave_SQL_Running]).toEqual(["Yes", "Yes"]);
+    await env.sql(NS, "db-0", "INSERT INTO app.t VALUES (2004, 'after the interrupted restore')");
+    await env.waitFor("db-2 to catch up", async () => {
+      const [r] = await env.sql<{ n: number | string }>(NS, "db-2", "SELECT COUNT(*) AS n FROM app.t WHERE id = 2004");
+      return Number(r?.n) === 1 ? true : undefined;
+    });
+    expect(await checksums("db-2", ", app.big")).toEqual(await checksums("db-0", ", app.big"));
+    expect(await foreignDataFiles(NS, "db-2")).toEqual(realCluster ? [] : undefined);
+  }, 600_000);
 });

@@ -4,7 +4,7 @@
 // PVC marked, and only then turns Ready. Never twice.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runCli } from "../harness/cli.js";
-import { mariadbStatefulSet, startE2eEnv, type E2eEnv } from "../harness/e2e-env.js";
+import { foreignDataFiles, mariadbStatefulSet, realCluster, startE2eEnv, type E2eEnv } from "../harness/e2e-env.js";
 
 const NS = "prov";
 let env: E2eEnv;
@@ -121,6 +121,8 @@ describe("self-provisioning slaves", () => {
     await env.waitFor("db-3 to have row 102", async () => ((await count("db-3", "app.t WHERE id = 102")) === 1 ? true : undefined));
     await env.sql(NS, "db-0", "INSERT INTO app.t VALUES (103, 'after scale')");
     await env.waitFor("db-3 to replicate row 103", async () => ((await count("db-3", "app.t WHERE id = 103")) === 1 ? true : undefined));
+    // On a real node: the logical restore's files (written by the server) belong to mysql (999).
+    expect(await foreignDataFiles(NS, "db-3")).toEqual(realCluster ? [] : undefined);
     expect(await restoresFor("db-3")).toHaveLength(1);
     const metrics = await (await fetch(`${env.operator.healthUrl}/metrics`)).text();
     expect(metrics).toMatch(/replicator_slaves_provisioned_total\{namespace="prov",cluster="db"\} 3/);

@@ -6,16 +6,20 @@
 // FLUSH TABLES WITH READ LOCK with a watchdog, stores a manifest like every
 // other backup, keeps the next slave's volume pre-created from the newest
 // snapshot, and configures the clone as a slave once it runs.
+// On a real cluster (E2E_KUBECONFIG) the cluster's own CSI driver and
+// snapshot controller do that part (on hack/node's node: our hostpath driver,
+// which copies the volume inside CreateSnapshot, so the cut is as long as the
+// copy), and the class "absent-driver" is the only stand-in.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import mysql from "mysql2/promise";
 import { runCli } from "../harness/cli.js";
-import { mariadbStatefulSet, seedAppMaster, startE2eEnv, type E2eEnv } from "../harness/e2e-env.js";
+import { foreignDataFiles, mariadbStatefulSet, realCluster, seedAppMaster, startE2eEnv, type E2eEnv } from "../harness/e2e-env.js";
 import { installSnapshotCrds, startTestCsiDriver, type TestCsiDriver } from "../harness/kube/csi.js";
 
 const NS = "snap";
 const REPO = "s3://snap/k8s";
 let env: E2eEnv;
-let csi: TestCsiDriver;
+let csi: TestCsiDriver | undefined;
 
 interface BackupStatus {
   phase?: string;
@@ -86,7 +90,7 @@ function startWriter(pod: string): { stop(): Promise<{ start: number; end: numbe
   const done: { start: number; end: number }[] = [];
   const state = { stopped: false };
   const run = (async () => {
-    const c = await mysql.createConnection({ host: env.kubelet.podAddress(NS, pod) ?? "", port: 3306, user: "root", password: "" });
+    const c = await mysql.createConnection({ host: await env.podAddress(NS, pod), port: 3306, user: "root", password: "" });
     try {
       while (!state.stopped) {
         const start = Date.now();
@@ -109,8 +113,10 @@ function startWriter(pod: string): { stop(): Promise<{ start: number; end: numbe
 
 beforeAll(async () => {
   env = await startE2eEnv();
-  await installSnapshotCrds(env.cp);
-  csi = await startTestCsiDriver({ api: env.cp.api, kubelet: env.kubelet, readyDelayMs: 2_500 });
+  if (!realCluster) {
+    await installSnapshotCrds(env.cp);
+    csi = await startTestCsiDriver({ api: env.cp.api, kubelet: env.kubelet!, readyDelayMs: 2_500 });
+  }
   // A class whose driver does not run here: its snapshots are never cut.
   await env.cp.applyYaml(`apiVersion: snapshot.storage.k8s.io/v1
 kind: VolumeSnapshotClass
@@ -125,7 +131,7 @@ deletionPolicy: Delete
 }, 600_000);
 
 afterAll(async () => {
-  await (csi as TestCsiDriver | undefined)?.stop();
+  await csi?.stop();
   await (env as E2eEnv | undefined)?.stop();
 }, 120_000);
 
@@ -163,19 +169,36 @@ describe("volumesnapshot backups", () => {
     const jobs = await env.cp.api.get<{ items: unknown[] }>(`/apis/batch/v1/namespaces/${NS}/jobs`);
     expect(jobs.items).toHaveLength(0);
 
-    // Writes blocked only while the lock was held: every write that started before the
-    // snapshot was cut had finished before it became readyToUse (the lock went at the cut).
-    const cut = csi.cut.get(`${NS}/${name.toLowerCase()}`);
-    expect(cut?.readyAt).toBeDefined();
-    const [cutAt, readyAt] = [cut?.cutAt ?? 0, cut?.readyAt ?? 0];
-    const beforeCut = writes.filter((w) => w.start < cutAt && w.end > t0);
-    expect(beforeCut.filter((w) => w.end - w.start > 200).length).toBeGreaterThan(0); // a write did wait for the lock...
-    for (const w of beforeCut) expect(w.end).toBeLessThan(readyAt); // ...but not until readyToUse,
-    expect(writes.filter((w) => w.start > cutAt && w.start < readyAt).length).toBeGreaterThan(3); // and writes went on meanwhile
     const longest = Math.max(...writes.map((w) => w.end - w.start));
-    process.stdout.write(`snapshot backup: ${(took / 1000).toFixed(1)}s, longest blocked write ${longest} ms (source frozen ${cut?.frozenMs ?? 0} ms for the copy)\n`);
-    // Beyond the storage's own cut (here: the frozen copy), the lock adds well under 2 s.
-    expect(longest - (cut?.frozenMs ?? 0)).toBeLessThan(2_000);
+    const events = await env.cp.api.get<{ items: { reason: string; message: string; involvedObject: { name: string } }[] }>(`/api/v1/namespaces/${NS}/events`);
+    const mine = events.items.filter((e) => e.involvedObject.name === "snap-1");
+    expect(mine.map((e) => e.reason)).toEqual(expect.arrayContaining(["BackupStarted", "SnapshotTaken", "BackupSucceeded"]));
+    const blocked = /writes were blocked for (\d+\.\d)s/.exec(mine.find((e) => e.reason === "SnapshotTaken")?.message ?? "");
+    expect(blocked).not.toBeNull();
+    if (csi) {
+      // Writes blocked only while the lock was held: every write that started before the
+      // snapshot was cut had finished before it became readyToUse (the lock went at the cut).
+      const cut = csi.cut.get(`${NS}/${name.toLowerCase()}`);
+      expect(cut?.readyAt).toBeDefined();
+      const [cutAt, readyAt] = [cut?.cutAt ?? 0, cut?.readyAt ?? 0];
+      const beforeCut = writes.filter((w) => w.start < cutAt && w.end > t0);
+      expect(beforeCut.filter((w) => w.end - w.start > 200).length).toBeGreaterThan(0); // a write did wait for the lock...
+      for (const w of beforeCut) expect(w.end).toBeLessThan(readyAt); // ...but not until readyToUse,
+      expect(writes.filter((w) => w.start > cutAt && w.start < readyAt).length).toBeGreaterThan(3); // and writes went on meanwhile
+      process.stdout.write(`snapshot backup: ${(took / 1000).toFixed(1)}s, longest blocked write ${longest} ms (source frozen ${cut?.frozenMs ?? 0} ms for the copy)\n`);
+      // Beyond the storage's own cut (here: the frozen copy), the lock adds well under 2 s.
+      expect(longest - (cut?.frozenMs ?? 0)).toBeLessThan(2_000);
+    } else {
+      // A real driver: the lock is held until the snapshot is cut (creationTime set). No write
+      // waited longer than the block the operator measured and reported, plus a write's own time.
+      process.stdout.write(`snapshot backup: ${(took / 1000).toFixed(1)}s, longest blocked write ${longest} ms, writes blocked ${blocked?.[1] ?? "?"} s by the operator's account\n`);
+      expect(writes.filter((w) => w.end - w.start > 200).length).toBeGreaterThan(0); // a write did wait for the lock
+      expect(longest).toBeLessThan(Number(blocked?.[1] ?? 0) * 1000 + 1_500);
+      const slowest = writes.reduce((a, b) => (b.end - b.start > a.end - a.start ? b : a));
+      const afterLock = writes.filter((w) => w.start >= slowest.end);
+      expect(afterLock.length).toBeGreaterThan(3); // and writes went on after it, at once
+      for (const w of afterLock) expect(w.end - w.start).toBeLessThan(1_000);
+    }
     // A write right after completes at once.
     const w0 = Date.now();
     await env.sql(NS, "db-0", "INSERT INTO app.t VALUES (3001, 'right after the backup')");
@@ -185,10 +208,6 @@ describe("volumesnapshot backups", () => {
     const l = await listed();
     expect(l.map((b) => [b.name, b.method])).toContainEqual([name, "volumesnapshot"]);
     expect(l.find((b) => b.name === name)?.replication?.gtid).toBe(s.position);
-    const events = await env.cp.api.get<{ items: { reason: string; message: string; involvedObject: { name: string } }[] }>(`/api/v1/namespaces/${NS}/events`);
-    const mine = events.items.filter((e) => e.involvedObject.name === "snap-1");
-    expect(mine.map((e) => e.reason)).toEqual(expect.arrayContaining(["BackupStarted", "SnapshotTaken", "BackupSucceeded"]));
-    expect(mine.find((e) => e.reason === "SnapshotTaken")?.message).toMatch(/writes were blocked for \d+\.\ds/);
   });
 
   it("the watchdog releases the lock when the snapshot is never cut, and the backup fails saying why", async () => {
@@ -210,7 +229,7 @@ describe("volumesnapshot backups", () => {
     expect(s.message).toContain("the watchdog released FLUSH TABLES WITH READ LOCK on db-0 after 4s");
     expect(s.message).toContain(`VolumeSnapshot ${vsName} of data-db-0 was not cut (no status.creationTime)`);
     expect(s.message).toContain("VolumeSnapshotClass absent-driver");
-    expect(csi.ignored.has(`${NS}/${vsName}`)).toBe(true);
+    if (csi) expect(csi.ignored.has(`${NS}/${vsName}`)).toBe(true);
     // Nothing is left behind: no VolumeSnapshot, nothing stored; writes go through at once.
     await env.waitFor("the stuck VolumeSnapshot to be deleted", async () => ((await gone(vsPath(vsName))) ? true : undefined), 30_000);
     expect((await listed()).map((b) => b.name)).not.toContain(s.backupName);
@@ -235,7 +254,8 @@ describe("volumesnapshot backups", () => {
     // The operator keeps the next ordinal's claim pre-created from the newest usable snapshot.
     const spare = await env.waitFor("the spare volume data-db-1", async () => {
       const p = await env.cp.api.get<Pvc>(pvcPath("data-db-1")).catch(() => undefined);
-      return p?.status?.phase === "Bound" ? p : undefined;
+      // A real StorageClass binds when the pod is scheduled (WaitForFirstConsumer).
+      return p?.status?.phase === "Bound" || (realCluster && p?.spec.dataSource) ? p : undefined;
     }, 60_000);
     const seededFrom = spare.metadata.annotations?.["replicator.dev/seeded-from"] ?? "";
     expect(names).toContain(seededFrom);
@@ -268,6 +288,8 @@ describe("volumesnapshot backups", () => {
     await env.sql(NS, "db-0", "INSERT INTO app.t VALUES (2002, 'after provisioning')");
     await env.waitFor("db-1 to catch up", async () => ((await count("db-1", "WHERE id = 2002")) === 1 ? true : undefined));
     expect(await checksums("db-1")).toEqual(await checksums("db-0"));
+    // On a real node: the clone keeps the owners of the master's files (999).
+    expect(await foreignDataFiles(NS, "db-1")).toEqual(realCluster ? [] : undefined);
     const [w0] = await env.sql<{ n: number | string }>(NS, "db-0", "SELECT COUNT(*) AS n FROM app.w");
     const [w1] = await env.sql<{ n: number | string }>(NS, "db-1", "SELECT COUNT(*) AS n FROM app.w");
     expect(Number(w1?.n)).toBe(Number(w0?.n));
@@ -321,5 +343,6 @@ spec:
     await env.sql(NS, "db-0", "INSERT INTO app.t VALUES (2003, 'after the restore')");
     await env.waitFor("copy-0 to replicate", async () => ((await count("copy-0", "WHERE id = 2003")) === 1 ? true : undefined));
     expect(await checksums("copy-0")).toEqual(await checksums("db-0"));
+    expect(await foreignDataFiles(NS, "copy-0")).toEqual(realCluster ? [] : undefined);
   });
 });

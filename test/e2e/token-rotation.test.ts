@@ -48,7 +48,7 @@ async function boundToken(anchor: string): Promise<string> {
 }
 
 beforeAll(async () => {
-  env = await startE2eEnv();
+  env = await startE2eEnv({ operator: "process" });
   await env.operator.stop();
   const kc = await readFile(env.operatorKubeconfig, "utf8");
   sa = /system:serviceaccount:[^:]+:([\w.-]+)/.exec(kc)?.[1] ?? "";

@@ -43,8 +43,8 @@ interface Running {
   exited: Promise<void>;
 }
 
-async function spawnGw(port: number, root: string, accessKeyId: string, secretAccessKey: string): Promise<Running> {
-  const child = spawn(versitygwPath(), ["--port", `127.0.0.1:${port}`, "--quiet", "posix", root], {
+async function spawnGw(host: string, port: number, root: string, accessKeyId: string, secretAccessKey: string): Promise<Running> {
+  const child = spawn(versitygwPath(), ["--port", `${host}:${port}`, "--quiet", "posix", root], {
     stdio: ["ignore", "ignore", "pipe"],
     // Credentials via env, not argv (they would show in `ps`).
     env: { ...process.env, ROOT_ACCESS_KEY_ID: accessKeyId, ROOT_SECRET_ACCESS_KEY: secretAccessKey },
@@ -53,7 +53,7 @@ async function spawnGw(port: number, root: string, accessKeyId: string, secretAc
   child.stderr.on("data", (d: Buffer) => { stderr += d.toString(); });
   const exited = new Promise<void>((resolve) => child.once("exit", () => { resolve(); }));
   const deadline = Date.now() + 20_000;
-  while (!(await canConnect(port))) {
+  while (!(await canConnect(host, port))) {
     if (child.exitCode !== null) throw new Error(`versitygw exited: ${stderr}`);
     if (Date.now() > deadline) throw new Error(`versitygw did not listen on ${port}: ${stderr}`);
     await new Promise((r) => setTimeout(r, 100));
@@ -61,14 +61,19 @@ async function spawnGw(port: number, root: string, accessKeyId: string, secretAc
   return { child, exited };
 }
 
-export async function startS3(): Promise<S3Server> {
+/**
+ * versitygw on a free port of `host` (default 127.0.0.1; on a real node, an
+ * address its pods reach, e.g. the node's).
+ */
+export async function startS3(opts: { host?: string } = {}): Promise<S3Server> {
+  const host = opts.host ?? "127.0.0.1";
   const root = await mkdtemp(path.join(tmpdir(), "replicator-s3-"));
   const port = await freePort();
   const accessKeyId = "testaccess";
   const secretAccessKey = "testsecret-not-a-real-one";
-  let gw: Running | undefined = await spawnGw(port, root, accessKeyId, secretAccessKey);
+  let gw: Running | undefined = await spawnGw(host, port, root, accessKeyId, secretAccessKey);
   let frozen = false;
-  const endpoint = `http://127.0.0.1:${port}`;
+  const endpoint = `http://${host}:${port}`;
   const kill = async (): Promise<void> => {
     if (!gw) return;
     const { child, exited } = gw;
@@ -107,7 +112,7 @@ export async function startS3(): Promise<S3Server> {
     kill,
     restart: async () => {
       await kill();
-      gw = await spawnGw(port, root, accessKeyId, secretAccessKey);
+      gw = await spawnGw(host, port, root, accessKeyId, secretAccessKey);
     },
     stop: async () => {
       if (gw) {
@@ -122,9 +127,9 @@ export async function startS3(): Promise<S3Server> {
   };
 }
 
-function canConnect(port: number): Promise<boolean> {
+function canConnect(host: string, port: number): Promise<boolean> {
   return new Promise((resolve) => {
-    const s = net.connect(port, "127.0.0.1");
+    const s = net.connect(port, host);
     s.once("connect", () => { s.end(); resolve(true); });
     s.once("error", () => { resolve(false); });
   });

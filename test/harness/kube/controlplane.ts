@@ -245,6 +245,74 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
   }
 }
 
+/**
+ * A running cluster named by a kubeconfig (a real node, a kind cluster), with
+ * the same surface as startControlPlane's: admin API, applyYaml,
+ * createNamespace (waiting for a Terminating one of that name to go first),
+ * ServiceAccount kubeconfigs. stop() only closes the client: the cluster is
+ * not ours to stop.
+ */
+export async function connectControlPlane(kubeconfigPath: string): Promise<ControlPlane> {
+  const started = Date.now();
+  const kc = loadKubeConfig(kubeconfigPath);
+  const client = await kubeHttp(kc);
+  await client.getText("/readyz").catch((err: unknown) => {
+    throw new Error(`the cluster of ${kubeconfigPath} does not answer: ${(err as Error).message}`, { cause: err });
+  });
+  const cluster = kc.getCurrentCluster();
+  const dir = await mkdtemp(path.join(tmpdir(), "replicator-cluster-"));
+  return {
+    server: client.server,
+    adminToken: "",
+    kubeconfigPath,
+    tempDir: dir,
+    startupMs: Date.now() - started,
+    api: client,
+    kubeConfig: () => loadKubeConfig(kubeconfigPath),
+    applyYaml: (textOrFile, o) => applyYaml(client, textOrFile, o?.namespace ?? "default"),
+    createNamespace: async (name) => {
+      const nsPath = `/api/v1/namespaces/${name}`;
+      await waitUntil(Date.now() + 300_000, [], `namespace ${name} from an earlier run to be deleted`, async () => {
+        const ns = await client.get<{ status?: { phase?: string } }>(nsPath).catch((err: unknown) => {
+          if (isNotFound(err)) return undefined;
+          throw err;
+        });
+        return ns?.status?.phase !== "Terminating";
+      });
+      try {
+        await client.post("/api/v1/namespaces", { apiVersion: "v1", kind: "Namespace", metadata: { name } });
+      } catch (err) {
+        if (!(err instanceof KubeHttpError && err.status === 409)) throw err;
+      }
+      await waitUntil(Date.now() + 60_000, [], `ServiceAccount ${name}/default`, () => exists(client, `${nsPath}/serviceaccounts/default`));
+    },
+    serviceAccountKubeconfig: async (namespace, saName, o) => {
+      const saPath = `/api/v1/namespaces/${namespace}/serviceaccounts`;
+      if (!(await exists(client, `${saPath}/${saName}`))) {
+        await client.post(saPath, { apiVersion: "v1", kind: "ServiceAccount", metadata: { name: saName, namespace } });
+      }
+      const tr = await client.post<{ status: { token: string } }>(`${saPath}/${saName}/token`, {
+        apiVersion: "authentication.k8s.io/v1",
+        kind: "TokenRequest",
+        spec: { expirationSeconds: o?.expirationSeconds ?? 86_400 },
+      });
+      let caFile: string | undefined;
+      if (cluster?.caData) {
+        caFile = path.join(dir, "ca.crt");
+        await writeFile(caFile, Buffer.from(cluster.caData, "base64"));
+      } else if (cluster?.caFile) caFile = cluster.caFile;
+      const file = path.join(dir, `sa-${namespace}-${saName}.kubeconfig`);
+      await writeFile(file, kubeconfigYaml(client.server, `system:serviceaccount:${namespace}:${saName}`, tr.status.token, namespace, caFile));
+      return file;
+    },
+    logTail: () => Promise.resolve("(a cluster of its own: its components' logs are not the harness's)"),
+    stop: async () => {
+      client.close();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
 function loadKubeConfig(file: string): KubeConfig {
   const kc = new KubeConfig();
   kc.loadFromFile(file);

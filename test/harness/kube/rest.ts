@@ -32,6 +32,8 @@ export const isConflict = (e: unknown): boolean => e instanceof KubeHttpError &&
 export interface KubeHttp {
   readonly server: string;
   get<T>(path: string, query?: Record<string, string>): Promise<T>;
+  /** A GET whose answer is not JSON (a pod's log). */
+  getText(path: string, query?: Record<string, string>): Promise<string>;
   post<T>(path: string, body: unknown, query?: Record<string, string>): Promise<T>;
   put<T>(path: string, body: unknown): Promise<T>;
   patch<T>(path: string, body: unknown, type?: PatchType, query?: Record<string, string>): Promise<T>;
@@ -107,6 +109,11 @@ export async function kubeHttp(kc: KubeConfig): Promise<KubeHttp> {
   return {
     server: cluster.server,
     get: (path, q) => call("GET", withQuery(path, q)),
+    getText: async (path, q) => {
+      const r = await request("GET", withQuery(path, q), undefined, undefined);
+      if (r.status >= 200 && r.status < 300) return r.text;
+      throw new KubeHttpError(r.status, "", `GET ${path}: ${r.status}: ${r.text.slice(0, 500)}`);
+    },
     post: (path, body, q) => call("POST", withQuery(path, q), body),
     put: (path, body) => call("PUT", path, body),
     patch: (path, body, type = "merge", q) => call("PATCH", withQuery(path, q), body, PATCH_CONTENT[type]),
