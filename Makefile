@@ -120,6 +120,11 @@ node-smoke: helm
 node-e2e-smoke: helm
 	hack/node/e2e-smoke.sh
 
+## node-examples: every deploy/examples manifest on the node as its header says, each example in an ex-* namespace (hack/node/examples.sh)
+.PHONY: node-examples
+node-examples: helm
+	hack/node/examples.sh
+
 ## node-e2e: the end-to-end suite (test/e2e) on the node (as root, after node-up): our images,
 ## helm install of the chart, the node's CSI driver and DNS (hack/node/e2e.sh; E2E_FILES: some files)
 .PHONY: node-e2e
