@@ -151,7 +151,8 @@ containerd_start() {
 containerd_stop() { stop_pidfile "${RUN_DIR}/containerd.pid" 20; }
 
 # For scripts that drive a running node: the image tags (make images), the
-# node's S3 server settings, KUBECONFIG, KUBECTL and HELM.
+# node's S3 server settings, KUBECONFIG, KUBECTL and HELM; and node_lock (each
+# of them installs an operator), held by the script's own shell.
 use_running_node() {
   local images="${ROOT}/.tools/node/images.env"
   [[ -f "${images}" ]] || die "no ${images}: run make images"
@@ -163,6 +164,7 @@ use_running_node() {
   export KUBECONFIG="${KUBECONFIG:-${KUBECONFIG_ADMIN}}"
   KUBECTL="$(command -v "${TOOLS_BIN}/kubectl" || command -v kubectl)" || die "no kubectl on PATH"
   HELM="$(command -v "${TOOLS_BIN}/helm" || command -v helm)" || die "helm not found (make helm)"
+  node_lock
 }
 
 # node_lock: one script at a time installs an operator on the node (two
@@ -179,14 +181,15 @@ node_lock() {
 }
 
 # Shared by the scripts that drive a running node (after use_running_node):
-# helm_install_operator RELEASE NAMESPACE: the chart with our images, --wait
-# (under node_lock).
+# helm_install_operator RELEASE NAMESPACE [HELM ARGS...]: the chart with our
+# images, --wait (under node_lock); more arguments go to helm (e.g. --set
+# watchNamespace=NS).
 helm_install_operator() {
   node_lock
   "${HELM}" install "$1" "${ROOT}/charts/replicator-operator" -n "$2" \
     --set image.repository="${OPERATOR_IMAGE%:*}" --set image.tag="${OPERATOR_IMAGE##*:}" --set image.pullPolicy=Never \
     --set agentImage.repository="${AGENT_IMAGE%:*}" --set agentImage.tag="${AGENT_IMAGE##*:}" \
-    --wait --timeout 180s
+    --wait --timeout 180s "${@:3}"
 }
 # s3_credentials_yaml, repository_yaml: deploy/examples/s3-credentials.yaml and
 # repository.yaml with only the node's S3 credentials, bucket and endpoint substituted.
