@@ -20,6 +20,7 @@ import { loadManifestCache, manifestCacheDir, manifestCacheFile, saveManifestCac
 import { openRepository } from "../storage/open.js";
 import { Repository, type Listing } from "../storage/repository.js";
 import { binlogArchiveCommand, restoreUntilCommand, untilTarget } from "../pitr/cli.js";
+import { pruneArchive, readWholeArchive } from "../pitr/retention.js";
 import { renderTable } from "./table.js";
 import { endpointFrom, findConfigPath, loadConfigFile, requireSetting, resolveSettings, type Settings } from "./config.js";
 
@@ -384,13 +385,21 @@ async function cmdPrune(ctx: Ctx): Promise<unknown> {
   const retain = requireSetting(ctx.settings.retain, "--retain N", "retain");
   const repo = await repositoryOf(ctx);
   await repo.store.check();
-  const plan = await repo.prune({ retain, dryRun: ctx.values["dry-run"] ?? false });
+  const dryRun = ctx.values["dry-run"] ?? false;
+  // The whole binlog archive is read first: a fault there deletes nothing at all.
+  const archive = await readWholeArchive(repo);
+  const plan = await repo.prune({ retain, dryRun });
+  const binlogs = await pruneArchive(repo, archive, plan.expire, dryRun);
   if (!ctx.values.json) {
-    const verb = ctx.values["dry-run"] ? "would delete" : "deleted";
+    const verb = dryRun ? "would delete" : "deleted";
     ctx.out(plan.expire.length > 0 ? `${verb} ${plan.expire.length} backup(s): ${plan.expire.join(", ")}` : `nothing to delete (keeping ${retain})`);
     if (plan.abandon.length > 0) ctx.out(`${verb} ${plan.abandon.length} incomplete backup(s): ${plan.abandon.join(", ")}`);
     if (plan.keptInUse.length > 0) ctx.out(`kept (in use by a restore): ${plan.keptInUse.join(", ")}`);
     for (const u of plan.unusable) ctx.out(`kept, not counted (unusable, ${u.reason}): ${u.name}: ${u.error}`);
+    if (binlogs.deleted.length > 0) {
+      ctx.out(`${verb} ${binlogs.deleted.length} archived binlog(s) before ${binlogs.plan.oldest?.name ?? "?"} (GTID ${binlogs.plan.oldest?.position ?? "?"}): ${binlogs.deleted.map((b) => `${b.serverId}/${b.file}`).join(", ")}`);
+    }
+    for (const h of binlogs.plan.heldBack) ctx.out(`binlog archive: ${h}`);
   }
   return {
     operation: "prune",
@@ -399,7 +408,10 @@ async function cmdPrune(ctx: Ctx): Promise<unknown> {
     abandoned: plan.abandon,
     keptInUse: plan.keptInUse,
     unusable: plan.unusable.map((u) => ({ name: u.name, reason: u.reason, error: u.error })),
-    dryRun: ctx.values["dry-run"] ?? false,
+    binlogsDeleted: binlogs.deleted.map((b) => ({ serverId: b.serverId, file: b.file, lastGtid: b.lastGtid, endState: b.endState, lastEventTime: b.lastEventTime })),
+    binlogsKeptFrom: binlogs.plan.oldest,
+    binlogsHeldBack: binlogs.plan.heldBack,
+    dryRun,
   };
 }
 

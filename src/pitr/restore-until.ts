@@ -5,14 +5,15 @@
 // FILES | mariadb`, each archived file's size and sha256 checked against its
 // index before it is replayed.
 import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { hostname, tmpdir } from "node:os";
 import path from "node:path";
-import { badInput, failed } from "../lib/errors.js";
+import { badInput, failed, isReplicatorError } from "../lib/errors.js";
 import { spawnTool } from "../lib/exec.js";
 import type { Logger } from "../lib/log.js";
 import { writeDefaultsFile } from "../db/defaults-file.js";
 import { describeEndpoint, type Endpoint } from "../db/endpoint.js";
 import type { RestoreResult } from "../agent/restore.js";
+import type { BackupEntry } from "../storage/catalog.js";
 import type { Repository } from "../storage/repository.js";
 import { archivedServers, downloadBinlog, readServerArchive } from "./archive.js";
 import { BINLOG_TOOL } from "./archiver.js";
@@ -110,7 +111,12 @@ export async function runPointInTimeRestore(req: PitrRequest): Promise<PitrResul
     await downloadBinlog(repo.store, repo.cluster, stopIdx, local(stopIdx));
     const stop = stopIn(await scanBinlogFile(local(stopIdx)), until);
     const { backups } = await repo.list();
-    const choice = selectBackupBefore(backups, stop.state, until, repo.where);
+    let choice;
+    try {
+      choice = selectBackupBefore(backups, stop.state, until, repo.where);
+    } catch (err) {
+      throw explainUnrecoverable(err, backups, chain, whereSid);
+    }
     const startFile = findStartFile(chain, choice.position, stopFile, choice.backup.name, whereSid);
     const files = chain.slice(startFile, stopFile + 1);
     const plan: PitrPlan = {
@@ -142,24 +148,54 @@ export async function runPointInTimeRestore(req: PitrRequest): Promise<PitrResul
     if (req.dryRun) return { operation: "restore", pointInTime: true, dryRun: true, plan, replayed: 0, durationMs: Date.now() - started };
 
     log.info({ backup: plan.backup, binlogs: plan.binlogs.length, from: plan.fromGtid, stop: plan.stopGtid ?? "end" }, "point-in-time restore: restoring the base backup");
-    const restore = await req.restoreBackup(choice.backup.name);
-    let replayed = 0;
-    if (!nothing) {
-      // Every file is downloaded and its sha256 checked before any byte is replayed.
-      for (const f of files) if (f !== first && f !== stopIdx) await downloadBinlog(repo.store, repo.cluster, f, local(f));
-      for (const f of files) {
-        const from = f === first ? (startOffset ?? 0) : 0;
-        const to = f === stopIdx ? stop.offset : undefined;
-        const scan = await scanBinlogFile(local(f));
-        replayed += scan.gtids.filter((g) => g.offset >= from && (to === undefined || g.offset < to)).length;
+    // The base backup is leased until the replay is done (the ordinary restore's
+    // own lease ends with it): prune keeps a leased backup, and so, by the
+    // archive's retention rule, every binlog replayed from its position.
+    const lease = await repo.acquireLease(choice.backup.name, "point-in-time restore", `${hostname()}:${process.pid}`);
+    try {
+      const restore = await req.restoreBackup(choice.backup.name);
+      let replayed = 0;
+      if (!nothing) {
+        // Every file is downloaded and its sha256 checked before any byte is replayed.
+        for (const f of files) if (f !== first && f !== stopIdx) await downloadBinlog(repo.store, repo.cluster, f, local(f));
+        for (const f of files) {
+          const from = f === first ? (startOffset ?? 0) : 0;
+          const to = f === stopIdx ? stop.offset : undefined;
+          const scan = await scanBinlogFile(local(f));
+          replayed += scan.gtids.filter((g) => g.offset >= from && (to === undefined || g.offset < to)).length;
+        }
+        if (lease.signal.aborted) throw lease.signal.reason as Error;
+        await replay(req.target, files.map(local), startOffset, stop.offset, req, restore.name);
       }
-      await replay(req.target, files.map(local), startOffset, stop.offset, req, restore.name);
+      log.info({ replayed, until: plan.until }, "point-in-time restore done");
+      return { operation: "restore", pointInTime: true, dryRun: false, plan, restore, replayed, durationMs: Date.now() - started };
+    } finally {
+      await lease.release().catch((err: unknown) => { log.warn({ err }, "could not release the point-in-time restore's lease; it expires by itself"); });
     }
-    log.info({ replayed, until: plan.until }, "point-in-time restore done");
-    return { operation: "restore", pointInTime: true, dryRun: false, plan, restore, replayed, durationMs: Date.now() - started };
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * NoBackup, with the range that is missing: where the repository's
+ * recoverable history now begins (its oldest logical backup with a GTID
+ * position, and the archive's first file), so that a target before it (e.g.
+ * after retention pruned older backups and binlogs) fails with one line that says why.
+ */
+function explainUnrecoverable(err: unknown, backups: BackupEntry[], chain: BinlogIndex[], whereSid: string): unknown {
+  if (!isReplicatorError(err) || err.reason !== "NoBackup") return err;
+  const oldest = backups
+    .filter((b) => b.manifest.kind === "logical" && b.manifest.replication?.gtid !== undefined)
+    .sort((a, b) => a.time.getTime() - b.time.getTime())[0];
+  const head = chain[0];
+  if (!oldest || !head) return err;
+  return badInput(
+    "NoBackup",
+    `${err.message}; the earliest recoverable point is backup ${oldest.name} (GTID ${oldest.manifest.replication?.gtid ?? "?"}, ${oldest.manifest.finishedAt}), ` +
+      `and the archive ${whereSid} begins at ${head.file} (GTID ${head.startState || "(none)"}, ${head.firstEventTime ?? "?"}): everything before is missing (pruned by retention, or never archived)`,
+    { cause: err },
+  );
 }
 
 /** `mariadb-binlog [--start-position] [--stop-position] FILES | mariadb`, through one OS pipe. */

@@ -1,0 +1,272 @@
+// Retention of the binlog archive: `replicator prune` removes, with the
+// backups it deletes, the archived binlogs that no remaining backup needs to
+// be replayed forward, against a real master (binlogs rotated by FLUSH
+// BINARY LOGS, backups between) and a real S3 server (versitygw). Asserted:
+// exactly the binlogs before the kept backup's position go (dry run first,
+// then for real), a point-in-time restore after the kept backup is still
+// exact (checksums), one before it fails with one line naming what is
+// missing, and an index that cannot be read or parsed deletes nothing.
+import { readdir, readFile, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { runCli } from "../harness/cli.js";
+import { seedShop } from "../harness/fixtures.js";
+import { checksums, startMariaDb, type MariaDb } from "../harness/mariadb.js";
+import { startS3, type S3Server } from "../harness/s3.js";
+import { startFaultProxy, type FaultProxy } from "../harness/s3-fault-proxy.js";
+import { openRepository } from "../../src/storage/open.js";
+
+let s3: S3Server;
+let proxy: FaultProxy;
+let master: MariaDb;
+const servers: MariaDb[] = [];
+const bucket = "pitr-retention";
+const repo = `s3://${bucket}/r`;
+const CLUSTER = "ret";
+const SCHEMAS = ["shop", "app"];
+const SID = 21;
+const repoArgs = ["--repository", repo, "--cluster", CLUSTER];
+
+function archiveDir(): string {
+  return path.join(s3.root, bucket, "r", CLUSTER, "binlogs", String(SID));
+}
+
+async function archived(): Promise<string[]> {
+  return (await readdir(archiveDir())).sort();
+}
+
+async function fresh(): Promise<MariaDb> {
+  const s = await startMariaDb({ binlog: true });
+  servers.push(s);
+  return s;
+}
+
+async function utcNow(s: MariaDb): Promise<Date> {
+  const [r] = await s.query<{ t: string }>("SELECT DATE_FORMAT(UTC_TIMESTAMP(), '%Y-%m-%dT%H:%i:%sZ') AS t");
+  return new Date(r?.t ?? "");
+}
+
+async function currentFile(s: MariaDb): Promise<string> {
+  const [r] = await s.query<{ File: string }>("SHOW MASTER STATUS");
+  return r?.File ?? "";
+}
+
+async function write(v: string, n = 3): Promise<void> {
+  for (let i = 0; i < n; i++) await master.query("INSERT INTO app.events (at, v) VALUES (UTC_TIMESTAMP(6), ?)", [`${v} ${i}`]);
+}
+
+async function backup(): Promise<string> {
+  const b = await runCli(["backup", "--source", master.url, ...repoArgs, "--json"], s3.env);
+  expect(b.stderr).toBe("");
+  expect(b.exitCode).toBe(0);
+  return String(b.json?.name);
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+function errorLines(stderr: string): string[] {
+  return stderr.trim().split("\n").filter((l) => l.startsWith("replicator"));
+}
+
+beforeAll(async () => {
+  [s3, master] = await Promise.all([startS3(), startMariaDb({ binlog: true, serverId: SID })]);
+  await s3.createBucket(bucket);
+  proxy = await startFaultProxy(s3.endpoint, { seed: 11 });
+  await seedShop(master, { rows: 200 });
+  await master.query("CREATE TABLE app.events (id INT AUTO_INCREMENT PRIMARY KEY, at DATETIME(6) NOT NULL, v VARCHAR(64)) ENGINE=InnoDB");
+});
+
+afterAll(async () => {
+  await Promise.all(servers.map((s) => s.destroy()));
+  await master.destroy();
+  await proxy.close();
+  await s3.stop();
+});
+
+describe("binlog archive retention", () => {
+  let b1: string;
+  let b2: string;
+  let beforeKept: Date;
+  let afterKept: Date;
+  let reference: Record<string, string>;
+  let expectedGone: string[];
+
+  it("prune --retain 1 removes exactly the archived binlogs before the kept backup's position (dry run first)", async () => {
+    await write("first");
+    await master.query("FLUSH BINARY LOGS");
+    await write("second");
+    b1 = await backup();
+    await sleep(1100);
+    beforeKept = await utcNow(master);
+    await sleep(1100);
+    await write("between backups a");
+    await master.query("FLUSH BINARY LOGS");
+    await write("between backups b");
+    await master.query("FLUSH BINARY LOGS");
+    await write("between backups c");
+    // The kept backup's position lies in this binlog: every file before it is wholly in the backup.
+    const keptFile = await currentFile(master);
+    b2 = await backup();
+    await write("after the kept backup");
+    await master.query("FLUSH BINARY LOGS");
+    await write("later");
+    reference = await checksums(master, SCHEMAS);
+    await sleep(2200);
+    afterKept = await utcNow(master);
+    await sleep(1100);
+    await master.query("UPDATE shop.customers SET name = 'oops'");
+    await master.query("FLUSH BINARY LOGS");
+    await write("in the open binlog", 1);
+
+    const a = await runCli(["binlog-archive", "--source", master.url, ...repoArgs, "--once", "--json"], s3.env);
+    expect(a.stderr).toBe("");
+    expect(a.exitCode).toBe(0);
+    const logs = (await master.query<{ Log_name: string }>("SHOW BINARY LOGS")).map((l) => l.Log_name);
+    expectedGone = logs.filter((l) => l < keptFile);
+    expect(expectedGone.length).toBeGreaterThanOrEqual(3);
+    const before = await archived();
+    for (const f of expectedGone) expect(before).toContain(`${f}.index.json`);
+
+    const dry = await runCli(["prune", "--retain", "1", ...repoArgs, "--dry-run", "--json"], s3.env);
+    expect(dry.stderr).toBe("");
+    expect(dry.exitCode).toBe(0);
+    expect(dry.json?.deleted).toEqual([b1]);
+    expect((dry.json?.binlogsDeleted as { file: string }[]).map((x) => x.file)).toEqual(expectedGone);
+    expect(await archived()).toEqual(before);
+    const dryText = await runCli(["prune", "--retain", "1", ...repoArgs, "--dry-run"], s3.env);
+    expect(dryText.stdout).toContain(`would delete ${expectedGone.length} archived binlog(s) before ${b2}`);
+
+    const pr = await runCli(["prune", "--retain", "1", ...repoArgs, "--json"], s3.env);
+    expect(pr.stderr).toBe("");
+    expect(pr.exitCode).toBe(0);
+    expect(pr.json?.deleted).toEqual([b1]);
+    const gone = pr.json?.binlogsDeleted as { serverId: number; file: string; lastGtid: string }[];
+    expect(gone.map((x) => x.file)).toEqual(expectedGone);
+    expect(gone.every((x) => x.serverId === SID)).toBe(true);
+    expect((pr.json?.binlogsKeptFrom as { name: string }).name).toBe(b2);
+    const after = await archived();
+    expect(after).toEqual(before.filter((n) => !expectedGone.some((f) => n === f || n === `${f}.index.json`)));
+    expect(after).toContain(keptFile);
+    expect(after).toContain(`${keptFile}.index.json`);
+
+    // A second prune has nothing more to take.
+    const again = await runCli(["prune", "--retain", "1", ...repoArgs, "--json"], s3.env);
+    expect(again.exitCode).toBe(0);
+    expect(again.json?.binlogsDeleted).toEqual([]);
+  });
+
+  it("a point-in-time restore after the kept backup is still exact", async () => {
+    const t = await fresh();
+    const r = await runCli(["restore", "--until", afterKept.toISOString(), "--target", t.url, ...repoArgs, "--json"], s3.env);
+    expect(r.stderr).toBe("");
+    expect(r.exitCode).toBe(0);
+    expect((r.json?.plan as { backup: string }).backup).toBe(b2);
+    expect(await checksums(t, SCHEMAS)).toEqual(reference);
+  });
+
+  it("a point in time before the kept backup fails with one line naming what is missing", async () => {
+    const t = await fresh();
+    const r = await runCli(["restore", "--until", beforeKept.toISOString(), "--target", t.url, ...repoArgs], s3.env);
+    expect(r.exitCode).toBe(2);
+    const lines = errorLines(r.stderr);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toContain(`cannot restore to ${beforeKept.toISOString()}`);
+    expect(lines[0]).toContain(`the earliest recoverable point is backup ${b2}`);
+    expect(lines[0]).toMatch(/the archive .* begins at \S+ \(GTID \d+-\d+-\d+, .*\): everything before is missing/);
+    const [n] = await t.query<{ n: number }>("SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema IN ('shop','app')");
+    expect(Number(n?.n)).toBe(0);
+  });
+
+  it("an index that cannot be parsed, or whose bytes were damaged at rest, deletes nothing, no backup and no binlog, and is named", async () => {
+    await write("before a third backup");
+    await master.query("FLUSH BINARY LOGS");
+    await write("more");
+    await sleep(1100);
+    const b3 = await backup();
+    const a = await runCli(["binlog-archive", "--source", master.url, ...repoArgs, "--once"], s3.env);
+    expect(a.exitCode).toBe(0);
+    const names = await archived();
+    const indexes = names.filter((n) => n.endsWith(".index.json") && !n.includes(".partial"));
+    const damaged = indexes[indexes.length - 1] as string;
+    const file = path.join(archiveDir(), damaged);
+    const good = await readFile(file);
+    const key = `${CLUSTER}/binlogs/${SID}/${damaged}`;
+    const store = await openRepository(repo, { endpoint: s3.endpoint, region: "us-east-1", forcePathStyle: true, credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey } });
+    const expectNothingDeleted = async (): Promise<void> => {
+      expect(await archived()).toEqual(names);
+      const l = await runCli(["list", ...repoArgs, "--json"], s3.env);
+      expect((l.json?.backups as { name: string }[]).map((x) => x.name)).toEqual([b2, b3]);
+    };
+    try {
+      // Written through S3: a valid object whose content is not an index.
+      await store.put(key, "{ not json");
+      const pr = await runCli(["prune", "--retain", "1", ...repoArgs, "--json"], s3.env);
+      expect(pr.exitCode, pr.stderr).toBe(2);
+      expect(pr.json?.reason).toBe("CorruptArchive");
+      const lines = errorLines(pr.stderr);
+      expect(lines).toHaveLength(1);
+      expect(lines[0]).toContain(damaged);
+      expect(lines[0]).toContain("not valid JSON");
+      expect(lines[0]).toContain("nothing was deleted");
+      await expectNothingDeleted();
+
+      // Bytes changed on the server's disk: the store's own checksum refuses them.
+      await store.put(key, good);
+      await writeFile(file, good.toString("utf8").replace(/"size": \d+/, '"size": 1'));
+      const pr2 = await runCli(["prune", "--retain", "1", ...repoArgs, "--json"], s3.env);
+      expect(pr2.exitCode, pr2.stderr).toBe(1);
+      const lines2 = errorLines(pr2.stderr);
+      expect(lines2).toHaveLength(1);
+      expect(lines2[0]).toContain(damaged);
+      expect(lines2[0]).toContain("nothing was deleted");
+      await expectNothingDeleted();
+    } finally {
+      await store.put(key, good);
+      store.close();
+    }
+  });
+
+  it("a storage fault reading an index is a fault, not a verdict: nothing deleted, the key named; a leased backup keeps its binlogs", async () => {
+    const names = await archived();
+    const victim = names.find((n) => n.endsWith(".index.json") && !n.includes(".partial")) as string;
+    const env = { ...s3.env, AWS_ENDPOINT_URL_S3: proxy.endpoint };
+    const remove = proxy.add({ op: "GET", key: new RegExp(`${victim.replace(/\./g, "\\.")}$`), action: { kind: "status", status: 500, code: "InternalError" } });
+    try {
+      const pr = await runCli(["prune", "--retain", "1", ...repoArgs, "--json"], env);
+      expect(pr.exitCode).toBe(1);
+      expect(pr.json?.reason).not.toBe("CorruptArchive");
+      const lines = errorLines(pr.stderr);
+      expect(lines).toHaveLength(1);
+      expect(lines[0]).toContain(victim);
+      expect(lines[0]).toMatch(/500|InternalError/);
+      expect(lines[0]).toContain("nothing was deleted");
+    } finally {
+      remove();
+    }
+    expect(await archived()).toEqual(names);
+    const l = await runCli(["list", ...repoArgs, "--json"], s3.env);
+    expect((l.json?.backups as { name: string }[]).length).toBe(2);
+
+    // A restore's lease on the older backup keeps it, and with it every binlog it would replay.
+    const store = await openRepository(repo, { endpoint: s3.endpoint, region: "us-east-1", forcePathStyle: true, credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey } });
+    const leaseKey = `${CLUSTER}/${b2}/in-use/test-lease.json`;
+    try {
+      await store.put(leaseKey, JSON.stringify({ id: "test-lease", purpose: "point-in-time restore", holder: "test", expiresAt: new Date(Date.now() + 600_000).toISOString() }));
+      const leased = await runCli(["prune", "--retain", "1", ...repoArgs, "--json"], s3.env);
+      expect(leased.exitCode, leased.stderr).toBe(0);
+      expect(leased.json?.deleted).toEqual([]);
+      expect(leased.json?.keptInUse).toEqual([b2]);
+      expect(leased.json?.binlogsDeleted).toEqual([]);
+      expect(await archived()).toEqual(names);
+    } finally {
+      await store.delete([leaseKey]);
+      store.close();
+    }
+
+    // With the fault and the lease gone, the same prune goes through: the older backup and the binlogs before the newer one.
+    const pr = await runCli(["prune", "--retain", "1", ...repoArgs, "--json"], s3.env);
+    expect(pr.exitCode).toBe(0);
+    expect(pr.json?.deleted).toEqual([b2]);
+    expect((pr.json?.binlogsDeleted as unknown[]).length).toBeGreaterThan(0);
+  });
+});
