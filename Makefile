@@ -68,10 +68,19 @@ test-cluster: tools build
 test-go:
 	cd hack/node/csi/driver && GOFLAGS=-mod=readonly go test ./...
 
-## test: everything CI runs
+## test: everything CI runs: unit, lint, integration (real MariaDB, PostgreSQL, S3), the chart and
+## a control plane of our own, the CSI driver's Go tests, then the e2e suite on a real node
+## (hack/node, as root: node tools and images, cached; node-up; the suite; node-down)
 test: tools build typecheck lint test-go
 	@node --version
-	vitest run
+	vitest run --exclude 'test/e2e/**'
+	hack/node/test-e2e.sh
+
+## test-e2e-local: the e2e suite on the test kubelet (test/harness/kube), for a contributor without
+## root; CI runs it on the real node (make test)
+.PHONY: test-e2e-local
+test-e2e-local: tools build
+	vitest run --project cluster test/e2e
 
 ## demo: only what the CLI demo uses (Node 22, npm packages, versitygw, the
 ## Debian MariaDB packages): no Kubernetes builds
@@ -81,9 +90,10 @@ demo: node deps $(TOOLS)/bin/versitygw build
 bench: tools build
 	tsx bench/run.ts
 
-## bench-provision: scale → Ready time of a self-provisioned slave (BENCH_SIZE_MB, default 1024)
-bench-provision: tools build
-	tsx bench/provision.ts
+## bench-provision: on the real node (as root, after node-up), kubectl scale → Ready of a
+## self-provisioned slave per method at BENCH_SIZE_MB (default 1024); the same as node-bench-provision
+bench-provision: helm
+	hack/node/bench-provision.sh
 
 clean:
 	rm -rf dist coverage

@@ -203,7 +203,7 @@ spec:
     expect(ok.exitCode, ok.stderr).toBe(0);
     expect(ok.stdout).toMatch(/replicatorbackup\/db-\d{8}t\d{6} created in db/);
     expect(ok.stdout).toMatch(/Completed: backup \d{8}T\d{6}Z-mysqldump-db-0 stored/);
-    expect(ok.stdout).toMatch(/backup \d{8}T\d{6}Z-mysqldump-db-0: [\d.]+ KiB, position 0-1-\d+/);
+    expect(ok.stdout).toMatch(/backup \d{8}T\d{6}Z-mysqldump-db-0: [\d.]+ KiB, position 0-\d+-\d+/);
     const list = await runCli(["list", "db", "-n", NS], kenv);
     expect(list.exitCode).toBe(0);
     expect(list.stdout.split("\n")[0]).toMatch(/^RESOURCE\s+BACKUP\s+PHASE\s+METHOD\s+SIZE\s+POSITION$/);
