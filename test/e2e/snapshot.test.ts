@@ -249,6 +249,7 @@ describe("volumesnapshot backups", () => {
     expect(s.message).toContain("the watchdog released FLUSH TABLES WITH READ LOCK on db-0 after 4s");
     expect(s.message).toContain(`VolumeSnapshot ${vsName} of data-db-0 was not cut (no status.creationTime)`);
     expect(s.message).toContain("VolumeSnapshotClass absent-driver");
+    expect(s.message).toContain("stay Terminating (an admin can remove their finalizers)");
     if (csi) expect(csi.ignored.has(`${NS}/${vsName}`)).toBe(true);
     // Nothing is left behind: no VolumeSnapshot, nothing stored; writes go through at once.
     // On a real cluster the snapshot controller keeps it Terminating: its content waits for a

@@ -214,7 +214,7 @@ export async function runSnapshotBackup(i: SnapshotBackupInput): Promise<Snapsho
             st.cut
               ? `VolumeSnapshot ${vsName} was cut, but UNLOCK TABLES did not run in time`
               : st.vsCreated
-                ? `VolumeSnapshot ${vsName} of ${i.claimName} was not cut (no status.creationTime)${st.pendingError ? `; the snapshot reports: ${st.pendingError}` : ""}; is a CSI snapshotter running for its storage class${i.className ? ` and VolumeSnapshotClass ${i.className}` : ""}?`
+                ? `VolumeSnapshot ${vsName} of ${i.claimName} was not cut (no status.creationTime)${st.pendingError ? `; the snapshot reports: ${st.pendingError}` : ""}; is a CSI snapshotter running for its storage class${i.className ? ` and VolumeSnapshotClass ${i.className}` : ""}? It is deleted, but until a snapshotter handles it, it and its VolumeSnapshotContent stay Terminating (an admin can remove their finalizers)`
                 : `the lock or the position read did not finish (${oneLine(err)}); long-running queries block FLUSH TABLES WITH READ LOCK`
           }`,
           { cause: err },
