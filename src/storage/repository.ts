@@ -69,7 +69,12 @@ export interface LeaseOptions {
   ttlMs?: number;
   /** How often it is rewritten with a new expiry (default ttl/4). */
   renewEveryMs?: number;
+  /** How long to wait for a delete under way (its tombstone) to finish or back off (default 30 s). */
+  deleteWaitMs?: number;
 }
+
+/** A delete's tombstone lives for one lease check or one deletion: seconds, unless it crashed. */
+const DEFAULT_DELETE_WAIT_MS = 30_000;
 
 function reasonOf(err: unknown): string | undefined {
   return isReplicatorError(err) ? err.reason : undefined;
@@ -308,8 +313,9 @@ export class Repository {
   /**
    * Mark a backup in use (by a restore) until released. The lease is renewed
    * in the background; `signal` aborts with LeaseLost if renewal keeps
-   * failing until it would expire. Throws BackupGone when the backup is being
-   * deleted or is gone: choose again.
+   * failing until it would expire. Throws BackupGone when the backup is gone
+   * (choose again); while a delete is under way (its tombstone) it waits for
+   * that delete to finish or back off, up to deleteWaitMs (BackupBeingDeleted).
    */
   async acquireLease(name: string, purpose: string, holder: string, opts: LeaseOptions = {}): Promise<LeaseHandle> {
     this.checkName(name);
@@ -323,17 +329,40 @@ export class Repository {
       await this.store.put(key, JSON.stringify(lease));
     };
     await withRetries(() => write(expiresAt));
-    // The second flag: a delete that started before our lease was written is seen here.
-    let gone: boolean;
+    // The second flag: a delete that started before our lease was written is seen here. A
+    // tombstone alone is not a verdict: that delete either read the leases before ours was
+    // written (it goes on: the manifest disappears) or sees ours and backs off (the tombstone
+    // disappears). Wait for one of the two, keeping our lease.
+    const waitUntil = Date.now() + (opts.deleteWaitMs ?? DEFAULT_DELETE_WAIT_MS);
+    let state: "ok" | "gone" | "stuck";
     try {
-      gone = (await this.store.head(this.key(name, TOMBSTONE))) !== undefined || (await this.store.head(this.key(name, MANIFEST))) === undefined;
+      for (;;) {
+        const tombstone = await this.store.head(this.key(name, TOMBSTONE));
+        if ((await this.store.head(this.key(name, MANIFEST))) === undefined) {
+          state = "gone";
+          break;
+        }
+        if (tombstone === undefined) {
+          state = "ok";
+          break;
+        }
+        if (Date.now() > waitUntil) {
+          state = "stuck";
+          break;
+        }
+        await new Promise((r) => setTimeout(r, 200));
+      }
     } catch (err) {
       await this.store.delete([key]).catch(() => undefined);
       throw err;
     }
-    if (gone) {
+    if (state !== "ok") {
       await withRetries(() => this.store.delete([key]));
-      throw failed("BackupGone", `backup ${name} was deleted (by retention or delete) while this restore chose it`);
+      if (state === "gone") throw failed("BackupGone", `backup ${name} was deleted (by retention or delete) while this restore chose it`);
+      throw failed(
+        "BackupBeingDeleted",
+        `backup ${name} in ${this.where} has been marked for deletion (${this.key(name, TOMBSTONE)}) for over ${Math.round((opts.deleteWaitMs ?? DEFAULT_DELETE_WAIT_MS) / 1000)}s: a delete or prune that stopped half way leaves it; run \`replicator delete ${name}\` to finish deleting it, or restore another backup`,
+      );
     }
 
     const controller = new AbortController();

@@ -346,6 +346,30 @@ describe("restore leases hold against prune and delete", () => {
     expect(await keysOf(repo, name)).toEqual([]);
   });
 
+  it("a restore that meets a delete's tombstone waits for it: restores when the delete backs off, and names a tombstone a crashed delete left", async () => {
+    const store = s3Store();
+    const repo = new Repository(store, cluster());
+    const name = backupName(1);
+    await makeBackup(repo, name);
+    // A prune that wrote its tombstone and is about to read the leases; it sees ours and backs off.
+    const tombstone = repo.key(name, "deleting.json");
+    await store.put(tombstone, "{}");
+    const t0 = Date.now();
+    const pending = repo.acquireLease(name, "restore", "waiter");
+    await new Promise((r) => setTimeout(r, 800));
+    await store.delete([tombstone]);
+    const lease = await pending;
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(800);
+    expect(await keysOf(repo, name)).toEqual(expect.arrayContaining(["data.sql", "manifest.json"]));
+    await lease.release();
+    // A tombstone that stays (its delete crashed): named, with the way out; no lease left behind.
+    await store.put(tombstone, "{}");
+    const stuck = await rejection(repo.acquireLease(name, "restore", "late", { deleteWaitMs: 1_000 }));
+    expect(stuck.reason).toBe("BackupBeingDeleted");
+    expect(stuck.message).toContain(`replicator delete ${name}`);
+    expect((await keysOf(repo, name)).filter((k) => k.startsWith("in-use/"))).toEqual([]);
+  });
+
   it("a corrupt lease object protects its backup; a lease unreadable because of a fault makes prune throw, not ignore it", async () => {
     const repo = new Repository(s3Store(), cluster());
     await makeBackup(repo, backupName(1));
