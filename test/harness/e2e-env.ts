@@ -67,23 +67,9 @@ export interface StatefulSetOptions { provision?: boolean; initContainer?: boole
  */
 export function mariadbStatefulSet(ns: string, name: string, replicas: number, opts: StatefulSetOptions = {}): string {
   if (realCluster) return realMariadbStatefulSet(ns, name, replicas, opts);
-  const provision = opts.provision
-    ? { annotations: `\n  annotations: { replicator.dev/provision: latest, replicator.dev/replication-secret: db-replication }`, policy: "\n  podManagementPolicy: Parallel", gate: "\n      readinessGates: [{ conditionType: replicator.dev/provisioned }]" }
-    : { annotations: "", policy: "", gate: "" };
+  const provision = provisionParts(opts);
   const init = opts.initContainer
-    ? `
-      initContainers:
-        - name: provision
-          image: ${AGENT_IMAGE}
-          args: [provision, --datadir, /var/lib/mysql, --plan-file, /etc/replicator/plan]
-          env:
-            - { name: REPLICATOR_REPLICATION_USER, valueFrom: { secretKeyRef: { name: db-replication, key: username } } }
-            - { name: REPLICATOR_REPLICATION_PASSWORD, valueFrom: { secretKeyRef: { name: db-replication, key: password } } }
-            - { name: AWS_ACCESS_KEY_ID, valueFrom: { secretKeyRef: { name: s3-credentials, key: AWS_ACCESS_KEY_ID } } }
-            - { name: AWS_SECRET_ACCESS_KEY, valueFrom: { secretKeyRef: { name: s3-credentials, key: AWS_SECRET_ACCESS_KEY } } }
-          volumeMounts:
-            - { name: data, mountPath: /var/lib/mysql, subPath: data }
-            - { name: plan, mountPath: /etc/replicator }
+    ? `${provisionInitContainer(", subPath: data")}
       volumes:
         - name: plan
           downwardAPI: { items: [{ path: plan, fieldRef: { fieldPath: "metadata.annotations['replicator.dev/provision-plan']" } }] }`
@@ -113,6 +99,30 @@ spec:
 `;
 }
 
+/** The provisioning annotations, podManagementPolicy and readiness gate (with `provision`), as YAML fragments. */
+function provisionParts(opts: StatefulSetOptions): { annotations: string; policy: string; gate: string } {
+  return opts.provision
+    ? { annotations: `\n  annotations: { replicator.dev/provision: latest, replicator.dev/replication-secret: db-replication }`, policy: "\n  podManagementPolicy: Parallel", gate: "\n      readinessGates: [{ conditionType: replicator.dev/provisioned }]" }
+    : { annotations: "", policy: "", gate: "" };
+}
+
+/** The `replicator provision` init container (`dataMount`: more fields of the data volume's mount, e.g. a subPath). */
+function provisionInitContainer(dataMount: string): string {
+  return `
+      initContainers:
+        - name: provision
+          image: ${AGENT_IMAGE}
+          args: [provision, --datadir, /var/lib/mysql, --plan-file, /etc/replicator/plan]
+          env:
+            - { name: REPLICATOR_REPLICATION_USER, valueFrom: { secretKeyRef: { name: db-replication, key: username } } }
+            - { name: REPLICATOR_REPLICATION_PASSWORD, valueFrom: { secretKeyRef: { name: db-replication, key: password } } }
+            - { name: AWS_ACCESS_KEY_ID, valueFrom: { secretKeyRef: { name: s3-credentials, key: AWS_ACCESS_KEY_ID } } }
+            - { name: AWS_SECRET_ACCESS_KEY, valueFrom: { secretKeyRef: { name: s3-credentials, key: AWS_SECRET_ACCESS_KEY } } }
+          volumeMounts:
+            - { name: data, mountPath: /var/lib/mysql${dataMount} }
+            - { name: plan, mountPath: /etc/replicator }`;
+}
+
 /**
  * The same StatefulSet for a real cluster, as a user writes one for the
  * official image: a headless Service of the same name (slaves reach the master
@@ -125,24 +135,8 @@ spec:
  */
 function realMariadbStatefulSet(ns: string, name: string, replicas: number, opts: StatefulSetOptions): string {
   if (!realCluster) throw new Error("not on a real cluster");
-  const provision = opts.provision
-    ? { annotations: `\n  annotations: { replicator.dev/provision: latest, replicator.dev/replication-secret: db-replication }`, policy: "\n  podManagementPolicy: Parallel", gate: "\n      readinessGates: [{ conditionType: replicator.dev/provisioned }]" }
-    : { annotations: "", policy: "", gate: "" };
-  const init = opts.initContainer
-    ? `
-      initContainers:
-        - name: provision
-          image: ${AGENT_IMAGE}
-          args: [provision, --datadir, /var/lib/mysql, --plan-file, /etc/replicator/plan]
-          env:
-            - { name: REPLICATOR_REPLICATION_USER, valueFrom: { secretKeyRef: { name: db-replication, key: username } } }
-            - { name: REPLICATOR_REPLICATION_PASSWORD, valueFrom: { secretKeyRef: { name: db-replication, key: password } } }
-            - { name: AWS_ACCESS_KEY_ID, valueFrom: { secretKeyRef: { name: s3-credentials, key: AWS_ACCESS_KEY_ID } } }
-            - { name: AWS_SECRET_ACCESS_KEY, valueFrom: { secretKeyRef: { name: s3-credentials, key: AWS_SECRET_ACCESS_KEY } } }
-          volumeMounts:
-            - { name: data, mountPath: /var/lib/mysql }
-            - { name: plan, mountPath: /etc/replicator }`
-    : "";
+  const provision = provisionParts(opts);
+  const init = opts.initContainer ? provisionInitContainer("") : "";
   const planVolume = opts.initContainer
     ? `
       volumes:

@@ -216,17 +216,9 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
         );
       },
       serviceAccountKubeconfig: async (namespace, saName, o) => {
-        const saPath = `/api/v1/namespaces/${namespace}/serviceaccounts`;
-        if (!(await exists(client, `${saPath}/${saName}`))) {
-          await client.post(saPath, { apiVersion: "v1", kind: "ServiceAccount", metadata: { name: saName, namespace } });
-        }
-        const tr = await client.post<{ status: { token: string } }>(`${saPath}/${saName}/token`, {
-          apiVersion: "authentication.k8s.io/v1",
-          kind: "TokenRequest",
-          spec: { expirationSeconds: o?.expirationSeconds ?? 86_400 },
-        });
+        const token = await serviceAccountToken(client, namespace, saName, o?.expirationSeconds);
         const file = path.join(dir, `sa-${namespace}-${saName}.kubeconfig`);
-        await writeFile(file, kubeconfigYaml(server, `system:serviceaccount:${namespace}:${saName}`, tr.status.token, namespace));
+        await writeFile(file, kubeconfigYaml(server, `system:serviceaccount:${namespace}:${saName}`, token, namespace));
         return file;
       },
       logTail,
@@ -287,22 +279,14 @@ export async function connectControlPlane(kubeconfigPath: string): Promise<Contr
       await waitUntil(Date.now() + 60_000, [], `ServiceAccount ${name}/default`, () => exists(client, `${nsPath}/serviceaccounts/default`));
     },
     serviceAccountKubeconfig: async (namespace, saName, o) => {
-      const saPath = `/api/v1/namespaces/${namespace}/serviceaccounts`;
-      if (!(await exists(client, `${saPath}/${saName}`))) {
-        await client.post(saPath, { apiVersion: "v1", kind: "ServiceAccount", metadata: { name: saName, namespace } });
-      }
-      const tr = await client.post<{ status: { token: string } }>(`${saPath}/${saName}/token`, {
-        apiVersion: "authentication.k8s.io/v1",
-        kind: "TokenRequest",
-        spec: { expirationSeconds: o?.expirationSeconds ?? 86_400 },
-      });
+      const token = await serviceAccountToken(client, namespace, saName, o?.expirationSeconds);
       let caFile: string | undefined;
       if (cluster?.caData) {
         caFile = path.join(dir, "ca.crt");
         await writeFile(caFile, Buffer.from(cluster.caData, "base64"));
       } else if (cluster?.caFile) caFile = cluster.caFile;
       const file = path.join(dir, `sa-${namespace}-${saName}.kubeconfig`);
-      await writeFile(file, kubeconfigYaml(client.server, `system:serviceaccount:${namespace}:${saName}`, tr.status.token, namespace, caFile));
+      await writeFile(file, kubeconfigYaml(client.server, `system:serviceaccount:${namespace}:${saName}`, token, namespace, caFile));
       return file;
     },
     logTail: () => Promise.resolve("(a cluster of its own: its components' logs are not the harness's)"),
@@ -311,6 +295,20 @@ export async function connectControlPlane(kubeconfigPath: string): Promise<Contr
       await rm(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** A token of ServiceAccount namespace/saName (created if missing) from the TokenRequest API. */
+async function serviceAccountToken(client: KubeHttp, namespace: string, saName: string, expirationSeconds = 86_400): Promise<string> {
+  const saPath = `/api/v1/namespaces/${namespace}/serviceaccounts`;
+  if (!(await exists(client, `${saPath}/${saName}`))) {
+    await client.post(saPath, { apiVersion: "v1", kind: "ServiceAccount", metadata: { name: saName, namespace } });
+  }
+  const tr = await client.post<{ status: { token: string } }>(`${saPath}/${saName}/token`, {
+    apiVersion: "authentication.k8s.io/v1",
+    kind: "TokenRequest",
+    spec: { expirationSeconds },
+  });
+  return tr.status.token;
 }
 
 function loadKubeConfig(file: string): KubeConfig {
