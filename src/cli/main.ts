@@ -4,25 +4,30 @@
 import { existsSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { parseArgs, type ParseArgsConfig } from "node:util";
-import { runBackup } from "../agent/backup.js";
-import { runRestore } from "../agent/restore.js";
-import { runProvision } from "../agent/provision.js";
 import { TOOL_VERSION } from "../version.js";
 import { describeEndpoint } from "../db/endpoint.js";
-import { withConn } from "../db/connection.js";
-import { setOffline, setOnline } from "../db/replication.js";
 import { badInput, exitCodeFor, failed, isReplicatorError, oneLine } from "../lib/errors.js";
 import { createLogger, type Logger } from "../lib/log.js";
-import { loadPluginCommand, pluginCommand, pluginResolver, type LoadedPlugin } from "../plugins/exec/index.js";
+import type { LoadedPlugin } from "../plugins/exec/index.js";
 import { formatBytes, formatPosition, parseTime, type Selector } from "../storage/catalog.js";
 import { boundedList } from "../storage/object-store.js";
 import { loadManifestCache, manifestCacheDir, manifestCacheFile, saveManifestCache } from "../storage/manifest-cache.js";
 import { openRepository } from "../storage/open.js";
 import { Repository, type Listing } from "../storage/repository.js";
-import { binlogArchiveCommand, restoreUntilCommand, untilTarget } from "../pitr/cli.js";
-import { pruneArchive, readWholeArchive } from "../pitr/retention.js";
 import { renderTable } from "./table.js";
 import { endpointFrom, findConfigPath, loadConfigFile, requireSetting, resolveSettings, type Settings } from "./config.js";
+
+// The methods, the database client, plugins and PITR are imported by the
+// commands that use them (below), not here: `list`, `verify`, `delete` and
+// `--version` do not load them (about 0.3 s of start-up on a busy machine).
+const agentBackup = (): Promise<typeof import("../agent/backup.js")> => import("../agent/backup.js");
+const agentRestore = (): Promise<typeof import("../agent/restore.js")> => import("../agent/restore.js");
+const agentProvision = (): Promise<typeof import("../agent/provision.js")> => import("../agent/provision.js");
+const dbConnection = (): Promise<typeof import("../db/connection.js")> => import("../db/connection.js");
+const dbReplication = (): Promise<typeof import("../db/replication.js")> => import("../db/replication.js");
+const plugins = (): Promise<typeof import("../plugins/exec/index.js")> => import("../plugins/exec/index.js");
+const pitrCli = (): Promise<typeof import("../pitr/cli.js")> => import("../pitr/cli.js");
+const pitrRetention = (): Promise<typeof import("../pitr/retention.js")> => import("../pitr/retention.js");
 
 const USAGE = `replicator ${TOOL_VERSION}: backup, restore and slave provisioning for MySQL/MariaDB
 
@@ -44,7 +49,8 @@ Usage:
                      (the init container of a self-provisioning slave; see docs/provisioning.md)
 
 Servers: mysql://USER@HOST:PORT (MySQL/MariaDB) or postgresql://USER@HOST:PORT/DB.
-Methods: mysqldump (default for mysql://), mariabackup (physical), pg_dump (default for
+Methods: mysqldump (default for mysql://), mysqldump-parallel (several dump processes from
+one snapshot, loaded by several connections), mariabackup (physical), pg_dump (default for
 postgresql://), pg_basebackup (physical). Logical backups restore into a running server
 (--target); physical ones into the empty data directory of a stopped server (--datadir),
 which --replicate-from configures to replicate when the server starts.
@@ -56,7 +62,9 @@ Config: --config FILE, $REPLICATOR_CONFIG, or ./replicator.yaml.
 
 Backup options: --lock auto|single-transaction|ftwrl  --databases a,b  --users
                 --compression zstd|gzip|none  --source-name NAME
+                --threads N (mysqldump-parallel: dump processes at once)
 Restore options: --skip-binlog-check  --replication-timeout SECONDS
+                 --databases a,b | --tables db.t,db.u (a mysqldump-parallel backup: load only those)
 Plugins: --plugin CMD (or REPLICATOR_PLUGIN) backs up with, and restores backups of, a
          third-party method (docs/plugins.md); \`plugin-test\` checks one against the contract.
 Global: --config FILE  --log-level LEVEL  --no-progress  --help  --version`;
@@ -81,6 +89,8 @@ const options = {
   force: { type: "boolean" },
   lock: { type: "string" },
   databases: { type: "string" },
+  tables: { type: "string" },
+  threads: { type: "string" },
   users: { type: "boolean" },
   compression: { type: "string" },
   "s3-endpoint": { type: "string" },
@@ -121,8 +131,8 @@ const REPOSITORY_OPTIONS: readonly Option[] = ["repository", "cluster", "s3-endp
  */
 const COMMAND_OPTIONS: Record<Exclude<Command, "help" | "version">, readonly Option[]> = {
   "plugin-test": ["method"],
-  backup: [...REPOSITORY_OPTIONS, "source", "source-name", "method", "plugin", "retain", "lock", "databases", "users", "compression", "password-file", "expected-size"],
-  restore: [...REPOSITORY_OPTIONS, "target", "datadir", "backup", "before", "replicate-from", "plugin", "force", "password-file", "replication-password-file", "skip-binlog-check", "replication-timeout", "until", "until-gtid", "dry-run"],
+  backup: [...REPOSITORY_OPTIONS, "source", "source-name", "method", "plugin", "retain", "lock", "databases", "threads", "users", "compression", "password-file", "expected-size"],
+  restore: [...REPOSITORY_OPTIONS, "target", "datadir", "backup", "before", "replicate-from", "plugin", "force", "password-file", "replication-password-file", "skip-binlog-check", "replication-timeout", "until", "until-gtid", "dry-run", "databases", "tables"],
   "binlog-archive": [...REPOSITORY_OPTIONS, "source", "password-file", "once", "flush-interval"],
   provision: ["datadir", "plan-file", "plan-timeout", "plugin", "replication-password-file", "s3-endpoint", "s3-region"],
   list: [...REPOSITORY_OPTIONS],
@@ -134,7 +144,9 @@ const COMMAND_OPTIONS: Record<Exclude<Command, "help" | "version">, readonly Opt
 };
 
 const WHY_NOT: Partial<Record<Option, string>> = {
-  databases: "a restore loads every database in the backup; restore into a scratch server and copy the database you need",
+  databases: "it chooses what a backup holds",
+  tables: "it chooses what a restore loads",
+  threads: "it chooses how a backup is made",
   lock: "it chooses how a backup is made",
   users: "it chooses what a backup holds",
   compression: "a restore reads the compression from the backup's manifest",
@@ -209,7 +221,17 @@ function methodOptionsOf(ctx: Ctx): Record<string, unknown> {
   const o: Record<string, unknown> = { ...ctx.settings.methodOptions };
   if (ctx.values.lock !== undefined) o.lock = ctx.values.lock;
   if (ctx.values.databases !== undefined) o.databases = ctx.values.databases;
+  if (ctx.values.threads !== undefined) o.threads = ctx.values.threads;
   if (ctx.values.users) o.users = true;
+  return o;
+}
+
+/** A restore's options: the method's settings, and which databases or tables to load (from the command line only, never from a backup setting). */
+function restoreOptionsOf(ctx: Ctx): Record<string, unknown> {
+  const o = methodOptionsOf(ctx);
+  delete o.databases;
+  if (ctx.values.databases !== undefined) o.restoreDatabases = ctx.values.databases;
+  if (ctx.values.tables !== undefined) o.restoreTables = ctx.values.tables;
   return o;
 }
 
@@ -228,6 +250,7 @@ async function cmdBackup(ctx: Ctx): Promise<unknown> {
   const source = endpointFrom(requireSetting(ctx.settings.source, "--source", "source"), "--source", ctx.settings.dbPassword(), process.env.REPLICATOR_DB_USER);
   const repo = await repositoryOf(ctx);
   const plugin = await pluginOf(ctx);
+  const [{ runBackup }, { pluginResolver }] = await Promise.all([agentBackup(), plugins()]);
   if (plugin && ctx.settings.method && ctx.settings.method !== plugin.info.name) {
     ctx.log.warn({ method: ctx.settings.method, plugin: plugin.info.name }, `method ${ctx.settings.method} ignored: backing up with plugin ${plugin.info.name}`);
   }
@@ -260,6 +283,7 @@ async function cmdRestore(ctx: Ctx): Promise<unknown> {
   if (ctx.values.backup && ctx.values.before) {
     throw badInput("InvalidArguments", "--backup and --before are mutually exclusive; name one backup, or a time");
   }
+  const { restoreUntilCommand, untilTarget } = await pitrCli();
   const until = untilTarget(ctx.values.until, ctx.values["until-gtid"]);
   if (until && (ctx.values.backup || ctx.values.before || ctx.settings.replicateFrom)) {
     throw badInput("InvalidArguments", "--until/--until-gtid choose the backup themselves and do not combine with --backup, --before or --replicate-from");
@@ -287,6 +311,7 @@ async function cmdRestore(ctx: Ctx): Promise<unknown> {
     timeoutMs = s * 1000;
   }
   const repo = await repositoryOf(ctx);
+  const [{ runRestore }, { pluginResolver }] = await Promise.all([agentRestore(), plugins()]);
   const request = {
     repo,
     resolveMethod: pluginResolver(await pluginOf(ctx)),
@@ -297,7 +322,7 @@ async function cmdRestore(ctx: Ctx): Promise<unknown> {
     force: ctx.values.force ?? false,
     skipBinlogCheck: ctx.values["skip-binlog-check"] ?? false,
     replicationTimeoutMs: timeoutMs,
-    methodOptions: methodOptionsOf(ctx),
+    methodOptions: restoreOptionsOf(ctx),
     progress: showProgress(ctx),
     log: ctx.log,
     signal: ctx.signal,
@@ -324,6 +349,7 @@ async function cmdProvision(ctx: Ctx): Promise<unknown> {
   const timeoutText = ctx.values["plan-timeout"] ?? "3600";
   const timeout = Number(timeoutText);
   if (!Number.isFinite(timeout) || timeout <= 0) throw badInput("InvalidArguments", `--plan-timeout must be a positive number of seconds (got "${timeoutText}")`);
+  const [{ runProvision }, { pluginResolver }] = await Promise.all([agentProvision(), plugins()]);
   const r = await runProvision({
     datadir,
     planFile,
@@ -343,6 +369,7 @@ async function cmdProvision(ctx: Ctx): Promise<unknown> {
 
 /** The plugin named by --plugin or REPLICATOR_PLUGIN, after its `info` was checked. */
 async function pluginOf(ctx: Ctx): Promise<LoadedPlugin | undefined> {
+  const { loadPluginCommand, pluginCommand } = await plugins();
   const cmd = pluginCommand(ctx.values.plugin);
   return cmd ? loadPluginCommand(cmd, { log: ctx.log, signal: ctx.signal }) : undefined;
 }
@@ -386,6 +413,7 @@ async function cmdPrune(ctx: Ctx): Promise<unknown> {
   const repo = await repositoryOf(ctx);
   await repo.store.check();
   const dryRun = ctx.values["dry-run"] ?? false;
+  const { pruneArchive, readWholeArchive } = await pitrRetention();
   // The whole binlog archive is read first: a fault there deletes nothing at all.
   const archive = await readWholeArchive(repo);
   const plan = await repo.prune({ retain, dryRun });
@@ -467,6 +495,7 @@ async function cmdOffOnline(ctx: Ctx, online: boolean): Promise<unknown> {
   noPositionals(ctx, online ? "online" : "offline");
   const url = ctx.settings.target ?? ctx.settings.source;
   const target = endpointFrom(requireSetting(url, "--target", "target"), "--target", ctx.settings.dbPassword(), process.env.REPLICATOR_DB_USER);
+  const [{ withConn }, { setOffline, setOnline }] = await Promise.all([dbConnection(), dbReplication()]);
   const r = await withConn(target, online ? "bring the server online" : "take the server offline", (c) => (online ? setOnline(c) : setOffline(c)));
   if (!ctx.values.json) ctx.out(`${describeEndpoint(target)} (${r.role}): ${r.action}`);
   return { operation: online ? "online" : "offline", target: describeEndpoint(target), ...r };
@@ -581,6 +610,7 @@ export async function main(argv: string[]): Promise<number> {
       case "binlog-archive": {
         noPositionals(ctx, "binlog-archive");
         const master = endpointFrom(requireSetting(ctx.settings.source, "--source", "source"), "--source", ctx.settings.dbPassword(), process.env.REPLICATOR_DB_USER);
+        const { binlogArchiveCommand } = await pitrCli();
         result = await binlogArchiveCommand({ repo: await repositoryOf(ctx), master, once: ctx.values.once ?? false, flushInterval: ctx.values["flush-interval"], json, out, log, signal: abort.signal });
         break;
       }
