@@ -8,6 +8,10 @@
 // (up to 3 times) so its reader never notices; a listing is retried whole,
 // never returned in part. What remains is StorageUnreachable or StorageError,
 // never NotFound or corrupt.
+//
+// Listing pages are read by list-page.ts, not the SDK's generic XML
+// deserializer (which cost about as much as the S3 server did): the same
+// values, or, for any page it is not sure of, the SDK reads it as before.
 import {
   DeleteObjectsCommand,
   GetObjectCommand,
@@ -16,13 +20,15 @@ import {
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
+  type ListObjectsV2CommandInput,
+  type ListObjectsV2CommandOutput,
   type S3ClientConfig,
 } from "@aws-sdk/client-s3";
-import { Upload } from "@aws-sdk/lib-storage";
 import { pipeline, Readable, Transform } from "node:stream";
 import { badInput, failed, ReplicatorError } from "../../lib/errors.js";
 import { computePartSize, formatBytes, MAX_PARTS } from "../catalog.js";
 import { isTransient, joinKey, markTransient, readAll, withRetries, type ObjectInfo, type ObjectStore, type PutOptions, type PutResult } from "../object-store.js";
+import { parseListPage, type ListPage } from "./list-page.js";
 
 export interface S3Options {
   bucket: string;
@@ -88,6 +94,16 @@ export class S3ObjectStore implements ObjectStore {
     if (opts.endpoint) config.endpoint = opts.endpoint;
     if (opts.credentials) config.credentials = opts.credentials;
     this.client = new S3Client(config);
+    this.client.middlewareStack.add(fastListPages, { step: "deserialize", priority: "low", name: "replicatorFastListPages" });
+  }
+
+  /** One ListObjectsV2 page: read by list-page.ts when it can, else by the SDK. Throws the SDK's error. */
+  private async listPage(input: ListObjectsV2CommandInput): Promise<ListPage> {
+    const command = new ListObjectsV2Command(input);
+    const res = await this.client.send(command);
+    const fast = fastPages.get(command);
+    fastPages.delete(command);
+    return fast ?? pageOf(res);
   }
 
   private k(key: string): string {
@@ -150,6 +166,8 @@ export class S3ObjectStore implements ObjectStore {
     pipeline(body, counter, (err) => {
       if (err) sourceError = err;
     });
+    // lib-storage only for a streamed upload: `list` and the other readers never load it.
+    const { Upload } = await import("@aws-sdk/lib-storage");
     const upload = new Upload({
       client: this.client,
       params: { Bucket: this.opts.bucket, Key: this.k(key), Body: counter },
@@ -235,17 +253,15 @@ export class S3ObjectStore implements ObjectStore {
       let token: string | undefined;
       try {
         do {
-          const res = await this.client.send(
-            new ListObjectsV2Command({ Bucket: this.opts.bucket, Prefix: base + prefix, ContinuationToken: token }),
-          );
-          for (const o of res.Contents ?? []) {
-            if (!o.Key) continue;
-            out.push({ key: o.Key.slice(base.length), size: o.Size ?? 0, lastModified: o.LastModified, etag: o.ETag });
+          const res = await this.listPage({ Bucket: this.opts.bucket, Prefix: base + prefix, ContinuationToken: token });
+          for (const o of res.contents) {
+            if (!o.key) continue;
+            out.push({ key: o.key.slice(base.length), size: o.size ?? 0, lastModified: o.lastModified, etag: o.etag });
           }
-          if (res.IsTruncated && !res.NextContinuationToken) {
+          if (res.isTruncated && !res.nextContinuationToken) {
             throw markTransient(failed("StorageError", `S3 listing of ${base + prefix} at ${this.endpoint} was truncated without a continuation token`));
           }
-          token = res.IsTruncated ? res.NextContinuationToken : undefined;
+          token = res.isTruncated ? res.nextContinuationToken : undefined;
         } while (token);
       } catch (err) {
         throw this.mapError(err, "LIST", base + prefix);
@@ -262,22 +278,20 @@ export class S3ObjectStore implements ObjectStore {
       let token: string | undefined;
       try {
         do {
-          const res = await this.client.send(
-            new ListObjectsV2Command({ Bucket: this.opts.bucket, Prefix: full, Delimiter: "/", ContinuationToken: token }),
-          );
-          for (const p of res.CommonPrefixes ?? []) {
-            const name = p.Prefix?.slice(full.length).replace(/\/$/, "");
+          const res = await this.listPage({ Bucket: this.opts.bucket, Prefix: full, Delimiter: "/", ContinuationToken: token });
+          for (const p of res.commonPrefixes) {
+            const name = p.slice(full.length).replace(/\/$/, "");
             if (name) out.add(name);
           }
           // An object right under the prefix is a child too (a key without a further "/").
-          for (const o of res.Contents ?? []) {
-            const name = o.Key?.slice(full.length);
+          for (const o of res.contents) {
+            const name = o.key.slice(full.length);
             if (name) out.add(name);
           }
-          if (res.IsTruncated && !res.NextContinuationToken) {
+          if (res.isTruncated && !res.nextContinuationToken) {
             throw markTransient(failed("StorageError", `S3 listing of ${full} at ${this.endpoint} was truncated without a continuation token`));
           }
-          token = res.IsTruncated ? res.NextContinuationToken : undefined;
+          token = res.isTruncated ? res.nextContinuationToken : undefined;
         } while (token);
       } catch (err) {
         throw this.mapError(err, "LIST", full);
@@ -367,6 +381,45 @@ export class S3ObjectStore implements ObjectStore {
     if ((status !== undefined && status >= 500) || status === 429 || TRANSIENT_NAMES.has(name)) markTransient(out);
     return out;
   }
+}
+
+/** Pages list-page.ts read, by the command that asked for them; taken (and removed) by listPage. */
+const fastPages = new WeakMap<object, ListPage>();
+/** What the SDK's deserializer is given instead of a page that was already read: an empty page, cheap to parse. */
+const READ_PAGE = Buffer.from('<?xml version="1.0" encoding="UTF-8"?><ListBucketResult></ListBucketResult>');
+
+/**
+ * Innermost in the deserialize step (it sees the raw response, before the
+ * SDK's deserializer and its check for an error in a 200 body): reads a
+ * successful ListObjectsV2 page with list-page.ts and keeps it for listPage,
+ * handing the SDK an empty page; a page list-page.ts is not sure of goes to
+ * the SDK whole. Errors, and every other command, pass untouched. Each
+ * attempt (the SDK retries outside this) starts from nothing.
+ */
+const fastListPages = ((next: (args: unknown) => Promise<{ response: unknown }>, context: { commandName?: string; __smithy_context?: { commandInstance?: unknown } }) =>
+  async (args: unknown): Promise<{ response: unknown }> => {
+    const command = context.__smithy_context?.commandInstance;
+    if (context.commandName !== "ListObjectsV2Command" || typeof command !== "object" || command === null) return next(args);
+    fastPages.delete(command);
+    const result = await next(args);
+    const response = result.response as { statusCode?: number; body?: unknown } | undefined;
+    const status = response?.statusCode ?? 0;
+    if (!response || status < 200 || status >= 300 || !(response.body instanceof Readable)) return result;
+    const bytes = await readAll(response.body);
+    const page = parseListPage(bytes.toString("utf8"));
+    if (page) fastPages.set(command, page);
+    response.body = Readable.from([page ? READ_PAGE : bytes]);
+    return result;
+  }) as unknown as Parameters<S3Client["middlewareStack"]["add"]>[0];
+
+/** A page the SDK read, in list-page.ts's shape. */
+function pageOf(res: ListObjectsV2CommandOutput): ListPage {
+  return {
+    contents: (res.Contents ?? []).map((o) => ({ key: o.Key ?? "", size: o.Size, lastModified: o.LastModified, etag: o.ETag })),
+    commonPrefixes: (res.CommonPrefixes ?? []).flatMap((p) => (p.Prefix ? [p.Prefix] : [])),
+    isTruncated: res.IsTruncated,
+    nextContinuationToken: res.NextContinuationToken,
+  };
 }
 
 function statusOf(err: unknown): number | undefined {
