@@ -153,6 +153,16 @@ function runCli(args: string[], env: Record<string, string>): Promise<number> {
   });
 }
 
+function runVersion(): Promise<number> {
+  const t0 = performance.now();
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, [path.join(repoRoot, "dist/cli/main.js"), "--version"], { env: { PATH: process.env.PATH ?? "" } }, (err) => {
+      if (err) reject(new Error(`replicator --version failed: ${err.message}`));
+      else resolve((performance.now() - t0) / 1000);
+    });
+  });
+}
+
 async function main(): Promise<void> {
   const t0 = Date.now();
   const loadStart = loadavg()[0] ?? 0;
@@ -263,6 +273,10 @@ spec:
       log(`replicator list, cache filled: ${listS.at(-1)?.toFixed(2)} s`);
     }
     await rm(cacheHome, { recursive: true, force: true });
+    // Node's start-up with the CLI's own modules alone (what every command pays before any work).
+    const startupS: number[] = [];
+    for (let i = 0; i < LIST_RUNS; i++) startupS.push(await runVersion());
+    log(`replicator --version: ${startupS.map((x) => x.toFixed(2)).join(", ")} s`);
 
     // Idle window.
     log(`idle window: ${IDLE_S} s`);
@@ -303,6 +317,7 @@ spec:
       `| new ReplicatorBackup → its Job exists (${resources}+ resources, ${STORED} stored; polled every 10 ms) | ${jobMs.map((m) => (m / 1000).toFixed(3)).join(", ")} | ${(median(jobMs) / 1000).toFixed(3)} | ≤ 1 s |`,
       `| \`replicator list --json\` of ${STORED} backups in S3 (whole process), manifest cache empty (first run) | ${listCold.toFixed(2)} | ${listCold.toFixed(2)} | |`,
       `| \`replicator list --json\` of ${STORED} backups in S3 (whole process), manifest cache filled | ${listS.map((s) => s.toFixed(2)).join(", ")} | ${median(listS).toFixed(2)} | ≤ 3 s |`,
+      `| \`replicator --version\` (node start-up and the CLI's modules, whole process) | ${startupS.map((s) => s.toFixed(2)).join(", ")} | ${median(startupS).toFixed(2)} | |`,
       "",
       `## An idle operator over ${IDLE_S} s (${resources + JOB_RUNS} resources, ${STORED + JOB_RUNS} stored backups, syncIntervalSeconds 60)`,
       "",

@@ -159,6 +159,25 @@ describe("the S3 store's listing", () => {
   });
 });
 
+describe("replicator list loads only what it uses", () => {
+  it("not the backup methods, the database client, plugins or PITR (module resolution recorded by a loader hook)", async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), "replicator-loaded-"));
+    try {
+      const log = path.join(dir, "loaded.txt");
+      await writeFile(path.join(dir, "hooks.mjs"), `import { appendFileSync } from "node:fs";\nexport async function resolve(s, c, next) { const r = await next(s, c); appendFileSync(${JSON.stringify(log)}, r.url + "\\n"); return r; }\n`);
+      await writeFile(path.join(dir, "register.mjs"), `import { register } from "node:module";\nregister(${JSON.stringify(`file://${dir}/hooks.mjs`)});\n`);
+      const r = await list({ NODE_OPTIONS: `--import=${path.join(dir, "register.mjs")}` });
+      expect(r.exitCode).toBe(0);
+      expect(r.json.backups.length).toBeGreaterThan(0);
+      const loaded = (await readFile(log, "utf8")).split("\n").filter(Boolean);
+      expect(loaded.some((u) => u.endsWith("/dist/storage/s3/s3-store.js"))).toBe(true);
+      expect(loaded.filter((u) => /\/dist\/(agent|plugins|pitr|operator|kube)\/|\/dist\/db\/(connection|replication)\.js|\/node_modules\/(mysql2|execa|@kubernetes|@aws-sdk\/lib-storage)\//.test(u))).toEqual([]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("replicator list across pages", () => {
   it("shows exactly the backups that exist: empty cache, warm cache, after deletes, tombstones and half-written backups", async () => {
     const first = await expectListing(names, []);
