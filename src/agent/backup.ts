@@ -143,10 +143,14 @@ export async function runBackup(req: BackupRequest): Promise<BackupResult> {
     const ctx: BackupContext = { source: req.source, options: req.methodOptions, log, signal: req.signal, replication };
     const key = req.repo.key(name, objectName);
     const progressLabel = `backup ${name}`;
-    const backupPiped = req.compression === "zstd" && method.backupPiped && (await zstdToolAvailable(log)) ? method.backupPiped.bind(method) : undefined;
+    const tool = req.compression === "zstd" && (await zstdToolAvailable(log));
+    // A logical method that streams through the agent is compressed by the zstd tool too (fed
+    // from here). Physical methods keep zlib for now: their datadir restore reads through zlib,
+    // and tells a corrupt object from a failed extract by zlib's frame layout (see postgres.test).
+    const backupPiped = tool ? (method.backupPiped?.bind(method) ?? (method.kind === "logical" ? fedFromAgent(method) : undefined)) : undefined;
     const piped = backupPiped !== undefined;
     const sent = backupPiped
-      ? await transferPiped(backupPiped, ctx, req, key, expectedSize, progressLabel)
+      ? await transferPiped(backupPiped, ctx, req, key, expectedSize, progressLabel, method.backupPiped === undefined)
       : await transferStreamed(method, ctx, req, key, expectedSize, progressLabel);
     const { outcome, sha256 } = sent;
     const finished = now();
@@ -295,6 +299,7 @@ async function transferPiped(
   key: string,
   expectedSize: number | undefined,
   progressLabel: string,
+  fedFromHere = false,
 ): Promise<Transferred> {
   // Stops both children when the upload fails (or the caller aborts).
   const stop = new AbortController();
@@ -310,12 +315,12 @@ async function transferPiped(
     run = await backupPiped({ ...ctx, signal }, { stdout: zstd.stdin, head: () => head.result });
   } catch (err) {
     zstd.kill();
-    throw err;
-  } finally {
-    // This process's copy of the pipe's write end: zstd sees the end of its
-    // input when the tool exits (or now, when the method failed to start it).
     zstd.stdin?.destroy();
+    throw err;
   }
+  // This process's copy of the pipe's write end: zstd sees the end of its
+  // input when the tool exits. A stream fed from here ends it itself.
+  if (!fedFromHere) zstd.stdin.destroy();
   const hash = createHash("sha256");
   let stored = 0;
   const tap = new Transform({
@@ -358,6 +363,21 @@ async function transferPiped(
   }
   const rawSize = counts?.compressed === stored ? counts.raw : undefined;
   return { size: up.size || stored, sha256: hash.digest("hex"), rawSize, outcome: outcome.value };
+}
+
+/**
+ * The piped shape of a method that returns its bytes as a stream: the agent
+ * writes them into the zstd tool's stdin (ending it when the stream ends, or
+ * cutting it short when the stream fails, so no failed run is committed).
+ */
+function fedFromAgent(method: BackupMethod): (ctx: BackupContext, sink: PipedSink) => Promise<PipedBackupRun> {
+  return async (ctx, sink) => {
+    const run = await method.backup(ctx);
+    const feeding = pipeline(run.stream, sink.stdout);
+    const outcome = Promise.all([run.outcome, feeding]).then(([o]) => o);
+    outcome.catch(() => undefined);
+    return { outcome };
+  };
 }
 
 /** The raw bytes a piped backup decompresses from its head for the method (mariadb-dump's coordinates are in its first few KiB). */

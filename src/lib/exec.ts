@@ -124,6 +124,17 @@ export interface ToolChild extends StreamingChild {
   exit: Promise<ToolExit>;
 }
 
+/** Children still running, killed when this process exits (one exit listener for all of them). */
+const killAtExit = new Set<ChildProcess>();
+let parentExitHooked = false;
+function hookParentExit(): void {
+  if (parentExitHooked) return;
+  parentExitHooked = true;
+  process.on("exit", () => {
+    for (const c of killAtExit) c.kill("SIGKILL");
+  });
+}
+
 /**
  * A tool child whose stdin or stdout may be another child's pipe: pass a
  * stream that wraps a file descriptor (the `stdin` of a child started with
@@ -174,8 +185,8 @@ export function spawnTool(
   const onAbort = (): void => { kill(); };
   if (opts.signal?.aborted) queueMicrotask(kill);
   else opts.signal?.addEventListener("abort", onAbort, { once: true });
-  const onParentExit = (): void => { child.kill("SIGKILL"); };
-  process.once("exit", onParentExit);
+  killAtExit.add(child);
+  hookParentExit();
   let notFound = false;
   const exit = new Promise<ToolExit>((resolve) => {
     child.once("error", (err: NodeJS.ErrnoException) => {
@@ -190,7 +201,7 @@ export function spawnTool(
     child.once("close", (exitCode: number | null, signal: NodeJS.Signals | null) => {
       clearTimeout(forceKill);
       opts.signal?.removeEventListener("abort", onAbort);
-      process.off("exit", onParentExit);
+      killAtExit.delete(child);
       resolve({ exitCode, signal, canceled, stderr: stderrTail });
     });
   });

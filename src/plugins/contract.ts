@@ -86,6 +86,8 @@ export interface PipedLoader {
   /** Resolves when the loader exits 0 (and the method has cleaned up); rejects with the loader's error otherwise. */
   done: Promise<void>;
   kill(): void;
+  /** `stdin` is a stream of this process (a method that reads the bytes itself), not a pipe's write end: the agent pipes the decompressor's output into it. */
+  inProcess?: true;
 }
 
 export interface RestoreContext {
@@ -145,6 +147,8 @@ interface MethodBase {
 
 export interface ServerRestoreMethod extends MethodBase {
   readonly restoreInto: "server";
+  /** The method restores some databases or tables only (options restoreDatabases, restoreTables); the agent refuses those options otherwise. */
+  readonly partialRestore?: true;
   /** Load `input` (raw, already decompressed and checksummed) into the running target. */
   restore(ctx: RestoreContext, input: Readable): Promise<void>;
   /** Optional, restore() with the loader reading an OS pipe the agent's decompressor writes into (no bytes through the agent). */

@@ -2,11 +2,13 @@ import { badInput } from "../lib/errors.js";
 import type { BackupMethod } from "./contract.js";
 import { mariabackupMethod } from "./mariabackup/index.js";
 import { mysqldumpMethod } from "./mysqldump/index.js";
+import { mysqldumpParallelMethod } from "./mysqldump_parallel/index.js";
 import { pgBasebackupMethod } from "./pg_basebackup/index.js";
 import { pgDumpMethod } from "./pg_dump/index.js";
 
 const builtins: Record<string, BackupMethod> = {
   mysqldump: mysqldumpMethod,
+  "mysqldump_parallel": mysqldumpParallelMethod,
   mariabackup: mariabackupMethod,
   pg_dump: pgDumpMethod,
   pg_basebackup: pgBasebackupMethod,

@@ -171,7 +171,7 @@ async function missingDatabases(c: Conn, databases: string[]): Promise<string[]>
  * master coordinates it has applied. Replication found stopped is left so,
  * with a warning.
  */
-async function pauseSlave(ctx: BackupContext, control: Conn, warnings: string[], cleanup: (() => Promise<void>)[]): Promise<ReplicationPosition> {
+export async function pauseSlave(ctx: BackupContext, control: Conn, warnings: string[], cleanup: (() => Promise<void>)[]): Promise<ReplicationPosition> {
   const host = ctx.source.socket ?? `${ctx.source.host}:${ctx.source.port}`;
   const before = await getSlaveStatus(control);
   if (!before) return readSlavePosition(control);
@@ -307,7 +307,7 @@ async function startDump(ctx: BackupContext, sink: PipedSink | undefined): Promi
 }
 
 /** The master position from the dump's coordinates; a MariaDB GTID missing from them is asked of the server for those coordinates. */
-async function masterPosition(
+export async function masterPosition(
   control: Conn,
   info: { flavor: string },
   p: { file?: string; position?: number; gtid?: string },

@@ -1,0 +1,198 @@
+// The mysqldump_parallel method on real MariaDB servers: several dump
+// processes from one snapshot taken under a brief read lock while writes go
+// on, restored by several connections; every table's checksum, routines,
+// views, triggers and events equal; a replica seeded from it replicates; one
+// database or one table restored alone; a slave's backup leaves it replicating.
+import { mkdtemp, readFile, readdir } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { runCli } from "../harness/cli.js";
+import { count, routines, seedShop } from "../harness/fixtures.js";
+import { checksums, startMariaDb, waitCaughtUp, type MariaDb } from "../harness/mariadb.js";
+
+let master: MariaDb;
+let repo: string;
+let repoDir: string;
+const servers: MariaDb[] = [];
+const SCHEMAS = ["shop", "app", "pair", "bulk", "empty_db"];
+const replEnv = { REPLICATOR_REPLICATION_PASSWORD: "replpass" };
+
+async function newServer(opts: Parameters<typeof startMariaDb>[0] = {}): Promise<MariaDb> {
+  const s = await startMariaDb(opts);
+  servers.push(s);
+  return s;
+}
+
+/** Definitions of routines, triggers, events and views, as the server shows them (definer and times aside). */
+async function definitions(s: MariaDb, schema: string): Promise<string[]> {
+  const rows = await s.query<{ d: string }>(
+    `SELECT CONCAT('R ', routine_name, ' ', routine_definition) AS d FROM information_schema.routines WHERE routine_schema = ?
+     UNION ALL SELECT CONCAT('T ', trigger_name, ' ', event_manipulation, ' ', action_statement) FROM information_schema.triggers WHERE trigger_schema = ?
+     UNION ALL SELECT CONCAT('E ', event_name, ' ', event_definition, ' ', interval_value, interval_field) FROM information_schema.events WHERE event_schema = ?
+     UNION ALL SELECT CONCAT('V ', table_name, ' ', view_definition) FROM information_schema.views WHERE table_schema = ?`,
+    [schema, schema, schema, schema],
+  );
+  return rows.map((r) => r.d).sort();
+}
+
+async function manifestOf(name: string): Promise<{ method: string; details: Record<string, unknown>; replication?: { gtid?: string } }> {
+  return JSON.parse(await readFile(path.join(repoDir, "default", name, "manifest.json"), "utf8")) as { method: string; details: Record<string, unknown> };
+}
+
+beforeAll(async () => {
+  master = await newServer({ binlog: true, serverId: 1 });
+  await seedShop(master, { rows: 2000 });
+  await master.query("CREATE DATABASE pair");
+  await master.query("CREATE TABLE pair.a (id INT AUTO_INCREMENT PRIMARY KEY, v INT) ENGINE=InnoDB");
+  await master.query("CREATE TABLE pair.b (id INT AUTO_INCREMENT PRIMARY KEY, v INT) ENGINE=InnoDB");
+  await master.query("CREATE DATABASE bulk");
+  // Large enough to be cut into key ranges (more than a thread's share of the whole).
+  await master.query("CREATE TABLE bulk.big (id BIGINT PRIMARY KEY, pad VARCHAR(200), n DOUBLE) ENGINE=InnoDB");
+  await master.query("INSERT INTO bulk.big SELECT seq, REPEAT(MD5(seq), 6), seq / 7 FROM bulk.seq_1_to_120000");
+  await master.query("CREATE TABLE bulk.nokey (v VARCHAR(20)) ENGINE=InnoDB");
+  await master.query("INSERT INTO bulk.nokey SELECT CONCAT('row ', seq) FROM bulk.seq_1_to_500");
+  await master.query("CREATE DATABASE empty_db");
+  await master.query("ANALYZE TABLE bulk.big, bulk.nokey, shop.customers");
+  await master.query("CREATE USER 'repl'@'%' IDENTIFIED BY 'replpass'");
+  await master.query("GRANT REPLICATION SLAVE, REPLICATION CLIENT, BINLOG MONITOR ON *.* TO 'repl'@'%'");
+  repoDir = await mkdtemp(path.join(tmpdir(), "replicator-parallel-"));
+  repo = `file://${repoDir}`;
+}, 180_000);
+
+afterAll(async () => {
+  await Promise.all(servers.map((s) => s.destroy()));
+});
+
+describe("mysqldump_parallel", () => {
+  let name = "";
+
+  it("backs up with several processes from one snapshot while writes go on: pairs written in one transaction are never split", async () => {
+    // A writer that commits one row into pair.a and one into pair.b per transaction, without pause.
+    const state = { writing: true };
+    let written = 0;
+    const writer = (async () => {
+      while (state.writing) {
+        await master.query("BEGIN NOT ATOMIC START TRANSACTION; INSERT INTO pair.a (v) VALUES (1); INSERT INTO pair.b (v) VALUES (1); COMMIT; END");
+        written++;
+      }
+    })();
+    let b;
+    try {
+      await new Promise((r) => setTimeout(r, 300));
+      b = await runCli(["backup", "--source", master.url, "--repository", repo, "--method", "mysqldump_parallel", "--threads", "4", "--json"]);
+    } finally {
+      state.writing = false;
+      await writer;
+    }
+    expect(b.stderr).toBe("");
+    expect(b.exitCode).toBe(0);
+    name = b.json!.name as string;
+    expect(name).toContain("mysqldump_parallel");
+    expect(written).toBeGreaterThan(0);
+    const m = await manifestOf(name);
+    expect(m.method).toBe("mysqldump_parallel");
+    expect(m.details.format).toBe("parallel/1");
+    expect(m.details.processes).toBeGreaterThanOrEqual(4);
+    expect(m.details.chunkedTables).toBeGreaterThanOrEqual(1);
+    expect(m.replication?.gtid).toMatch(/^0-1-\d+$/);
+    // One stored object, readable with the stock zstd tool.
+    expect((await readdir(path.join(repoDir, "default", name))).filter((f) => f.startsWith("data."))).toEqual(["data.pdump.zst"]);
+
+    const fresh = await newServer({ binlog: true, serverId: 11 });
+    const r = await runCli(["restore", "--target", fresh.url, "--repository", repo, "--backup", name, "--json"]);
+    expect(r.stderr).toBe("");
+    expect(r.exitCode).toBe(0);
+    // The snapshot is one point in time: every pair is whole.
+    expect(await count(fresh, "pair.a")).toBe(await count(fresh, "pair.b"));
+    expect(await count(fresh, "bulk.big")).toBe(120000);
+    expect(await count(fresh, "bulk.nokey")).toBe(500);
+    const [db] = await fresh.query<{ n: number | string }>("SELECT COUNT(*) AS n FROM information_schema.schemata WHERE schema_name = 'empty_db'");
+    expect(Number(db?.n)).toBe(1);
+    for (const s of ["shop", "app", "bulk"]) {
+      expect(await definitions(fresh, s)).toEqual(await definitions(master, s));
+    }
+    expect(await routines(fresh, "shop")).toEqual(await routines(master, "shop"));
+    // Tables the writer did not touch are equal to the master's, checksum for checksum.
+    expect(await checksums(fresh, ["shop", "app", "bulk"])).toEqual(await checksums(master, ["shop", "app", "bulk"]));
+    // The load did not go into the new server's own binlog.
+    const [g] = await fresh.query<{ pos: string }>("SELECT @@gtid_binlog_pos AS pos");
+    expect(g?.pos ?? "").toBe("");
+  }, 240_000);
+
+  it("seeds a replica that replicates from the backup's position with every checksum equal to the master's", async () => {
+    expect(name).not.toBe("");
+    await master.query("INSERT INTO pair.a (v) VALUES (2)");
+    const fresh = await newServer({ binlog: true, serverId: 12 });
+    const r = await runCli(["restore", "--target", fresh.url, "--repository", repo, "--backup", name, "--replicate-from", `mysql://repl@127.0.0.1:${master.port}`, "--json"], replEnv);
+    expect(r.stderr).toBe("");
+    expect(r.exitCode).toBe(0);
+    expect(r.json!.replicating).toBe(true);
+    await waitCaughtUp(master, fresh);
+    expect(await checksums(fresh, SCHEMAS)).toEqual(await checksums(master, SCHEMAS));
+    const [st] = await fresh.query<{ Slave_SQL_Running: string; Last_SQL_Error: string }>("SHOW SLAVE STATUS");
+    expect(st?.Last_SQL_Error).toBe("");
+    expect(st?.Slave_SQL_Running).toBe("Yes");
+  }, 240_000);
+
+  it("restores one table alone into a server with other data, leaving the rest untouched", async () => {
+    const other = await newServer({ serverId: 13 });
+    await other.query("CREATE DATABASE shop");
+    await other.query("CREATE TABLE shop.orders (id INT PRIMARY KEY, note VARCHAR(10))");
+    await other.query("INSERT INTO shop.orders VALUES (1, 'mine')");
+    await other.query("CREATE TABLE shop.customers (id INT PRIMARY KEY)");
+    await other.query("INSERT INTO shop.customers VALUES (424242)");
+    const r = await runCli(["restore", "--target", other.url, "--repository", repo, "--backup", name, "--tables", "shop.customers", "--force", "--json"]);
+    expect(r.stderr).toBe("");
+    expect(r.exitCode).toBe(0);
+    expect((await checksums(other, ["shop"]))["shop.customers"]).toBe((await checksums(master, ["shop"]))["shop.customers"]);
+    expect(await other.query("SELECT id, note FROM shop.orders")).toEqual([{ id: 1, note: "mine" }]);
+    const [dbs] = await other.query<{ n: number | string }>("SELECT COUNT(*) AS n FROM information_schema.schemata WHERE schema_name IN ('app', 'bulk', 'pair')");
+    expect(Number(dbs?.n)).toBe(0);
+  }, 120_000);
+
+  it("restores one database alone; a table that is not in the backup is named", async () => {
+    const other = await newServer({ serverId: 14 });
+    const r = await runCli(["restore", "--target", other.url, "--repository", repo, "--backup", name, "--databases", "app", "--json"]);
+    expect(r.stderr).toBe("");
+    expect(r.exitCode).toBe(0);
+    expect(await checksums(other, ["app"])).toEqual(await checksums(master, ["app"]));
+    const [dbs] = await other.query<{ n: number | string }>("SELECT COUNT(*) AS n FROM information_schema.schemata WHERE schema_name IN ('shop', 'bulk', 'pair')");
+    expect(Number(dbs?.n)).toBe(0);
+
+    const bad = await runCli(["restore", "--target", other.url, "--repository", repo, "--backup", name, "--tables", "shop.nope", "--force"]);
+    expect(bad.exitCode).not.toBe(0);
+    expect(bad.stderr).toContain("tables not in backup");
+    expect(bad.stderr).toContain("shop.nope");
+  }, 120_000);
+
+  it("refuses --tables for a backup whose single stream cannot be restored in part, before touching the target", async () => {
+    const b = await runCli(["backup", "--source", master.url, "--repository", repo, "--databases", "app", "--json"]);
+    expect(b.exitCode).toBe(0);
+    const other = await newServer({ serverId: 15 });
+    const r = await runCli(["restore", "--target", other.url, "--repository", repo, "--backup", b.json!.name as string, "--tables", "app.settings"]);
+    expect(r.exitCode).not.toBe(0);
+    expect(r.stderr).toContain("can only be restored whole");
+    expect(r.stderr.trim().split("\n")).toHaveLength(1);
+    const [dbs] = await other.query<{ n: number | string }>("SELECT COUNT(*) AS n FROM information_schema.schemata WHERE schema_name = 'app'");
+    expect(Number(dbs?.n)).toBe(0);
+  }, 120_000);
+
+  it("backs up a slave: the master's coordinates, and the slave replicating afterwards", async () => {
+    const slave = await newServer({ binlog: true, serverId: 16, args: ["--log-slave-updates", "--read-only"] });
+    const seed = await runCli(["restore", "--target", slave.url, "--repository", repo, "--backup", name, "--replicate-from", `mysql://repl@127.0.0.1:${master.port}`, "--json"], replEnv);
+    expect(seed.exitCode).toBe(0);
+    await waitCaughtUp(master, slave);
+    const b = await runCli(["backup", "--source", slave.url, "--repository", repo, "--cluster", "fromslave", "--method", "mysqldump_parallel", "--json"]);
+    expect(b.stderr).toBe("");
+    expect(b.exitCode).toBe(0);
+    expect((b.json!.replication as { role: string; sourceServerId: number }).sourceServerId).toBe(1);
+    const [st] = await slave.query<{ Slave_IO_Running: string; Slave_SQL_Running: string }>("SHOW SLAVE STATUS");
+    expect(st?.Slave_SQL_Running).toBe("Yes");
+    expect(st?.Slave_IO_Running).toBe("Yes");
+    await master.query("INSERT INTO pair.b (v) VALUES (3)");
+    await waitCaughtUp(master, slave);
+    expect(await checksums(slave, SCHEMAS)).toEqual(await checksums(master, SCHEMAS));
+  }, 240_000);
+});
+
