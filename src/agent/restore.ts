@@ -22,7 +22,7 @@ import { describeEndpoint, type Endpoint } from "../db/endpoint.js";
 import { configureReplica } from "../db/replication.js";
 import { checkCanServe, hasPosition } from "../db/serve-check.js";
 import { restoreTargetFor } from "../db/target.js";
-import type { BackupMethod, PipedLoader, RestoreContext } from "../plugins/contract.js";
+import type { BackupMethod, PipedLoader, RestoreContext, ServerRestoreMethod } from "../plugins/contract.js";
 import { getMethod } from "../plugins/registry.js";
 import { parseBackupName, selectBackup, type BackupEntry, type Manifest, type ReplicationPosition, type Selector } from "../storage/catalog.js";
 import type { LeaseHandle, Repository } from "../storage/repository.js";
@@ -209,14 +209,19 @@ async function loadPiped(
   }
   let zstd: ToolChild;
   try {
-    zstd = spawnTool(ZSTD_COMMAND, buildZstdDecompressArgs(), { stdin: "pipe", stdout: loader.stdin, signal: ctx.signal, what: "decompress the backup" });
+    zstd = spawnTool(ZSTD_COMMAND, buildZstdDecompressArgs(), { stdin: "pipe", stdout: loader.inProcess ? "pipe" : loader.stdin, signal: ctx.signal, what: "decompress the backup" });
   } catch (err) {
     // The loader's pipe is gone when the loader could not start: its own error says why.
     stored.destroy();
     loader.kill();
+    loader.stdin.destroy();
     await loader.done;
     throw err;
-  } finally {
+  }
+  if (loader.inProcess && zstd.stdout) {
+    // A loader that stops reading (it failed) closes zstd's output too, so zstd stops.
+    pipeline(zstd.stdout, loader.stdin).catch(() => { zstd.stdout?.destroy(); });
+  } else {
     // This process's copy of the loader's stdin: the loader sees the end when zstd exits.
     loader.stdin.destroy();
   }
@@ -243,6 +248,19 @@ async function loadPiped(
     throw failed("CorruptBackup", `backup ${chosen.name}: ${object.name} decompressed to ${raw} bytes but the manifest says ${object.rawSize}; the stored object is truncated`);
   }
   return raw ?? object.rawSize ?? 0;
+}
+
+/** The piped shape of a method that reads its input as a stream: it reads the decompressor's output in this process. */
+function loaderInAgent(method: ServerRestoreMethod): (ctx: RestoreContext) => Promise<PipedLoader> {
+  return (ctx) => {
+    const input = new PassThrough({ highWaterMark: 1024 * 1024 });
+    const done = method.restore(ctx, input).catch((err: unknown) => {
+      input.destroy();
+      throw err;
+    });
+    done.catch(() => undefined);
+    return Promise.resolve({ stdin: input, done, kill: () => { input.destroy(); }, inProcess: true });
+  };
 }
 
 /** Lets `stream` flow (its bytes dropped) until `maxBytes` have passed, `maxMs` have elapsed, or it ends, fails or closes. */
@@ -294,6 +312,9 @@ function feedInto(source: Readable, sink: Writable | null): { bytes(): number; c
   source.on("data", onData);
   source.once("end", () => { if (open) sink?.end(); });
   source.once("error", closeSink);
+  // A small object can fail its check (and be destroyed) before the loader has started: then
+  // no "error" comes any more, and the decompressor must still see the end of its input.
+  if (source.destroyed && !source.readableEnded) closeSink();
   const close = (): void => {
     closeSink();
     source.destroy();
@@ -381,6 +402,14 @@ async function restoreChosen(req: RestoreRequest, chosen: BackupEntry): Promise<
       throw badInput("EngineMismatch", `backup ${chosen.name} is a ${method.engine} backup (${method.name}) but ${what} is a ${e.engine} server`);
     }
   }
+  const partial = ["restoreDatabases", "restoreTables"].filter((k) => req.methodOptions?.[k] !== undefined);
+  if (partial.length > 0) {
+    const flags = partial.map((k) => (k === "restoreTables" ? "--tables" : "--databases")).join(" and ");
+    if (method.restoreInto !== "server" || !method.partialRestore) {
+      throw badInput("PartialRestoreUnsupported", `backup ${chosen.name} (${method.name}) can only be restored whole; ${flags} needs a mysqldump_parallel backup (or restore this one into a scratch server and copy what you need)`);
+    }
+    if (req.replicateFrom) throw badInput("InvalidArguments", `${flags} restores part of a backup, which cannot seed a replica; drop --replicate-from, or restore the whole backup`);
+  }
   if (method.restoreInto === "datadir") {
     if (!req.datadir) {
       throw badInput(
@@ -424,7 +453,10 @@ async function restoreIntoServer(req: RestoreRequest, target: Endpoint, method: 
       `target ${describeEndpoint(target)} is not empty (${nonEmpty}); restore into an empty server, or pass --force to overwrite the databases in the backup`,
     );
   }
-  if (nonEmpty && !state.redo) warnings.push(`target was not empty (${nonEmpty}); databases in the backup were replaced`);
+  const only = req.methodOptions?.restoreTables ?? req.methodOptions?.restoreDatabases;
+  const onlyText = Array.isArray(only) ? only.join(",") : typeof only === "string" ? only : undefined;
+  if (nonEmpty && !state.redo) warnings.push(`target was not empty (${nonEmpty}); ${onlyText !== undefined ? `only ${onlyText} replaced` : "databases in the backup were replaced"}`);
+  if (req.methodOptions?.restoreTables !== undefined) warnings.push("--tables loads the tables' structure and rows, not their triggers (restore the whole database for those)");
 
   // Before loading anything: can the master still serve the backup's position?
   const replicateFrom = req.replicateFrom;
@@ -448,7 +480,8 @@ async function restoreIntoServer(req: RestoreRequest, target: Endpoint, method: 
     await t.markStarted(chosen.name);
     log.info({ object: manifest.objects[0]?.name, size: manifest.objects[0]?.size }, "restore started");
     const ctx: RestoreContext = { target, manifest, options: req.methodOptions ?? {}, log, signal: req.signal };
-    const startLoader = manifest.compression === "zstd" && method.startLoader && (await zstdToolAvailable(log)) ? method.startLoader.bind(method) : undefined;
+    // Decompressed by the zstd tool; a method without a loader of its own reads the tool's output here.
+    const startLoader = manifest.compression === "zstd" && (await zstdToolAvailable(log)) ? (method.startLoader?.bind(method) ?? loaderInAgent(method)) : undefined;
     let rawSize: number;
     try {
       if (startLoader) {
