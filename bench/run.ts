@@ -28,7 +28,7 @@ if (!Number.isInteger(RUNS) || RUNS < 1) throw new Error(`BENCH_RUNS must be a w
 const ONLY_LOGICAL = process.env.BENCH_ONLY === "logical" || process.env.BENCH_ONLY === "logical-backup";
 const SKIP_RESTORES = process.env.BENCH_ONLY === "logical-backup";
 const BEFORE_DIST = process.env.BENCH_BEFORE_DIST;
-const THREADS = 2;
+const THREADS = Number(process.env.BENCH_THREADS ?? "2");
 const DB = "bench";
 const TABLES = ["orders", "customers", "events"] as const;
 const BIGGEST = "orders";
@@ -526,6 +526,37 @@ async function main(): Promise<void> {
       });
     }
   }
+  // The parallel format, with as many dump processes as mydumper's threads.
+  for (const [where, repository, env] of [["file://", `file://${fileRepo}`, {}], ["S3 versitygw", "s3://bench/replicator", s3.env]] as const) {
+    logicalBackups.push({
+      name: `replicator backup --method mysqldump_parallel --threads ${THREADS} → ${where}`,
+      run: async (row) => {
+        let j: CliJson | undefined;
+        const sec = await timed(async () => {
+          j = await replicator(["backup", "--method", "mysqldump_parallel", "--threads", String(THREADS), "--source", src.url, "--repository", repository, "--cluster", "bench-parallel", "--compression", "zstd"], env, cwd);
+        });
+        row.bytes = j?.size;
+        row.check = `ok (CLI ${fmt((j?.durationMs ?? 0) / 1000, 2)} s)`;
+        return sec;
+      },
+    });
+  }
+  logicalBackups.push({
+    name: `mydumper (threads=${THREADS}, --compress gzip)`,
+    run: async (row) => {
+      await rm(files.mydumper, { recursive: true, force: true });
+      const sec = await timed(() =>
+        sh(
+          `mydumper --defaults-file=${q(empty)} --host=127.0.0.1 --port=${src.port} --user=root --threads=${THREADS} --compress ` +
+            `--database=${DB} --triggers --events --routines --outputdir=${q(files.mydumper)} --verbose=1`,
+          "mydumper",
+        ),
+      );
+      row.bytes = await dirSize(files.mydumper);
+      row.check = `ok (${(await readdir(files.mydumper)).length} files)`;
+      return sec;
+    },
+  });
   logicalBackups.push({
     name: "mariadb-dump | zstd -3",
     baseline: true,
@@ -555,17 +586,6 @@ async function main(): Promise<void> {
     });
   }
   if (!ONLY_LOGICAL) {
-  await step(backups, `mydumper (threads=${THREADS}, --compress gzip)`, async (row) => {
-    row.seconds = await timed(() =>
-      sh(
-        `mydumper --defaults-file=${q(empty)} --host=127.0.0.1 --port=${src.port} --user=root --threads=${THREADS} --compress ` +
-          `--database=${DB} --triggers --events --routines --outputdir=${q(files.mydumper)} --verbose=1`,
-        "mydumper",
-      ),
-    );
-    row.bytes = await dirSize(files.mydumper);
-    row.check = `ok (${(await readdir(files.mydumper)).length} files)`;
-  });
   await step(backups, "mariabackup --stream=xbstream | zstd", async (row) => {
     await mkdir(files.xbTmp);
     row.seconds = await timed(() =>
@@ -629,6 +649,36 @@ async function main(): Promise<void> {
       });
     }
   }
+  for (const [where, repository, env, tag] of [["file://", `file://${fileRepo}`, {}, "file"], ["S3 versitygw", "s3://bench/replicator", s3.env, "s3"]] as const) {
+    logicalRestores.push({
+      name: `replicator restore (mysqldump_parallel, ${THREADS} threads) ← ${where}`,
+      run: async (row) => {
+        const b = backups.find((x) => x.name === `replicator backup --method mysqldump_parallel --threads ${THREADS} → ${where}`);
+        need(b);
+        row.bytes = b?.bytes;
+        await intoFresh(row, `restore-parallel-${tag}`, async (t) => {
+          const j = await replicator(["restore", "--target", t.url, "--repository", repository, "--cluster", "bench-parallel"], env, cwd);
+          return `CLI ${fmt((j.durationMs ?? 0) / 1000, 2)} s; `;
+        });
+        return row.seconds ?? NaN;
+      },
+    });
+  }
+  logicalRestores.push({
+    name: `myloader (threads=${THREADS})`,
+    run: async (row) => {
+      const b = byName("mydumper");
+      need(b);
+      row.bytes = b?.bytes;
+      await intoFresh(row, "restore-myloader", (t) =>
+        sh(
+          `myloader --defaults-file=${q(empty)} --host=127.0.0.1 --port=${t.port} --user=root --threads=${THREADS} --directory=${q(files.mydumper)} --verbose=1`,
+          "myloader",
+        ).then(() => ""),
+      );
+      return row.seconds ?? NaN;
+    },
+  });
   logicalRestores.push({
     name: "zstd -dc | mariadb",
     baseline: true,
@@ -643,17 +693,6 @@ async function main(): Promise<void> {
   });
   if (!SKIP_RESTORES) await pairedRounds(restores, logicalRestores);
   if (!ONLY_LOGICAL) {
-  await step(restores, `myloader (threads=${THREADS})`, async (row) => {
-    const b = byName("mydumper");
-    need(b);
-    row.bytes = b?.bytes;
-    await intoFresh(row, "restore-myloader", (t) =>
-      sh(
-        `myloader --defaults-file=${q(empty)} --host=127.0.0.1 --port=${t.port} --user=root --threads=${THREADS} --directory=${q(files.mydumper)} --verbose=1`,
-        "myloader",
-      ).then(() => ""),
-    );
-  });
   await step(restores, "mbstream -x + mariabackup --prepare (physical)", async (row) => {
     const b = byName("mariabackup");
     need(b);
