@@ -49,7 +49,7 @@ Usage:
                      (the init container of a self-provisioning slave; see docs/provisioning.md)
 
 Servers: mysql://USER@HOST:PORT (MySQL/MariaDB) or postgresql://USER@HOST:PORT/DB.
-Methods: mysqldump (default for mysql://), mysqldump-parallel (several dump processes from
+Methods: mysqldump (default for mysql://), mysqldump_parallel (several dump processes from
 one snapshot, loaded by several connections), mariabackup (physical), pg_dump (default for
 postgresql://), pg_basebackup (physical). Logical backups restore into a running server
 (--target); physical ones into the empty data directory of a stopped server (--datadir),
@@ -62,9 +62,9 @@ Config: --config FILE, $REPLICATOR_CONFIG, or ./replicator.yaml.
 
 Backup options: --lock auto|single-transaction|ftwrl  --databases a,b  --users
                 --compression zstd|gzip|none  --source-name NAME
-                --threads N (mysqldump-parallel: dump processes at once)
+                --threads N (mysqldump_parallel: dump processes at once)
 Restore options: --skip-binlog-check  --replication-timeout SECONDS
-                 --databases a,b | --tables db.t,db.u (a mysqldump-parallel backup: load only those)
+                 --databases a,b | --tables db.t,db.u (a mysqldump_parallel backup: load only those)
 Plugins: --plugin CMD (or REPLICATOR_PLUGIN) backs up with, and restores backups of, a
          third-party method (docs/plugins.md); \`plugin-test\` checks one against the contract.
 Global: --config FILE  --log-level LEVEL  --no-progress  --help  --version`;
