@@ -11,10 +11,11 @@ import { lchown, lstat, mkdir, open, readdir, rm, stat, statfs } from "node:fs/p
 import path from "node:path";
 import { badInput } from "../lib/errors.js";
 import { describeEndpoint } from "../db/endpoint.js";
-import type { BackupMethod } from "../plugins/contract.js";
+import type { BackupMethod, DatadirRestoreOutcome } from "../plugins/contract.js";
 import type { BackupEntry } from "../storage/catalog.js";
 import { formatBytes } from "../storage/catalog.js";
-import { loadVerified, openBackupInput, partialTarget, type RestoreRequest, type RestoreResult } from "./restore.js";
+import { loadPiped, loadVerified, openBackupInput, partialTarget, type RestoreRequest, type RestoreResult } from "./restore.js";
+import { zstdToolAvailable } from "./compression.js";
 import { startProgress } from "./progress.js";
 
 export const DATADIR_SENTINEL = ".replicator-restore-in-progress";
@@ -123,19 +124,37 @@ export async function restoreDatadir(
   await writeSentinel(dir, chosen.name);
 
   log.info({ object: manifest.objects[0]?.name, size: manifest.objects[0]?.size }, "restore started");
-  const v = await openBackupInput(req.repo, chosen);
-  const stopProgress = req.progress ? startProgress(`restore ${chosen.name}`, () => v.counter.bytes) : () => undefined;
+  const ctx = { datadir: dir, manifest, options: req.methodOptions ?? {}, log, signal: req.signal };
+  // Piped when the method can (the zstd tool writes into its extractor), else through the agent.
+  const startRestore = manifest.compression === "zstd" && method.startRestore && (await zstdToolAvailable(log)) ? method.startRestore.bind(method) : undefined;
   let outcome;
+  let rawSize: number;
   try {
-    outcome = await loadVerified(v, (input) => method.restore({ datadir: dir, manifest, options: req.methodOptions ?? {}, log, signal: req.signal }, input), chosen.name);
+    if (startRestore) {
+      let finish: (() => Promise<DatadirRestoreOutcome>) | undefined;
+      rawSize = await loadPiped(req.repo, chosen, async (c: typeof ctx) => {
+        const r = await startRestore(c);
+        finish = () => r.finish();
+        return r.loader;
+      }, ctx, req.progress === true);
+      if (!finish) throw new Error("unreachable: a piped restore that loaded has its finish step");
+      outcome = await finish();
+    } else {
+      const v = await openBackupInput(req.repo, chosen);
+      const stopProgress = req.progress ? startProgress(`restore ${chosen.name}`, () => v.counter.bytes) : () => undefined;
+      try {
+        outcome = await loadVerified(v, (input) => method.restore(ctx, input), chosen.name);
+      } finally {
+        stopProgress();
+      }
+      rawSize = v.counter.bytes;
+    }
   } catch (err) {
     throw partialTarget(err, `data directory ${dir}`, "its sentinel marks it: run the same restore again (it wipes the directory and redoes it), and do not start the server on it");
-  } finally {
-    stopProgress();
   }
   warnings.push(...outcome.warnings);
   const position = outcome.replication ?? manifest.replication;
-  log.info({ rawSize: v.counter.bytes, position }, "data directory prepared");
+  log.info({ rawSize, position, piped: startRestore !== undefined }, "data directory prepared");
 
   const replicateFrom = req.replicateFrom;
   if (replicateFrom) {
@@ -153,7 +172,7 @@ export async function restoreDatadir(
     repository: req.repo.where,
     method: manifest.method,
     target: dir,
-    rawSize: v.counter.bytes,
+    rawSize,
     replication: position,
     replicating: false,
     replicaConfigured: replicateFrom !== undefined,

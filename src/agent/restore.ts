@@ -186,11 +186,11 @@ export async function loadVerified<T>(v: VerifiedInput, load: (input: Readable) 
  * object that decodes to fewer raw bytes than the manifest recorded is
  * truncated. Returns the raw size.
  */
-async function loadPiped(
+export async function loadPiped<C extends { signal: AbortSignal; log: Logger }>(
   repo: Repository,
   chosen: BackupEntry,
-  startLoader: (ctx: RestoreContext) => Promise<PipedLoader>,
-  ctx: RestoreContext,
+  startLoader: (ctx: C) => Promise<PipedLoader>,
+  ctx: C,
   progress: boolean,
 ): Promise<number> {
   const object = chosen.manifest.objects[0];

@@ -7,6 +7,7 @@
 // REPLICATOR_REPLICATION_PASSWORD and the storage keys, and every user on a
 // machine can read a process's environment through /proc when it runs as them.
 import { spawn, type ChildProcess, type StdioOptions } from "node:child_process";
+import { createInterface } from "node:readline";
 import { execa, type ResultPromise } from "execa";
 import type { Readable, Writable } from "node:stream";
 import { failed, tail, type ReplicatorError } from "./errors.js";
@@ -116,6 +117,8 @@ export interface ToolExit {
   canceled: boolean;
   /** The last 8 KiB of stderr. */
   stderr: string;
+  /** The command could not be started because it is not installed. */
+  notFound: boolean;
 }
 
 export interface ToolChild extends StreamingChild {
@@ -158,6 +161,8 @@ export function spawnTool(
     signal?: AbortSignal | undefined;
     env?: Record<string, string>;
     what: string;
+    /** Every stderr line as it arrives (the last one even without a newline); `exit` settles after the last. */
+    onLine?: (line: string) => void;
   },
 ): ToolChild {
   const stdio: StdioOptions = [opts.stdin ?? "ignore", opts.stdout ?? "pipe", "pipe"];
@@ -172,6 +177,14 @@ export function spawnTool(
   child.stderr?.on("data", (chunk: Buffer) => {
     stderrTail = (stderrTail + chunk.toString("utf8")).slice(-8192);
   });
+  const onLine = opts.onLine;
+  const linesDone = onLine && child.stderr
+    ? new Promise<void>((resolve) => {
+        const rl = createInterface({ input: child.stderr as Readable, crlfDelay: Infinity });
+        rl.on("line", onLine);
+        rl.once("close", resolve);
+      })
+    : Promise.resolve();
   // A pipe this process still holds to the child (stdin, stdout) reports
   // EPIPE or a reset when the child dies first: the child's exit says why.
   child.stdin?.on("error", () => undefined);
@@ -202,7 +215,7 @@ export function spawnTool(
       clearTimeout(forceKill);
       opts.signal?.removeEventListener("abort", onAbort);
       killAtExit.delete(child);
-      resolve({ exitCode, signal, canceled, stderr: stderrTail });
+      void linesDone.then(() => { resolve({ exitCode, signal, canceled, stderr: stderrTail, notFound }); });
     });
   });
   const done = exit.then((e) => {

@@ -161,6 +161,12 @@ export interface DatadirRestoreMethod extends MethodBase {
   restore(ctx: DatadirRestoreContext, input: Readable): Promise<DatadirRestoreOutcome>;
   /** Make the restored, stopped server start as a replica of ctx.replicateFrom at ctx.position. */
   configureReplica(ctx: SeedContext): Promise<void>;
+  /**
+   * Optional, restore() with the extractor reading an OS pipe that the agent's decompressor
+   * writes into (no byte through the agent): `loader.done` settles when the stream is extracted,
+   * then `finish()` does the rest (prepare, move into place) and returns what restore() returns.
+   */
+  startRestore?(ctx: DatadirRestoreContext): Promise<{ loader: PipedLoader; finish(): Promise<DatadirRestoreOutcome> }>;
 }
 
 export type BackupMethod = ServerRestoreMethod | DatadirRestoreMethod;

@@ -49,7 +49,7 @@ import {
   type SlaveStatus,
 } from "../../db/replication.js";
 import type { ReplicationPosition } from "../../storage/catalog.js";
-import type { BackupContext, BackupOutcome, BackupRun, DatadirRestoreMethod } from "../contract.js";
+import type { BackupContext, BackupOutcome, BackupRun, DatadirRestoreMethod, PipedBackupRun, PipedSink } from "../contract.js";
 import {
   buildBackupArgs,
   decideSafeSlaveBackup,
@@ -63,7 +63,7 @@ import {
 } from "./parse.js";
 import { runTool } from "./proc.js";
 import { configureRestoredReplica } from "./seed.js";
-import { restoreStream } from "./restore.js";
+import { restoreStream, startPipedRestore } from "./restore.js";
 
 type Row = Record<string, unknown>;
 
@@ -130,6 +130,171 @@ export function slavePosition(p: SlavePosition, master: { host?: string | undefi
   return pos;
 }
 
+/**
+ * One backup. Without a sink mariabackup's stdout comes back as a stream; with one, mariabackup
+ * writes straight into it (an OS pipe into the agent's zstd).
+ */
+async function startBackup(ctx: BackupContext, sink: PipedSink | undefined): Promise<{ stream: Readable | undefined; outcome: Promise<BackupOutcome> }> {
+  const opts = parseMariabackupOptions(ctx.options);
+  const cleanup: (() => Promise<void>)[] = [];
+  const runCleanup = async (): Promise<void> => {
+    for (const fn of cleanup.reverse()) await fn();
+    cleanup.length = 0;
+  };
+  // A refused statement (ours or mariabackup's) names the privilege and the GRANT.
+  const at = ctx.source.socket ?? `${ctx.source.host}:${ctx.source.port}`;
+  let account = `'${ctx.source.user}'@'%'`;
+  try {
+    // What the server is, where its data is, and (on a slave) how it replicates.
+    const c = await connect(ctx.source, "source");
+    let role: BackupOutcome["role"];
+    let info: ServerInfo;
+    let datadir: string;
+    let slave: SlaveStatus | undefined;
+    let safeSlaveBackup = false;
+    try {
+      const [me] = await queryRows<{ u: string }>(c, "SELECT CURRENT_USER() AS u");
+      if (me?.u) account = quoteAccount(me.u);
+      info = await getServerInfo(c).catch((err: unknown) => {
+        throw asBackupPrivilegeError(err, account, at, "read the server's role (SHOW SLAVE STATUS)");
+      });
+      role = info.isSlave ? "slave" : info.logBin ? "master" : "standalone";
+      const [d] = await queryRows<{ d: string }>(c, "SELECT @@datadir AS d");
+      if (!opts.datadir && !d?.d) throw badInput("DatadirUnknown", "the server did not report its data directory (@@datadir); set methodOptions.datadir");
+      datadir = path.resolve(opts.datadir ?? d?.d ?? "");
+      await checkLocalDatadir(c, ctx.source, datadir, opts.datadir !== undefined);
+      if (role === "slave") {
+        slave = await getSlaveStatus(c);
+        safeSlaveBackup = decideSafeSlaveBackup(opts.safeSlaveBackup, true, await slaveOpenTempTables(c));
+      }
+    } finally {
+      await c.end().catch(() => undefined);
+    }
+    const warnings: string[] = [];
+    if (role === "standalone") warnings.push("binary logging is off on the source: the backup records no replication position");
+
+    if (slave) {
+      const host = ctx.source.socket ?? `${ctx.source.host}:${ctx.source.port}`;
+      const found = stoppedBeforeWarning(host, slave);
+      if (found) {
+        warnings.push(found);
+        ctx.log.warn({ io: slave.ioRunning, sql: slave.sqlRunning }, found);
+      }
+      // mariabackup stops the SQL thread itself (--safe-slave-backup), and a
+      // killed mariabackup leaves it stopped: the SQL thread, if it ran
+      // before, is started again when it is stopped afterwards. Replication
+      // found stopped is never started. When --safe-slave-backup is asked
+      // for, the stop is recorded before the tool starts, so a kill at any
+      // point leaves a trace.
+      const stop: ReplicationThread[] = runningThreads(slave, ["sql"]);
+      const hooked = safeSlaveBackup && stop.length > 0;
+      if (stop.length > 0) {
+        cleanup.push(async () => {
+          try {
+            const started = await withConn(ctx.source, "restart replication", (cc) => restartStoppedThreads(cc, stop));
+            if (started.length > 0) ctx.log.info({ source: host, started }, "replication threads restarted");
+          } catch (err) {
+            const w = `could not restart the replication threads this backup stopped on ${host} (${err instanceof Error ? err.message : String(err)}); run \`replicator online\``;
+            warnings.push(w);
+            ctx.log.error({ err }, w);
+            return;
+          }
+          if (hooked) await ctx.replication?.restarted().catch((err: unknown) => { ctx.log.warn({ err }, "could not record that replication was restarted"); });
+        });
+      }
+      if (hooked) await ctx.replication?.stopped({ threads: stop, at: new Date().toISOString() });
+    }
+
+    const creds = await writeDefaultsFile(ctx.source);
+    cleanup.push(() => creds.cleanup());
+    // mariabackup's own bookkeeping (it writes nothing there when streaming, but wants the directory).
+    const targetDir = await mkdtemp(path.join(tmpdir(), "replicator-mariabackup-"));
+    cleanup.push(() => rm(targetDir, { recursive: true, force: true }));
+    const args = buildBackupArgs({
+      defaultsFile: creds.path,
+      connArgs: creds.args,
+      datadir,
+      targetDir,
+      parallel: opts.parallel,
+      slaveInfo: role === "slave",
+      safeSlaveBackup,
+    });
+    ctx.log.info({ command: opts.mariabackupCommand, args: args.slice(1), role, datadir, safeSlaveBackup }, "mariabackup started");
+
+    let binlogPos: BinlogCoordinates | undefined;
+    let slavePos: SlavePosition | undefined;
+    let toolVersion: string | undefined;
+    const child = runTool(opts.mariabackupCommand, args, {
+      what: "back up the source",
+      signal: ctx.signal,
+      stdout: sink ? sink.stdout : "pipe",
+      summarize: summarizeBackupFailure,
+      onLine: (line) => {
+        binlogPos = parseBinlogPositionLine(line) ?? binlogPos;
+        slavePos = parseSlavePositionLine(line) ?? slavePos;
+        toolVersion ??= parseToolVersion(line);
+      },
+    });
+    // Piped: the agent never commits a run whose outcome failed. Streamed: a failed copy must not
+    // look like a complete stream, so the upload fails too.
+    const out = sink ? undefined : new PassThrough({ highWaterMark: 1024 * 1024 });
+    const piping = out ? pipeline(child.stdout as Readable, out).catch((err: unknown) => {
+      child.kill();
+      throw err;
+    }) : Promise.resolve();
+    if (out) child.done.catch((err: unknown) => { out.destroy(err as Error); });
+
+    const outcome = (async (): Promise<BackupOutcome> => {
+      try {
+        // mariabackup's own "missing required privilege X on Y" lines are
+        // named together by summarizeBackupFailure (test/integration/mariabackup.test.ts
+        // holds that message); parse.ts mariabackupPrivilegeMessage would add the GRANT.
+        await Promise.all([child.done, piping]);
+        let replication: ReplicationPosition | undefined;
+        if (role === "master") {
+          if (binlogPos) {
+            replication = masterPosition(binlogPos, info.serverId);
+            if (!replication.gtid && info.flavor === "mariadb") {
+              const [g] = await withConn(ctx.source, "read the GTID position", (cc) =>
+                queryRows<Row>(cc, "SELECT BINLOG_GTID_POS(?, ?) AS pos", [binlogPos?.file, binlogPos?.position]),
+              );
+              if (typeof g?.pos === "string" && g.pos) replication.gtid = g.pos;
+            }
+          } else {
+            warnings.push("mariabackup printed no binlog position; the backup has no replication position");
+          }
+        } else if (role === "slave") {
+          replication = slavePos && slavePosition(slavePos, { host: slave?.masterHost, port: slave?.masterPort, serverId: slave?.masterServerId });
+          if (!replication) warnings.push("mariabackup printed no slave position (--slave-info); the backup has no replication position");
+          if (slavePos && slavePos.otherConnections.length > 0) {
+            warnings.push(`multi-source replication: only the default connection's position was recorded (not ${slavePos.otherConnections.join(", ")})`);
+          }
+        }
+        return {
+          role,
+          serverId: info.serverId,
+          version: info.version,
+          replication,
+          details: {
+            datadir,
+            parallel: opts.parallel ?? 1,
+            safeSlaveBackup,
+            ...(toolVersion ? { mariabackupVersion: toolVersion } : {}),
+          },
+          warnings,
+        };
+      } finally {
+        await runCleanup();
+      }
+    })();
+    outcome.catch(() => undefined);
+    return { stream: out, outcome };
+  } catch (err) {
+    await runCleanup();
+    throw err;
+  }
+}
+
 export const mariabackupMethod: DatadirRestoreMethod = {
   engine: "mysql",
   restoreInto: "datadir",
@@ -142,167 +307,24 @@ export const mariabackupMethod: DatadirRestoreMethod = {
   },
 
   async backup(ctx: BackupContext): Promise<BackupRun> {
-    const opts = parseMariabackupOptions(ctx.options);
-    const cleanup: (() => Promise<void>)[] = [];
-    const runCleanup = async (): Promise<void> => {
-      for (const fn of cleanup.reverse()) await fn();
-      cleanup.length = 0;
-    };
-    // A refused statement (ours or mariabackup's) names the privilege and the GRANT.
-    const at = ctx.source.socket ?? `${ctx.source.host}:${ctx.source.port}`;
-    let account = `'${ctx.source.user}'@'%'`;
-    try {
-      // What the server is, where its data is, and (on a slave) how it replicates.
-      const c = await connect(ctx.source, "source");
-      let role: BackupOutcome["role"];
-      let info: ServerInfo;
-      let datadir: string;
-      let slave: SlaveStatus | undefined;
-      let safeSlaveBackup = false;
-      try {
-        const [me] = await queryRows<{ u: string }>(c, "SELECT CURRENT_USER() AS u");
-        if (me?.u) account = quoteAccount(me.u);
-        info = await getServerInfo(c).catch((err: unknown) => {
-          throw asBackupPrivilegeError(err, account, at, "read the server's role (SHOW SLAVE STATUS)");
-        });
-        role = info.isSlave ? "slave" : info.logBin ? "master" : "standalone";
-        const [d] = await queryRows<{ d: string }>(c, "SELECT @@datadir AS d");
-        if (!opts.datadir && !d?.d) throw badInput("DatadirUnknown", "the server did not report its data directory (@@datadir); set methodOptions.datadir");
-        datadir = path.resolve(opts.datadir ?? d?.d ?? "");
-        await checkLocalDatadir(c, ctx.source, datadir, opts.datadir !== undefined);
-        if (role === "slave") {
-          slave = await getSlaveStatus(c);
-          safeSlaveBackup = decideSafeSlaveBackup(opts.safeSlaveBackup, true, await slaveOpenTempTables(c));
-        }
-      } finally {
-        await c.end().catch(() => undefined);
-      }
-      const warnings: string[] = [];
-      if (role === "standalone") warnings.push("binary logging is off on the source: the backup records no replication position");
+    const run = await startBackup(ctx, undefined);
+    if (!run.stream) throw new Error("unreachable: a backup without a sink has a stream");
+    return { stream: run.stream, outcome: run.outcome };
+  },
 
-      if (slave) {
-        const host = ctx.source.socket ?? `${ctx.source.host}:${ctx.source.port}`;
-        const found = stoppedBeforeWarning(host, slave);
-        if (found) {
-          warnings.push(found);
-          ctx.log.warn({ io: slave.ioRunning, sql: slave.sqlRunning }, found);
-        }
-        // mariabackup stops the SQL thread itself (--safe-slave-backup), and a
-        // killed mariabackup leaves it stopped: the SQL thread, if it ran
-        // before, is started again when it is stopped afterwards. Replication
-        // found stopped is never started. When --safe-slave-backup is asked
-        // for, the stop is recorded before the tool starts, so a kill at any
-        // point leaves a trace.
-        const stop: ReplicationThread[] = runningThreads(slave, ["sql"]);
-        const hooked = safeSlaveBackup && stop.length > 0;
-        if (stop.length > 0) {
-          cleanup.push(async () => {
-            try {
-              const started = await withConn(ctx.source, "restart replication", (cc) => restartStoppedThreads(cc, stop));
-              if (started.length > 0) ctx.log.info({ source: host, started }, "replication threads restarted");
-            } catch (err) {
-              const w = `could not restart the replication threads this backup stopped on ${host} (${err instanceof Error ? err.message : String(err)}); run \`replicator online\``;
-              warnings.push(w);
-              ctx.log.error({ err }, w);
-              return;
-            }
-            if (hooked) await ctx.replication?.restarted().catch((err: unknown) => { ctx.log.warn({ err }, "could not record that replication was restarted"); });
-          });
-        }
-        if (hooked) await ctx.replication?.stopped({ threads: stop, at: new Date().toISOString() });
-      }
-
-      const creds = await writeDefaultsFile(ctx.source);
-      cleanup.push(() => creds.cleanup());
-      // mariabackup's own bookkeeping (it writes nothing there when streaming, but wants the directory).
-      const targetDir = await mkdtemp(path.join(tmpdir(), "replicator-mariabackup-"));
-      cleanup.push(() => rm(targetDir, { recursive: true, force: true }));
-      const args = buildBackupArgs({
-        defaultsFile: creds.path,
-        connArgs: creds.args,
-        datadir,
-        targetDir,
-        parallel: opts.parallel,
-        slaveInfo: role === "slave",
-        safeSlaveBackup,
-      });
-      ctx.log.info({ command: opts.mariabackupCommand, args: args.slice(1), role, datadir, safeSlaveBackup }, "mariabackup started");
-
-      let binlogPos: BinlogCoordinates | undefined;
-      let slavePos: SlavePosition | undefined;
-      let toolVersion: string | undefined;
-      const child = runTool(opts.mariabackupCommand, args, {
-        what: "back up the source",
-        signal: ctx.signal,
-        summarize: summarizeBackupFailure,
-        onLine: (line) => {
-          binlogPos = parseBinlogPositionLine(line) ?? binlogPos;
-          slavePos = parseSlavePositionLine(line) ?? slavePos;
-          toolVersion ??= parseToolVersion(line);
-        },
-      });
-      const out = new PassThrough({ highWaterMark: 1024 * 1024 });
-      const piping = pipeline(child.stdout as Readable, out).catch((err: unknown) => {
-        child.kill();
-        throw err;
-      });
-      // A failed copy must not look like a complete stream: fail the upload too.
-      child.done.catch((err: unknown) => { out.destroy(err as Error); });
-
-      const outcome = (async (): Promise<BackupOutcome> => {
-        try {
-          // mariabackup's own "missing required privilege X on Y" lines are
-          // named together by summarizeBackupFailure (test/integration/mariabackup.test.ts
-          // holds that message); parse.ts mariabackupPrivilegeMessage would add the GRANT.
-          await Promise.all([child.done, piping]);
-          let replication: ReplicationPosition | undefined;
-          if (role === "master") {
-            if (binlogPos) {
-              replication = masterPosition(binlogPos, info.serverId);
-              if (!replication.gtid && info.flavor === "mariadb") {
-                const [g] = await withConn(ctx.source, "read the GTID position", (cc) =>
-                  queryRows<Row>(cc, "SELECT BINLOG_GTID_POS(?, ?) AS pos", [binlogPos?.file, binlogPos?.position]),
-                );
-                if (typeof g?.pos === "string" && g.pos) replication.gtid = g.pos;
-              }
-            } else {
-              warnings.push("mariabackup printed no binlog position; the backup has no replication position");
-            }
-          } else if (role === "slave") {
-            replication = slavePos && slavePosition(slavePos, { host: slave?.masterHost, port: slave?.masterPort, serverId: slave?.masterServerId });
-            if (!replication) warnings.push("mariabackup printed no slave position (--slave-info); the backup has no replication position");
-            if (slavePos && slavePos.otherConnections.length > 0) {
-              warnings.push(`multi-source replication: only the default connection's position was recorded (not ${slavePos.otherConnections.join(", ")})`);
-            }
-          }
-          return {
-            role,
-            serverId: info.serverId,
-            version: info.version,
-            replication,
-            details: {
-              datadir,
-              parallel: opts.parallel ?? 1,
-              safeSlaveBackup,
-              ...(toolVersion ? { mariabackupVersion: toolVersion } : {}),
-            },
-            warnings,
-          };
-        } finally {
-          await runCleanup();
-        }
-      })();
-      outcome.catch(() => undefined);
-      return { stream: out, outcome };
-    } catch (err) {
-      await runCleanup();
-      throw err;
-    }
+  /** mariabackup writes straight into the agent's zstd (an OS pipe): no byte of the copy passes through the agent. */
+  async backupPiped(ctx: BackupContext, sink: PipedSink): Promise<PipedBackupRun> {
+    const run = await startBackup(ctx, sink);
+    return { outcome: run.outcome };
   },
 
   async restore(ctx, input) {
     const opts = parseMariabackupOptions(ctx.options);
     return restoreStream(ctx, input, opts);
+  },
+
+  startRestore(ctx) {
+    return startPipedRestore(ctx, parseMariabackupOptions(ctx.options));
   },
 
   async configureReplica(ctx) {

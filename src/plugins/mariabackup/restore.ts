@@ -12,7 +12,8 @@ import path from "node:path";
 import type { Readable, Writable } from "node:stream";
 import { failed, isReplicatorError } from "../../lib/errors.js";
 import type { Manifest, ReplicationPosition } from "../../storage/catalog.js";
-import type { DatadirRestoreContext, DatadirRestoreOutcome } from "../contract.js";
+import { spawnTool } from "../../lib/exec.js";
+import type { DatadirRestoreContext, DatadirRestoreOutcome, PipedLoader } from "../contract.js";
 import { isReplicationStateFile, isStreamReadError, lastErrorLine, parseBinlogInfo, parseSlaveInfo, type MariabackupOptions } from "./parse.js";
 import { runTool, type Tool } from "./proc.js";
 
@@ -90,13 +91,17 @@ async function feed(input: Readable, child: Tool): Promise<void> {
   if (!broken) stdin.end();
 }
 
-async function extract(ctx: DatadirRestoreContext, input: Readable, opts: MariabackupOptions, staging: string): Promise<void> {
-  const child = runTool(opts.mbstreamCommand, ["-x", "-C", staging, ...(opts.parallel ? [`--parallel=${opts.parallel}`] : [])], {
+function startMbstream(ctx: DatadirRestoreContext, opts: MariabackupOptions, staging: string): Tool {
+  return runTool(opts.mbstreamCommand, ["-x", "-C", staging, ...(opts.parallel ? [`--parallel=${opts.parallel}`] : [])], {
     what: "extract the backup stream",
     stdin: "pipe",
     stdout: "ignore",
     signal: ctx.signal,
   });
+}
+
+async function extract(ctx: DatadirRestoreContext, input: Readable, opts: MariabackupOptions, staging: string): Promise<void> {
+  const child = startMbstream(ctx, opts, staging);
   try {
     await feed(input, child);
   } catch (err) {
@@ -105,6 +110,11 @@ async function extract(ctx: DatadirRestoreContext, input: Readable, opts: Mariab
     await child.done.catch(() => undefined);
     throw err;
   }
+  await extracted(ctx, child);
+}
+
+/** mbstream's exit: a stream it cannot read, which matched its checksum, was written damaged. */
+async function extracted(ctx: DatadirRestoreContext, child: Tool): Promise<void> {
   try {
     await child.done;
   } catch (err) {
@@ -152,7 +162,19 @@ export function positionFromInfo(
   return pos;
 }
 
-/** fsync every file and directory under `dir`: the restore is durable before the agent removes its sentinel. */
+/**
+ * Make everything under `dir` durable before the agent removes its sentinel: one syncfs(2) of its
+ * filesystem (`sync --file-system`), or, where that tool is missing or fails, an fsync of every
+ * file and directory.
+ */
+async function syncDurable(ctx: DatadirRestoreContext, dir: string): Promise<void> {
+  const r = await spawnTool("sync", ["--file-system", dir], { what: "flush the restored files to disk", stdout: "ignore", signal: ctx.signal }).exit;
+  if (r.exitCode === 0) return;
+  ctx.log.debug({ stderr: r.stderr.slice(-300), notFound: r.notFound }, "sync --file-system did not run; fsyncing every file");
+  await syncTree(dir);
+}
+
+/** fsync every file and directory under `dir`. */
 async function syncTree(dir: string): Promise<void> {
   const paths: string[] = [dir];
   for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) {
@@ -173,13 +195,41 @@ async function syncTree(dir: string): Promise<void> {
   await Promise.all(Array.from({ length: 8 }, worker));
 }
 
-export async function restoreStream(ctx: DatadirRestoreContext, input: Readable, opts: MariabackupOptions): Promise<DatadirRestoreOutcome> {
-  const warnings: string[] = [];
+async function makeStaging(ctx: DatadirRestoreContext): Promise<string> {
   const staging = path.join(ctx.datadir, STAGING_DIR);
   await rm(staging, { recursive: true, force: true });
   await mkdir(staging, { mode: 0o700 });
+  return staging;
+}
 
+export async function restoreStream(ctx: DatadirRestoreContext, input: Readable, opts: MariabackupOptions): Promise<DatadirRestoreOutcome> {
+  const staging = await makeStaging(ctx);
   await extract(ctx, input, opts, staging);
+  return finishRestore(ctx, opts, staging);
+}
+
+/**
+ * The piped restore: mbstream reads an OS pipe that the agent's zstd writes into (no byte of the
+ * stream passes through the agent); `loader.done` settles when it has extracted everything, and
+ * `finish()` then prepares the data and moves it into place.
+ */
+export async function startPipedRestore(ctx: DatadirRestoreContext, opts: MariabackupOptions): Promise<{ loader: PipedLoader; finish(): Promise<DatadirRestoreOutcome> }> {
+  const staging = await makeStaging(ctx);
+  const child = startMbstream(ctx, opts, staging);
+  if (!child.stdin) {
+    await child.done;
+    throw new Error(`${opts.mbstreamCommand} started without a stdin`);
+  }
+  const done = extracted(ctx, child);
+  done.catch(() => undefined);
+  return {
+    loader: { stdin: child.stdin, done, kill: () => { child.kill(); } },
+    finish: () => finishRestore(ctx, opts, staging),
+  };
+}
+
+async function finishRestore(ctx: DatadirRestoreContext, opts: MariabackupOptions, staging: string): Promise<DatadirRestoreOutcome> {
+  const warnings: string[] = [];
   if (!(await readFirst(staging, CHECKPOINTS))) {
     throw failed(
       "CorruptBackup",
@@ -222,6 +272,6 @@ export async function restoreStream(ctx: DatadirRestoreContext, input: Readable,
     await rename(path.join(staging, n), to);
   }
   await rmdir(staging);
-  await syncTree(ctx.datadir);
+  await syncDurable(ctx, ctx.datadir);
   return { replication, warnings };
 }
