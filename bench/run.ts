@@ -18,6 +18,7 @@ import { execa } from "execa";
 import { CLI } from "../test/harness/cli.js";
 import { startMariaDb, type MariaDb } from "../test/harness/mariadb.js";
 import { startS3, type S3Server } from "../test/harness/s3.js";
+import { ratioChart, type ChartSection } from "./chart.js";
 
 const repoRoot = path.resolve(import.meta.dirname, "..");
 const MB = 1_000_000;
@@ -389,6 +390,14 @@ function table(rows: Row[], rawBytes: number | undefined, bytesLabel: string): s
     ]);
   }
   return lines.map((l) => `| ${l.map((c) => c.replaceAll("|", "\\|")).join(" | ")} |`).join("\n");
+}
+
+/** A row's time ÷ its baseline's: the median of paired ratios, else of the two medians; undefined without both. */
+function ratioOf(r: Row, rows: Row[]): number | undefined {
+  if (r.baseline || r.error !== undefined || r.seconds === undefined) return undefined;
+  if (r.ratios !== undefined && r.ratios.length > 0) return median(r.ratios);
+  const base = rows.find((x) => x.baseline);
+  return base?.seconds !== undefined && base.error === undefined ? r.seconds / base.seconds : undefined;
 }
 
 async function step(rows: Row[], name: string, fn: (row: Row) => Promise<void>, baseline = false): Promise<Row> {
@@ -809,7 +818,22 @@ async function main(): Promise<void> {
   const resultsDir = path.join(repoRoot, "bench/results");
   await mkdir(resultsDir, { recursive: true });
   await writeFile(path.join(resultsDir, "latest.md"), report);
-  process.stderr.write(`bench: wrote ${path.relative(process.cwd(), path.join(resultsDir, "latest.md"))}\n`);
+  const section = (title: string, rows: Row[]): ChartSection => ({
+    title,
+    baseline: rows.find((r) => r.baseline)?.name ?? "baseline",
+    bars: rows.flatMap((r) => {
+      const ratio = ratioOf(r, rows);
+      return ratio === undefined ? [] : [{ name: r.name, ratio }];
+    }),
+  });
+  const chart = ratioChart(`replicator ÷ the plain pipeline, ${rawBytes !== undefined ? `${fmt(rawBytes / MB, 0)} MB raw` : `BENCH_SIZE_MB=${sizeMb}`}, ${new Date().toISOString().slice(0, 10)}${RUNS > 1 ? `, median of ${RUNS} paired rounds` : ""}`, [
+    section("Logical backup", backups),
+    section("Logical restore", restores),
+    section("Physical backup", physBackups),
+    section("Physical restore", physRestores),
+  ]);
+  await writeFile(path.join(resultsDir, "ratios-latest.svg"), chart);
+  process.stderr.write(`bench: wrote ${path.relative(process.cwd(), path.join(resultsDir, "latest.md"))} and ratios-latest.svg\n`);
   if ([...backups, ...restores, ...physBackups, ...physRestores].some((r) => r.error !== undefined)) process.exitCode = 1;
 }
 
