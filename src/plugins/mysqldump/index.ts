@@ -32,11 +32,12 @@ import {
   runningThreads,
   stoppedBeforeWarning,
   type ReplicationThread,
+  type ServerInfo,
 } from "../../db/replication.js";
 import type { ReplicationPosition } from "../../storage/catalog.js";
 import type { BackupContext, BackupMethod, BackupOutcome, BackupRun, PipedBackupRun, PipedLoader, PipedSink, RestoreContext } from "../contract.js";
 
-const TRANSACTIONAL_ENGINES = ["InnoDB", "RocksDB", "TokuDB"];
+export const TRANSACTIONAL_ENGINES = ["InnoDB", "RocksDB", "TokuDB"];
 
 export type LockMode = "auto" | "single-transaction" | "ftwrl";
 
@@ -48,25 +49,33 @@ export interface MysqldumpOptions {
   clientCommand: string;
 }
 
-export function parseMysqldumpOptions(o: Record<string, unknown>): MysqldumpOptions {
-  const lock = o.lock ?? "auto";
+/** The `lock` option (default auto). */
+export function parseLockOption(v: unknown): LockMode {
+  const lock = v ?? "auto";
   if (lock !== "auto" && lock !== "single-transaction" && lock !== "ftwrl") {
     throw badInput("InvalidOption", `--lock must be auto, single-transaction or ftwrl (got ${JSON.stringify(lock)})`);
   }
-  let databases: string[] | undefined;
-  if (o.databases !== undefined) {
-    const raw = typeof o.databases === "string" ? o.databases.split(",") : o.databases;
-    if (!Array.isArray(raw) || raw.some((d) => typeof d !== "string")) {
-      throw badInput("InvalidOption", "databases must be a list of database names");
-    }
-    databases = (raw as string[]).map((d) => d.trim()).filter(Boolean);
-    const sys = databases.filter((d) => SYSTEM_SCHEMAS.includes(d.toLowerCase()));
-    if (sys.length > 0) throw badInput("InvalidOption", `databases may not include system schemas (${sys.join(", ")})`);
-    if (databases.length === 0) throw badInput("InvalidOption", "databases is empty; omit it to dump every database");
+  return lock;
+}
+
+/** The `databases` option of a backup: a list or a comma-separated string, no system schema; undefined for all. */
+export function parseDatabasesOption(v: unknown): string[] | undefined {
+  if (v === undefined) return undefined;
+  const raw = typeof v === "string" ? v.split(",") : v;
+  if (!Array.isArray(raw) || raw.some((d) => typeof d !== "string")) {
+    throw badInput("InvalidOption", "databases must be a list of database names");
   }
+  const databases = (raw as string[]).map((d) => d.trim()).filter(Boolean);
+  const sys = databases.filter((d) => SYSTEM_SCHEMAS.includes(d.toLowerCase()));
+  if (sys.length > 0) throw badInput("InvalidOption", `databases may not include system schemas (${sys.join(", ")})`);
+  if (databases.length === 0) throw badInput("InvalidOption", "databases is empty; omit it to dump every database");
+  return databases;
+}
+
+export function parseMysqldumpOptions(o: Record<string, unknown>): MysqldumpOptions {
   return {
-    lock,
-    databases,
+    lock: parseLockOption(o.lock),
+    databases: parseDatabasesOption(o.databases),
     users: o.users === true || o.users === "true",
     dumpCommand: typeof o.dumpCommand === "string" ? o.dumpCommand : "mariadb-dump",
     clientCommand: typeof o.clientCommand === "string" ? o.clientCommand : "mariadb",
@@ -210,15 +219,28 @@ export async function pauseSlave(ctx: BackupContext, control: Conn, warnings: st
  * compressor), and the coordinates are read from the dump's head, which the
  * agent reads back from the compressor's output.
  */
-async function startDump(ctx: BackupContext, sink: PipedSink | undefined): Promise<{ stream: Readable | undefined; outcome: Promise<BackupOutcome> }> {
-  const opts = parseMysqldumpOptions(ctx.options);
+/** The control connection of a dump, what the server is, and the cleanup stack of the run. */
+export interface DumpSource {
+  control: Conn;
+  info: ServerInfo;
+  role: BackupOutcome["role"];
+  /** host:port or the socket, for messages. */
+  at: string;
+  /** Undone in reverse order by runCleanup (closing the control connection last). */
+  cleanup: (() => Promise<void>)[];
+  runCleanup: () => Promise<void>;
+  /** `fn`, with a refused statement (ours or mariadb-dump's) reported as the privilege and the GRANT it needs. */
+  privileged: <T>(what: string, fn: () => Promise<T>) => Promise<T>;
+}
+
+/** Connects to the source and reads its account and role; on failure nothing is left open. */
+export async function openDumpSource(ctx: BackupContext): Promise<DumpSource> {
   const control = await connect(ctx.source, "source");
   const cleanup: (() => Promise<void>)[] = [async () => { await control.end().catch(() => undefined); }];
   const runCleanup = async (): Promise<void> => {
     for (const fn of cleanup.reverse()) await fn();
     cleanup.length = 0;
   };
-  // A refused statement (ours or mariadb-dump's) names the privilege and the GRANT.
   const at = ctx.source.socket ?? `${ctx.source.host}:${ctx.source.port}`;
   let account = `'${ctx.source.user}'@'%'`;
   const privileged = async <T>(what: string, fn: () => Promise<T>): Promise<T> => {
@@ -233,6 +255,17 @@ async function startDump(ctx: BackupContext, sink: PipedSink | undefined): Promi
     if (me?.u) account = quoteAccount(me.u);
     const info = await privileged("read the server's role (SHOW SLAVE STATUS)", () => getServerInfo(control));
     const role: BackupOutcome["role"] = info.isSlave ? "slave" : info.logBin ? "master" : "standalone";
+    return { control, info, role, at, cleanup, runCleanup, privileged };
+  } catch (err) {
+    await runCleanup();
+    throw err;
+  }
+}
+
+async function startDump(ctx: BackupContext, sink: PipedSink | undefined): Promise<{ stream: Readable | undefined; outcome: Promise<BackupOutcome> }> {
+  const opts = parseMysqldumpOptions(ctx.options);
+  const { control, info, role, cleanup, runCleanup, privileged } = await openDumpSource(ctx);
+  try {
     if (opts.databases) {
       const missing = await missingDatabases(control, opts.databases);
       if (missing.length > 0) throw badInput("InvalidOption", `databases not found on the source: ${missing.join(", ")}`);

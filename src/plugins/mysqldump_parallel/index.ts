@@ -28,14 +28,21 @@ import os from "node:os";
 import { PassThrough, type Readable, type Writable } from "node:stream";
 import { badInput, failed } from "../../lib/errors.js";
 import { spawnTool, type ToolChild } from "../../lib/exec.js";
-import { connect, queryRows, type Conn } from "../../db/connection.js";
+import { queryRows, type Conn } from "../../db/connection.js";
 import { SYSTEM_SCHEMAS } from "../../db/schemas.js";
-import { asBackupPrivilegeError, quoteAccount } from "../../db/privileges.js";
 import { writeDefaultsFile, type DefaultsFile } from "../../db/defaults-file.js";
-import { getServerInfo } from "../../db/replication.js";
 import type { ReplicationPosition } from "../../storage/catalog.js";
 import type { BackupContext, BackupMethod, BackupOutcome, BackupRun, RestoreContext } from "../contract.js";
-import { decideLockMode, masterPosition, pauseSlave, type LockMode } from "../mysqldump/index.js";
+import {
+  decideLockMode,
+  masterPosition,
+  openDumpSource,
+  parseDatabasesOption,
+  parseLockOption,
+  pauseSlave,
+  TRANSACTIONAL_ENGINES,
+  type LockMode,
+} from "../mysqldump/index.js";
 import {
   encodeHeader,
   FormatError,
@@ -53,7 +60,6 @@ import {
 } from "./format.js";
 import { MAX_PROCESSES, planParts, quoteIdent, type TableInfo } from "./plan.js";
 
-const TRANSACTIONAL_ENGINES = ["InnoDB", "RocksDB", "TokuDB"];
 const INTEGER_TYPES = ["tinyint", "smallint", "mediumint", "int", "bigint"];
 /** How long the data processes may take to open their snapshots under the lock. */
 const SNAPSHOT_TIMEOUT_MS = 120_000;
@@ -98,10 +104,6 @@ export function defaultThreads(): number {
 }
 
 export function parseParallelOptions(o: Record<string, unknown>): ParallelOptions {
-  const lock = o.lock ?? "auto";
-  if (lock !== "auto" && lock !== "single-transaction" && lock !== "ftwrl") {
-    throw badInput("InvalidOption", `--lock must be auto, single-transaction or ftwrl (got ${JSON.stringify(lock)})`);
-  }
   let threads = defaultThreads();
   if (o.threads !== undefined) {
     threads = Number(o.threads);
@@ -110,13 +112,10 @@ export function parseParallelOptions(o: Record<string, unknown>): ParallelOption
   if (o.users === true || o.users === "true") {
     throw badInput("InvalidOption", "mysqldump_parallel does not back up accounts (--users); use --method mysqldump --users for that");
   }
-  const databases = listOption(o.databases, "databases");
-  const sys = (databases ?? []).filter((d) => SYSTEM_SCHEMAS.includes(d.toLowerCase()));
-  if (sys.length > 0) throw badInput("InvalidOption", `databases may not include system schemas (${sys.join(", ")})`);
   return {
     threads,
-    lock,
-    databases,
+    lock: parseLockOption(o.lock),
+    databases: parseDatabasesOption(o.databases),
     only: parseRestoreFilter(o),
     dumpCommand: typeof o.dumpCommand === "string" ? o.dumpCommand : "mariadb-dump",
     clientCommand: typeof o.clientCommand === "string" ? o.clientCommand : "mariadb",
@@ -251,26 +250,8 @@ async function readTables(c: Conn, databases: string[], threads: number): Promis
 
 async function startBackup(ctx: BackupContext): Promise<BackupRun> {
   const opts = parseParallelOptions(ctx.options);
-  const control = await connect(ctx.source, "source");
-  const cleanup: (() => Promise<void>)[] = [async () => { await control.end().catch(() => undefined); }];
-  const runCleanup = async (): Promise<void> => {
-    for (const fn of cleanup.reverse()) await fn();
-    cleanup.length = 0;
-  };
-  const at = ctx.source.socket ?? `${ctx.source.host}:${ctx.source.port}`;
-  let account = `'${ctx.source.user}'@'%'`;
-  const privileged = async <T>(what: string, fn: () => Promise<T>): Promise<T> => {
-    try {
-      return await fn();
-    } catch (err) {
-      throw asBackupPrivilegeError(err, account, at, what);
-    }
-  };
+  const { control, info, role, at, cleanup, runCleanup, privileged } = await openDumpSource(ctx);
   try {
-    const [me] = await queryRows<{ u: string }>(control, "SELECT CURRENT_USER() AS u");
-    if (me?.u) account = quoteAccount(me.u);
-    const info = await privileged("read the server's role (SHOW SLAVE STATUS)", () => getServerInfo(control));
-    const role: BackupOutcome["role"] = info.isSlave ? "slave" : info.logBin ? "master" : "standalone";
     const all = (await queryRows<{ s: string }>(control, "SELECT schema_name AS s FROM information_schema.schemata WHERE schema_name NOT IN (?) ORDER BY schema_name", [SYSTEM_SCHEMAS])).map((r) => r.s);
     let databases = all;
     if (opts.databases) {
@@ -411,11 +392,11 @@ async function restoreStream(ctx: RestoreContext, input: Readable): Promise<void
   const clients = new Map<number, Client>();
   const units = new Map<string, boolean>();
   const held = new Map<number, Buffer[]>();
-  let plan: Plan | undefined;
+  const parts = new Map<number, PlanPart>();
   let schemaDone: Promise<void> | undefined;
   let dataDone: Promise<void> | undefined;
   const partOf = (id: number): PlanPart => {
-    const p = plan?.parts.find((x) => x.id === id);
+    const p = parts.get(id);
     if (!p) throw new FormatError(`it has a frame of part ${id}, which its plan does not list`);
     return p;
   };
@@ -474,7 +455,7 @@ async function restoreStream(ctx: RestoreContext, input: Readable): Promise<void
   let loadedTables = 0;
   const reader = new FrameReader({
     header: async (p) => {
-      plan = p;
+      for (const x of p.parts) parts.set(x.id, x);
       if (opts.tables) {
         const inBackup = new Set(p.parts.filter((x) => x.kind === "data").flatMap((x) => (x.tables ?? []).map((t) => `${x.db ?? ""}.${t}`)));
         const missing = opts.tables.filter((t) => !inBackup.has(t));
@@ -504,14 +485,13 @@ async function restoreStream(ctx: RestoreContext, input: Readable): Promise<void
       const keep = units.get(`${part}:${unit}`);
       if (keep === undefined) throw new FormatError(`part ${part} has data of unit ${unit} before that unit's frame`);
       if (!keep) return;
-      const p = partOf(part);
       const existing = clients.get(part);
       if (!existing && unit === 0) {
         // The preamble: held until the part has a unit this restore loads.
         held.set(part, [...(held.get(part) ?? []), Buffer.from(bytes)]);
         return;
       }
-      await write(existing ?? (await clientFor(p)), bytes);
+      await write(existing ?? (await clientFor(partOf(part))), bytes);
     },
     partEnd: async (part) => {
       held.delete(part);
