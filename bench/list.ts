@@ -27,6 +27,7 @@ import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { loadavg, tmpdir } from "node:os";
 import path from "node:path";
 import { startS3, type S3Server } from "../test/harness/s3.js";
+import { median, writeSyntheticFiles } from "./synthetic.js";
 
 const repoRoot = path.resolve(import.meta.dirname, "..");
 const BUCKET = "bench";
@@ -35,53 +36,9 @@ const STORED = Number(process.env.BENCH_STORED ?? "10000");
 const RUNS = Number(process.env.BENCH_LIST_RUNS ?? "3");
 const CPU_PROF = process.env.BENCH_CPU_PROF;
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
-};
 const log = (msg: string): void => {
   process.stderr.write(`[${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
 };
-
-/** Backup i of the synthetic archive (as bench/operator.ts makes them, all dated in the past). */
-function synthetic(i: number): { name: string; manifest: string } {
-  const finished = new Date(Date.UTC(2025, 0, 1) + i * 60_000);
-  const started = new Date(finished.getTime() - 5_000);
-  const stamp = finished.toISOString().replace(/[-:]/g, "").replace(/\.\d{3}Z$/, "Z");
-  const name = `${stamp}-mysqldump-archive-0`;
-  const manifest = {
-    formatVersion: 1,
-    name,
-    cluster: CLUSTER,
-    method: "mysqldump",
-    kind: "logical",
-    source: { host: "archive-0.archive", port: 3306, role: "master", serverId: 1, version: "10.11.0-MariaDB" },
-    startedAt: started.toISOString(),
-    finishedAt: finished.toISOString(),
-    compression: "zstd",
-    objects: [{ name: "data.sql.zst", size: 13, sha256: "0".repeat(64), rawSize: 20 }],
-    replication: { role: "master", gtid: `0-1-${i + 1}`, file: "mysql-bin.000001", position: 4 + i },
-    details: { synthetic: true },
-    tool: { name: "replicator", version: "bench" },
-  };
-  return { name, manifest: JSON.stringify(manifest) };
-}
-
-/** The backups, as files in versitygw's posix directory (the manifest last, as a backup writes it). */
-async function writeBackups(s3: S3Server): Promise<void> {
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < STORED) {
-      const { name, manifest } = synthetic(next++);
-      const dir = path.join(s3.root, BUCKET, CLUSTER, name);
-      await mkdir(dir, { recursive: true });
-      await writeFile(path.join(dir, "data.sql.zst"), "not-real-data");
-      await writeFile(path.join(dir, "manifest.json"), manifest);
-    }
-  };
-  await Promise.all(Array.from({ length: 4 }, worker));
-}
 
 interface Run {
   seconds: number;
@@ -200,7 +157,7 @@ async function main(): Promise<void> {
   try {
     await s3.createBucket(BUCKET);
     const w0 = performance.now();
-    await writeBackups(s3);
+    await writeSyntheticFiles(path.join(s3.root, BUCKET), CLUSTER, 0, STORED);
     log(`${STORED} backups written in ${((performance.now() - w0) / 1000).toFixed(1)} s`);
     const rows = await measure(builds, s3, "cli");
     const syncs = new Map<string, Sync>();

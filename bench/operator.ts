@@ -33,6 +33,7 @@ import path from "node:path";
 import { PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import { mariadbStatefulSet, repoRoot, startE2eEnv, type E2eEnv } from "../test/harness/e2e-env.js";
 import { startFaultProxy, type FaultProxy } from "../test/harness/s3-fault-proxy.js";
+import { median, syntheticBackup, writeSyntheticFiles } from "./synthetic.js";
 
 const NS = "bench";
 const BUCKET = "bench";
@@ -44,11 +45,6 @@ const JOB_RUNS = Number(process.env.BENCH_JOB_RUNS ?? "5");
 const LIST_RUNS = Number(process.env.BENCH_LIST_RUNS ?? "3");
 const crPath = (plural: string, name?: string): string => `/apis/replicator.dev/v1alpha1/namespaces/${NS}/${plural}${name ? `/${name}` : ""}`;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
-};
 const log = (msg: string): void => {
   process.stderr.write(`[${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
 };
@@ -59,57 +55,27 @@ async function memory(pid: number): Promise<{ rssMb: number; hwmMb: number }> {
   return { rssMb: kb("VmRSS") / 1024, hwmMb: kb("VmHWM") / 1024 };
 }
 
-/** Backup i of the synthetic archive: a name, and its manifest. */
-function synthetic(i: number, future: boolean): { name: string; manifest: string } {
-  // One a minute from 2025-01-01 (past), or from a day ahead (future: listed, never imported).
-  const base = future ? Date.now() + 86_400_000 : Date.UTC(2025, 0, 1);
-  const finished = new Date(base + i * 60_000);
-  const started = new Date(finished.getTime() - 5_000);
-  const stamp = new Date(Date.UTC(2025, 0, 1) + i * 60_000).toISOString().replace(/[-:]/g, "").replace(/\.\d{3}Z$/, "Z");
-  const name = `${stamp}-mysqldump-archive-0`;
-  const manifest = {
-    formatVersion: 1,
-    name,
-    cluster: CLUSTER,
-    method: "mysqldump",
-    kind: "logical",
-    source: { host: "archive-0.archive", port: 3306, role: "master", serverId: 1, version: "10.11.0-MariaDB" },
-    startedAt: started.toISOString(),
-    finishedAt: finished.toISOString(),
-    compression: "zstd",
-    objects: [{ name: "data.sql.zst", size: 13, sha256: "0".repeat(64), rawSize: 20 }],
-    replication: { role: "master", gtid: `0-1-${i + 1}`, file: "mysql-bin.000001", position: 4 + i },
-    details: { synthetic: true },
-    tool: { name: "replicator", version: "bench" },
-  };
-  return { name, manifest: JSON.stringify(manifest) };
-}
-
 /**
  * Backups [from, to) into the bucket: straight into versitygw's posix directory (BENCH_WRITE=files, the
  * default: 10,000 through the SDK take minutes on 2 busy cores; versitygw serves such files as objects,
  * without the ETag xattr it keeps for its own PUTs), or with PutObject (BENCH_WRITE=sdk).
  */
 async function writeBackups(env: E2eEnv, s3: S3Client, from: number, to: number, future: boolean): Promise<void> {
-  const viaSdk = process.env.BENCH_WRITE === "sdk";
+  // One a minute from 2025-01-01 (past), or from a day ahead (future: listed, never imported).
+  const finishedFrom = future ? Date.now() + 86_400_000 : Date.UTC(2025, 0, 1);
+  if (process.env.BENCH_WRITE !== "sdk") {
+    await writeSyntheticFiles(path.join(env.s3.root, BUCKET), CLUSTER, from, to, finishedFrom);
+    return;
+  }
   let next = from;
   const worker = async (): Promise<void> => {
     while (next < to) {
-      const i = next++;
-      const { name, manifest } = synthetic(i, future);
-      if (viaSdk) {
-        await s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: `${CLUSTER}/${name}/data.sql.zst`, Body: "not-real-data" }));
-        await s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: `${CLUSTER}/${name}/manifest.json`, Body: manifest }));
-      } else {
-        const dir = path.join(env.s3.root, BUCKET, CLUSTER, name);
-        await mkdir(dir, { recursive: true });
-        await writeFile(path.join(dir, "data.sql.zst"), "not-real-data");
-        // The manifest last, as a backup writes it.
-        await writeFile(path.join(dir, "manifest.json"), manifest);
-      }
+      const { name, manifest } = syntheticBackup(next++, CLUSTER, finishedFrom);
+      await s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: `${CLUSTER}/${name}/data.sql.zst`, Body: "not-real-data" }));
+      await s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: `${CLUSTER}/${name}/manifest.json`, Body: manifest }));
     }
   };
-  await Promise.all(Array.from({ length: viaSdk ? 16 : 4 }, worker));
+  await Promise.all(Array.from({ length: 16 }, worker));
 }
 
 async function countBackups(env: E2eEnv): Promise<number> {
