@@ -1,6 +1,26 @@
 // Test data: InnoDB tables with rows, a view, a trigger, routines and an
 // event, so that a round trip proves every object type survives.
+import type { Manifest } from "../../src/storage/catalog.js";
 import type { MariaDb } from "./mariadb.js";
+
+/** A valid manifest of a (pretend) mysqldump backup `name` of `cluster` started at `at`, GTID 0-1-(i+1): for listings and caches. */
+export function testManifest(name: string, cluster: string, at: Date, i: number): Manifest {
+  return {
+    formatVersion: 1,
+    name,
+    cluster,
+    method: "mysqldump",
+    kind: "logical",
+    source: { host: "db-0", port: 3306, role: "master" },
+    startedAt: at.toISOString(),
+    finishedAt: new Date(at.getTime() + 5000).toISOString(),
+    compression: "zstd",
+    objects: [{ name: "data.sql.zst", size: 4, sha256: "b".repeat(64) }],
+    replication: { role: "master", gtid: `0-1-${i + 1}` },
+    details: {},
+    tool: { name: "replicator", version: "test" },
+  };
+}
 
 export async function seedShop(server: MariaDb, opts: { rows?: number; myisam?: boolean } = {}): Promise<void> {
   const rows = opts.rows ?? 500;

@@ -11,6 +11,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { runCli } from "../harness/cli.js";
+import { testManifest } from "../harness/fixtures.js";
 import { startFaultProxy, type FaultProxy } from "../harness/s3-fault-proxy.js";
 import { startS3, type S3Server } from "../harness/s3.js";
 import { buildBackupName, MANIFEST, TOMBSTONE, type Manifest } from "../../src/storage/catalog.js";
@@ -28,23 +29,7 @@ function store(endpoint = s3.endpoint): S3ObjectStore {
   return new S3ObjectStore({ bucket, prefix: "r", endpoint, credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey } });
 }
 
-function manifestOf(name: string, at: Date, i: number): Manifest {
-  return {
-    formatVersion: 1,
-    name,
-    cluster: CLUSTER,
-    method: "mysqldump",
-    kind: "logical",
-    source: { host: "db-0", port: 3306, role: "master" },
-    startedAt: at.toISOString(),
-    finishedAt: new Date(at.getTime() + 5000).toISOString(),
-    compression: "zstd",
-    objects: [{ name: "data.sql.zst", size: 4, sha256: "b".repeat(64) }],
-    replication: { role: "master", gtid: `0-1-${i + 1}` },
-    details: {},
-    tool: { name: "replicator", version: "test" },
-  };
-}
+const manifestOf = (name: string, at: Date, i: number): Manifest => testManifest(name, CLUSTER, at, i);
 
 const dirOf = (name: string): string => path.join(s3.root, bucket, "r", CLUSTER, name);
 

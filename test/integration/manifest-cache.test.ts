@@ -9,9 +9,10 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runCli } from "../harness/cli.js";
+import { testManifest } from "../harness/fixtures.js";
 import { startFaultProxy, type FaultProxy } from "../harness/s3-fault-proxy.js";
 import { startS3, type S3Server } from "../harness/s3.js";
-import { buildBackupName, MANIFEST, TOMBSTONE, type Manifest } from "../../src/storage/catalog.js";
+import { buildBackupName, MANIFEST, TOMBSTONE } from "../../src/storage/catalog.js";
 import { Repository } from "../../src/storage/repository.js";
 import { S3ObjectStore } from "../../src/storage/s3/s3-store.js";
 
@@ -30,21 +31,7 @@ async function seed(cluster: string, n: number): Promise<string[]> {
   for (let i = 0; i < n; i++) {
     const at = new Date(Date.UTC(2026, 0, 1, 0, i));
     const name = buildBackupName(at, "mysqldump", "db-0");
-    const m: Manifest = {
-      formatVersion: 1,
-      name,
-      cluster,
-      method: "mysqldump",
-      kind: "logical",
-      source: { host: "db-0", port: 3306, role: "master" },
-      startedAt: at.toISOString(),
-      finishedAt: new Date(at.getTime() + 5000).toISOString(),
-      compression: "zstd",
-      objects: [{ name: "data.sql.zst", size: 4, sha256: "b".repeat(64) }],
-      replication: { role: "master", gtid: `0-1-${i + 1}` },
-      details: {},
-      tool: { name: "replicator", version: "test" },
-    };
+    const m = testManifest(name, cluster, at, i);
     await repo.store.put(repo.key(name, "data.sql.zst"), "data");
     await repo.writeManifest(m);
     names.push(name);
