@@ -8,7 +8,6 @@
 // machine can read a process's environment through /proc when it runs as them.
 import { spawn, type ChildProcess, type StdioOptions } from "node:child_process";
 import { createInterface } from "node:readline";
-import { execa, type ResultPromise } from "execa";
 import type { Readable, Writable } from "node:stream";
 import { failed, tail, type ReplicatorError } from "./errors.js";
 
@@ -37,11 +36,6 @@ export function childEnv(explicit: Record<string, string> = {}, parent: NodeJS.P
   return { ...out, ...explicit };
 }
 
-/** execa options for a tool child's environment: the allowlist plus `explicit`, nothing inherited beyond it. */
-export function childEnvOptions(explicit?: Record<string, string>): { env: Record<string, string>; extendEnv: false } {
-  return { env: childEnv(explicit), extendEnv: false };
-}
-
 export interface StreamingChild {
   /** stdout, when the child was started with `stdout: "pipe"`. */
   stdout: Readable | null;
@@ -49,47 +43,6 @@ export interface StreamingChild {
   /** Resolves when the child exits 0; rejects with CommandFailed otherwise. */
   done: Promise<void>;
   kill(): void;
-}
-
-export function spawnStreaming(
-  command: string,
-  args: string[],
-  opts: { stdin?: "pipe" | "ignore"; stdout?: "pipe" | "ignore"; signal?: AbortSignal; env?: Record<string, string>; what: string },
-): StreamingChild {
-  let child: ResultPromise;
-  try {
-    child = execa(command, args, {
-      stdin: opts.stdin ?? "ignore",
-      stdout: opts.stdout ?? "pipe",
-      stderr: "pipe",
-      // stderr is not buffered by execa (its maxBuffer would kill a chatty
-      // tool such as mariabackup, which logs a line per file); its tail is kept below.
-      buffer: false,
-      reject: false,
-      ...(opts.signal ? { cancelSignal: opts.signal } : {}),
-      ...childEnvOptions(opts.env),
-      encoding: "buffer",
-    });
-  } catch (err) {
-    throw failed("CommandFailed", `cannot start ${command}: ${(err as Error).message}`, { cause: err });
-  }
-  let stderrTail = "";
-  child.stderr?.on("data", (chunk: Buffer) => {
-    stderrTail = (stderrTail + chunk.toString("utf8")).slice(-8192);
-  });
-  const done = (async () => {
-    const r = await child;
-    if (r.failed) {
-      const code = (r as { code?: string }).code;
-      throw childFailure(command, opts.what, { notFound: code === "ENOENT", canceled: r.isCanceled, signal: r.signal, exitCode: r.exitCode }, stderrTail);
-    }
-  })();
-  return {
-    stdout: child.stdout,
-    stdin: child.stdin,
-    done,
-    kill: () => child.kill("SIGTERM"),
-  };
 }
 
 /** How a child ended, for the message of its CommandFailed error. */
@@ -100,31 +53,88 @@ interface ChildEnd {
   exitCode: number | null | undefined;
 }
 
-/** The error of a failed child: CommandNotFound, or CommandFailed naming why and its last stderr line. */
-function childFailure(command: string, what: string, end: ChildEnd, stderrTail: string): ReplicatorError {
-  if (end.notFound) return failed("CommandNotFound", `${command} is not installed (needed to ${what}); install it or put it on PATH`);
+/** Pure: the last non-blank line of a stderr tail (the default summary of a failure). */
+export function lastStderrLine(stderr: string): string {
+  return (stderr.split("\n").filter((l) => l.trim()).pop() ?? "").trim();
+}
+
+/** The error of a failed child: CommandNotFound, or CommandFailed naming why and the line that says what went wrong. */
+function childFailure(
+  command: string,
+  what: string,
+  end: ChildEnd,
+  stderrTail: string,
+  opts: { summarize?: ((stderr: string) => string) | undefined; notFoundHint?: string | undefined } = {},
+): ReplicatorError {
+  if (end.notFound) return failed("CommandNotFound", `${command} is not installed (needed to ${what}); ${opts.notFoundHint ?? "install it or put it on PATH"}`);
   const errTail = tail(stderrTail, 1500);
-  const lastLine = errTail.split("\n").filter((l) => l.trim()).pop() ?? "";
+  const line = (opts.summarize ?? lastStderrLine)(errTail);
   const why = end.canceled ? "cancelled" : end.signal ? `killed by ${end.signal}` : `exit code ${String(end.exitCode)}`;
-  return failed("CommandFailed", `${command} failed to ${what} (${why})${lastLine ? `: ${lastLine.trim()}` : ""}`, { detail: errTail });
+  return failed("CommandFailed", `${command} failed to ${what} (${why})${line ? `: ${line}` : ""}`, { detail: errTail });
 }
 
 /** How a tool child ended, for callers that tell an echo (a broken pipe) from a real failure themselves. */
 export interface ToolExit {
   exitCode: number | null;
   signal: NodeJS.Signals | null;
-  /** Stopped through `kill()` or the abort signal. */
+  /** Stopped through `kill()` (by the signal it sent), the abort signal or the timeout. */
   canceled: boolean;
-  /** The last 8 KiB of stderr. */
+  /** Stopped because it ran longer than `timeoutMs`. */
+  timedOut?: boolean;
+  /** The tail of stderr (8 KiB unless `tailBytes` says otherwise), redacted when `redact` is given. */
   stderr: string;
   /** The command could not be started because it is not installed. */
   notFound: boolean;
+  /** Why the command could not be started at all (ENOENT, EACCES, ...). */
+  spawnError?: NodeJS.ErrnoException;
 }
 
 export interface ToolChild extends StreamingChild {
   pid: number | undefined;
   /** Settles when the child has exited and its stdio is closed; never rejects (`done` is the failing form). */
   exit: Promise<ToolExit>;
+  /** SIGTERM (to the process group with `group`), SIGKILL after `graceMs` (default 5 s) if still running. */
+  kill(graceMs?: number): void;
+}
+
+export interface ToolOptions {
+  /** A Readable that wraps a pipe (another child's stdout) connects the two children directly. */
+  stdin?: "pipe" | "ignore" | Readable;
+  /** A Writable that wraps a pipe (another child's stdin) connects the two children directly. */
+  stdout?: "pipe" | "ignore" | Writable;
+  signal?: AbortSignal | undefined;
+  /** Variables the caller passes on purpose (PGHOST, PGPASSFILE), over `baseEnv`. */
+  env?: Record<string, string>;
+  /**
+   * The environment `env` goes over. Default: childEnv's allowlist of this
+   * process's environment. A plugin gets a wider one (everything but the
+   * agent's secrets, see plugins/exec/protocol.ts inheritedEnv).
+   */
+  baseEnv?: Record<string, string>;
+  /** What the child is for, in error messages: "dump the source". */
+  what: string;
+  /** Every stderr line as it arrives (the last one even without a newline); `exit` settles after the last. */
+  onLine?: (line: string) => void;
+  /**
+   * Rewrite every stderr line before anything sees it (onLine, the tail, the
+   * error): for tools that print secrets (redactPasswords).
+   */
+  redact?: (line: string) => string;
+  /** How much of stderr `exit.stderr` keeps (default 8 KiB). */
+  tailBytes?: number;
+  /** The one line of a CommandFailed message, from the stderr tail (default: its last non-blank line). */
+  summarize?: (stderr: string) => string;
+  /** What a CommandNotFound message tells the user to do (default: "install it or put it on PATH"). */
+  notFoundHint?: string;
+  /** Run the child in its own process group, so that a kill reaches the children it starts (a plugin's tools). */
+  group?: boolean;
+  /** Kill the child (1 s grace) when it runs longer; `exit.timedOut` says so. */
+  timeoutMs?: number | undefined;
+}
+
+/** Pure: a line with a password after IDENTIFIED BY/VIA/WITH (SHOW GRANTS, a failed CREATE USER) cut after the keyword. */
+export function redactPasswords(line: string): string {
+  return line.replace(/\b(IDENTIFIED (?:BY|VIA|WITH)\b).*$/i, "$1 [redacted]");
 }
 
 /** Children still running, killed when this process exits (one exit listener for all of them). */
@@ -139,7 +149,9 @@ function hookParentExit(): void {
 }
 
 /**
- * A tool child whose stdin or stdout may be another child's pipe: pass a
+ * The one way this project runs a child process.
+ *
+ * A tool child's stdin or stdout may be another child's pipe: pass a
  * stream that wraps a file descriptor (the `stdin` of a child started with
  * `stdin: "pipe"`) as `stdout`, and the two children talk through one OS
  * pipe, the bytes never entering this process. Then close this process's
@@ -148,63 +160,84 @@ function hookParentExit(): void {
  * never a consumer to a producer's stdout: Node starts reading a child's
  * stdout as soon as it exists, and would take bytes meant for the consumer.
  *
- * Same errors as spawnStreaming (CommandNotFound, CommandFailed with the
- * stderr tail), the same environment allowlist, SIGTERM on abort and SIGKILL
- * 5 s later, and the child is killed when this process exits.
+ * `done` rejects with CommandNotFound or CommandFailed (the command, why it
+ * ended, one stderr line; the stderr tail as detail); it is pre-caught, so
+ * a caller that looks at it late never sees an unhandled rejection. The
+ * environment is built from the allowlist (childEnv) plus `env`; SIGTERM on
+ * abort and SIGKILL 5 s later; the child is killed when this process exits.
+ * An EPIPE on stdin (the child went first) is left to the child's exit to explain.
  */
-export function spawnTool(
-  command: string,
-  args: string[],
-  opts: {
-    stdin?: "pipe" | "ignore" | Readable;
-    stdout?: "pipe" | "ignore" | Writable;
-    signal?: AbortSignal | undefined;
-    env?: Record<string, string>;
-    what: string;
-    /** Every stderr line as it arrives (the last one even without a newline); `exit` settles after the last. */
-    onLine?: (line: string) => void;
-  },
-): ToolChild {
+export function spawnTool(command: string, args: string[], opts: ToolOptions): ToolChild {
   const stdio: StdioOptions = [opts.stdin ?? "ignore", opts.stdout ?? "pipe", "pipe"];
-  let canceled = false;
+  const tailBytes = opts.tailBytes ?? 8192;
+  let killed = false;
+  let timedOut = false;
   let child: ChildProcess;
   try {
-    child = spawn(command, args, { stdio, env: childEnv(opts.env) });
+    child = spawn(command, args, { stdio, env: { ...(opts.baseEnv ?? childEnv()), ...opts.env }, detached: opts.group === true });
   } catch (err) {
     throw failed("CommandFailed", `cannot start ${command}: ${(err as Error).message}`, { cause: err });
   }
   let stderrTail = "";
-  child.stderr?.on("data", (chunk: Buffer) => {
-    stderrTail = (stderrTail + chunk.toString("utf8")).slice(-8192);
-  });
+  const keep = (text: string): void => {
+    stderrTail += text;
+    // Cut rarely: a chatty tool's stderr is not copied once per chunk.
+    if (stderrTail.length > 2 * tailBytes) stderrTail = stderrTail.slice(-tailBytes);
+  };
+  const redact = opts.redact;
+  if (!redact) child.stderr?.on("data", (chunk: Buffer) => { keep(chunk.toString("utf8")); });
   const onLine = opts.onLine;
-  const linesDone = onLine && child.stderr
+  const linesDone = (onLine || redact) && child.stderr
     ? new Promise<void>((resolve) => {
         const rl = createInterface({ input: child.stderr as Readable, crlfDelay: Infinity });
-        rl.on("line", onLine);
+        rl.on("line", (raw: string) => {
+          const line = redact ? redact(raw) : raw;
+          if (redact) keep(`${line}\n`);
+          onLine?.(line);
+        });
         rl.once("close", resolve);
       })
     : Promise.resolve();
   // A pipe this process still holds to the child (stdin, stdout) reports
   // EPIPE or a reset when the child dies first: the child's exit says why.
   child.stdin?.on("error", () => undefined);
+  let closed = false;
+  const send = (sig: NodeJS.Signals): void => {
+    if (opts.group && child.pid !== undefined) {
+      try {
+        process.kill(-child.pid, sig);
+        return;
+      } catch {
+        // the group is gone: fall back to the child itself
+      }
+    }
+    child.kill(sig);
+  };
   let forceKill: NodeJS.Timeout | undefined;
-  const kill = (): void => {
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    canceled = true;
-    child.kill("SIGTERM");
-    forceKill ??= setTimeout(() => child.kill("SIGKILL"), 5000).unref();
+  const kill = (graceMs = 5000): void => {
+    if (closed || child.pid === undefined) return;
+    // A group outlives its leader: signal it until the child's stdio is closed.
+    if (!opts.group && (child.exitCode !== null || child.signalCode !== null)) return;
+    killed = true;
+    send("SIGTERM");
+    forceKill ??= setTimeout(() => { if (!closed) send("SIGKILL"); }, graceMs).unref();
   };
   const onAbort = (): void => { kill(); };
   if (opts.signal?.aborted) queueMicrotask(kill);
   else opts.signal?.addEventListener("abort", onAbort, { once: true });
+  const timeout = opts.timeoutMs === undefined
+    ? undefined
+    : setTimeout(() => {
+        timedOut = true;
+        kill(1000);
+      }, opts.timeoutMs);
   killAtExit.add(child);
   hookParentExit();
-  let notFound = false;
+  let spawnError: NodeJS.ErrnoException | undefined;
   const exit = new Promise<ToolExit>((resolve) => {
     child.once("error", (err: NodeJS.ErrnoException) => {
       // A failed start ("close" follows, with the negative errno as its code).
-      if (err.code === "ENOENT") notFound = true;
+      if (child.pid === undefined) spawnError = err;
       stderrTail ||= err.message;
     });
     // Once the child is gone nobody reads its stdin: close this end, or
@@ -212,17 +245,50 @@ export function spawnTool(
     // that never comes.
     child.once("exit", () => { child.stdin?.destroy(); });
     child.once("close", (exitCode: number | null, signal: NodeJS.Signals | null) => {
+      closed = true;
       clearTimeout(forceKill);
+      clearTimeout(timeout);
       opts.signal?.removeEventListener("abort", onAbort);
       killAtExit.delete(child);
-      void linesDone.then(() => { resolve({ exitCode, signal, canceled, stderr: stderrTail, notFound }); });
+      void linesDone.then(() => {
+        resolve({
+          exitCode: spawnError ? null : exitCode,
+          signal,
+          // A child that exited by itself while being killed (the kill of a
+          // feeder whose pipe it broke by failing) was not cancelled.
+          canceled: killed && (signal !== null || timedOut || opts.signal?.aborted === true),
+          timedOut,
+          stderr: stderrTail.slice(-tailBytes),
+          notFound: spawnError?.code === "ENOENT",
+          ...(spawnError ? { spawnError } : {}),
+        });
+      });
     });
   });
   const done = exit.then((e) => {
-    if (!notFound && e.exitCode === 0) return;
-    throw childFailure(command, opts.what, { notFound, canceled: e.canceled, signal: e.signal, exitCode: e.exitCode }, e.stderr);
+    if (!e.notFound && e.exitCode === 0) return;
+    throw childFailure(command, opts.what, { notFound: e.notFound, canceled: e.canceled, signal: e.signal, exitCode: e.exitCode }, e.stderr, opts);
   });
   // Callers await `done` when they need it; a failure is never unhandled meanwhile.
   done.catch(() => undefined);
   return { pid: child.pid, stdin: child.stdin, stdout: child.stdout, exit, done, kill };
+}
+
+/** What `captureTool` returns: how the child ended and all it wrote on stdout. */
+export interface CapturedTool extends ToolExit {
+  stdout: string;
+}
+
+/**
+ * Run a short tool to its end: `input` (if any) on its stdin, its stdout
+ * collected as text. Never rejects for the tool's own failure: the caller
+ * reads `exitCode`, `notFound`, `timedOut` and `stderr` and says what it meant.
+ */
+export async function captureTool(command: string, args: string[], opts: Omit<ToolOptions, "stdin" | "stdout"> & { input?: string }): Promise<CapturedTool> {
+  const child = spawnTool(command, args, { ...opts, stdin: opts.input === undefined ? "ignore" : "pipe", stdout: "pipe" });
+  const chunks: Buffer[] = [];
+  child.stdout?.on("data", (c: Buffer) => chunks.push(c));
+  if (opts.input !== undefined) child.stdin?.end(opts.input);
+  const exit = await child.exit;
+  return { ...exit, stdout: Buffer.concat(chunks).toString("utf8") };
 }

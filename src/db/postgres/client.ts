@@ -10,9 +10,8 @@
 // pg_hba.conf without a line for it.
 import { writeFile } from "node:fs/promises";
 import path from "node:path";
-import { execa } from "execa";
 import { badInput, failed, isReplicatorError, ReplicatorError, tail } from "../../lib/errors.js";
-import { childEnvOptions } from "../../lib/exec.js";
+import { captureTool } from "../../lib/exec.js";
 import { makePrivateDir } from "../defaults-file.js";
 import { describeEndpoint, type Endpoint } from "../endpoint.js";
 
@@ -130,7 +129,7 @@ export function errorLine(stderr: string): string {
   return lines.find((l) => /\b(ERROR|FATAL|PANIC):/.test(l)) ?? lines.find((l) => /error:/.test(l)) ?? lines[lines.length - 1] ?? "";
 }
 
-/** Map a CommandFailed from spawnStreaming (its detail is the stderr tail) to a connection error when it is one. */
+/** Map a CommandFailed from spawnTool (its detail is the stderr tail) to a connection error when it is one. */
 export function mapChildError(err: unknown, e: Endpoint, what: string, passwordHint = DB_PASSWORD_HINT): unknown {
   if (!isReplicatorError(err) || err.reason !== "CommandFailed" || !err.detail) return err;
   return classifyPgError(err.detail, e, what, passwordHint) ?? err;
@@ -213,23 +212,20 @@ export interface QueryOptions {
 export async function pgQuery(e: Endpoint, sql: string, opts: QueryOptions): Promise<string[][]> {
   return withPgEnv(e, async (env) => {
     const args = ["-X", "-w", "--csv", "-t", "-q", "-v", "ON_ERROR_STOP=1", ...(opts.nullAs !== undefined ? ["-P", `null=${opts.nullAs}`] : []), ...(opts.conninfo ? ["-d", opts.conninfo] : []), "-f", "-"];
-    let r;
-    try {
-      r = await execa("psql", args, {
-        input: sql,
-        stripFinalNewline: false,
-        ...childEnvOptions(env),
-        reject: false,
-        timeout: opts.timeoutMs ?? 60_000,
-        ...(opts.signal ? { cancelSignal: opts.signal } : {}),
-      });
-    } catch (err) {
-      throw failed("CommandFailed", `cannot start psql: ${(err as Error).message}`, { cause: err });
-    }
-    if ((r as { code?: string }).code === "ENOENT") {
+    const r = await captureTool("psql", args, {
+      input: sql,
+      env,
+      what: opts.what,
+      // psql's complaint is near the end; NOTICE lines before it can be many.
+      tailBytes: 64 * 1024,
+      timeoutMs: opts.timeoutMs ?? 60_000,
+      signal: opts.signal,
+    });
+    if (r.notFound) {
       throw failed("CommandNotFound", `psql is not installed (needed to ${opts.what}); install the PostgreSQL client (Debian: postgresql-client) or put it on PATH`);
     }
-    if (r.failed) {
+    if (r.spawnError) throw failed("CommandFailed", `cannot start psql: ${r.spawnError.message}`, { cause: r.spawnError });
+    if (r.exitCode !== 0) {
       const stderr = r.stderr;
       const known = classifyPgError(stderr, e, opts.what, opts.passwordHint);
       if (known) throw known;

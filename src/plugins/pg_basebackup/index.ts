@@ -30,10 +30,12 @@ import { appendFile, chmod, readFile, rm, stat, writeFile } from "node:fs/promis
 import path from "node:path";
 import type { Readable } from "node:stream";
 import { badInput, failed, isReplicatorError } from "../../lib/errors.js";
-import { spawnStreaming } from "../../lib/exec.js";
+import { spawnTool } from "../../lib/exec.js";
+import { feedChild, outputOf } from "../../lib/child-streams.js";
+import { settleOutcome, undoOnFailure, type CleanupStack } from "../../lib/cleanup.js";
 import { buildConninfo, confLine } from "../../db/postgres/conninfo.js";
 import { mapChildError, pgEnv, pgQuery, serverFacts } from "../../db/postgres/client.js";
-import { feedChild, outputOf, spawnWithStderr } from "../../db/postgres/stream.js";
+import { betterLoaderError, PG_TOOLS_HINT, pgToolErrorLine } from "../../db/postgres/stream.js";
 import { describeEndpoint } from "../../db/endpoint.js";
 import type { ReplicationPosition } from "../../storage/catalog.js";
 import type {
@@ -155,20 +157,24 @@ export const pgBasebackupMethod: BackupMethod = {
       );
     }
     const pg = await pgEnv(source);
-    try {
+    const cleanup: CleanupStack = [() => pg.cleanup()];
+    return undoOnFailure(cleanup, () => {
       const args = buildBasebackupArgs();
       ctx.log.info({ command: opts.command, args, role, version: facts.version }, "base backup started");
-      const child = spawnWithStderr(opts.command, args, { env: pg.env, signal: ctx.signal, what: "back up the source" });
+      // pg_basebackup -v reports the backup's WAL positions on stderr (a few lines).
+      const stderrLines: string[] = [];
+      const child = spawnTool(opts.command, args, {
+        env: pg.env,
+        signal: ctx.signal,
+        what: "back up the source",
+        onLine: (line) => stderrLines.push(line),
+        summarize: pgToolErrorLine,
+        notFoundHint: PG_TOOLS_HINT,
+      });
       const { stream, done } = outputOf(child, (err) => mapChildError(err, source, "back up the source"));
-      const outcome = (async (): Promise<BackupOutcome> => {
-        let stderr: string;
-        try {
-          await done;
-          stderr = await child.stderr;
-        } finally {
-          await pg.cleanup();
-        }
-        const p = parseBasebackupStderr(stderr);
+      const outcome = settleOutcome(cleanup, async (): Promise<BackupOutcome> => {
+        await done;
+        const p = parseBasebackupStderr(stderrLines.join("\n"));
         const warnings: string[] = [];
         let replication: ReplicationPosition | undefined;
         const lsn = p.endLsn ?? p.startLsn;
@@ -186,13 +192,9 @@ export const pgBasebackupMethod: BackupMethod = {
           details: { format: "tar", walMethod: "fetch", startLsn: p.startLsn, endLsn: p.endLsn, timeline: p.timeline },
           warnings,
         };
-      })();
-      outcome.catch(() => undefined);
+      });
       return { stream, outcome };
-    } catch (err) {
-      await pg.cleanup();
-      throw err;
-    }
+    });
   },
 
   async restore(ctx: DatadirRestoreContext, input: Readable): Promise<DatadirRestoreOutcome> {
@@ -200,13 +202,13 @@ export const pgBasebackupMethod: BackupMethod = {
     const dir = ctx.datadir;
     // -p: the modes pg_basebackup recorded (0600/0700); --no-same-owner: the
     // files belong to whoever restores (the server's user, in an init container).
-    const tar = spawnStreaming("tar", ["-x", "-p", "--no-same-owner", "-f", "-", "-C", dir], {
+    const tar = spawnTool("tar", ["-x", "-p", "--no-same-owner", "-f", "-", "-C", dir], {
       stdin: "pipe",
       stdout: "ignore",
       signal: ctx.signal,
       what: "extract the base backup",
     });
-    await feedChild(tar, input).catch((err: unknown) => {
+    await feedChild(tar, input, betterLoaderError).catch((err: unknown) => {
       throw tarError(err, ctx.manifest.name);
     });
 

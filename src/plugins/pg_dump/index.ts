@@ -22,10 +22,12 @@
 // cut-short or corrupt stream therefore never leaves half a database behind.
 import type { Readable } from "node:stream";
 import { badInput, failed } from "../../lib/errors.js";
-import { spawnStreaming } from "../../lib/exec.js";
+import { spawnTool } from "../../lib/exec.js";
+import { feedChild, outputOf } from "../../lib/child-streams.js";
+import { settleOutcome, undoOnFailure, type CleanupStack } from "../../lib/cleanup.js";
 import { RESTORE_SENTINEL } from "../../db/schemas.js";
 import { mapChildError, pgEnv, serverFacts } from "../../db/postgres/client.js";
-import { betterLoaderError, feedChild, outputOf } from "../../db/postgres/stream.js";
+import { betterLoaderError } from "../../db/postgres/stream.js";
 import type { BackupContext, BackupMethod, BackupOutcome, BackupRun, RestoreContext } from "../contract.js";
 
 export interface PgDumpOptions {
@@ -123,17 +125,14 @@ export const pgDumpMethod: BackupMethod = {
       warnings.push("dumped from a standby: a long dump can be cancelled by recovery conflicts (hot_standby_feedback = on avoids that)");
     }
     const pg = await pgEnv(source);
-    try {
+    const cleanup: CleanupStack = [() => pg.cleanup()];
+    return undoOnFailure(cleanup, () => {
       const args = [...buildPgDumpArgs(opts), database];
       ctx.log.info({ command: opts.dumpCommand, args, role, version: facts.version }, "dump started");
-      const child = spawnStreaming(opts.dumpCommand, args, { env: pg.env, signal: ctx.signal, what: "dump the source" });
+      const child = spawnTool(opts.dumpCommand, args, { env: pg.env, signal: ctx.signal, what: "dump the source" });
       const { stream, done } = outputOf(child, (err) => mapChildError(err, source, "dump the source"));
-      const outcome = (async (): Promise<BackupOutcome> => {
-        try {
-          await done;
-        } finally {
-          await pg.cleanup();
-        }
+      const outcome = settleOutcome(cleanup, async (): Promise<BackupOutcome> => {
+        await done;
         return {
           role,
           serverId: 0,
@@ -143,13 +142,9 @@ export const pgDumpMethod: BackupMethod = {
           details: { database, format: "plain", noOwner: opts.noOwner },
           warnings,
         };
-      })();
-      outcome.catch(() => undefined);
+      });
       return { stream, outcome };
-    } catch (err) {
-      await pg.cleanup();
-      throw err;
-    }
+    });
   },
 
   async restore(ctx: RestoreContext, input: Readable): Promise<void> {
@@ -158,14 +153,14 @@ export const pgDumpMethod: BackupMethod = {
     try {
       // DROP ... IF EXISTS on an empty target says NOTICE for every object.
       const env = { ...pg.env, PGOPTIONS: "-c client_min_messages=warning" };
-      const child = spawnStreaming(opts.clientCommand, buildLoadArgs(), {
+      const child = spawnTool(opts.clientCommand, buildLoadArgs(), {
         stdin: "pipe",
         stdout: "ignore",
         env,
         signal: ctx.signal,
         what: "load the dump into the target",
       });
-      await feedChild(child, inOneTransaction(input, ctx.manifest.name)).catch((err: unknown) => {
+      await feedChild(child, inOneTransaction(input, ctx.manifest.name), betterLoaderError).catch((err: unknown) => {
         throw betterLoaderError(mapChildError(err, ctx.target, "load the dump into the target"));
       });
     } finally {
