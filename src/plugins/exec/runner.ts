@@ -1,12 +1,14 @@
 // Running a plugin process: an executable on this machine, or (for the
 // conformance kit) a container image run through docker/podman with the same
 // contract. Each run gets its own process group, so an abort reaches the
-// plugin's children too (SIGTERM, then SIGKILL after a grace period).
-import { spawn, type ChildProcess } from "node:child_process";
+// plugin's children too (SIGTERM, then SIGKILL after a grace period). The
+// process itself is lib/exec's spawnTool, with the plugin's wider
+// environment (everything but the agent's secrets: protocol.ts inheritedEnv).
 import { accessSync, constants, existsSync, statSync } from "node:fs";
 import path from "node:path";
 import type { Readable, Writable } from "node:stream";
 import { badInput } from "../../lib/errors.js";
+import { spawnTool } from "../../lib/exec.js";
 import { inheritedEnv, type Subcommand } from "./protocol.js";
 
 export interface SpawnRequest {
@@ -21,7 +23,8 @@ export interface PluginRunner {
   /** The command or image, as messages show it. */
   readonly describe: string;
   readonly mode: "command" | "image";
-  spawn(sub: Subcommand, req: SpawnRequest): ChildProcess;
+  /** Pure: the command line of one run. */
+  commandLine(sub: Subcommand, req: SpawnRequest): { file: string; args: string[] };
 }
 
 /** A plugin executable: an absolute or relative path, or a name on PATH. Gets `SUBCOMMAND` as its only argument. */
@@ -30,12 +33,8 @@ export function commandRunner(command: string): PluginRunner {
   return {
     describe: command,
     mode: "command",
-    spawn(sub, req) {
-      return spawn(file, [sub], {
-        env: { ...inheritedEnv(process.env), ...req.env },
-        stdio: [req.stdin, req.stdout, "pipe"],
-        detached: true,
-      });
+    commandLine(sub) {
+      return { file, args: [sub] };
     },
   };
 }
@@ -53,18 +52,14 @@ export function imageRunner(image: string, engine: string): PluginRunner {
   return {
     describe: image,
     mode: "image",
-    spawn(sub, req) {
+    commandLine(sub, req) {
       const args = ["run", "--rm", "--network", "host", "--entrypoint", IMAGE_PLUGIN_PATH];
       if (req.stdin === "pipe") args.push("-i");
       if (typeof process.getuid === "function" && typeof process.getgid === "function") args.push("--user", `${process.getuid()}:${process.getgid()}`);
       for (const m of [...new Set(req.mounts)]) args.push("-v", `${m}:${m}`);
       for (const k of Object.keys(req.env).sort()) args.push("-e", k);
       args.push(image, sub);
-      return spawn(engine, args, {
-        env: { ...inheritedEnv(process.env), ...req.env },
-        stdio: [req.stdin, req.stdout, "pipe"],
-        detached: true,
-      });
+      return { file: engine, args };
     },
   };
 }
@@ -118,7 +113,6 @@ export interface Exit {
 }
 
 export interface PluginProcess {
-  child: ChildProcess;
   stdout: Readable | null;
   stdin: Writable | null;
   exit: Promise<Exit>;
@@ -127,69 +121,29 @@ export interface PluginProcess {
 }
 
 /**
- * Start one plugin run. Each stderr line goes to `onLine` (the agent logs it);
- * the tail is kept for the failure message. `signal` kills the run.
+ * Start one plugin run. Each non-blank stderr line goes to `onLine` (the
+ * agent logs it); the tail is kept for the failure message. `signal` kills the run.
  */
 export function startPlugin(
   runner: PluginRunner,
   sub: Subcommand,
   req: SpawnRequest,
-  opts: { signal?: AbortSignal | undefined; onLine?: (line: string) => void; timeoutMs?: number },
+  opts: { signal?: AbortSignal | undefined; onLine?: (line: string) => void; timeoutMs?: number | undefined },
 ): PluginProcess {
-  const child = runner.spawn(sub, req);
-  let stderr = "";
-  let partial = "";
-  child.stderr?.setEncoding("utf8");
-  child.stderr?.on("data", (chunk: string) => {
-    stderr += chunk;
-    if (stderr.length > 128 * 1024) stderr = stderr.slice(-64 * 1024);
-    if (opts.onLine) {
-      const lines = (partial + chunk).split("\n");
-      partial = lines.pop() ?? "";
-      for (const l of lines) if (l.trim()) opts.onLine(l.length > 2000 ? `${l.slice(0, 2000)}…` : l);
-    }
+  const { file, args } = runner.commandLine(sub, req);
+  const onLine = opts.onLine;
+  const child = spawnTool(file, args, {
+    what: `run plugin ${runner.describe} ${sub}`,
+    stdin: req.stdin,
+    stdout: req.stdout,
+    baseEnv: inheritedEnv(process.env),
+    env: req.env,
+    group: true,
+    tailBytes: 64 * 1024,
+    signal: opts.signal,
+    timeoutMs: opts.timeoutMs,
+    ...(onLine ? { onLine: (l: string) => { if (l.trim()) onLine(l.length > 2000 ? `${l.slice(0, 2000)}…` : l); } } : {}),
   });
-  let killTimer: NodeJS.Timeout | undefined;
-  let exited = false;
-  const kill = (graceMs = 5000): void => {
-    if (exited || child.pid === undefined) return;
-    const pid = child.pid;
-    const send = (sig: NodeJS.Signals): void => {
-      try {
-        process.kill(-pid, sig);
-      } catch {
-        try {
-          child.kill(sig);
-        } catch {
-          // already gone
-        }
-      }
-    };
-    send("SIGTERM");
-    killTimer ??= setTimeout(() => { if (!exited) send("SIGKILL"); }, graceMs);
-    killTimer.unref();
-  };
-  const onAbort = (): void => { kill(); };
-  opts.signal?.addEventListener("abort", onAbort, { once: true });
-  if (opts.signal?.aborted) kill();
-  const timeout = opts.timeoutMs ? setTimeout(() => { kill(1000); }, opts.timeoutMs) : undefined;
-  const exit = new Promise<Exit>((resolve) => {
-    let spawnError: NodeJS.ErrnoException | undefined;
-    child.once("error", (err: NodeJS.ErrnoException) => {
-      spawnError = err;
-      if (child.pid === undefined) {
-        exited = true;
-        resolve({ code: null, signal: null, stderr, spawnError: err });
-      }
-    });
-    child.once("close", (code, signal) => {
-      exited = true;
-      if (killTimer) clearTimeout(killTimer);
-      if (timeout) clearTimeout(timeout);
-      opts.signal?.removeEventListener("abort", onAbort);
-      if (partial.trim() && opts.onLine) opts.onLine(partial);
-      resolve({ code, signal, stderr, ...(spawnError ? { spawnError } : {}) });
-    });
-  });
-  return { child, stdout: child.stdout, stdin: child.stdin, exit, kill };
+  const exit = child.exit.then((x): Exit => ({ code: x.exitCode, signal: x.signal, stderr: x.stderr, ...(x.spawnError ? { spawnError: x.spawnError } : {}) }));
+  return { stdout: child.stdout, stdin: child.stdin, exit, kill: (graceMs) => { child.kill(graceMs); } };
 }
