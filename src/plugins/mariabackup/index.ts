@@ -31,9 +31,11 @@
 import { mkdtemp, readdir, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { PassThrough, type Readable } from "node:stream";
-import { pipeline } from "node:stream/promises";
+import type { Readable } from "node:stream";
 import { badInput } from "../../lib/errors.js";
+import { outputOf } from "../../lib/child-streams.js";
+import { settleOutcome, undoOnFailure, type CleanupStack } from "../../lib/cleanup.js";
+import { restartReplication } from "../mysqldump/index.js";
 import { asBackupPrivilegeError, quoteAccount } from "../../db/privileges.js";
 import { connect, queryRows, withConn, type Conn } from "../../db/connection.js";
 import { writeDefaultsFile } from "../../db/defaults-file.js";
@@ -41,7 +43,6 @@ import { describeEndpoint, type Endpoint } from "../../db/endpoint.js";
 import {
   getServerInfo,
   getSlaveStatus,
-  restartStoppedThreads,
   runningThreads,
   stoppedBeforeWarning,
   type ReplicationThread,
@@ -136,15 +137,11 @@ export function slavePosition(p: SlavePosition, master: { host?: string | undefi
  */
 async function startBackup(ctx: BackupContext, sink: PipedSink | undefined): Promise<{ stream: Readable | undefined; outcome: Promise<BackupOutcome> }> {
   const opts = parseMariabackupOptions(ctx.options);
-  const cleanup: (() => Promise<void>)[] = [];
-  const runCleanup = async (): Promise<void> => {
-    for (const fn of cleanup.reverse()) await fn();
-    cleanup.length = 0;
-  };
+  const cleanup: CleanupStack = [];
   // A refused statement (ours or mariabackup's) names the privilege and the GRANT.
   const at = ctx.source.socket ?? `${ctx.source.host}:${ctx.source.port}`;
   let account = `'${ctx.source.user}'@'%'`;
-  try {
+  return undoOnFailure(cleanup, async () => {
     // What the server is, where its data is, and (on a slave) how it replicates.
     const c = await connect(ctx.source, "source");
     let role: BackupOutcome["role"];
@@ -188,20 +185,7 @@ async function startBackup(ctx: BackupContext, sink: PipedSink | undefined): Pro
       // point leaves a trace.
       const stop: ReplicationThread[] = runningThreads(slave, ["sql"]);
       const hooked = safeSlaveBackup && stop.length > 0;
-      if (stop.length > 0) {
-        cleanup.push(async () => {
-          try {
-            const started = await withConn(ctx.source, "restart replication", (cc) => restartStoppedThreads(cc, stop));
-            if (started.length > 0) ctx.log.info({ source: host, started }, "replication threads restarted");
-          } catch (err) {
-            const w = `could not restart the replication threads this backup stopped on ${host} (${err instanceof Error ? err.message : String(err)}); run \`replicator online\``;
-            warnings.push(w);
-            ctx.log.error({ err }, w);
-            return;
-          }
-          if (hooked) await ctx.replication?.restarted().catch((err: unknown) => { ctx.log.warn({ err }, "could not record that replication was restarted"); });
-        });
-      }
+      if (stop.length > 0) cleanup.push(restartReplication(ctx, stop, warnings, { recorded: hooked }));
       if (hooked) await ctx.replication?.stopped({ threads: stop, at: new Date().toISOString() });
     }
 
@@ -237,62 +221,49 @@ async function startBackup(ctx: BackupContext, sink: PipedSink | undefined): Pro
     });
     // Piped: the agent never commits a run whose outcome failed. Streamed: a failed copy must not
     // look like a complete stream, so the upload fails too.
-    const out = sink ? undefined : new PassThrough({ highWaterMark: 1024 * 1024 });
-    const piping = out ? pipeline(child.stdout as Readable, out).catch((err: unknown) => {
-      child.kill();
-      throw err;
-    }) : Promise.resolve();
-    if (out) child.done.catch((err: unknown) => { out.destroy(err as Error); });
+    const output = sink ? undefined : outputOf(child);
 
-    const outcome = (async (): Promise<BackupOutcome> => {
-      try {
-        // mariabackup's own "missing required privilege X on Y" lines are
-        // named together by summarizeBackupFailure (test/integration/mariabackup.test.ts
-        // holds that message); parse.ts mariabackupPrivilegeMessage would add the GRANT.
-        await Promise.all([child.done, piping]);
-        let replication: ReplicationPosition | undefined;
-        if (role === "master") {
-          if (binlogPos) {
-            replication = masterPosition(binlogPos, info.serverId);
-            if (!replication.gtid && info.flavor === "mariadb") {
-              const [g] = await withConn(ctx.source, "read the GTID position", (cc) =>
-                queryRows<Row>(cc, "SELECT BINLOG_GTID_POS(?, ?) AS pos", [binlogPos?.file, binlogPos?.position]),
-              );
-              if (typeof g?.pos === "string" && g.pos) replication.gtid = g.pos;
-            }
-          } else {
-            warnings.push("mariabackup printed no binlog position; the backup has no replication position");
+    const outcome = settleOutcome(cleanup, async (): Promise<BackupOutcome> => {
+      // mariabackup's own "missing required privilege X on Y" lines are
+      // named together by summarizeBackupFailure (test/integration/mariabackup.test.ts
+      // holds that message); parse.ts mariabackupPrivilegeMessage would add the GRANT.
+      await (output?.done ?? child.done);
+      let replication: ReplicationPosition | undefined;
+      if (role === "master") {
+        if (binlogPos) {
+          replication = masterPosition(binlogPos, info.serverId);
+          if (!replication.gtid && info.flavor === "mariadb") {
+            const [g] = await withConn(ctx.source, "read the GTID position", (cc) =>
+              queryRows<Row>(cc, "SELECT BINLOG_GTID_POS(?, ?) AS pos", [binlogPos?.file, binlogPos?.position]),
+            );
+            if (typeof g?.pos === "string" && g.pos) replication.gtid = g.pos;
           }
-        } else if (role === "slave") {
-          replication = slavePos && slavePosition(slavePos, { host: slave?.masterHost, port: slave?.masterPort, serverId: slave?.masterServerId });
-          if (!replication) warnings.push("mariabackup printed no slave position (--slave-info); the backup has no replication position");
-          if (slavePos && slavePos.otherConnections.length > 0) {
-            warnings.push(`multi-source replication: only the default connection's position was recorded (not ${slavePos.otherConnections.join(", ")})`);
-          }
+        } else {
+          warnings.push("mariabackup printed no binlog position; the backup has no replication position");
         }
-        return {
-          role,
-          serverId: info.serverId,
-          version: info.version,
-          replication,
-          details: {
-            datadir,
-            parallel: opts.parallel ?? 1,
-            safeSlaveBackup,
-            ...(toolVersion ? { mariabackupVersion: toolVersion } : {}),
-          },
-          warnings,
-        };
-      } finally {
-        await runCleanup();
+      } else if (role === "slave") {
+        replication = slavePos && slavePosition(slavePos, { host: slave?.masterHost, port: slave?.masterPort, serverId: slave?.masterServerId });
+        if (!replication) warnings.push("mariabackup printed no slave position (--slave-info); the backup has no replication position");
+        if (slavePos && slavePos.otherConnections.length > 0) {
+          warnings.push(`multi-source replication: only the default connection's position was recorded (not ${slavePos.otherConnections.join(", ")})`);
+        }
       }
-    })();
-    outcome.catch(() => undefined);
-    return { stream: out, outcome };
-  } catch (err) {
-    await runCleanup();
-    throw err;
-  }
+      return {
+        role,
+        serverId: info.serverId,
+        version: info.version,
+        replication,
+        details: {
+          datadir,
+          parallel: opts.parallel ?? 1,
+          safeSlaveBackup,
+          ...(toolVersion ? { mariabackupVersion: toolVersion } : {}),
+        },
+        warnings,
+      };
+    });
+    return { stream: output?.stream, outcome };
+  });
 }
 
 export const mariabackupMethod: DatadirRestoreMethod = {

@@ -2,10 +2,10 @@
 // stderr is read line by line as it arrives and only its last lines are
 // kept (`mariabackup --backup` writes a line per copied file, megabytes on a
 // server with many tables, and the position lines this method needs come at
-// the very end); a failure is summarized from those lines.
+// the very end); a failure is summarized from those lines. Password hashes
+// (SHOW GRANTS, printed when a privilege is missing) never reach a log.
 import type { Readable, Writable } from "node:stream";
-import { failed } from "../../lib/errors.js";
-import { spawnTool } from "../../lib/exec.js";
+import { redactPasswords, spawnTool } from "../../lib/exec.js";
 import { lastErrorLine } from "./parse.js";
 
 export interface Tool {
@@ -40,33 +40,23 @@ export function runTool(
     stdin: opts.stdin ?? "ignore",
     stdout: opts.stdout ?? "pipe",
     signal: opts.signal,
-    onLine: (raw) => {
-      // mariabackup prints SHOW GRANTS when a privilege is missing: no password hashes in logs.
-      const clean = raw.replace(/\b(IDENTIFIED (?:BY|VIA|WITH)\b).*$/i, "$1 [redacted]");
-      const line = clean.length > 2000 ? `${clean.slice(0, 2000)}...` : clean;
+    // mariabackup prints SHOW GRANTS when a privilege is missing: no password hashes in logs.
+    redact: (raw) => {
+      const clean = redactPasswords(raw);
+      return clean.length > 2000 ? `${clean.slice(0, 2000)}...` : clean;
+    },
+    onLine: (line) => {
       lines.push(line);
       if (lines.length > TAIL_LINES) lines.shift();
       opts.onLine?.(line);
     },
+    // The one line of a failure comes from the last lines, read as mariabackup's log.
+    summarize: () => (opts.summarize ?? lastErrorLine)(lines),
   });
-  const done = (async () => {
-    const r = await child.exit;
-    if (!r.notFound && r.exitCode === 0) return;
-    if (r.notFound) {
-      throw failed("CommandNotFound", `${command} is not installed (needed to ${opts.what}); install it or put it on PATH`);
-    }
-    const why = r.canceled ? "cancelled" : r.signal ? `killed by ${r.signal}` : `exit code ${String(r.exitCode)}`;
-    const line = (opts.summarize ?? lastErrorLine)(lines);
-    throw failed("CommandFailed", `${command} failed to ${opts.what} (${why})${line ? `: ${line}` : ""}`, {
-      detail: lines.slice(-40).join("\n"),
-    });
-  })();
-  // The caller may only look at `done` later; never an unhandled rejection.
-  done.catch(() => undefined);
   return {
     stdout: child.stdout,
     stdin: child.stdin,
-    done,
+    done: child.done,
     tail: () => [...lines],
     kill: () => { child.kill(); },
   };

@@ -16,10 +16,11 @@
 // only when this backup stopped it: replication found stopped (by an admin,
 // or by a killed earlier run) is left stopped, and the outcome says so. The
 // agent's ReplicationHooks record the stop, so a killed run leaves a trace.
-import { PassThrough, Transform, type Readable } from "node:stream";
-import { pipeline } from "node:stream/promises";
+import { Transform, type Readable } from "node:stream";
 import { badInput } from "../../lib/errors.js";
 import { spawnTool } from "../../lib/exec.js";
+import { feedChild, outputOf } from "../../lib/child-streams.js";
+import { runCleanup as runStack, settleOutcome, undoOnFailure, type CleanupStack } from "../../lib/cleanup.js";
 import { connect, queryRows, withConn, type Conn } from "../../db/connection.js";
 import { SYSTEM_SCHEMAS } from "../../db/schemas.js";
 import { asBackupPrivilegeError, quoteAccount } from "../../db/privileges.js";
@@ -175,12 +176,34 @@ async function missingDatabases(c: Conn, databases: string[]): Promise<string[]>
 }
 
 /**
+ * The cleanup step that starts again the replication threads `stop` of the
+ * source (those a backup stopped, or that its tool stops), and, when the
+ * stop was `recorded` through ctx.replication, records the restart. A
+ * failure to restart becomes a warning that says what to run.
+ */
+export function restartReplication(ctx: BackupContext, stop: ReplicationThread[], warnings: string[], opts: { recorded: boolean }): () => Promise<void> {
+  const host = ctx.source.socket ?? `${ctx.source.host}:${ctx.source.port}`;
+  return async () => {
+    try {
+      const started = await withConn(ctx.source, "restart replication", (c) => restartStoppedThreads(c, stop));
+      if (started.length > 0) ctx.log.info({ source: host, started }, "replication threads restarted");
+    } catch (err) {
+      const w = `could not restart the replication threads this backup stopped on ${host} (${err instanceof Error ? err.message : String(err)}); run \`replicator online\``;
+      warnings.push(w);
+      ctx.log.error({ err }, w);
+      return;
+    }
+    if (opts.recorded) await ctx.replication?.restarted().catch((err: unknown) => { ctx.log.warn({ err }, "could not record that replication was restarted"); });
+  };
+}
+
+/**
  * Take a slave's consistent point: stop its SQL thread if it runs (and
  * register, in `cleanup`, the restart of exactly that), then read the
  * master coordinates it has applied. Replication found stopped is left so,
  * with a warning.
  */
-export async function pauseSlave(ctx: BackupContext, control: Conn, warnings: string[], cleanup: (() => Promise<void>)[]): Promise<ReplicationPosition> {
+export async function pauseSlave(ctx: BackupContext, control: Conn, warnings: string[], cleanup: CleanupStack): Promise<ReplicationPosition> {
   const host = ctx.source.socket ?? `${ctx.source.host}:${ctx.source.port}`;
   const before = await getSlaveStatus(control);
   if (!before) return readSlavePosition(control);
@@ -192,18 +215,7 @@ export async function pauseSlave(ctx: BackupContext, control: Conn, warnings: st
   const stop: ReplicationThread[] = runningThreads(before, ["sql"]);
   if (stop.length > 0) {
     // Registered before the stop: whatever happens next, the restart runs.
-    cleanup.push(async () => {
-      try {
-        const started = await withConn(ctx.source, "restart replication", (c) => restartStoppedThreads(c, stop));
-        ctx.log.info({ source: host, started }, "slave back online");
-      } catch (err) {
-        const w = `could not restart the replication threads this backup stopped on ${host} (${err instanceof Error ? err.message : String(err)}); run \`replicator online\``;
-        warnings.push(w);
-        ctx.log.error({ err }, w);
-        return;
-      }
-      await ctx.replication?.restarted().catch((err: unknown) => { ctx.log.warn({ err }, "could not record that replication was restarted"); });
-    });
+    cleanup.push(restartReplication(ctx, stop, warnings, { recorded: true }));
     await control.query("STOP SLAVE SQL_THREAD");
     await ctx.replication?.stopped({ threads: stop, at: new Date().toISOString() });
   }
@@ -227,7 +239,7 @@ export interface DumpSource {
   /** host:port or the socket, for messages. */
   at: string;
   /** Undone in reverse order by runCleanup (closing the control connection last). */
-  cleanup: (() => Promise<void>)[];
+  cleanup: CleanupStack;
   runCleanup: () => Promise<void>;
   /** `fn`, with a refused statement (ours or mariadb-dump's) reported as the privilege and the GRANT it needs. */
   privileged: <T>(what: string, fn: () => Promise<T>) => Promise<T>;
@@ -236,11 +248,8 @@ export interface DumpSource {
 /** Connects to the source and reads its account and role; on failure nothing is left open. */
 export async function openDumpSource(ctx: BackupContext): Promise<DumpSource> {
   const control = await connect(ctx.source, "source");
-  const cleanup: (() => Promise<void>)[] = [async () => { await control.end().catch(() => undefined); }];
-  const runCleanup = async (): Promise<void> => {
-    for (const fn of cleanup.reverse()) await fn();
-    cleanup.length = 0;
-  };
+  const cleanup: CleanupStack = [async () => { await control.end().catch(() => undefined); }];
+  const runCleanup = (): Promise<void> => runStack(cleanup);
   const at = ctx.source.socket ?? `${ctx.source.host}:${ctx.source.port}`;
   let account = `'${ctx.source.user}'@'%'`;
   const privileged = async <T>(what: string, fn: () => Promise<T>): Promise<T> => {
@@ -250,22 +259,19 @@ export async function openDumpSource(ctx: BackupContext): Promise<DumpSource> {
       throw asBackupPrivilegeError(err, account, at, what);
     }
   };
-  try {
+  return undoOnFailure(cleanup, async () => {
     const [me] = await queryRows<{ u: string }>(control, "SELECT CURRENT_USER() AS u");
     if (me?.u) account = quoteAccount(me.u);
     const info = await privileged("read the server's role (SHOW SLAVE STATUS)", () => getServerInfo(control));
     const role: BackupOutcome["role"] = info.isSlave ? "slave" : info.logBin ? "master" : "standalone";
     return { control, info, role, at, cleanup, runCleanup, privileged };
-  } catch (err) {
-    await runCleanup();
-    throw err;
-  }
+  });
 }
 
 async function startDump(ctx: BackupContext, sink: PipedSink | undefined): Promise<{ stream: Readable | undefined; outcome: Promise<BackupOutcome> }> {
   const opts = parseMysqldumpOptions(ctx.options);
-  const { control, info, role, cleanup, runCleanup, privileged } = await openDumpSource(ctx);
-  try {
+  const { control, info, role, cleanup, privileged } = await openDumpSource(ctx);
+  return undoOnFailure(cleanup, async () => {
     if (opts.databases) {
       const missing = await missingDatabases(control, opts.databases);
       if (missing.length > 0) throw badInput("InvalidOption", `databases not found on the source: ${missing.join(", ")}`);
@@ -293,50 +299,37 @@ async function startDump(ctx: BackupContext, sink: PipedSink | undefined): Promi
     // server for those coordinates, as mariadb-dump computes it, while the
     // binlog is surely still there). Streamed: from head and tail on the way.
     const scanner = sink ? undefined : new PositionScanner();
-    const out = sink ? undefined : new PassThrough({ highWaterMark: 1024 * 1024 });
-    const piping = scanner && out ? pipeline(child.stdout as Readable, scanner, out).catch((err: unknown) => {
-      child.kill();
-      out.destroy(err as Error);
-      throw err;
-    }) : Promise.resolve();
+    // Streamed, the output ends only when mariadb-dump has exited 0.
+    const output = scanner ? outputOf(child, (err) => err, [scanner]) : undefined;
     const fromHead = sink && role === "master"
       ? sink.head().then((h) => masterPosition(control, info, parseDumpPosition(h.toString("latin1"), "")))
       : undefined;
     fromHead?.catch(() => undefined);
 
-    const outcome = (async (): Promise<BackupOutcome> => {
-      try {
-        await privileged("dump the source", () => Promise.all([child.done, piping]));
-        let replication: ReplicationPosition | undefined = slavePos;
-        if (role === "master") {
-          const p = fromHead ? await fromHead : await masterPosition(control, info, parseDumpPosition(scanner?.head ?? "", scanner?.tailText ?? ""));
-          replication = { role: "master", sourceServerId: info.serverId, ...p };
-          if (!p.file) warnings.push("mariadb-dump printed no binlog coordinates; the backup has no replication position");
-        }
-        return {
-          role,
-          serverId: info.serverId,
-          version: info.version,
-          replication,
-          details: {
-            lock,
-            databases: opts.databases ?? "all",
-            users: opts.users,
-            nonTransactionalTables: nonTx.length,
-          },
-          warnings,
-        };
-      } finally {
-        await runCleanup();
+    const outcome = settleOutcome(cleanup, async (): Promise<BackupOutcome> => {
+      await privileged("dump the source", () => output?.done ?? child.done);
+      let replication: ReplicationPosition | undefined = slavePos;
+      if (role === "master") {
+        const p = fromHead ? await fromHead : await masterPosition(control, info, parseDumpPosition(scanner?.head ?? "", scanner?.tailText ?? ""));
+        replication = { role: "master", sourceServerId: info.serverId, ...p };
+        if (!p.file) warnings.push("mariadb-dump printed no binlog coordinates; the backup has no replication position");
       }
-    })();
-    // Avoid an unhandled rejection before the agent awaits the outcome.
-    outcome.catch(() => undefined);
-    return { stream: out, outcome };
-  } catch (err) {
-    await runCleanup();
-    throw err;
-  }
+      return {
+        role,
+        serverId: info.serverId,
+        version: info.version,
+        replication,
+        details: {
+          lock,
+          databases: opts.databases ?? "all",
+          users: opts.users,
+          nonTransactionalTables: nonTx.length,
+        },
+        warnings,
+      };
+    });
+    return { stream: output?.stream, outcome };
+  });
 }
 
 /** The master position from the dump's coordinates; a MariaDB GTID missing from them is asked of the server for those coordinates. */
@@ -403,16 +396,8 @@ export const mysqldumpMethod: BackupMethod = {
   },
 
   async restore(ctx: RestoreContext, input: Readable): Promise<void> {
-    const loader = await startClient(ctx);
-    const feeding = pipeline(input, loader.stdin).catch((err: unknown) => {
-      loader.kill();
-      throw err;
-    });
-    const [feed, done] = await Promise.allSettled([feeding, loader.done]);
     // A corrupt or truncated object is the real cause when both fail.
-    if (feed.status === "rejected" && (feed.reason as { reason?: string }).reason === "CorruptBackup") throw feed.reason;
-    if (done.status === "rejected") throw done.reason;
-    if (feed.status === "rejected") throw feed.reason;
+    await feedChild(await startClient(ctx), input);
   },
 
   startLoader(ctx: RestoreContext): Promise<PipedLoader> {
