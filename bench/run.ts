@@ -1,17 +1,22 @@
-// Backup/restore benchmark: `replicator` against the plain tools, on one
-// generated data set, in one run. `make bench` (or `tsx bench/run.ts`);
+// Backup/restore benchmark: `replicator` against the plain tools, on
+// generated data sets, in one run. `make bench` (or `tsx bench/run.ts`);
 // BENCH_SIZE_MB sets the data set size (raw dump size, default 200).
-// BENCH_RUNS=N (default 1) runs the logical rows N times in paired rounds:
+// BENCH_RUNS=N (default 1) runs the logical, PostgreSQL and S3 rows N times in paired rounds:
 // each round runs every pipeline once, in alternating order, and the ratio is
 // the median of the per-round ratios (machine drift cancels within a round).
-// BENCH_ONLY=logical skips mydumper, gzip and the physical rows;
-// BENCH_ONLY=logical-backup also skips the restores.
+// BENCH_ONLY picks parts (comma-separated; default: all of them):
+//   mariadb         every MariaDB row (logical, mydumper, gzip, physical);
+//   logical         the MariaDB logical rows only (no mydumper, gzip or physical rows);
+//   logical-backup  the MariaDB logical backups only (no restores);
+//   pg              PostgreSQL: pg_dump and pg_basebackup against their pipelines (bench/pg.ts);
+//   s3              S3 throughput: the S3 store against the SDK's plain PUT/GET (bench/s3.ts).
 // BENCH_BEFORE_DIST=DIR adds the replicator rows of another build (a dist/
 // directory, e.g. the previous commit's) to the same rounds, for before/after.
+// Every replicator row also shows the agent's peak RSS (bench/common.ts).
 // Prints a markdown report and writes it to bench/results/latest.md.
 // Every figure is measured; a step that fails is reported as FAILED.
 import { availableParallelism, cpus, loadavg, tmpdir, totalmem } from "node:os";
-import { cp, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { cp, mkdir, mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { execa } from "execa";
@@ -19,15 +24,53 @@ import { CLI } from "../test/harness/cli.js";
 import { startMariaDb, type MariaDb } from "../test/harness/mariadb.js";
 import { startS3, type S3Server } from "../test/harness/s3.js";
 import { ratioChart, type ChartSection } from "./chart.js";
+import {
+  busy,
+  cleanupAll,
+  dirSize,
+  fileSize,
+  fmt,
+  MB,
+  noteRss,
+  onCleanup,
+  pairedRounds,
+  peakRss,
+  q,
+  ratioOf,
+  RSS_TARGET,
+  runReplicator,
+  sh,
+  step,
+  table,
+  tail,
+  timed,
+  version,
+  type BenchPart,
+  type CliJson,
+  type Pipeline,
+  type ReportTable,
+  type Row,
+} from "./common.js";
+import { pgBench } from "./pg.js";
+import { s3Bench } from "./s3.js";
 
 const repoRoot = path.resolve(import.meta.dirname, "..");
-const MB = 1_000_000;
 const sizeMb = Number(process.env.BENCH_SIZE_MB ?? "200");
 if (!Number.isFinite(sizeMb) || sizeMb <= 0) throw new Error(`BENCH_SIZE_MB must be a positive number (got ${process.env.BENCH_SIZE_MB ?? ""})`);
 const RUNS = Number(process.env.BENCH_RUNS ?? "1");
 if (!Number.isInteger(RUNS) || RUNS < 1) throw new Error(`BENCH_RUNS must be a whole number >= 1 (got ${process.env.BENCH_RUNS ?? ""})`);
-const ONLY_LOGICAL = process.env.BENCH_ONLY === "logical" || process.env.BENCH_ONLY === "logical-backup";
-const SKIP_RESTORES = process.env.BENCH_ONLY === "logical-backup";
+const ONLY_VALUES = ["mariadb", "logical", "logical-backup", "pg", "s3"] as const;
+const ONLY = (process.env.BENCH_ONLY ?? "").split(",").map((s) => s.trim()).filter(Boolean);
+for (const o of ONLY) {
+  if (!(ONLY_VALUES as readonly string[]).includes(o)) throw new Error(`BENCH_ONLY: unknown part "${o}" (one or more of ${ONLY_VALUES.join(", ")}, comma-separated)`);
+}
+const only = (...parts: (typeof ONLY_VALUES)[number][]): boolean => ONLY.length === 0 || parts.some((p) => ONLY.includes(p));
+const WANT_MARIADB = only("mariadb", "logical", "logical-backup");
+const WANT_PG = only("pg");
+const WANT_S3 = only("s3");
+/** The MariaDB logical rows only (no mydumper, gzip, physical rows): BENCH_ONLY=logical or logical-backup, without mariadb. */
+const ONLY_LOGICAL = WANT_MARIADB && ONLY.length > 0 && !ONLY.includes("mariadb");
+const SKIP_RESTORES = ONLY_LOGICAL && ONLY.includes("logical-backup") && !ONLY.includes("logical");
 const BEFORE_DIST = process.env.BENCH_BEFORE_DIST;
 const THREADS = Number(process.env.BENCH_THREADS ?? "2");
 const DB = "bench";
@@ -35,28 +78,6 @@ const TABLES = ["orders", "customers", "events"] as const;
 const BIGGEST = "orders";
 // Same server settings for the source and every restore target.
 const SERVER_ARGS = ["--innodb-buffer-pool-size=1G", "--innodb-log-file-size=256M", "--max-allowed-packet=1G"];
-
-// ---------------------------------------------------------------- cleanup
-
-const cleanups: { what: string; fn: () => Promise<void> }[] = [];
-function onCleanup(what: string, fn: () => Promise<void>): void {
-  cleanups.push({ what, fn });
-}
-let cleaning: Promise<void> | undefined;
-function cleanupAll(): Promise<void> {
-  cleaning ??= (async () => {
-    for (const c of cleanups.reverse()) {
-      await c.fn().catch((err: unknown) => { console.error(`cleanup of ${c.what} failed: ${String(err)}`); });
-    }
-  })();
-  return cleaning;
-}
-for (const sig of ["SIGINT", "SIGTERM"] as const) {
-  process.once(sig, () => {
-    console.error(`\n${sig}: cleaning up`);
-    void cleanupAll().finally(() => process.exit(sig === "SIGINT" ? 130 : 143));
-  });
-}
 
 async function server(tag: string, opts: Parameters<typeof startMariaDb>[0] = {}): Promise<MariaDb> {
   const s = await startMariaDb({ ...opts, args: [...SERVER_ARGS, ...(opts.args ?? [])] });
@@ -72,53 +93,10 @@ async function server(tag: string, opts: Parameters<typeof startMariaDb>[0] = {}
 
 // ---------------------------------------------------------------- helpers
 
-const q = (s: string): string => `'${s.replaceAll("'", `'\\''`)}'`;
-
 function clientArgs(s: MariaDb): string {
   return `--host=127.0.0.1 --port=${s.port} --user=root --protocol=TCP`;
 }
 
-async function sh(script: string, what: string): Promise<void> {
-  const r = await execa("bash", ["-c", `set -o pipefail; ${script}`], { reject: false, stdin: "ignore", stripFinalNewline: true });
-  if (r.exitCode !== 0) {
-    const err = (r.stderr || r.stdout).split("\n").filter(Boolean).slice(-3).join(" | ");
-    throw new Error(`${what} exited ${String(r.exitCode)}: ${err.slice(0, 300)}`);
-  }
-}
-
-async function timed(fn: () => Promise<void>): Promise<number> {
-  const t0 = performance.now();
-  await fn();
-  return (performance.now() - t0) / 1000;
-}
-
-async function fileSize(p: string): Promise<number> {
-  return (await stat(p)).size;
-}
-
-async function dirSize(dir: string): Promise<number> {
-  let total = 0;
-  for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) {
-    if (e.isFile()) total += (await stat(path.join(e.parentPath, e.name))).size;
-  }
-  return total;
-}
-
-async function tail(file: string, lines = 3): Promise<string> {
-  const t = await readFile(file, "utf8").catch(() => "");
-  return t.split("\n").filter(Boolean).slice(-lines).join(" | ").slice(0, 300);
-}
-
-interface CliJson {
-  ok?: boolean;
-  size?: number;
-  rawSize?: number;
-  durationMs?: number;
-  error?: string;
-  reason?: string;
-}
-
-// The CLI is run from a snapshot of dist/ taken at the start, so that a
 // `make build` elsewhere during the run (it deletes dist/) cannot break it.
 // The snapshot lives inside the repository so node_modules still resolves.
 const cliSnapshot = path.join(repoRoot, "bench/results/.dist-snapshot");
@@ -141,34 +119,7 @@ const beforeSnapshot = path.join(repoRoot, "bench/results/.dist-before");
 const beforeMain = path.join(beforeSnapshot, path.relative(path.join(repoRoot, "dist"), CLI));
 
 async function replicator(args: string[], env: Record<string, string>, cwd: string, main: string = cliMain): Promise<CliJson> {
-  const r = await execa(process.execPath, [main, ...args, "--json", "--no-progress"], {
-    reject: false,
-    stdin: "ignore",
-    cwd,
-    extendEnv: true,
-    env: { REPLICATOR_CONFIG: undefined, REPLICATOR_DB_PASSWORD: undefined, ...env },
-  });
-  const last = r.stdout.trim().split("\n").pop() ?? "";
-  let json: CliJson | undefined;
-  if (last.startsWith("{")) {
-    try {
-      json = JSON.parse(last) as CliJson;
-    } catch {
-      json = undefined;
-    }
-  }
-  if (r.exitCode !== 0 || json?.ok !== true) {
-    const lines = r.stderr.split("\n").map((l) => l.trim()).filter(Boolean);
-    const why = json?.error ?? lines.find((l) => /error/i.test(l)) ?? lines.at(-1) ?? "no output";
-    throw new Error(`replicator ${args[0] ?? ""} exited ${String(r.exitCode)}: ${why.slice(0, 300)}`);
-  }
-  return json;
-}
-
-async function version(cmd: string, args: string[]): Promise<string> {
-  const r = await execa(cmd, args, { reject: false, all: true });
-  const line = r.all.split("\n").filter(Boolean).pop()?.trim() ?? "?";
-  return line.replace(/,? (for|built|debian-linux).*$/, "").replace(/\s+/g, " ");
+  return runReplicator(main, args, env, cwd);
 }
 
 // ---------------------------------------------------------------- data set
@@ -341,145 +292,13 @@ async function checkRows(target: MariaDb, expected: Record<string, number>): Pro
   return bad.join(", ");
 }
 
-// ---------------------------------------------------------------- results
-
-interface Row {
-  name: string;
-  baseline?: boolean;
-  seconds?: number;
-  /** Paired rounds: every run's seconds, and its ratio to the baseline's run of the same round. */
-  samples?: number[];
-  ratios?: number[];
-  bytes?: number;
-  check: string;
-  error?: string;
-}
-
-function fmt(n: number, digits: number): string {
-  return n.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits });
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 === 1 ? (s[mid] ?? NaN) : ((s[mid - 1] ?? NaN) + (s[mid] ?? NaN)) / 2;
-}
-
-function table(rows: Row[], rawBytes: number | undefined, bytesLabel: string): string {
-  const base = rows.find((r) => r.baseline);
-  const paired = rows.some((r) => (r.samples?.length ?? 0) > 1);
-  const head = ["Method", paired ? "Wall s (median)" : "Wall s", bytesLabel, "MB/s (raw)", paired ? "Time vs baseline (median of paired ratios)" : "Time vs baseline", "Size vs baseline", "Check"];
-  const lines = [head, head.map((h) => (h === "Method" || h === "Check" ? "---" : "---:"))];
-  for (const r of rows) {
-    const name = r.baseline ? `${r.name} **(baseline)**` : r.name;
-    if (r.error !== undefined || r.seconds === undefined) {
-      lines.push([name, "FAILED", "—", "—", "—", "—", `FAILED: ${r.error ?? "no result"}`]);
-      continue;
-    }
-    const ok = (x: number | undefined): x is number => x !== undefined && Number.isFinite(x) && x > 0;
-    lines.push([
-      name,
-      fmt(r.seconds, 2),
-      ok(r.bytes) ? fmt(r.bytes / MB, 1) : "—",
-      ok(rawBytes) ? fmt(rawBytes / MB / r.seconds, 1) : "—",
-      r.ratios !== undefined && r.ratios.length > 0
-        ? `${fmt(median(r.ratios), 2)}×${r.ratios.length > 1 ? ` (${fmt(Math.min(...r.ratios), 2)}–${fmt(Math.max(...r.ratios), 2)}, n=${r.ratios.length})` : ""}`
-        : base?.seconds !== undefined && base.error === undefined ? `${fmt(r.seconds / base.seconds, 2)}×` : "n/a",
-      ok(r.bytes) && ok(base?.bytes) && base.error === undefined ? `${fmt(r.bytes / base.bytes, 2)}×` : "n/a",
-      r.check,
-    ]);
-  }
-  return lines.map((l) => `| ${l.map((c) => c.replaceAll("|", "\\|")).join(" | ")} |`).join("\n");
-}
-
-/** A row's time ÷ its baseline's: the median of paired ratios, else of the two medians; undefined without both. */
-function ratioOf(r: Row, rows: Row[]): number | undefined {
-  if (r.baseline || r.error !== undefined || r.seconds === undefined) return undefined;
-  if (r.ratios !== undefined && r.ratios.length > 0) return median(r.ratios);
-  const base = rows.find((x) => x.baseline);
-  return base?.seconds !== undefined && base.error === undefined ? r.seconds / base.seconds : undefined;
-}
-
-async function step(rows: Row[], name: string, fn: (row: Row) => Promise<void>, baseline = false): Promise<Row> {
-  const row: Row = { name, check: "", baseline };
-  rows.push(row);
-  process.stderr.write(`bench: ${name} ... `);
-  try {
-    await fn(row);
-    process.stderr.write(`${row.seconds !== undefined ? fmt(row.seconds, 2) : "?"} s ${row.check}\n`);
-  } catch (err) {
-    row.error = (err instanceof Error ? err.message : String(err)).replaceAll("\n", " ");
-    process.stderr.write(`FAILED: ${row.error}\n`);
-  }
-  return row;
-}
-
-/** One pipeline of a paired comparison: runs once, returns its seconds (and fills its row). */
-interface Pipeline {
-  name: string;
-  baseline?: boolean;
-  run: (row: Row) => Promise<number>;
-}
-
-/**
- * Runs every pipeline RUNS times in rounds, alternating the order each round
- * (ABC, CBA, ...). A row's seconds are the median of its runs; its ratio is
- * the median of run ÷ the baseline's run of the same round.
- */
-async function pairedRounds(rows: Row[], pipelines: Pipeline[]): Promise<void> {
-  const byName = new Map<string, Row>();
-  for (const p of pipelines) {
-    const row: Row = { name: p.name, check: "", baseline: p.baseline ?? false, samples: [], ratios: [] };
-    rows.push(row);
-    byName.set(p.name, row);
-  }
-  for (let round = 0; round < RUNS; round++) {
-    const order = round % 2 === 0 ? pipelines : [...pipelines].reverse();
-    const got = new Map<string, number>();
-    for (const p of order) {
-      const row = byName.get(p.name);
-      if (!row || row.error !== undefined) continue;
-      process.stderr.write(`bench: [round ${round + 1}/${RUNS}] ${p.name} ... `);
-      try {
-        const sec = await p.run(row);
-        got.set(p.name, sec);
-        row.samples?.push(sec);
-        process.stderr.write(`${fmt(sec, 2)} s ${row.check}\n`);
-      } catch (err) {
-        row.error = (err instanceof Error ? err.message : String(err)).replaceAll("\n", " ");
-        process.stderr.write(`FAILED: ${row.error}\n`);
-      }
-    }
-    const base = pipelines.find((p) => p.baseline);
-    const b = base ? got.get(base.name) : undefined;
-    for (const [name, sec] of got) if (b !== undefined) byName.get(name)?.ratios?.push(sec / b);
-  }
-  for (const row of byName.values()) if (row.samples && row.samples.length > 0) row.seconds = median(row.samples);
-}
-
-// ---------------------------------------------------------------- main
-
-/** Other load on the machine (the load average counts our own servers too, so only a clear excess). */
-const busy = (load: number): boolean => load > availableParallelism() * 0.75;
-
-async function main(): Promise<void> {
-  const loadStart = loadavg()[0] ?? 0;
-  await snapshotCli();
-  const work = await mkdtemp(path.join(tmpdir(), "replicator-bench-"));
-  onCleanup("work dir", () => rm(work, { recursive: true, force: true }));
+/** The MariaDB part: logical, mydumper, gzip and physical rows on one generated data set. */
+async function mariadbBench(work: string, s3: S3Server): Promise<BenchPart> {
   const out = (f: string): string => path.join(work, f);
   const cwd = out("cwd");
   await mkdir(cwd);
-
-  process.stderr.write(`bench: starting source server and S3 (work dir ${work})\n`);
-  const [src, s3] = await Promise.all([
-    server("source", { binlog: true, serverId: 1 }),
-    startS3().then((s: S3Server) => {
-      onCleanup("S3 server", () => s.stop());
-      return s;
-    }),
-  ]);
-  await s3.createBucket("bench");
+  process.stderr.write("bench: starting the MariaDB source server\n");
+  const src = await server("source", { binlog: true, serverId: 1 });
 
   process.stderr.write(`bench: generating ~${sizeMb} MB (raw dump size) of data\n`);
   const tGen = performance.now();
@@ -527,6 +346,7 @@ async function main(): Promise<void> {
           const sec = await timed(async () => {
             j = await replicator(["backup", "--source", src.url, "--repository", repository, "--cluster", c.cluster, "--compression", "zstd"], env, cwd, c.main);
           });
+          noteRss(row, j);
           row.bytes = j?.size;
           if (c.tag === "" && where === "file://") replicatorRaw = j?.rawSize;
           row.check = `ok (CLI ${fmt((j?.durationMs ?? 0) / 1000, 2)} s)`;
@@ -544,6 +364,7 @@ async function main(): Promise<void> {
         const sec = await timed(async () => {
           j = await replicator(["backup", "--method", "mysqldump_parallel", "--threads", String(THREADS), "--source", src.url, "--repository", repository, "--cluster", "bench-parallel", "--compression", "zstd"], env, cwd);
         });
+        noteRss(row, j);
         row.bytes = j?.size;
         row.check = `ok (CLI ${fmt((j?.durationMs ?? 0) / 1000, 2)} s)`;
         return sec;
@@ -586,7 +407,7 @@ async function main(): Promise<void> {
       return sec;
     },
   });
-  await pairedRounds(backups, logicalBackups);
+  await pairedRounds(backups, logicalBackups, RUNS);
   if (!ONLY_LOGICAL) {
     await step(backups, "mariadb-dump | gzip", async (row) => {
       row.seconds = await timed(() => sh(`mariadb-dump ${dumpArgs} | gzip > ${q(files.gzip)}`, "mariadb-dump | gzip"));
@@ -651,6 +472,7 @@ async function main(): Promise<void> {
           row.bytes = b?.bytes;
           await intoFresh(row, `restore-${tag}`, async (t) => {
             const j = await replicator(["restore", "--target", t.url, "--repository", repository, "--cluster", c.cluster], env, cwd, c.main);
+            noteRss(row, j);
             return `CLI ${fmt((j.durationMs ?? 0) / 1000, 2)} s; `;
           });
           return row.seconds ?? NaN;
@@ -667,6 +489,7 @@ async function main(): Promise<void> {
         row.bytes = b?.bytes;
         await intoFresh(row, `restore-parallel-${tag}`, async (t) => {
           const j = await replicator(["restore", "--target", t.url, "--repository", repository, "--cluster", "bench-parallel"], env, cwd);
+          noteRss(row, j);
           return `CLI ${fmt((j.durationMs ?? 0) / 1000, 2)} s; `;
         });
         return row.seconds ?? NaN;
@@ -700,7 +523,7 @@ async function main(): Promise<void> {
       return row.seconds ?? NaN;
     },
   });
-  if (!SKIP_RESTORES) await pairedRounds(restores, logicalRestores);
+  if (!SKIP_RESTORES) await pairedRounds(restores, logicalRestores, RUNS);
   if (!ONLY_LOGICAL) {
   await step(restores, "mbstream -x + mariabackup --prepare (physical)", async (row) => {
     const b = byName("mariabackup");
@@ -750,6 +573,7 @@ async function main(): Promise<void> {
       row.seconds = await timed(async () => {
         j = await replicator(["backup", "--method", "mariabackup", "--source", src.url, "--repository", repository, "--cluster", "bench", "--compression", "zstd"], env, physCwd);
       });
+      noteRss(row, j);
       row.bytes = j?.size;
       row.check = `ok (CLI ${fmt((j?.durationMs ?? 0) / 1000, 2)} s)`;
     })();
@@ -764,6 +588,7 @@ async function main(): Promise<void> {
     row.seconds = await timed(async () => {
       j = await replicator(["restore", "--datadir", dir, "--repository", repository, "--cluster", "bench"], env, physCwd);
     });
+    noteRss(row, j);
     // Not timed: start a server on the restored datadir and count rows.
     const restored = await server(tag, { datadir: dir });
     try {
@@ -779,62 +604,98 @@ async function main(): Promise<void> {
   asBaseline(physRestores, restores.find((r) => r.name.startsWith("mbstream -x")));
   }
 
+  // ------------------------------------------------------------ the part's facts and tables
+  const facts = [
+    `- MariaDB ${ver?.v ?? "?"}; ${await version("mariadb-dump", ["--version"])}; ${await version("mydumper", ["--version"])}; ${await version("mariabackup", ["--version"])}`,
+    `- MariaDB data set: BENCH_SIZE_MB=${sizeMb}; raw dump ${rawBytes !== undefined ? fmt(rawBytes / MB, 1) : "?"} MB; InnoDB files (.ibd) ${fmt(innodbBytes / MB, 1)} MB; ` +
+      `rows: ${TABLES.map((t) => `${DB}.${t} ${fmt(expected[t] ?? 0, 0)}`).join(", ")} (generated server-side in ${fmt(genSeconds, 1)} s)`,
+    `- MariaDB servers: mariadbd ${SERVER_ARGS.join(" ")} (source with binlog, ROW); every restore goes into a fresh empty server`,
+  ];
+  return {
+    facts,
+    tables: [
+      { title: "Backup", chartTitle: "Logical backup", rows: backups, rawBytes, bytesLabel: "Stored MB" },
+      { title: "Restore", chartTitle: "Logical restore", rows: restores, rawBytes, bytesLabel: "Read MB" },
+      { title: "Physical backup (replicator's mariabackup method)", chartTitle: "Physical backup", rows: physBackups, rawBytes, bytesLabel: "Stored MB" },
+      {
+        title: "Physical restore (replicator restore --datadir: extract, prepare, move into the data directory, fsync)",
+        chartTitle: "Physical restore",
+        rows: physRestores,
+        rawBytes,
+        bytesLabel: "Read MB",
+      },
+    ],
+  };
+}
+
+async function main(): Promise<void> {
+  const loadStart = loadavg()[0] ?? 0;
+  if (WANT_MARIADB || WANT_PG) await snapshotCli();
+  const work = await mkdtemp(path.join(tmpdir(), "replicator-bench-"));
+  onCleanup("work dir", () => rm(work, { recursive: true, force: true }));
+  let s3: S3Server | undefined;
+  if (WANT_MARIADB || WANT_S3) {
+    process.stderr.write(`bench: starting S3 (work dir ${work})\n`);
+    s3 = await startS3();
+    const gw = s3;
+    onCleanup("S3 server", () => gw.stop());
+    await s3.createBucket("bench");
+  }
+
+  const parts: BenchPart[] = [];
+  if (WANT_MARIADB && s3) parts.push(await mariadbBench(work, s3));
+  if (WANT_PG) parts.push(await pgBench({ work, sizeMb, runs: RUNS, cliMain }));
+  if (WANT_S3 && s3) parts.push(await s3Bench({ work, sizeMb, runs: RUNS, s3 }));
+
   // ------------------------------------------------------------ report
   const cpu = cpus()[0]?.model ?? "?";
+  const tables = parts.flatMap((p) => p.tables);
+  const allRows = tables.flatMap((t) => t.rows);
+  const rssRows = allRows.filter((r) => peakRss(r) !== undefined);
+  const maxRss = rssRows.length > 0 ? Math.max(...rssRows.map((r) => peakRss(r) ?? 0)) : undefined;
   const facts = [
-    `- Date: ${new Date().toISOString()}`,
+    `- Date: ${new Date().toISOString()}; BENCH_SIZE_MB=${sizeMb}, BENCH_RUNS=${RUNS}${ONLY.length > 0 ? `, BENCH_ONLY=${ONLY.join(",")}` : ""}`,
     `- Machine: ${availableParallelism()} CPUs (nproc) — ${cpu}, ${fmt(totalmem() / 2 ** 30, 1)} GiB RAM; ` +
       `1-min load average ${fmt(loadStart, 2)} at start, ${fmt(loadavg()[0] ?? 0, 2)} at end${busy(loadStart) ? " (**machine was busy: other work shares the CPUs, timings are noisy**)" : ""}`,
-    `- Node ${process.version}; MariaDB ${ver?.v ?? "?"}; ${await version("mariadb-dump", ["--version"])}; ${await version("mydumper", ["--version"])}; ` +
-      `${await version("mariabackup", ["--version"])}; zstd ${(await version("zstd", ["--version"])).replace(/.*\b(v[\d.]+).*/, "$1")}`,
-    `- Data set: BENCH_SIZE_MB=${sizeMb}; raw dump ${rawBytes !== undefined ? fmt(rawBytes / MB, 1) : "?"} MB; InnoDB files (.ibd) ${fmt(innodbBytes / MB, 1)} MB; ` +
-      `rows: ${TABLES.map((t) => `${DB}.${t} ${fmt(expected[t] ?? 0, 0)}`).join(", ")} (generated server-side in ${fmt(genSeconds, 1)} s)`,
-    `- Servers: mariadbd ${SERVER_ARGS.join(" ")} (source with binlog, ROW); every restore goes into a fresh empty server; S3 is versitygw on 127.0.0.1`,
-    `- MB = 10^6 bytes. MB/s = raw dump MB / wall s. Ratios: time or size ÷ the baseline row (× > 1 is slower/larger).`,
+    `- Node ${process.version}; zstd ${(await version("zstd", ["--version"])).replace(/.*\b(v[\d.]+).*/, "$1")}${s3 ? "; S3 is versitygw on 127.0.0.1" : ""}`,
+    ...parts.flatMap((p) => p.facts),
+    `- MB = 10^6 bytes. MB/s = raw dump MB / wall s (S3: object MB / wall s). Ratios: time or size ÷ the baseline row (× > 1 is slower/larger).`,
+    ...(maxRss !== undefined
+      ? [
+          `- Agent peak RSS: the replicator process's own VmHWM (node; not the tools it starts), the highest of a row's runs. ` +
+            `Highest of all ${rssRows.length} replicator rows: **${fmt(maxRss / MB, 1)} MB** (${rssRows.find((r) => peakRss(r) === maxRss)?.name ?? "?"}); target < ${fmt(RSS_TARGET / MB, 0)} MB${maxRss < RSS_TARGET ? " (met)" : " (**not met**)"}.`,
+        ]
+      : []),
   ].join("\n");
-  const report = [
-    `# replicator benchmark`,
-    "",
-    facts,
-    "",
-    "## Backup",
-    "",
-    table(backups, rawBytes, "Stored MB"),
-    "",
-    "## Restore",
-    "",
-    table(restores, rawBytes, "Read MB"),
-    "",
-    "## Physical backup (replicator's mariabackup method)",
-    "",
-    table(physBackups, rawBytes, "Stored MB"),
-    "",
-    "## Physical restore (replicator restore --datadir: extract, prepare, move into the data directory, fsync)",
-    "",
-    table(physRestores, rawBytes, "Read MB"),
-    "",
-  ].join("\n");
-  console.log(report);
+  const report = [`# replicator benchmark`, "", facts, ""];
+  for (const t of tables) report.push(`## ${t.title}`, "", table(t.rows, t.rawBytes, t.bytesLabel), "");
+  const text = report.join("\n");
+  console.log(text);
   const resultsDir = path.join(repoRoot, "bench/results");
   await mkdir(resultsDir, { recursive: true });
-  await writeFile(path.join(resultsDir, "latest.md"), report);
-  const section = (title: string, rows: Row[]): ChartSection => ({
-    title,
-    baseline: rows.find((r) => r.baseline)?.name ?? "baseline",
-    bars: rows.flatMap((r) => {
-      const ratio = ratioOf(r, rows);
+  await writeFile(path.join(resultsDir, "latest.md"), text);
+  const section = (t: ReportTable): ChartSection => ({
+    title: t.chartTitle ?? t.title.replace(/\s*\(.*$/, ""),
+    baseline: t.rows.find((r) => r.baseline)?.name ?? "baseline",
+    bars: t.rows.flatMap((r) => {
+      const ratio = ratioOf(r, t.rows);
       return ratio === undefined ? [] : [{ name: r.name, ratio }];
     }),
   });
-  const chart = ratioChart(`replicator ÷ the plain pipeline, ${rawBytes !== undefined ? `${fmt(rawBytes / MB, 0)} MB raw` : `BENCH_SIZE_MB=${sizeMb}`}, ${new Date().toISOString().slice(0, 10)}${RUNS > 1 ? `, median of ${RUNS} paired rounds` : ""}`, [
-    section("Logical backup", backups),
-    section("Logical restore", restores),
-    section("Physical backup", physBackups),
-    section("Physical restore", physRestores),
-  ]);
+  const rssSection: ChartSection = {
+    title: "Agent peak RSS",
+    baseline: `the ${fmt(RSS_TARGET / MB, 0)} MB target`,
+    bars: rssRows.map((r) => ({ name: r.name, ratio: (peakRss(r) ?? 0) / RSS_TARGET, label: `${fmt((peakRss(r) ?? 0) / MB, 0)} MB` })),
+  };
+  const rawSizes = tables.map((t) => t.rawBytes).filter((b): b is number => b !== undefined);
+  const sizeText = rawSizes.length > 0 ? `${fmt(Math.max(...rawSizes) / MB, 0)} MB raw` : `BENCH_SIZE_MB=${sizeMb}`;
+  const chart = ratioChart(
+    `replicator ÷ the plain pipeline, ${sizeText}, ${new Date().toISOString().slice(0, 10)}${RUNS > 1 ? `, median of ${RUNS} paired rounds` : ""}`,
+    [...tables.map(section), rssSection],
+  );
   await writeFile(path.join(resultsDir, "ratios-latest.svg"), chart);
   process.stderr.write(`bench: wrote ${path.relative(process.cwd(), path.join(resultsDir, "latest.md"))} and ratios-latest.svg\n`);
-  if ([...backups, ...restores, ...physBackups, ...physRestores].some((r) => r.error !== undefined)) process.exitCode = 1;
+  if (allRows.some((r) => r.error !== undefined)) process.exitCode = 1;
 }
 
 try {
