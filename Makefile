@@ -87,6 +87,9 @@ test-e2e-local: tools build
 demo: node deps $(TOOLS)/bin/versitygw build
 	tsx scripts/demo.ts
 
+## bench: replicator against the plain MariaDB and PostgreSQL pipelines (with the agent's peak RSS)
+## and the S3 store against the S3 server alone; BENCH_SIZE_MB, BENCH_RUNS, BENCH_ONLY=mariadb|logical|pg|s3
+## (bench/README.md); writes bench/results/latest.md and ratios-latest.svg
 bench: tools build
 	tsx bench/run.ts
 
