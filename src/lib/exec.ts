@@ -1,6 +1,8 @@
-// Child processes for the data path. A child failure becomes a
-// CommandFailed error with the command (never its secrets: credentials go in
-// files, not argv), the exit code and the tail of stderr.
+// Child processes: the one runner (spawnTool) every method, the agent, PITR
+// and the plugin contract start their tools with (only the conformance kit's
+// sandboxes use execa). A child failure becomes a CommandFailed error with
+// the command (never its secrets: credentials go in files, not argv), the
+// exit code and the line of stderr that says why, the tail as its detail.
 //
 // A child's environment is built from an allowlist (childEnv), never
 // inherited whole: the agent's own environment holds REPLICATOR_DB_PASSWORD,
