@@ -77,29 +77,29 @@ CREATE INDEX events_order ON events (order_id);
 
 /** INSERT ... SELECT of rows [a, b] into `table`, generated server-side. */
 function insertSql(table: Table, a: number, b: number, customers: number): string {
-  const from = `(SELECT g, decode(md5(g::text), 'hex') AS h, decode(md5((g + 1000000000)::text), 'hex') AS h2, md5(g::text) AS m FROM generate_series(${a}, ${b}) g) s`;
+  const from = `(SELECT g, decode(md5(g::text), 'hex') AS h, decode(md5((g + 1000000000)::text), 'hex') AS h2, md5(g::text) AS m FROM generate_series(${a}::bigint, ${b}::bigint) g) s`;
   switch (table) {
     case "customers":
       return `INSERT INTO customers SELECT g,
-        (${FIRST})[1 + g % 16], (${LAST})[1 + (g / 16) % 16],
-        (${FIRST})[1 + g % 16] || '.' || substr(m, 1, 6) || g || '@' || (ARRAY['example.com','mail.test','corp.example','shop.test','web.example'])[1 + g % 5],
+        (${FIRST})[1 + (g % 16)::int], (${LAST})[1 + ((g / 16) % 16)::int],
+        (${FIRST})[1 + (g % 16)::int] || '.' || substr(m, 1, 6) || g || '@' || (ARRAY['example.com','mail.test','corp.example','shop.test','web.example'])[1 + (g % 5)::int],
         (ARRAY['DE','FR','GB','ES','IT','PL','NL','SE','PT','AT','CZ','US'])[1 + get_byte(h, 3) % 12],
         ((get_byte(h, 4) * 65536 + get_byte(h, 5) * 256 + get_byte(h, 6)) % 10000000) / 100.0 - 50000,
         (get_byte(h, 7) * 256 + get_byte(h, 8)) / 655.35,
-        g % 7 <> 0,
+        (g % 7)::int <> 0,
         timestamp '2015-01-01' + ((get_byte(h, 9) * 65536 + get_byte(h, 10) * 256 + get_byte(h, 11)) * 17 % 315360000) * interval '1 second',
-        CASE WHEN g % 3 = 0 THEN NULL ELSE ${text("20 + g % 150")} END
+        CASE WHEN (g % 3)::int = 0 THEN NULL ELSE ${text("20 + (g % 150)::int")} END
         FROM ${from}`;
     case "orders":
       return `INSERT INTO orders SELECT g,
         1 + (g * 7919) % ${customers},
-        (ARRAY['new','paid','shipped','delivered','cancelled'])[1 + g % 5],
+        (ARRAY['new','paid','shipped','delivered','cancelled'])[1 + (g % 5)::int],
         5 + (get_byte(h, 0) * 65536 + get_byte(h, 1) * 256 + get_byte(h, 2)) % 1000000 / 100.0,
         (get_byte(h, 3) * 256 + get_byte(h, 4)) % 10000 / 10000.0 * 0.21,
         1 + get_byte(h, 5) % 20,
         timestamp '2020-01-01' + ((g * 37 + get_byte(h, 6) * 256 + get_byte(h, 7)) % 157680000) * interval '1 second',
         'SKU-' || upper(substr(md5((g % 50000)::text), 1, 10)),
-        CASE WHEN g % 4 = 0 THEN NULL ELSE ${word("h2", 9)} || ' ' || substr(m, 19, 4 + g % 12) END,
+        CASE WHEN (g % 4)::int = 0 THEN NULL ELSE ${word("h2", 9)} || ' ' || substr(m, 19, 4 + (g % 12)::int) END,
         ${text("30 + get_byte(h2, 10) % 120")}
         FROM ${from}`;
     case "events":
@@ -108,8 +108,8 @@ function insertSql(table: Table, a: number, b: number, customers: number): strin
         get_byte(h, 0) % 16,
         timestamp '2020-01-01' + g * interval '7 seconds' + (get_byte(h, 1) * 4) * interval '1 millisecond',
         jsonb_build_object('ip', get_byte(h, 2) || '.' || get_byte(h, 3) || '.' || get_byte(h, 4) || '.' || get_byte(h, 5),
-          'agent', (ARRAY['Mozilla/5.0 (X11; Linux x86_64)','Mozilla/5.0 (Windows NT 10.0; Win64; x64)','curl/8.5.0','okhttp/4.12.0'])[1 + g % 4],
-          'ref', substr(m, 13, 12), 'step', g % 9, 'tags', jsonb_build_array(${word("h2", 1)}, ${word("h2", 3)}))
+          'agent', (ARRAY['Mozilla/5.0 (X11; Linux x86_64)','Mozilla/5.0 (Windows NT 10.0; Win64; x64)','curl/8.5.0','okhttp/4.12.0'])[1 + (g % 4)::int],
+          'ref', substr(m, 13, 12), 'step', (g % 9)::int, 'tags', jsonb_build_array(${word("h2", 1)}, ${word("h2", 3)}))
         FROM ${from}`;
   }
 }
