@@ -25,6 +25,8 @@
 // triggers, routines and events; `databases` or `tables` restore only those.
 import { once } from "node:events";
 import os from "node:os";
+import { mkdtemp, rm } from "node:fs/promises";
+import { join } from "node:path";
 import { PassThrough, type Readable, type Writable } from "node:stream";
 import { badInput, failed } from "../../lib/errors.js";
 import { spawnTool, type ToolChild } from "../../lib/exec.js";
@@ -59,6 +61,7 @@ import {
   type Unit,
 } from "./format.js";
 import { MAX_PROCESSES, planParts, quoteIdent, type TableInfo } from "./plan.js";
+import { PartFeed, SinkGone, SpillBudget, spillFile } from "./feed.js";
 
 const INTEGER_TYPES = ["tinyint", "smallint", "mediumint", "int", "bigint"];
 /** How long the data processes may take to open their snapshots under the lock. */
@@ -73,7 +76,12 @@ export interface ParallelOptions {
   only: RestoreFilter;
   dumpCommand: string;
   clientCommand: string;
+  /** What a restore may keep on disk for clients slower than the stream (bytes; 0: none, the stream waits for the slowest client). */
+  spillBytes: number;
 }
+
+/** The default spill budget of a restore (MiB). */
+export const DEFAULT_SPILL_MB = 2048;
 
 function listOption(v: unknown, name: string): string[] | undefined {
   if (v === undefined) return undefined;
@@ -112,8 +120,14 @@ export function parseParallelOptions(o: Record<string, unknown>): ParallelOption
   if (o.users === true || o.users === "true") {
     throw badInput("InvalidOption", "mysqldump_parallel does not back up accounts (--users); use --method mysqldump --users for that");
   }
+  let spillMb = DEFAULT_SPILL_MB;
+  if (o.spillMb !== undefined) {
+    spillMb = Number(o.spillMb);
+    if (!Number.isInteger(spillMb) || spillMb < 0) throw badInput("InvalidOption", `spillMb must be a whole number of MiB, 0 or more (got ${JSON.stringify(o.spillMb)})`);
+  }
   return {
     threads,
+    spillBytes: spillMb * 1024 * 1024,
     lock: parseLockOption(o.lock),
     databases: parseDatabasesOption(o.databases),
     only: parseRestoreFilter(o),
@@ -370,8 +384,7 @@ async function startBackup(ctx: BackupContext): Promise<BackupRun> {
 
 interface Client {
   child: ToolChild;
-  stdin: Writable;
-  exited: boolean;
+  feed: PartFeed;
 }
 
 /** Pure: whether a restore with these filters loads `unit` of a part of `kind`. */
@@ -389,6 +402,8 @@ export function includeUnit(kind: PlanPart["kind"], unit: Unit, opts: RestoreFil
 async function restoreStream(ctx: RestoreContext, input: Readable): Promise<void> {
   const opts = { ...parseParallelOptions(ctx.options), ...parseRestoreFilter(ctx.options) };
   const creds = await writeDefaultsFile(ctx.target);
+  const spillDir = await mkdtemp(join(os.tmpdir(), "replicator-restore-"));
+  const budget = new SpillBudget(opts.spillBytes);
   const clients = new Map<number, Client>();
   const units = new Map<string, boolean>();
   const held = new Map<number, Buffer[]>();
@@ -418,18 +433,30 @@ async function restoreStream(ctx: RestoreContext, input: Readable): Promise<void
     ];
     const child = spawnTool(opts.clientCommand, args, { stdin: "pipe", stdout: "ignore", signal: ctx.signal, what: `load part ${part.id} (${part.kind}${part.db ? ` of ${part.db}` : ""}) into the target` });
     if (!child.stdin) throw new Error(`${opts.clientCommand} started without a stdin`);
-    const c: Client = { child, stdin: child.stdin, exited: false };
-    void child.exit.then(() => { c.exited = true; });
+    const c: Client = { child, feed: new PartFeed(child.stdin, child.exit, spillFile(spillDir, part.id), budget) };
+    c.feed.done.catch(() => undefined);
     clients.set(part.id, c);
     return c;
   };
 
-  const write = async (c: Client, bytes: Buffer): Promise<void> => {
-    if (!c.exited && c.stdin.write(bytes)) return;
-    if (!c.exited) await Promise.race([once(c.stdin, "drain"), c.child.exit]);
-    if (c.exited) {
-      // Gone before its input ended: its own error says why (or it stopped reading early).
+  /** A client's end: its feed written, its process exited 0; else the client's own error (or why it stopped reading early). */
+  const finished = async (c: Client): Promise<void> => {
+    try {
+      await c.feed.done;
+    } catch (err) {
+      if (!(err instanceof SinkGone)) throw err;
       await c.child.done;
+      throw failed("LoadFailed", `${opts.clientCommand} exited before its part of the backup was loaded`);
+    }
+    await c.child.done;
+  };
+
+  const write = async (c: Client, bytes: Buffer): Promise<void> => {
+    try {
+      await c.feed.push(bytes);
+    } catch (err) {
+      if (!(err instanceof SinkGone)) throw err;
+      await finished(c);
       throw failed("LoadFailed", `${opts.clientCommand} exited before its part of the backup was loaded`);
     }
   };
@@ -439,11 +466,11 @@ async function restoreStream(ctx: RestoreContext, input: Readable): Promise<void
     const have = clients.get(part.id);
     if (have) return have;
     if (part.kind === "data") {
-      schemaDone ??= Promise.all([...clients.entries()].filter(([id]) => partOf(id).kind === "schema").map(([, c]) => { c.stdin.end(); return c.child.done; })).then(() => undefined);
+      schemaDone ??= Promise.all([...clients.entries()].filter(([id]) => partOf(id).kind === "schema").map(([, c]) => { c.feed.end(); return finished(c); })).then(() => undefined);
       await schemaDone;
     } else if (part.kind === "post") {
       schemaDone ??= Promise.resolve();
-      dataDone ??= Promise.all([...clients.entries()].filter(([id]) => partOf(id).kind !== "post").map(([, c]) => { c.stdin.end(); return c.child.done; })).then(() => undefined);
+      dataDone ??= Promise.all([...clients.entries()].filter(([id]) => partOf(id).kind !== "post").map(([, c]) => { c.feed.end(); return finished(c); })).then(() => undefined);
       await dataDone;
     }
     const c = startClient(part);
@@ -498,7 +525,7 @@ async function restoreStream(ctx: RestoreContext, input: Readable): Promise<void
       const c = clients.get(part);
       if (!c) return;
       if (partOf(part).kind === "data") await write(c, Buffer.from("\nCOMMIT;\n"));
-      c.stdin.end();
+      c.feed.end();
     },
     end: () => undefined,
   });
@@ -506,18 +533,22 @@ async function restoreStream(ctx: RestoreContext, input: Readable): Promise<void
   try {
     for await (const chunk of input) await reader.push(chunk as Buffer);
     reader.finish();
-    for (const c of clients.values()) c.stdin.end();
-    await Promise.all([...clients.values()].map((c) => c.child.done));
+    for (const c of clients.values()) c.feed.end();
+    await Promise.all([...clients.values()].map(finished));
     ctx.log.info({ clients: clients.size, tables: loadedTables }, "parallel load done");
   } catch (err) {
-    for (const c of clients.values()) c.child.kill();
-    await Promise.allSettled([...clients.values()].map((c) => c.child.exit));
+    for (const c of clients.values()) {
+      c.feed.abort();
+      c.child.kill();
+    }
+    await Promise.allSettled([...clients.values()].flatMap((c) => [c.child.exit, c.feed.done]));
     // A client that failed says why better than the broken pipe it left behind.
     const failedClient = await firstFailure([...clients.values()]);
     if (err instanceof FormatError) throw failed("CorruptBackup", `backup ${ctx.manifest.name}: ${err.message}`);
     throw failedClient ?? err;
   } finally {
     await creds.cleanup();
+    await rm(spillDir, { recursive: true, force: true });
   }
 }
 
