@@ -5,7 +5,7 @@ import http from "node:http";
 import { hostname } from "node:os";
 import { createLogger } from "../lib/log.js";
 import { oneLine } from "../lib/errors.js";
-import { createKubeRest, fencedRest, loadKubeConfig } from "../kube/rest.js";
+import { createKubeRest, fencedRest, loadKubeAccess } from "../kube/rest.js";
 import { LeaderElector, REQUEST_TIMEOUT_MS, leaseClient } from "./leader.js";
 import { Metrics } from "./metrics.js";
 import { Operator } from "./operator.js";
@@ -14,7 +14,8 @@ const env = process.env;
 const log = createLogger({ name: "replicator-operator", level: env.LOG_LEVEL ?? "info" });
 
 async function main(): Promise<void> {
-  const kc = loadKubeConfig(env.KUBECONFIG);
+  // In a pod (and with a plain kubeconfig) this reads the credentials without loading client-node.
+  const kc = await loadKubeAccess(env.KUBECONFIG);
   const apiRest = await createKubeRest(kc);
   // Leader election gets its own client, as client-go advises: a fresh
   // connection per request and a timeout under the renew deadline, so a
