@@ -67,6 +67,7 @@ async function main(): Promise<void> {
     } else if (req.url === "/metrics") {
       metrics.set("replicator_leader", {}, leader ? 1 : 0);
       operator.recordInformerStats();
+      metrics.processMemory();
       res.writeHead(200, { "Content-Type": "text/plain; version=0.0.4" }).end(metrics.render());
     } else {
       res.writeHead(404).end();

@@ -27,6 +27,10 @@ export class Metrics {
     replicator_informer_watchdog_restarts_total: ["Watches restarted because they were silent for twice their timeout.", "counter"],
     replicator_informer_resyncs_total: ["Resyncs from the informer's cache (no API request).", "counter"],
     replicator_storage_listings_total: ["Catalog syncs that listed a repository's storage.", "counter"],
+    process_resident_memory_bytes: ["Resident memory size in bytes.", "gauge"],
+    nodejs_heap_size_used_bytes: ["V8 heap in use (JavaScript objects), in bytes.", "gauge"],
+    nodejs_heap_size_total_bytes: ["V8 heap reserved, in bytes.", "gauge"],
+    nodejs_external_memory_bytes: ["Memory of C++ objects bound to JavaScript objects (Buffers included), in bytes.", "gauge"],
   };
 
   /** Set a counter that is kept elsewhere (an informer's own totals). */
@@ -72,6 +76,14 @@ export class Metrics {
 
   restoreFinished(namespace: string, result: "succeeded" | "failed"): void {
     this.inc("replicator_restores_total", { namespace, result });
+  }
+
+  /** The process's memory, as prom-client names it: RSS against the JavaScript heap tells code and native memory from objects. */
+  processMemory(m: NodeJS.MemoryUsage = process.memoryUsage()): void {
+    this.set("process_resident_memory_bytes", {}, m.rss);
+    this.set("nodejs_heap_size_used_bytes", {}, m.heapUsed);
+    this.set("nodejs_heap_size_total_bytes", {}, m.heapTotal);
+    this.set("nodejs_external_memory_bytes", {}, m.external);
   }
 
   render(): string {
