@@ -480,21 +480,24 @@ async function mariadbBench(work: string, s3: S3Server): Promise<BenchPart> {
       });
     }
   }
-  for (const [where, repository, env, tag] of [["file://", `file://${fileRepo}`, {}, "file"], ["S3 versitygw", "s3://bench/replicator", s3.env, "s3"]] as const) {
-    logicalRestores.push({
-      name: `replicator restore (mysqldump_parallel, ${THREADS} threads) ← ${where}`,
-      run: async (row) => {
-        const b = backups.find((x) => x.name === `replicator backup --method mysqldump_parallel --threads ${THREADS} → ${where}`);
-        need(b);
-        row.bytes = b?.bytes;
-        await intoFresh(row, `restore-parallel-${tag}`, async (t) => {
-          const j = await replicator(["restore", "--target", t.url, "--repository", repository, "--cluster", "bench-parallel"], env, cwd);
-          noteRss(row, j);
-          return `CLI ${fmt((j.durationMs ?? 0) / 1000, 2)} s; `;
-        });
-        return row.seconds ?? NaN;
-      },
-    });
+  // The other build ([before]) restores the same parallel backups (this build's).
+  for (const c of clis) {
+    for (const [where, repository, env, tag] of [["file://", `file://${fileRepo}`, {}, "file"], ["S3 versitygw", "s3://bench/replicator", s3.env, "s3"]] as const) {
+      logicalRestores.push({
+        name: `replicator restore (mysqldump_parallel, ${THREADS} threads) ← ${where}${c.tag}`,
+        run: async (row) => {
+          const b = backups.find((x) => x.name === `replicator backup --method mysqldump_parallel --threads ${THREADS} → ${where}`);
+          need(b);
+          row.bytes = b?.bytes;
+          await intoFresh(row, `restore-parallel-${tag}`, async (t) => {
+            const j = await replicator(["restore", "--target", t.url, "--repository", repository, "--cluster", "bench-parallel"], env, cwd, c.main);
+            noteRss(row, j);
+            return `CLI ${fmt((j.durationMs ?? 0) / 1000, 2)} s; `;
+          });
+          return row.seconds ?? NaN;
+        },
+      });
+    }
   }
   logicalRestores.push({
     name: `myloader (threads=${THREADS})`,
