@@ -93,7 +93,7 @@ export const backupSpecSchema = z.object({
     .string()
     .optional()
     .describe(
-      "A built-in method (mysqldump, mariabackup, volumesnapshot); defaults to the repository's. mariabackup runs on the source pod's node with its data volume mounted; volumesnapshot is run by the operator: a CSI VolumeSnapshot of the source's data volume under FLUSH TABLES WITH READ LOCK (options lockTimeoutSeconds, readyTimeoutSeconds, volumeSnapshotClassName).",
+      "A built-in method (mysqldump, mysqldump_parallel, mariabackup, volumesnapshot; pg_dump, pg_basebackup for PostgreSQL); defaults to the repository's. mysqldump_parallel dumps with several processes from one snapshot (option threads) and restores over several connections; mariabackup runs on the source pod's node with its data volume mounted; volumesnapshot is run by the operator: a CSI VolumeSnapshot of the source's data volume under FLUSH TABLES WITH READ LOCK (options lockTimeoutSeconds, readyTimeoutSeconds, volumeSnapshotClassName).",
     ),
   image: z.string().optional().describe("A third-party plugin image that implements docs/plugins.md."),
   options: z.record(z.string(), z.string()).default({}).describe("Method options, e.g. lock: ftwrl."),
