@@ -3,9 +3,13 @@
 // versitygw, and the operator as its own process with production defaults):
 //
 //   1. the operator's RSS (VmRSS, and VmHWM = its peak so far, from
-//      /proc/<pid>/status) idle; with 1,000 ReplicatorBackup resources (1,000
+//      /proc/<pid>/status) and its JavaScript heap (used / reserved, from its
+//      /metrics) idle; with 1,000 ReplicatorBackup resources (1,000
 //      backups written into the S3 server and mirrored by catalog sync); and with
-//      those 1,000 resources plus 10,000 backups stored in the repository;
+//      those 1,000 resources plus 10,000 backups stored in the repository; and
+//      every second of the idle window (median, highest). The operator runs with
+//      the chart's NODE_OPTIONS (values.yaml nodeOptions; BENCH_NODE_OPTIONS
+//      overrides, "" for none);
 //   2. the time from applying one new ReplicatorBackup to its Job existing
 //      (median of BENCH_JOB_RUNS, default 5), while those resources exist;
 //   3. `replicator list` of 10,000 backups in the S3 server (the built CLI,
@@ -31,7 +35,9 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { loadavg, tmpdir } from "node:os";
 import path from "node:path";
 import { PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
-import { mariadbStatefulSet, repoRoot, startE2eEnv, type E2eEnv } from "../test/harness/e2e-env.js";
+import { parse as parseYaml } from "yaml";
+import { AGENT_IMAGE, mariadbStatefulSet, repoRoot, startE2eEnv, type E2eEnv } from "../test/harness/e2e-env.js";
+import { startOperator } from "../test/harness/operator.js";
 import { startFaultProxy, type FaultProxy } from "../test/harness/s3-fault-proxy.js";
 import { median, syntheticBackup, writeSyntheticFiles } from "./synthetic.js";
 
@@ -43,16 +49,36 @@ const STORED = Number(process.env.BENCH_STORED ?? "10000");
 const IDLE_S = Number(process.env.BENCH_IDLE_SECONDS ?? "600");
 const JOB_RUNS = Number(process.env.BENCH_JOB_RUNS ?? "5");
 const LIST_RUNS = Number(process.env.BENCH_LIST_RUNS ?? "3");
+/**
+ * The operator's NODE_OPTIONS (V8 heap flags): the chart's default (values.yaml `nodeOptions`, what a user
+ * deploys), or BENCH_NODE_OPTIONS ("" for none). The harness starts the operator without them.
+ */
+async function nodeOptions(): Promise<string> {
+  if (process.env.BENCH_NODE_OPTIONS !== undefined) return process.env.BENCH_NODE_OPTIONS;
+  const values = parseYaml(await readFile(path.join(repoRoot, "charts/replicator-operator/values.yaml"), "utf8")) as { nodeOptions?: string };
+  return values.nodeOptions ?? "";
+}
+
 const crPath = (plural: string, name?: string): string => `/apis/replicator.dev/v1alpha1/namespaces/${NS}/${plural}${name ? `/${name}` : ""}`;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const log = (msg: string): void => {
   process.stderr.write(`[${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
 };
 
-async function memory(pid: number): Promise<{ rssMb: number; hwmMb: number }> {
-  const s = await readFile(`/proc/${pid}/status`, "utf8");
+interface Memory {
+  rssMb: number;
+  hwmMb: number;
+  /** The V8 heap (JavaScript objects) in use and reserved, from the operator's /metrics (NaN from an operator without them). */
+  heapUsedMb: number;
+  heapTotalMb: number;
+}
+
+async function memory(env: E2eEnv): Promise<Memory> {
+  const s = await readFile(`/proc/${env.operator.pid}/status`, "utf8");
   const kb = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, "m").exec(s)?.[1] ?? NaN);
-  return { rssMb: kb("VmRSS") / 1024, hwmMb: kb("VmHWM") / 1024 };
+  const text = await (await fetch(`${env.operator.healthUrl}/metrics`)).text();
+  const gauge = (name: string): number => Number(new RegExp(`^${name} (\\d+)$`, "m").exec(text)?.[1] ?? NaN) / 1048576;
+  return { rssMb: kb("VmRSS") / 1024, hwmMb: kb("VmHWM") / 1024, heapUsedMb: gauge("nodejs_heap_size_used_bytes"), heapTotalMb: gauge("nodejs_heap_size_total_bytes") };
 }
 
 /**
@@ -135,11 +161,17 @@ async function main(): Promise<void> {
   const out: string[] = [];
   const env = await startE2eEnv();
   let proxy: FaultProxy | undefined;
+  const nodeOpts = await nodeOptions();
   try {
+    if (nodeOpts) {
+      // The same operator process, with the flags the chart gives it.
+      await env.operator.stop();
+      env.operator = await startOperator({ kubeconfig: env.operatorKubeconfig, agentImage: AGENT_IMAGE, podNamespace: env.operatorNamespace, env: { NODE_OPTIONS: nodeOpts } });
+    }
     const pid = env.operator.pid;
     log(`bench up (operator pid ${pid}); settling 20 s`);
     await sleep(20_000);
-    const idleMem = await memory(pid);
+    const idleMem = await memory(env);
 
     // The namespace, as setUpNamespace makes it, but with the repository's endpoint on the counting proxy.
     proxy = await startFaultProxy(env.s3.endpoint);
@@ -181,7 +213,7 @@ spec:
     const importS = (Date.now() - i0) / 1000;
     log(`catalog sync mirrored ${IMPORTED} resources in ${importS.toFixed(1)} s; settling 20 s`);
     await sleep(20_000);
-    const mem1k = await memory(pid);
+    const mem1k = await memory(env);
 
     w0 = Date.now();
     await writeBackups(env, s3, IMPORTED, STORED, true);
@@ -189,7 +221,7 @@ spec:
     await env.waitFor(`a sync listing ${STORED} backups`, async () => ((await repoStatus(env)).backups === STORED ? true : undefined), 900_000);
     const resources = await countBackups(env);
     await sleep(20_000);
-    const mem10k = await memory(pid);
+    const mem10k = await memory(env);
     log(`synced: ${resources} resources, ${STORED} stored; RSS ${mem10k.rssMb.toFixed(1)} MiB`);
 
     // A new ReplicatorBackup → its Job, while the resources exist. Each backup finishes before the next
@@ -224,7 +256,7 @@ spec:
       }, 300_000);
       if (st.phase !== "Completed") log(`${name} ended ${st.phase}: ${st.message ?? ""}`);
     }
-    const memAfterJobs = await memory(pid);
+    const memAfterJobs = await memory(env);
 
     // replicator list of the STORED backups (direct to the S3 server, not through the proxy), with a
     // manifest cache directory of its own: the first run finds it empty (cold: it reads every manifest
@@ -248,31 +280,40 @@ spec:
     log(`idle window: ${IDLE_S} s`);
     const before = await operatorCounters(env);
     const r0 = proxy.requests.length;
-    await sleep(IDLE_S * 1000);
+    // RSS every second: its highest and its median over the window (a catalog sync a minute; the
+    // garbage of each stays until a major GC, so one reading can land anywhere in that cycle).
+    const idleRss: number[] = [];
+    const idleEnd = Date.now() + IDLE_S * 1000;
+    while (Date.now() < idleEnd) {
+      idleRss.push((await memory(env)).rssMb);
+      await sleep(1000);
+    }
     const after = await operatorCounters(env);
     const reqs = proxy.requests.slice(r0);
-    const memIdleEnd = await memory(pid);
+    const memIdleEnd = await memory(env);
     const delta = (k: string): number => (after.get(k) ?? 0) - (before.get(k) ?? 0);
     const byOp = new Map<string, number>();
     for (const r of reqs) byOp.set(r.op, (byOp.get(r.op) ?? 0) + 1);
 
     const f1 = (n: number): string => n.toFixed(1);
+    const heap = (m: Memory): string => (Number.isNaN(m.heapUsedMb) ? "–" : `${f1(m.heapUsedMb)} / ${f1(m.heapTotalMb)}`);
     out.push(
       `# Operator bench (${new Date().toISOString()})`,
       "",
-      `Operator: node dist/operator/main.js, production defaults (resync, leader election, syncIntervalSeconds 60), LOG_LEVEL=debug (the harness's).`,
+      `Operator: node dist/operator/main.js, production defaults (resync, leader election, syncIntervalSeconds 60), LOG_LEVEL=debug (the harness's), NODE_OPTIONS=${nodeOpts ? `"${nodeOpts}"` : "(none)"}.`,
       `Stored backups: synthetic manifests + 13-byte data objects in versitygw (cluster "${CLUSTER}", written ${process.env.BENCH_WRITE === "sdk" ? "with PutObject" : "as files into its posix directory"}); the first ${IMPORTED} mirrored by catalog sync,`,
       `the rest dated in the future so the sync lists them but does not import them. Host: ${process.env.BENCH_HOST_NOTE ?? "2 shared cores"}.`,
       "",
       "## Memory (operator process, /proc/<pid>/status)",
       "",
-      "| State | ReplicatorBackup resources | Stored backups | VmRSS MiB | VmHWM MiB (peak so far) | Target |",
-      "|---|---:|---:|---:|---:|---|",
-      `| idle, nothing to watch (20 s after start) | 0 | 0 | ${f1(idleMem.rssMb)} | ${f1(idleMem.hwmMb)} | |`,
-      `| ${IMPORTED} resources mirrored (20 s after the last) | ${IMPORTED} | ${IMPORTED} | ${f1(mem1k.rssMb)} | ${f1(mem1k.hwmMb)} | |`,
-      `| + ${STORED} stored, after a sync listed them all | ${resources} | ${STORED} | ${f1(mem10k.rssMb)} | ${f1(mem10k.hwmMb)} | RSS ≤ 150 MB |`,
-      `| after ${JOB_RUNS} backups run | ${resources + JOB_RUNS} | ${STORED} + ${JOB_RUNS} | ${f1(memAfterJobs.rssMb)} | ${f1(memAfterJobs.hwmMb)} | |`,
-      `| end of the ${IDLE_S} s idle window | ${resources + JOB_RUNS} | ${STORED} + ${JOB_RUNS} | ${f1(memIdleEnd.rssMb)} | ${f1(memIdleEnd.hwmMb)} | RSS ≤ 150 MB |`,
+      "| State | ReplicatorBackup resources | Stored backups | VmRSS MiB | VmHWM MiB (peak so far) | JS heap used / reserved MiB | Target |",
+      "|---|---:|---:|---:|---:|---:|---|",
+      `| idle, nothing to watch (20 s after start) | 0 | 0 | ${f1(idleMem.rssMb)} | ${f1(idleMem.hwmMb)} | ${heap(idleMem)} | |`,
+      `| ${IMPORTED} resources mirrored (20 s after the last) | ${IMPORTED} | ${IMPORTED} | ${f1(mem1k.rssMb)} | ${f1(mem1k.hwmMb)} | ${heap(mem1k)} | |`,
+      `| + ${STORED} stored, after a sync listed them all | ${resources} | ${STORED} | ${f1(mem10k.rssMb)} | ${f1(mem10k.hwmMb)} | ${heap(mem10k)} | RSS ≤ 150 MB (143.1 MiB) |`,
+      `| after ${JOB_RUNS} backups run | ${resources + JOB_RUNS} | ${STORED} + ${JOB_RUNS} | ${f1(memAfterJobs.rssMb)} | ${f1(memAfterJobs.hwmMb)} | ${heap(memAfterJobs)} | |`,
+      `| end of the ${IDLE_S} s idle window | ${resources + JOB_RUNS} | ${STORED} + ${JOB_RUNS} | ${f1(memIdleEnd.rssMb)} | ${f1(memIdleEnd.hwmMb)} | ${heap(memIdleEnd)} | RSS ≤ 150 MB (143.1 MiB) |`,
+      `| idle window, RSS each second: median / highest | ${resources + JOB_RUNS} | ${STORED} + ${JOB_RUNS} | ${f1(median(idleRss))} / ${f1(Math.max(...idleRss))} | | | RSS ≤ 150 MB (143.1 MiB) |`,
       "",
       `Catalog sync mirrored ${IMPORTED} backups as resources in ${f1(importS)} s (from applying the repository).`,
       "",

@@ -258,6 +258,7 @@ describe("helm template: default values", () => {
       { name: "AGENT_LOG_LEVEL", value: "info" },
       { name: "LOG_LEVEL", value: "info" },
       { name: "HEALTH_ADDR", value: "0.0.0.0:8080" },
+      { name: "NODE_OPTIONS", value: "--max-old-space-size=256 --max-semi-space-size=2" },
       { name: "LEADER_ELECT", value: "true" },
       { name: "LEADER_ELECTION_ID", value: "replicator-operator" },
       { name: "POD_NAME", valueFrom: { fieldRef: { fieldPath: "metadata.name" } } },
