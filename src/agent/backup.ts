@@ -144,9 +144,9 @@ export async function runBackup(req: BackupRequest): Promise<BackupResult> {
     const key = req.repo.key(name, objectName);
     const progressLabel = `backup ${name}`;
     const tool = req.compression === "zstd" && (await zstdToolAvailable(log));
-    // A logical method that streams through the agent is compressed by the zstd tool too (fed
-    // from here). Physical methods keep zlib for now: their datadir restore reads through zlib,
-    // and tells a corrupt object from a failed extract by zlib's frame layout (see postgres.test).
+    // A method with backupPiped writes into the zstd tool itself (mariabackup, pg_basebackup); a
+    // logical method that streams through the agent is compressed by the zstd tool too (fed from
+    // here). A physical method without backupPiped keeps zlib.
     const backupPiped = tool ? (method.backupPiped?.bind(method) ?? (method.kind === "logical" ? fedFromAgent(method) : undefined)) : undefined;
     const piped = backupPiped !== undefined;
     const sent = backupPiped

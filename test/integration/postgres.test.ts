@@ -9,6 +9,7 @@ import { createHash } from "node:crypto";
 import { chown, mkdtemp, readFile, readdir, rm, stat, truncate, writeFile } from "node:fs/promises";
 import { hostname, tmpdir } from "node:os";
 import path from "node:path";
+import { constants as zlibConstants, zstdCompressSync, zstdDecompressSync } from "node:zlib";
 import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CLI, type CliResult } from "../harness/cli.js";
@@ -102,16 +103,28 @@ async function cutShortConsistently(cluster: string, name: string, object: strin
   await rewriteConsistently(cluster, name, object, (b) => b.subarray(0, keep(b.length)));
 }
 
-async function rewriteConsistently(cluster: string, name: string, object: string, change: (b: Buffer) => Buffer): Promise<void> {
+async function rewriteConsistently(cluster: string, name: string, object: string, change: (b: Buffer) => Buffer, rawSize?: number): Promise<void> {
   const dir = backupDir(cluster, name);
   const file = path.join(dir, object);
   const bytes = change(await readFile(file));
   await writeFile(file, bytes);
   const manifestFile = path.join(dir, "manifest.json");
-  const manifest = JSON.parse(await readFile(manifestFile, "utf8")) as { objects: { name: string; size: number; sha256: string }[] };
+  const manifest = JSON.parse(await readFile(manifestFile, "utf8")) as { objects: { name: string; size: number; sha256: string; rawSize?: number }[] };
   manifest.objects[0]!.size = bytes.length;
   manifest.objects[0]!.sha256 = createHash("sha256").update(bytes).digest("hex");
+  if (rawSize !== undefined) manifest.objects[0]!.rawSize = rawSize;
   await writeFile(manifestFile, JSON.stringify(manifest));
+}
+
+/**
+ * Replace a stored zstd object by the same raw bytes changed by `change` and compressed again (by
+ * the agent's in-process zstd, as backups before the zstd tool were written, or by the zstd tool),
+ * with a manifest that matches: well-formed zstd whatever the content.
+ */
+async function recompressConsistently(cluster: string, name: string, object: string, by: "zlib" | "tool", change: (raw: Buffer) => Buffer = (b) => b): Promise<void> {
+  const raw = change(zstdDecompressSync(await readFile(path.join(backupDir(cluster, name), object))));
+  const packed = by === "zlib" ? zstdCompressSync(raw, { params: { [zlibConstants.ZSTD_c_checksumFlag]: 1 } }) : (await execa("zstd", ["-3", "-c"], { input: raw, encoding: "buffer" })).stdout;
+  await rewriteConsistently(cluster, name, object, () => Buffer.from(packed), raw.length);
 }
 
 beforeAll(async () => {
@@ -384,48 +397,73 @@ describe("pg_basebackup: a physical backup of the whole cluster", () => {
     expect(await readdir(empty)).toEqual([]);
   });
 
-  it("refuses a truncated or corrupt object with a clear message, and leaves the sentinel so the next restore wipes and redoes it", async () => {
+  it("refuses a truncated or corrupt object as corrupt (never as a failed extract), leaves the sentinel so the next restore wipes and redoes it, and restores a backup written by the in-process zstd", async () => {
     const cluster = "pgb-corrupt";
     const b = await cli(["backup", "--source", url(primary), "--method", "pg_basebackup", "--repository", repo, "--cluster", cluster, "--json"]);
     expect(b.exitCode).toBe(0);
+    const atThis = await fixture.checksums(primary);
     const bad = b.json!.name as string;
     const file = path.join(backupDir(cluster, bad), "data.tar.zst");
+    const manifestFile = path.join(backupDir(cluster, bad), "manifest.json");
     const good = await readFile(file);
+    const goodManifest = await readFile(manifestFile);
+    const restoreBad = (): Promise<CliResult> => cli(["restore", "--datadir", target.datadir, "--repository", repo, "--cluster", cluster]);
+    const putBack = async (): Promise<void> => {
+      await writeFile(file, good);
+      await writeFile(manifestFile, goodManifest);
+    };
     const size = good.length;
     await truncate(file, 4096);
     const target = await sandbox({ empty: true });
-    const r1 = await cli(["restore", "--datadir", target.datadir, "--repository", repo, "--cluster", cluster]);
+    const r1 = await restoreBad();
     expect(r1.exitCode).toBe(1);
     expect(r1.stderr).toContain(`data.tar.zst is 4096 bytes but the manifest says ${size}`);
     expect(await readdir(target.datadir)).toEqual([".replicator-restore-in-progress"]);
 
-    // Damaged, with a manifest that matches: zstd fails part way, after
-    // some of the tar is extracted.
-    const manifestFile = path.join(backupDir(cluster, bad), "manifest.json");
-    const goodManifest = await readFile(manifestFile);
-    await writeFile(file, good);
+    // Damaged, with a manifest that matches: zstd's frame (a block, or its
+    // checksum) gives it away, whatever tar made of the bytes it was fed.
+    await putBack();
     await damageConsistently(cluster, bad, "data.tar.zst");
-    const r2 = await cli(["restore", "--datadir", target.datadir, "--repository", repo, "--cluster", cluster]);
+    const r2 = await restoreBad();
     expect(r2.exitCode).toBe(1);
     expect(r2.stderr).toMatch(/does not decompress .*the stored object is corrupt/);
     expect(await readdir(target.datadir)).toContain(".replicator-restore-in-progress");
 
-    // Cut short with a matching manifest: tar, or the missing backup_manifest
-    // (the archive's last member), gives it away.
-    await writeFile(file, good);
-    await writeFile(manifestFile, goodManifest);
+    // Cut short with a matching manifest: zstd's frame has no end.
+    await putBack();
     await cutShortConsistently(cluster, bad, "data.tar.zst", (n) => Math.floor(n / 2));
-    const r3 = await cli(["restore", "--datadir", target.datadir, "--repository", repo, "--cluster", cluster]);
+    const r3 = await restoreBad();
     expect(r3.exitCode).toBe(1);
-    expect(r3.stderr).toMatch(/ends early.*the stored backup is incomplete/);
+    expect(r3.stderr).toMatch(/does not decompress .*the stored object is corrupt/);
     expect(await readdir(target.datadir)).toContain(".replicator-restore-in-progress");
 
-    // A server container that checks for the sentinel never starts on this; a redo wipes it.
-    const redo = await cli(["restore", "--datadir", target.datadir, "--repository", repo, "--cluster", "pgb", "--json"]);
+    // Well-formed zstd around a cut-short archive (a faulty writer): tar, or
+    // the missing backup_manifest (the archive's last member), gives it away.
+    // Cut mid-member, and cut at the member boundary before backup_manifest.
+    const raw = zstdDecompressSync(good);
+    const lastMember = raw.lastIndexOf(Buffer.from("backup_manifest\0"));
+    expect(lastMember).toBeGreaterThan(0);
+    expect(lastMember % 512).toBe(0);
+    for (const keep of [Math.floor(raw.length / 2), lastMember]) {
+      await putBack();
+      await recompressConsistently(cluster, bad, "data.tar.zst", "tool", (r) => r.subarray(0, keep));
+      const r4 = await restoreBad();
+      expect(r4.exitCode).toBe(1);
+      expect(r4.stderr).toMatch(/ends early.*the stored backup is incomplete/);
+      expect(await readdir(target.datadir)).toContain(".replicator-restore-in-progress");
+    }
+
+    // A server container that checks for the sentinel never starts on this;
+    // a redo wipes it. The object is the one the agent's in-process zstd
+    // would have written (older backups): the zstd tool restores it.
+    await putBack();
+    await recompressConsistently(cluster, bad, "data.tar.zst", "zlib");
+    const redo = await cli(["restore", "--datadir", target.datadir, "--repository", repo, "--cluster", cluster, "--json"]);
     expect(redo.exitCode, redo.stderr).toBe(0);
     expect(redo.json!.warnings).toContain("the data directory holds an unfinished restore (its sentinel was found); it was wiped and the restore redone");
+    expect(redo.json!.replication).toEqual(b.json!.replication);
     await target.start();
-    expect(await fixture.checksums(target)).toEqual(atBackup);
+    expect(await fixture.checksums(target)).toEqual(atThis);
     await target.destroy();
   });
 
