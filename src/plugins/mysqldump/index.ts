@@ -20,7 +20,7 @@ import { Transform, type Readable } from "node:stream";
 import { badInput } from "../../lib/errors.js";
 import { spawnTool } from "../../lib/exec.js";
 import { feedChild, outputOf } from "../../lib/child-streams.js";
-import { runCleanup as runStack, settleOutcome, undoOnFailure, type CleanupStack } from "../../lib/cleanup.js";
+import { settleOutcome, undoOnFailure, type CleanupStack } from "../../lib/cleanup.js";
 import { connect, queryRows, withConn, type Conn } from "../../db/connection.js";
 import { SYSTEM_SCHEMAS } from "../../db/schemas.js";
 import { asBackupPrivilegeError, quoteAccount } from "../../db/privileges.js";
@@ -238,9 +238,8 @@ export interface DumpSource {
   role: BackupOutcome["role"];
   /** host:port or the socket, for messages. */
   at: string;
-  /** Undone in reverse order by runCleanup (closing the control connection last). */
+  /** Undone in reverse order (closing the control connection last) by the run's settleOutcome or undoOnFailure. */
   cleanup: CleanupStack;
-  runCleanup: () => Promise<void>;
   /** `fn`, with a refused statement (ours or mariadb-dump's) reported as the privilege and the GRANT it needs. */
   privileged: <T>(what: string, fn: () => Promise<T>) => Promise<T>;
 }
@@ -249,7 +248,6 @@ export interface DumpSource {
 export async function openDumpSource(ctx: BackupContext): Promise<DumpSource> {
   const control = await connect(ctx.source, "source");
   const cleanup: CleanupStack = [async () => { await control.end().catch(() => undefined); }];
-  const runCleanup = (): Promise<void> => runStack(cleanup);
   const at = ctx.source.socket ?? `${ctx.source.host}:${ctx.source.port}`;
   let account = `'${ctx.source.user}'@'%'`;
   const privileged = async <T>(what: string, fn: () => Promise<T>): Promise<T> => {
@@ -264,7 +262,7 @@ export async function openDumpSource(ctx: BackupContext): Promise<DumpSource> {
     if (me?.u) account = quoteAccount(me.u);
     const info = await privileged("read the server's role (SHOW SLAVE STATUS)", () => getServerInfo(control));
     const role: BackupOutcome["role"] = info.isSlave ? "slave" : info.logBin ? "master" : "standalone";
-    return { control, info, role, at, cleanup, runCleanup, privileged };
+    return { control, info, role, at, cleanup, privileged };
   });
 }
 

@@ -30,6 +30,7 @@ import { join } from "node:path";
 import { PassThrough, type Readable, type Writable } from "node:stream";
 import { badInput, failed } from "../../lib/errors.js";
 import { spawnTool, type ToolChild } from "../../lib/exec.js";
+import { settleOutcome, undoOnFailure } from "../../lib/cleanup.js";
 import { queryRows, type Conn } from "../../db/connection.js";
 import { SYSTEM_SCHEMAS } from "../../db/schemas.js";
 import { writeDefaultsFile, type DefaultsFile } from "../../db/defaults-file.js";
@@ -264,8 +265,8 @@ async function readTables(c: Conn, databases: string[], threads: number): Promis
 
 async function startBackup(ctx: BackupContext): Promise<BackupRun> {
   const opts = parseParallelOptions(ctx.options);
-  const { control, info, role, at, cleanup, runCleanup, privileged } = await openDumpSource(ctx);
-  try {
+  const { control, info, role, at, cleanup, privileged } = await openDumpSource(ctx);
+  return undoOnFailure(cleanup, async (): Promise<BackupRun> => {
     const all = (await queryRows<{ s: string }>(control, "SELECT schema_name AS s FROM information_schema.schemata WHERE schema_name NOT IN (?) ORDER BY schema_name", [SYSTEM_SCHEMAS])).map((r) => r.s);
     let databases = all;
     if (opts.databases) {
@@ -295,7 +296,7 @@ async function startBackup(ctx: BackupContext): Promise<BackupRun> {
     const w = new FrameWriter(out);
     ctx.log.info({ threads: opts.threads, parts: plan.parts.length, dataProcesses: processes, lock, role, tables: tables.length }, "parallel dump started");
 
-    const outcome = (async (): Promise<BackupOutcome> => {
+    const outcome = settleOutcome(cleanup, async (): Promise<BackupOutcome> => {
       const running: RunningPart[] = [];
       let locked = false;
       try {
@@ -369,15 +370,10 @@ async function startBackup(ctx: BackupContext): Promise<BackupRun> {
         throw err;
       } finally {
         if (locked) await control.query("UNLOCK TABLES").catch(() => undefined);
-        await runCleanup();
       }
-    })();
-    outcome.catch(() => undefined);
+    });
     return { stream: out, outcome };
-  } catch (err) {
-    await runCleanup();
-    throw err;
-  }
+  });
 }
 
 // ---------------------------------------------------------------- restore
