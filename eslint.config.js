@@ -19,6 +19,9 @@ export default tseslint.config(
         {
           paths: [
             { name: "@kubernetes/client-node", message: "Only src/kube may import client-node." },
+            { name: "node:child_process", message: "Start tools with spawnTool or captureTool (src/lib/exec.ts), the one runner." },
+            { name: "child_process", message: "Start tools with spawnTool or captureTool (src/lib/exec.ts), the one runner." },
+            { name: "execa", message: "Start tools with spawnTool or captureTool (src/lib/exec.ts), the one runner." },
           ],
           patterns: [
             { group: ["@aws-sdk/*"], message: "Only src/storage/s3 may import the AWS SDK." },
@@ -28,6 +31,8 @@ export default tseslint.config(
     },
   },
   { files: ["src/storage/s3/**"], rules: { "no-restricted-imports": "off" } },
+  // The runner itself, the conformance kit's sandboxes (throw-away servers and docker, not the data path), and tests.
+  { files: ["src/lib/exec.ts", "src/conformance/**", "**/*.test.ts"], rules: { "no-restricted-imports": "off" } },
   { files: ["src/kube/**"], rules: { "no-restricted-imports": "off" } },
   {
     files: ["src/cli/**", "test/**", "bench/**", "scripts/**"],
