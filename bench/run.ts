@@ -99,7 +99,8 @@ function clientArgs(s: MariaDb): string {
 
 // `make build` elsewhere during the run (it deletes dist/) cannot break it.
 // The snapshot lives inside the repository so node_modules still resolves.
-const cliSnapshot = path.join(repoRoot, "bench/results/.dist-snapshot");
+// One per bench process: two benches at once must not delete each other's.
+const cliSnapshot = path.join(repoRoot, `bench/results/.dist-snapshot-${process.pid}`);
 const cliMain = path.join(cliSnapshot, path.relative(path.join(repoRoot, "dist"), CLI));
 
 async function snapshotCli(): Promise<void> {
@@ -115,7 +116,7 @@ async function snapshotCli(): Promise<void> {
 }
 
 // The other build's CLI (BENCH_BEFORE_DIST), also inside the repository so its imports resolve.
-const beforeSnapshot = path.join(repoRoot, "bench/results/.dist-before");
+const beforeSnapshot = path.join(repoRoot, `bench/results/.dist-before-${process.pid}`);
 const beforeMain = path.join(beforeSnapshot, path.relative(path.join(repoRoot, "dist"), CLI));
 
 async function replicator(args: string[], env: Record<string, string>, cwd: string, main: string = cliMain): Promise<CliJson> {
