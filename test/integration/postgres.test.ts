@@ -260,6 +260,37 @@ describe("pg_dump: a logical backup of one database", () => {
     expect(r.stderr).toContain(`cannot reach PostgreSQL at 127.0.0.1:${down.endpoint.port} (connection refused)`);
     await down.destroy();
   });
+  it("a pg_dump that fails midway (a table its user may not read) stores no backup and says why in one line", async () => {
+    // pg_dump writes into the agent's zstd through an OS pipe: its failure after the first bytes
+    // must still leave no manifest, so nothing is listed or restored.
+    const pw = "dump'er pw";
+    await primary.query(`CREATE ROLE dumper LOGIN PASSWORD '${pw.replace(/'/g, "''")}'`);
+    await primary.query("GRANT USAGE ON SCHEMA kit TO dumper");
+    await primary.query("GRANT SELECT ON ALL TABLES IN SCHEMA kit TO dumper");
+    await primary.query("GRANT SELECT ON ALL SEQUENCES IN SCHEMA kit TO dumper");
+    await primary.query("REVOKE SELECT ON kit.events FROM dumper");
+    try {
+      const r = await cli(["backup", "--source", url(primary, "dumper"), "--repository", repo, "--cluster", "pg-denied"], { REPLICATOR_DB_PASSWORD: pw });
+      expect(r.exitCode).toBe(1);
+      // One line says why (pg_dump's error line, not the "detail: Query was" after it); the rest is the logged detail.
+      expect(r.stderr.trim().split("\n").filter((l) => !l.startsWith("{"))).toEqual(["replicator backup: pg_dump failed to dump the source (exit code 1): query failed: ERROR:  permission denied for table events"]);
+      expect(r.stderr).not.toContain(pw);
+      const after = await cli(["list", "--repository", repo, "--cluster", "pg-denied", "--json"]);
+      expect(after.exitCode).toBe(0);
+      // Never listed as a backup (and so never restored): an incomplete prefix, for prune to remove after 6 h.
+      const listed = JSON.parse(after.stdout.trim().split("\n").pop() ?? "{}") as { backups: unknown[]; incomplete: string[] };
+      expect(listed.backups).toEqual([]);
+      expect(listed.incomplete).toHaveLength(1);
+      const restore = await cli(["restore", "--target", url(primary), "--repository", repo, "--cluster", "pg-denied"]);
+      expect(restore.exitCode).toBe(2);
+      expect(restore.stderr).toContain("no complete backup in");
+    } finally {
+      await primary.query("REVOKE ALL ON ALL TABLES IN SCHEMA kit FROM dumper");
+      await primary.query("REVOKE ALL ON ALL SEQUENCES IN SCHEMA kit FROM dumper");
+      await primary.query("REVOKE USAGE ON SCHEMA kit FROM dumper");
+      await primary.query("DROP ROLE dumper");
+    }
+  });
 });
 
 describe("pg_basebackup: a physical backup of the whole cluster", () => {

@@ -16,6 +16,8 @@
 // The dump is plain SQL with DROP ... IF EXISTS before each object, so that
 // `restore --force` replaces what the backup holds. A logical dump records
 // no replication position: it cannot seed a standby (use pg_basebackup).
+// pg_dump writes into an OS pipe to the agent's zstd (backupPiped): the agent
+// sees only the compressed bytes (sha256, upload).
 //
 // Restore: psql, in one transaction that is committed only after the whole
 // stream has arrived, verified, and ends with pg_dump's completion line. A
@@ -27,8 +29,8 @@ import { feedChild, outputOf } from "../../lib/child-streams.js";
 import { settleOutcome, undoOnFailure, type CleanupStack } from "../../lib/cleanup.js";
 import { RESTORE_SENTINEL } from "../../db/schemas.js";
 import { mapChildError, pgEnv, serverFacts } from "../../db/postgres/client.js";
-import { betterLoaderError } from "../../db/postgres/stream.js";
-import type { BackupContext, BackupMethod, BackupOutcome, BackupRun, RestoreContext } from "../contract.js";
+import { betterLoaderError, PG_TOOLS_HINT, pgToolErrorLine } from "../../db/postgres/stream.js";
+import type { BackupContext, BackupMethod, BackupOutcome, BackupRun, PipedBackupRun, PipedSink, RestoreContext } from "../contract.js";
 
 export interface PgDumpOptions {
   /** Leave out ownership and grants (--no-owner --no-privileges): restore as the target user. */
@@ -115,36 +117,15 @@ export const pgDumpMethod: BackupMethod = {
   },
 
   async backup(ctx: BackupContext): Promise<BackupRun> {
-    const opts = parsePgDumpOptions(ctx.options);
-    const source = ctx.source;
-    const database = source.database ?? "postgres";
-    const facts = await serverFacts(source, "connect to the source");
-    const role: BackupOutcome["role"] = facts.inRecovery ? "slave" : "master";
-    const warnings: string[] = [];
-    if (facts.inRecovery) {
-      warnings.push("dumped from a standby: a long dump can be cancelled by recovery conflicts (hot_standby_feedback = on avoids that)");
-    }
-    const pg = await pgEnv(source);
-    const cleanup: CleanupStack = [() => pg.cleanup()];
-    return undoOnFailure(cleanup, () => {
-      const args = [...buildPgDumpArgs(opts), database];
-      ctx.log.info({ command: opts.dumpCommand, args, role, version: facts.version }, "dump started");
-      const child = spawnTool(opts.dumpCommand, args, { env: pg.env, signal: ctx.signal, what: "dump the source" });
-      const { stream, done } = outputOf(child, (err) => mapChildError(err, source, "dump the source"));
-      const outcome = settleOutcome(cleanup, async (): Promise<BackupOutcome> => {
-        await done;
-        return {
-          role,
-          serverId: 0,
-          version: facts.version,
-          // A logical dump cannot seed a standby: there is no position to record.
-          replication: undefined,
-          details: { database, format: "plain", noOwner: opts.noOwner },
-          warnings,
-        };
-      });
-      return { stream, outcome };
-    });
+    const run = await startBackup(ctx, undefined);
+    if (!run.stream) throw new Error("unreachable: a backup without a sink has a stream");
+    return { stream: run.stream, outcome: run.outcome };
+  },
+
+  /** pg_dump writes into an OS pipe to the agent's zstd: no byte of the dump passes through the agent. */
+  async backupPiped(ctx: BackupContext, sink: PipedSink): Promise<PipedBackupRun> {
+    const run = await startBackup(ctx, sink);
+    return { outcome: run.outcome };
   },
 
   async restore(ctx: RestoreContext, input: Readable): Promise<void> {
@@ -168,3 +149,47 @@ export const pgDumpMethod: BackupMethod = {
     }
   },
 };
+
+/** A dump into a stream of this process, or (`sink`) into the OS pipe the agent gives. */
+async function startBackup(ctx: BackupContext, sink: PipedSink | undefined): Promise<{ stream: Readable | undefined; outcome: Promise<BackupOutcome> }> {
+  const opts = parsePgDumpOptions(ctx.options);
+  const source = ctx.source;
+  const database = source.database ?? "postgres";
+  const facts = await serverFacts(source, "connect to the source");
+  const role: BackupOutcome["role"] = facts.inRecovery ? "slave" : "master";
+  const warnings: string[] = [];
+  if (facts.inRecovery) {
+    warnings.push("dumped from a standby: a long dump can be cancelled by recovery conflicts (hot_standby_feedback = on avoids that)");
+  }
+  const pg = await pgEnv(source);
+  const cleanup: CleanupStack = [() => pg.cleanup()];
+  return undoOnFailure(cleanup, () => {
+    const args = [...buildPgDumpArgs(opts), database];
+    ctx.log.info({ command: opts.dumpCommand, args, role, version: facts.version }, "dump started");
+    const child = spawnTool(opts.dumpCommand, args, {
+      env: pg.env,
+      signal: ctx.signal,
+      stdout: sink ? sink.stdout : "pipe",
+      what: "dump the source",
+      // pg_dump prints "detail: Query was: ..." after its error line: the error line says why.
+      summarize: pgToolErrorLine,
+      notFoundHint: PG_TOOLS_HINT,
+    });
+    const mapped = (err: unknown): unknown => mapChildError(err, source, "dump the source");
+    const out = sink ? undefined : outputOf(child, mapped);
+    const done = out?.done ?? child.done.catch((err: unknown) => { throw mapped(err); });
+    const outcome = settleOutcome(cleanup, async (): Promise<BackupOutcome> => {
+      await done;
+      return {
+        role,
+        serverId: 0,
+        version: facts.version,
+        // A logical dump cannot seed a standby: there is no position to record.
+        replication: undefined,
+        details: { database, format: "plain", noOwner: opts.noOwner },
+        warnings,
+      };
+    });
+    return { stream: out?.stream, outcome };
+  });
+}
