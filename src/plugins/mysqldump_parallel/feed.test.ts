@@ -121,6 +121,36 @@ describe("PartFeed", () => {
     expect(await readdir(dir)).toEqual([]);
   });
 
+  it("shares 64 MiB of memory between many feeds, 4 MiB each at most and 256 KiB at least", () => {
+    const b = new SpillBudget(0);
+    expect(b.memoryPerFeed).toBe(FEED_MEMORY_BYTES);
+    b.shareMemory(3);
+    expect(b.memoryPerFeed).toBe(FEED_MEMORY_BYTES);
+    b.shareMemory(64);
+    expect(b.memoryPerFeed).toBe(1024 * 1024);
+    b.shareMemory(1000);
+    expect(b.memoryPerFeed).toBe(256 * 1024);
+  });
+
+  it("keeps only its share in memory, the rest on disk", async () => {
+    const sink = new Writable({ highWaterMark: 1024, write() { /* a client that reads nothing yet */ } });
+    const budget = new SpillBudget(1024 * 1024 * 1024);
+    budget.shareMemory(64);
+    let kill!: () => void;
+    const gone = new Promise<void>((r) => { kill = r; });
+    const feed = new PartFeed(sink, gone, spillFile(dir, 7), budget);
+    for (let i = 0; i < 40; i++) await feed.push(randomBytes(100_000));
+    // At most one chunk went into the sink; of the rest, at most 1 MiB is in memory.
+    expect(feed.backlog).toBeGreaterThanOrEqual(39 * 100_000);
+    expect(feed.backlog - budget.pending).toBeLessThanOrEqual(1024 * 1024);
+    expect(budget.pending).toBeGreaterThanOrEqual(39 * 100_000 - 1024 * 1024);
+    // As a failed restore does: abort the feed, kill its client.
+    feed.abort();
+    kill();
+    await expect(feed.done).rejects.toBeInstanceOf(SinkGone);
+    expect(await readdir(dir)).toEqual([]);
+  });
+
   it("names the spill directory and the way out when the spill file cannot be written", async () => {
     const { sink } = slowSink(1);
     const feed = new PartFeed(sink, never, join(dir, "missing", "part-5.sql"), new SpillBudget(1024 * 1024 * 1024));

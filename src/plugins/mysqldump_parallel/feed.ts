@@ -17,8 +17,10 @@ import type { Writable } from "node:stream";
 import { failed } from "../../lib/errors.js";
 import { formatBytes } from "../../storage/catalog.js";
 
-/** In-memory backlog of one feed before it spills. */
+/** In-memory backlog of one feed before it spills (at most). */
 export const FEED_MEMORY_BYTES = 4 * 1024 * 1024;
+/** In-memory backlog of all the feeds of one restore together (at most). */
+export const FEEDS_MEMORY_BYTES = 64 * 1024 * 1024;
 const READ_BYTES = 1024 * 1024;
 
 /** The client exited before its input was written: its own exit says why. */
@@ -31,7 +33,14 @@ export class SinkGone extends Error {
 /** The spill budget shared by the feeds of one restore. */
 export class SpillBudget {
   pending = 0;
+  /** Each feed's in-memory share: FEED_MEMORY_BYTES, less when many feeds run at once. */
+  memoryPerFeed = FEED_MEMORY_BYTES;
   constructor(readonly limit: number) {}
+
+  /** Share FEEDS_MEMORY_BYTES between `feeds` feeds (256 KiB each at least). */
+  shareMemory(feeds: number): void {
+    this.memoryPerFeed = Math.max(256 * 1024, Math.min(FEED_MEMORY_BYTES, Math.floor(FEEDS_MEMORY_BYTES / Math.max(1, feeds))));
+  }
 }
 
 export class PartFeed {
@@ -73,7 +82,7 @@ export class PartFeed {
     if (this.ended) throw new Error("push after end");
     if (bytes.length === 0) return;
     const spilled = this.fileWritten - this.fileRead;
-    if (spilled === 0 && this.memBytes + bytes.length <= FEED_MEMORY_BYTES) {
+    if (spilled === 0 && this.memBytes + bytes.length <= this.budget.memoryPerFeed) {
       this.mem.push(Buffer.from(bytes));
       this.memBytes += bytes.length;
     } else if (this.budget.limit <= 0 || this.budget.pending + bytes.length > this.budget.limit) {

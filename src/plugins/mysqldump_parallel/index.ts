@@ -479,6 +479,7 @@ async function restoreStream(ctx: RestoreContext, input: Readable): Promise<void
   const reader = new FrameReader({
     header: async (p) => {
       for (const x of p.parts) parts.set(x.id, x);
+      budget.shareMemory(p.parts.length);
       if (opts.tables) {
         const inBackup = new Set(p.parts.filter((x) => x.kind === "data").flatMap((x) => (x.tables ?? []).map((t) => `${x.db ?? ""}.${t}`)));
         const missing = opts.tables.filter((t) => !inBackup.has(t));
