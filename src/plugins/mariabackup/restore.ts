@@ -68,9 +68,13 @@ function writable(w: Writable): Promise<boolean> {
  * Feed the verified input to mbstream. If mbstream gives up on the stream
  * (a corrupt or truncated chunk), keep reading the input to its end: the
  * agent checks size and sha256 at the end, and "the stored object is corrupt"
- * is the better answer than mbstream's complaint about garbage.
+ * is the better answer than mbstream's complaint about garbage. The same when
+ * mbstream exits 0 before the end (a damaged byte can read as the stream's
+ * end): the rest is read so that the check has its say, and the early exit is
+ * reported (`stoppedEarly`) even when the check passes, since what mbstream
+ * extracted is then not the whole backup.
  */
-async function feed(input: Readable, child: Tool): Promise<void> {
+export async function feedMbstream(input: Readable, child: Tool): Promise<{ stoppedEarly: boolean }> {
   const stdin = child.stdin as Writable;
   let broken = false;
   stdin.on("error", () => { broken = true; });
@@ -82,13 +86,14 @@ async function feed(input: Readable, child: Tool): Promise<void> {
     }
     if (broken) {
       keepDraining ??= await child.done.then(
-        () => false,
+        () => true,
         () => isStreamReadError(lastErrorLine(child.tail())),
       );
       if (!keepDraining) break;
     }
   }
   if (!broken) stdin.end();
+  return { stoppedEarly: broken && (await child.done.then(() => true, () => false)) };
 }
 
 function startMbstream(ctx: DatadirRestoreContext, opts: MariabackupOptions, staging: string): Tool {
@@ -102,8 +107,9 @@ function startMbstream(ctx: DatadirRestoreContext, opts: MariabackupOptions, sta
 
 async function extract(ctx: DatadirRestoreContext, input: Readable, opts: MariabackupOptions, staging: string): Promise<void> {
   const child = startMbstream(ctx, opts, staging);
+  let fed: { stoppedEarly: boolean };
   try {
-    await feed(input, child);
+    fed = await feedMbstream(input, child);
   } catch (err) {
     // The input failed (a corrupt object, storage gone): that is the answer.
     child.kill();
@@ -111,6 +117,12 @@ async function extract(ctx: DatadirRestoreContext, input: Readable, opts: Mariab
     throw err;
   }
   await extracted(ctx, child);
+  if (fed.stoppedEarly) {
+    throw failed(
+      "CorruptBackup",
+      `backup ${ctx.manifest.name} is not a valid mariabackup stream: mbstream took it as ended before its last byte; it matched its manifest's checksum, so it was written damaged`,
+    );
+  }
 }
 
 /** mbstream's exit: a stream it cannot read, which matched its checksum, was written damaged. */
