@@ -50,7 +50,8 @@ import {
   type SlaveStatus,
 } from "../../db/replication.js";
 import type { ReplicationPosition } from "../../storage/catalog.js";
-import type { BackupContext, BackupOutcome, BackupRun, DatadirRestoreMethod, PipedBackupRun, PipedSink } from "../contract.js";
+import type { BackupContext, BackupOutcome, DatadirRestoreMethod, PipedSink } from "../contract.js";
+import { streamedOrPiped } from "../piped.js";
 import {
   buildBackupArgs,
   decideSafeSlaveBackup,
@@ -277,17 +278,8 @@ export const mariabackupMethod: DatadirRestoreMethod = {
     parseMariabackupOptions(options);
   },
 
-  async backup(ctx: BackupContext): Promise<BackupRun> {
-    const run = await startBackup(ctx, undefined);
-    if (!run.stream) throw new Error("unreachable: a backup without a sink has a stream");
-    return { stream: run.stream, outcome: run.outcome };
-  },
-
   /** mariabackup writes straight into the agent's zstd (an OS pipe): no byte of the copy passes through the agent. */
-  async backupPiped(ctx: BackupContext, sink: PipedSink): Promise<PipedBackupRun> {
-    const run = await startBackup(ctx, sink);
-    return { outcome: run.outcome };
-  },
+  ...streamedOrPiped(startBackup),
 
   async restore(ctx, input) {
     const opts = parseMariabackupOptions(ctx.options);

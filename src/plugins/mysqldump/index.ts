@@ -36,7 +36,8 @@ import {
   type ServerInfo,
 } from "../../db/replication.js";
 import type { ReplicationPosition } from "../../storage/catalog.js";
-import type { BackupContext, BackupMethod, BackupOutcome, BackupRun, PipedBackupRun, PipedLoader, PipedSink, RestoreContext } from "../contract.js";
+import type { BackupContext, BackupMethod, BackupOutcome, PipedLoader, PipedSink, RestoreContext } from "../contract.js";
+import { streamedOrPiped } from "../piped.js";
 
 export const TRANSACTIONAL_ENGINES = ["InnoDB", "RocksDB", "TokuDB"];
 
@@ -382,16 +383,7 @@ export const mysqldumpMethod: BackupMethod = {
     parseMysqldumpOptions(options);
   },
 
-  async backup(ctx: BackupContext): Promise<BackupRun> {
-    const run = await startDump(ctx, undefined);
-    if (!run.stream) throw new Error("unreachable: a dump without a sink has a stream");
-    return { stream: run.stream, outcome: run.outcome };
-  },
-
-  async backupPiped(ctx: BackupContext, sink: PipedSink): Promise<PipedBackupRun> {
-    const run = await startDump(ctx, sink);
-    return { outcome: run.outcome };
-  },
+  ...streamedOrPiped(startDump),
 
   async restore(ctx: RestoreContext, input: Readable): Promise<void> {
     // A corrupt or truncated object is the real cause when both fail.

@@ -49,14 +49,13 @@ import type {
   BackupContext,
   BackupMethod,
   BackupOutcome,
-  BackupRun,
   DatadirRestoreContext,
   DatadirRestoreOutcome,
-  PipedBackupRun,
   PipedLoader,
   PipedSink,
   SeedContext,
 } from "../contract.js";
+import { streamedOrPiped } from "../piped.js";
 import { parseBackupLabel, parseBasebackupStderr, parseManifestWalRange } from "./position.js";
 
 export interface PgBasebackupOptions {
@@ -276,17 +275,8 @@ export const pgBasebackupMethod: BackupMethod = {
     parsePgBasebackupOptions(options);
   },
 
-  async backup(ctx: BackupContext): Promise<BackupRun> {
-    const run = await startBackup(ctx, undefined);
-    if (!run.stream) throw new Error("unreachable: a backup without a sink has a stream");
-    return { stream: run.stream, outcome: run.outcome };
-  },
-
   /** pg_basebackup writes its tar straight into the agent's zstd (an OS pipe): no byte of the copy passes through the agent. */
-  async backupPiped(ctx: BackupContext, sink: PipedSink): Promise<PipedBackupRun> {
-    const run = await startBackup(ctx, sink);
-    return { outcome: run.outcome };
-  },
+  ...streamedOrPiped(startBackup),
 
   async restore(ctx: DatadirRestoreContext, input: Readable): Promise<DatadirRestoreOutcome> {
     parsePgBasebackupOptions(ctx.options);

@@ -30,7 +30,8 @@ import { settleOutcome, undoOnFailure, type CleanupStack } from "../../lib/clean
 import { RESTORE_SENTINEL } from "../../db/schemas.js";
 import { mapChildError, pgEnv, serverFacts } from "../../db/postgres/client.js";
 import { betterLoaderError, PG_TOOLS_HINT, pgToolErrorLine } from "../../db/postgres/stream.js";
-import type { BackupContext, BackupMethod, BackupOutcome, BackupRun, PipedBackupRun, PipedSink, RestoreContext } from "../contract.js";
+import type { BackupContext, BackupMethod, BackupOutcome, PipedSink, RestoreContext } from "../contract.js";
+import { streamedOrPiped } from "../piped.js";
 
 export interface PgDumpOptions {
   /** Leave out ownership and grants (--no-owner --no-privileges): restore as the target user. */
@@ -116,17 +117,8 @@ export const pgDumpMethod: BackupMethod = {
     parsePgDumpOptions(options);
   },
 
-  async backup(ctx: BackupContext): Promise<BackupRun> {
-    const run = await startBackup(ctx, undefined);
-    if (!run.stream) throw new Error("unreachable: a backup without a sink has a stream");
-    return { stream: run.stream, outcome: run.outcome };
-  },
-
   /** pg_dump writes into an OS pipe to the agent's zstd: no byte of the dump passes through the agent. */
-  async backupPiped(ctx: BackupContext, sink: PipedSink): Promise<PipedBackupRun> {
-    const run = await startBackup(ctx, sink);
-    return { outcome: run.outcome };
-  },
+  ...streamedOrPiped(startBackup),
 
   async restore(ctx: RestoreContext, input: Readable): Promise<void> {
     const opts = parsePgDumpOptions(ctx.options);
