@@ -80,6 +80,19 @@ export const repositorySpecSchema = z.object({
     )
     .default([])
     .describe("Backups to take on a schedule into this repository; each run creates a ReplicatorBackup."),
+  binlogArchives: z
+    .array(
+      z.object({
+        cluster: dnsName.optional().describe("Catalog name in the repository; defaults to the StatefulSet (or pod) name. At most one entry per cluster."),
+        source: serverRefSchema.describe("The master to archive (role master): with a StatefulSet, its current master, followed when it changes."),
+        flushIntervalSeconds: z.number().int().min(1).max(3600).default(60).describe("How often the binlog the master still writes is uploaded as a partial object; closed binlogs are uploaded as they close."),
+        suspend: z.boolean().default(false).describe("Stop archiving (the Deployment is removed); the archive in storage is kept."),
+      }),
+    )
+    .default([])
+    .describe(
+      "Binlog archives for point-in-time recovery: per entry, a Deployment (one replica, strategy Recreate) runs `replicator binlog-archive` against the cluster's current master into <cluster>/binlogs/<server_id>/.",
+    ),
 });
 export type RepositorySpec = z.infer<typeof repositorySpecSchema>;
 
@@ -183,6 +196,22 @@ export const restoreStatusSchema = z.object({
 });
 export type RestoreStatus = z.infer<typeof restoreStatusSchema>;
 
+export const binlogArchiveStatusSchema = z.object({
+  cluster: z.string(),
+  masterPod: z.string().optional().describe("The master pod the archiver reads from."),
+  serverId: z.number().int().optional().describe("The master's server_id: its binlogs go to <cluster>/binlogs/<serverId>/."),
+  deployment: z.string().optional(),
+  ready: z.boolean().optional().describe("The archiver's pod is running and ready."),
+  firstRecoverableTime: z.string().optional().describe("The earliest time a point-in-time restore can reach: the oldest logical backup with a GTID position that the archive continues without a gap."),
+  lastRecoverableTime: z.string().optional().describe("The time of the newest archived transaction."),
+  lastArchivedFile: z.string().optional().describe("The newest archived binlog (`.partial` while the master still writes it)."),
+  lagSeconds: z.number().int().optional().describe("0 when the archive holds the master's whole GTID position; else now - lastRecoverableTime, at the last catalog sync."),
+  lastSyncTime: z.string().optional().describe("When the archive was last read from storage."),
+  message: z.string().optional(),
+  conditions: z.array(conditionSchema).optional().describe("Archiving: True (ArchiverRunning), or False with ArchiveGap, ArchiverFailed, ArchiverNotReady, SourceNotReady, InvalidSpec, Suspended."),
+});
+export type BinlogArchiveStatus = z.infer<typeof binlogArchiveStatusSchema>;
+
 export const repositoryStatusSchema = z.object({
   conditions: z.array(conditionSchema).optional(),
   observedGeneration: z.number().int().optional(),
@@ -192,6 +221,7 @@ export const repositoryStatusSchema = z.object({
   schedules: z
     .array(z.object({ name: z.string(), lastScheduleTime: z.string().optional(), lastBackup: z.string().optional(), nextScheduleTime: z.string().optional() }))
     .optional(),
+  binlogArchives: z.array(binlogArchiveStatusSchema).optional().describe("One per spec.binlogArchives entry."),
 });
 export type RepositoryStatus = z.infer<typeof repositoryStatusSchema>;
 

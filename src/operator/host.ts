@@ -52,6 +52,13 @@ export type PodObj = PodLike &
 
 export type JobObj = JobLike & { metadata: { name: string; namespace: string } };
 
+/** An archiver Deployment (controllers/archive), as its informer caches it. */
+export interface DeploymentObj {
+  metadata: { name: string; namespace: string; labels?: Record<string, string>; annotations?: Record<string, string>; deletionTimestamp?: string };
+  spec?: Record<string, unknown>;
+  status?: { readyReplicas?: number; availableReplicas?: number; updatedReplicas?: number };
+}
+
 /** A label value: at most 63 characters, alphanumeric at both ends. */
 export const labelValue = (s: string): string => s.toLowerCase().replace(/[^a-z0-9._-]/g, "-").slice(0, 63).replace(/^[^a-z0-9]+|[^a-z0-9]+$/g, "");
 
@@ -95,6 +102,8 @@ export interface OperatorCaches {
   pods: Informer<PodObj>;
   statefulSets: Informer<StatefulSetObj>;
   pvcs: Informer<PvcObj>;
+  /** The operator's own Deployments (binlog archivers). */
+  deployments: Informer<DeploymentObj>;
 }
 
 export class OperatorHost implements OperatorCaches {
@@ -105,6 +114,7 @@ export class OperatorHost implements OperatorCaches {
   readonly pods: Informer<PodObj>;
   readonly statefulSets: Informer<StatefulSetObj>;
   readonly pvcs: Informer<PvcObj>;
+  readonly deployments: Informer<DeploymentObj>;
   /** One store (S3 client) per repository and credentials, for the operator's life. */
   private readonly stores = new Map<string, Promise<Repository["store"]>>();
 
@@ -127,6 +137,7 @@ export class OperatorHost implements OperatorCaches {
     this.pods = caches.pods;
     this.statefulSets = caches.statefulSets;
     this.pvcs = caches.pvcs;
+    this.deployments = caches.deployments;
   }
 
   podsIn(ns: string): PodLike[] {
@@ -143,7 +154,7 @@ export class OperatorHost implements OperatorCaches {
     return { found: true as const, spec: validateSpec(repositorySpecSchema, r.spec) };
   }
 
-  owner(o: ReplicatorBackup | ReplicatorRestore): Owner {
+  owner(o: ReplicatorBackup | ReplicatorRestore | ReplicatorRepository): Owner {
     return { apiVersion: API_VERSION, kind: o.kind, name: o.metadata.name, namespace: o.metadata.namespace, uid: o.metadata.uid ?? "" };
   }
 

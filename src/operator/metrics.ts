@@ -27,6 +27,9 @@ export class Metrics {
     replicator_informer_watchdog_restarts_total: ["Watches restarted because they were silent for twice their timeout.", "counter"],
     replicator_informer_resyncs_total: ["Resyncs from the informer's cache (no API request).", "counter"],
     replicator_storage_listings_total: ["Catalog syncs that listed a repository's storage.", "counter"],
+    replicator_binlog_archive_ready: ["1 when a binlog archiver's pod runs and is ready.", "gauge"],
+    replicator_binlog_archive_last_recoverable_timestamp_seconds: ["Time of the newest archived transaction (the last recoverable time), at the last catalog sync.", "gauge"],
+    replicator_binlog_archive_lag_seconds: ["0 when the archive holds the master's whole GTID position, else now minus the newest archived event, at the last catalog sync.", "gauge"],
     process_resident_memory_bytes: ["Resident memory size in bytes.", "gauge"],
     nodejs_heap_size_used_bytes: ["V8 heap in use (JavaScript objects), in bytes.", "gauge"],
     nodejs_heap_size_total_bytes: ["V8 heap reserved, in bytes.", "gauge"],
@@ -51,6 +54,14 @@ export class Metrics {
     const m = this.gauges.get(name) ?? new Map<string, number>();
     m.set(fmt(labels), value);
     this.gauges.set(name, m);
+  }
+
+  /** Drop every gauge series whose labels include all of `match` (an archive that is gone). */
+  clear(match: Labels): void {
+    const parts = Object.entries(match).map(([k, v]) => fmt({ [k]: v }).slice(1, -1));
+    for (const m of this.gauges.values()) {
+      for (const key of [...m.keys()]) if (parts.every((p) => key.slice(1, -1).split(",").includes(p))) m.delete(key);
+    }
   }
 
   backupFinished(namespace: string, cluster: string, result: "succeeded" | "failed", r: AgentResult | undefined): void {

@@ -11,7 +11,9 @@ import { RateLimitedQueue } from "./runtime/queue.js";
 import { Expectations } from "./runtime/expectations.js";
 import type { Metrics } from "./metrics.js";
 import { jobState } from "./observe.js";
-import { OperatorHost, crPath, nsPath, ownerSts, type JobObj, type OperatorSettings, type PodObj, type PvcObj, type StatefulSetObj } from "./host.js";
+import { OperatorHost, crPath, nsPath, ownerSts, type DeploymentObj, type JobObj, type OperatorSettings, type PodObj, type PvcObj, type StatefulSetObj } from "./host.js";
+import { ARCHIVE_OPERATION } from "./builders/archiver.js";
+import { ArchiveController } from "./controllers/archive/controller.js";
 import { BackupController } from "./controllers/backup/controller.js";
 import { RestoreController } from "./controllers/restore/controller.js";
 import { CatalogController } from "./controllers/catalog/controller.js";
@@ -55,6 +57,7 @@ export class Operator {
   private readonly pods: Informer<PodObj>;
   private readonly statefulSets: Informer<StatefulSetObj>;
   private readonly pvcs: Informer<PvcObj>;
+  private readonly deployments: Informer<DeploymentObj>;
   /** Per-object keys, at most one worker each; failures back off (runtime/queue.ts). */
   private readonly queue = new RateLimitedQueue();
   /** Children created and not yet seen by their informer (runtime/expectations.ts). */
@@ -68,6 +71,7 @@ export class Operator {
   private readonly catalog: CatalogController;
   private readonly provision: ProvisionController;
   private readonly replication: ReplicationController;
+  private readonly archives: ArchiveController;
 
   constructor(
     rest: KubeRest,
@@ -123,6 +127,8 @@ export class Operator {
         if (!pod) return;
         this.provision.enqueueProvision(pod);
         if (pod.metadata.annotations?.[REPLICATION_ANNOTATION]) this.queue.add(`replication/${k}`);
+        // An archiver's pod (its health goes to its repository's status), or a server an archive follows (a new master).
+        for (const repo of this.archives.repositoriesFor(pod)) this.queue.add(`repository/${pod.metadata.namespace}/${repo}`);
       },
       log,
       opts,
@@ -139,6 +145,16 @@ export class Operator {
       opts,
     );
     this.pvcs = new Informer(watched, nsPath("/api/v1", ns, "persistentvolumeclaims"), () => undefined, log, opts);
+    this.deployments = new Informer(
+      watched,
+      nsPath("/apis/apps/v1", ns, "deployments"),
+      (_k, d) => {
+        const repo = d?.metadata.labels?.["app.kubernetes.io/instance"];
+        if (d && repo) this.queue.add(`repository/${d.metadata.namespace}/${repo}`);
+      },
+      log,
+      { ...opts, labelSelector: `app.kubernetes.io/managed-by=replicator-operator,replicator.dev/operation=${ARCHIVE_OPERATION}` },
+    );
     this.snapshots = new SnapshotController({
       rest,
       log,
@@ -173,17 +189,19 @@ export class Operator {
       pods: this.pods,
       statefulSets: this.statefulSets,
       pvcs: this.pvcs,
+      deployments: this.deployments,
     });
+    this.archives = new ArchiveController(this.host);
     this.backupController = new BackupController(this.host, this.snapshots);
     this.restore = new RestoreController(this.host, this.snapshots);
-    this.catalog = new CatalogController(this.host, new ScheduleController(this.host));
+    this.catalog = new CatalogController(this.host, new ScheduleController(this.host), this.archives);
     this.provision = new ProvisionController(this.host, this.snapshots);
     this.replication = new ReplicationController(this.host);
   }
 
   /** Each informer's request and resync totals, for /metrics. */
   recordInformerStats(): void {
-    const all = { pods: this.pods, jobs: this.jobs, replicatorrepositories: this.repositories, replicatorbackups: this.backups, replicatorrestores: this.restores, statefulsets: this.statefulSets, persistentvolumeclaims: this.pvcs };
+    const all = { pods: this.pods, jobs: this.jobs, replicatorrepositories: this.repositories, replicatorbackups: this.backups, replicatorrestores: this.restores, statefulsets: this.statefulSets, persistentvolumeclaims: this.pvcs, deployments: this.deployments };
     for (const [resource, inf] of Object.entries(all)) {
       this.metrics.setTotal("replicator_informer_lists_total", { resource }, inf.stats.lists);
       this.metrics.setTotal("replicator_informer_watches_total", { resource }, inf.stats.watches);
@@ -200,12 +218,13 @@ export class Operator {
       this.jobs.hasSynced &&
       this.pods.hasSynced &&
       this.statefulSets.hasSynced &&
-      this.pvcs.hasSynced
+      this.pvcs.hasSynced &&
+      this.deployments.hasSynced
     );
   }
 
   async run(signal: AbortSignal): Promise<void> {
-    const informers = [this.pods, this.jobs, this.repositories, this.backups, this.restores, this.statefulSets, this.pvcs].map((i) => i.run(signal));
+    const informers = [this.pods, this.jobs, this.repositories, this.backups, this.restores, this.statefulSets, this.pvcs, this.deployments].map((i) => i.run(signal));
     signal.addEventListener("abort", () => { this.queue.stop(); }, { once: true });
     // Let the caches fill before acting on anything.
     while (!this.ready && !signal.aborted) await new Promise((r) => setTimeout(r, 100));

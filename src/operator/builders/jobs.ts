@@ -83,7 +83,7 @@ function secretEnv(name: string, secret: string, key: string): K8sEnvVar {
   return { name, valueFrom: { secretKeyRef: { name: secret, key } } };
 }
 
-function repositoryEnv(repo: RepositorySpec): K8sEnvVar[] {
+export function repositoryEnv(repo: RepositorySpec): K8sEnvVar[] {
   const env: K8sEnvVar[] = [];
   if (repo.s3) {
     env.push({ name: "AWS_REGION", value: repo.s3.region });
@@ -95,13 +95,13 @@ function repositoryEnv(repo: RepositorySpec): K8sEnvVar[] {
   return env;
 }
 
-function repositoryArgs(repo: RepositorySpec, cluster: string): string[] {
+export function repositoryArgs(repo: RepositorySpec, cluster: string): string[] {
   const args = ["--repository", repositoryUrl(repo), "--cluster", cluster];
   if (repo.s3?.endpoint) args.push("--s3-endpoint", repo.s3.endpoint);
   return args;
 }
 
-function volumes(repo: RepositorySpec): { volumes: unknown[]; mounts: unknown[] } {
+export function volumes(repo: RepositorySpec): { volumes: unknown[]; mounts: unknown[] } {
   if (!repo.filesystem) return { volumes: [], mounts: [] };
   return {
     volumes: [{ name: "repository", persistentVolumeClaim: { claimName: repo.filesystem.claimName } }],
@@ -109,7 +109,7 @@ function volumes(repo: RepositorySpec): { volumes: unknown[]; mounts: unknown[] 
   };
 }
 
-function labels(owner: Owner, operation: string, cluster: string, extra: Record<string, string> = {}): Record<string, string> {
+export function labels(owner: Owner, operation: string, cluster: string, extra: Record<string, string> = {}): Record<string, string> {
   return {
     "app.kubernetes.io/name": "replicator-agent",
     "app.kubernetes.io/instance": owner.name,
@@ -270,7 +270,7 @@ export function buildBackupJob(i: BackupJobInput): K8sJob {
   return jobFor(i.owner, "backup", i.cluster, i.spec.image ?? i.settings.agentImage, args, env, i.repo, i.settings, { [LABEL_SOURCE_POD]: i.sourcePod }, i.dataVolume);
 }
 
-function dbEnv(ref: ServerRef, prefix: string): K8sEnvVar[] {
+export function dbEnv(ref: ServerRef, prefix: string): K8sEnvVar[] {
   return [
     secretEnv(`${prefix}_USER`, ref.credentialsSecret.name, ref.credentialsSecret.userKey),
     secretEnv(`${prefix}_PASSWORD`, ref.credentialsSecret.name, ref.credentialsSecret.passwordKey),

@@ -19,6 +19,7 @@ import { childName, repositoryUrl } from "../../builders/jobs.js";
 import { sameStatus, setCondition } from "../../conditions.js";
 import { isAlreadyExists, isNotFound } from "../../../kube/rest.js";
 import type { ScheduleController } from "../schedule/controller.js";
+import type { ArchiveController, ListedBackups } from "../archive/controller.js";
 import { BACKUP_NAME_LABEL, IMPORTED_ANNOTATION, USABLE_CONDITION, crPath, labelValue, type OperatorHost } from "../../host.js";
 import { decideCatalogSync, faultReason, syncMessage, type CatalogObserved, type CatalogPlan, type ClusterListing, type MirrorResource } from "./decide.js";
 
@@ -43,15 +44,21 @@ export class CatalogController {
    */
   private readonly manifestCaches = new Map<string, { identity: string; cache: ManifestCache }>();
 
+  /** The backups of each repository's last complete listing, by cluster, for the binlog archives' status. */
+  private readonly listed = new Map<string, ListedBackups>();
+
   constructor(
     private readonly host: CatalogHost,
     private readonly schedules: ScheduleController,
+    private readonly archives?: ArchiveController,
   ) {}
 
   async reconcileRepository(ns: string, name: string): Promise<void> {
     const r = this.host.repositories.get(`${ns}/${name}`);
     if (!r || r.metadata.deletionTimestamp) {
       this.manifestCaches.delete(`${ns}/${name}`);
+      this.listed.delete(`${ns}/${name}`);
+      this.archives?.forget(ns, name);
       return;
     }
     const log = this.host.log.child({ controller: "repository", namespace: ns, name });
@@ -92,6 +99,9 @@ export class CatalogController {
         status.backups = plan.total;
         status.lastSyncTime = now.toISOString();
       }
+      // The archives are read from storage only right after a complete listing (once per sync interval).
+      const listed = plan !== "fresh" && plan && plan.kind !== "fault" ? this.listed.get(`${ns}/${name}`) : undefined;
+      await this.archives?.reconcile(r, spec.value, status, now, log, listed);
     }
     // lastSyncTime changes every sync; compare without it to avoid needless writes.
     const strip = (s: RepositoryStatus | undefined) => ({ ...(s ?? {}), lastSyncTime: undefined });
@@ -148,6 +158,10 @@ export class CatalogController {
         });
       }
       observed = { ok: true, clusters: listings };
+      const byCluster: ListedBackups = new Map();
+      for (const c of clusters) byCluster.set(c, []);
+      for (const [k, b] of entries) byCluster.get(k.slice(0, k.indexOf("/")))?.push(b);
+      this.listed.set(cacheKey, byCluster);
       // Only after a whole listing: the manifests of backups gone from storage drop out.
       manifestCache.sweep();
     } catch (err) {
