@@ -26,6 +26,7 @@ import type { BackupMethod, PipedLoader, RestoreContext, ServerRestoreMethod } f
 import { getMethod } from "../plugins/registry.js";
 import { parseBackupName, selectBackup, type BackupEntry, type Manifest, type ReplicationPosition, type Selector } from "../storage/catalog.js";
 import type { LeaseHandle, Repository } from "../storage/repository.js";
+import { planSeedBridge, prepareBridge, replayBridge, type BridgePlan, type PreparedBridge } from "../pitr/bridge.js";
 import { buildZstdDecompressArgs, createDecompressor, isZstdInputError, parseZstdDecompressSummary, ZSTD_COMMAND, zstdToolAvailable } from "./compression.js";
 import { restoreDatadir } from "./datadir.js";
 import { ByteCounter, startProgress } from "./progress.js";
@@ -42,6 +43,8 @@ export interface RestoreRequest {
   /** Skip the check that the master still has the binlogs (not recommended). */
   skipBinlogCheck?: boolean;
   replicationTimeoutMs?: number;
+  /** Check and plan only (the backup, the target, the master, the archive's bridge): nothing is loaded. */
+  dryRun?: boolean;
   methodOptions?: Record<string, unknown>;
   progress?: boolean;
   log: Logger;
@@ -65,8 +68,29 @@ export interface RestoreResult {
   replicaConfigured?: boolean;
   replicatingFrom?: string;
   secondsBehindMaster?: number | null;
+  /** The master had purged binlogs the backup's position needs: the archived binlogs replayed to bridge the gap. */
+  bridge?: SeedBridge;
+  /** --dry-run: checked and planned, nothing loaded. */
+  dryRun?: boolean;
   durationMs: number;
   warnings: string[];
+}
+
+export interface SeedBridge {
+  /** The archive the binlogs came from. */
+  archive: string;
+  binlogs: string[];
+  /** The backup's GTID position: the replay starts with the first transaction after it. */
+  backupPosition: string;
+  /** The first transaction replayed (known once the first file is read: not in a dry run). */
+  fromGtid?: string;
+  /** The GTID state after the replay: the slave's gtid_slave_pos, from which the master serves it. */
+  slavePos: string;
+  /** Transactions replayed (not in a dry run). */
+  transactions?: number;
+  /** The master's oldest binlog, and the last GTID before it. */
+  masterOldestBinlog: string;
+  masterOldestStart: string;
 }
 
 /** Pure: describe what makes a target non-empty, or undefined when it is empty. */
@@ -418,7 +442,19 @@ async function restoreChosen(req: RestoreRequest, chosen: BackupEntry): Promise<
       );
     }
     const replicateFrom = req.replicateFrom;
-    if (replicateFrom && !req.skipBinlogCheck) await requireServable(replicateFrom, requirePosition(chosen.manifest, chosen.name), chosen.name);
+    const t0 = Date.now();
+    if (replicateFrom && !req.skipBinlogCheck) {
+      const bridge = await requireServable(req.repo, replicateFrom, requirePosition(chosen.manifest, chosen.name), chosen.name);
+      if (bridge) {
+        throw badInput(
+          "BridgeNeedsServer",
+          `cannot seed a replica from ${chosen.name}: the master has purged binlogs its position needs (its oldest, ${bridge.master.oldestFile}, begins after GTID ${bridge.master.oldestStart}); ` +
+            `the binlog archive ${bridge.where} holds them (${bridge.files.map((f) => f.file).join(", ")}), but replaying them needs a running server, which a --datadir restore of a physical backup does not have: ` +
+            "seed from a logical backup (restore --target ... --replicate-from bridges the gap), or take a new backup",
+        );
+      }
+    }
+    if (req.dryRun) return dryRunResult(req, chosen, req.datadir, undefined, [], t0);
     return restoreDatadir({ ...req, datadir: req.datadir, method, chosen });
   }
   if (!req.target) {
@@ -430,9 +466,49 @@ async function restoreChosen(req: RestoreRequest, chosen: BackupEntry): Promise<
   return restoreIntoServer(req, req.target, method, chosen);
 }
 
-async function requireServable(master: Endpoint, pos: ReplicationPosition, name: string): Promise<void> {
+/**
+ * Can the master serve the backup's position? Undefined when it can; the
+ * bridge over the binlog archive when it has purged binlogs the position
+ * needs and the archive holds them (GTID positions only); BinlogsPurged,
+ * naming the missing range, when neither holds them. A storage fault reading
+ * the archive is thrown as it is.
+ */
+async function requireServable(repo: Repository, master: Endpoint, pos: ReplicationPosition, name: string): Promise<BridgePlan | undefined> {
   const check = await checkCanServe(master, pos);
-  if (!check.ok) throw badInput("BinlogsPurged", `cannot seed a replica from ${name}: ${check.reason ?? "the master cannot serve its position"}`);
+  if (check.ok) return undefined;
+  if (!check.purged || !pos.gtid) throw badInput("BinlogsPurged", `cannot seed a replica from ${name}: ${check.reason ?? "the master cannot serve its position"}`);
+  return planSeedBridge(repo, check.purged, pos.gtid, name);
+}
+
+function describeBridge(plan: BridgePlan, prepared?: PreparedBridge): SeedBridge {
+  return {
+    archive: plan.where,
+    binlogs: plan.files.map((f) => f.file),
+    backupPosition: plan.from,
+    ...(prepared ? { fromGtid: prepared.fromGtid, transactions: prepared.transactions } : {}),
+    slavePos: plan.endState,
+    masterOldestBinlog: plan.master.oldestFile,
+    masterOldestStart: plan.master.oldestStart,
+  };
+}
+
+/** --dry-run: what a restore would do, after every check it makes before loading. */
+function dryRunResult(req: RestoreRequest, chosen: BackupEntry, target: string, bridge: BridgePlan | undefined, warnings: string[], t0: number): RestoreResult {
+  return {
+    operation: "restore",
+    name: chosen.name,
+    repository: req.repo.where,
+    method: chosen.manifest.method,
+    target,
+    rawSize: 0,
+    replication: chosen.manifest.replication,
+    replicating: false,
+    ...(req.replicateFrom ? { replicatingFrom: describeEndpoint(req.replicateFrom) } : {}),
+    ...(bridge ? { bridge: describeBridge(bridge) } : {}),
+    dryRun: true,
+    durationMs: Date.now() - t0,
+    warnings,
+  };
 }
 
 async function restoreIntoServer(req: RestoreRequest, target: Endpoint, method: BackupMethod, chosen: BackupEntry): Promise<RestoreResult> {
@@ -458,21 +534,28 @@ async function restoreIntoServer(req: RestoreRequest, target: Endpoint, method: 
   if (nonEmpty && !state.redo) warnings.push(`target was not empty (${nonEmpty}); ${onlyText !== undefined ? `only ${onlyText} replaced` : "databases in the backup were replaced"}`);
   if (req.methodOptions?.restoreTables !== undefined) warnings.push("--tables loads the tables' structure and rows, not their triggers (restore the whole database for those)");
 
-  // Before loading anything: can the master still serve the backup's position?
+  // Before loading anything: can the master still serve the backup's position,
+  // or can the binlog archive bridge what it has purged?
   const replicateFrom = req.replicateFrom;
+  let bridgePlan: BridgePlan | undefined;
   if (replicateFrom) {
     if (target.engine !== "mysql") {
       throw badInput("CannotSeed", `a logical ${method.name} backup cannot seed a ${target.engine} standby; use a physical backup (pg_basebackup) for that`);
     }
     const pos = requirePosition(manifest, chosen.name);
-    if (!req.skipBinlogCheck) await requireServable(replicateFrom, pos, chosen.name);
+    if (!req.skipBinlogCheck) bridgePlan = await requireServable(req.repo, replicateFrom, pos, chosen.name);
   }
 
   // Destructive steps last, checked first: before anything is stopped or
   // dropped, prove the target user can recreate what the load drops.
   await t.checkCanRestore();
+  if (req.dryRun) return dryRunResult(req, chosen, describeEndpoint(target), bridgePlan, warnings, t0);
 
-  {
+  // The bridge is downloaded and checked before anything is loaded: a missing
+  // or damaged archive file leaves the target as it was.
+  const bridge = bridgePlan ? await prepareBridge(req.repo, bridgePlan) : undefined;
+  if (bridge) log.info({ archive: bridge.plan.where, binlogs: bridge.files.length, from: bridge.fromGtid, slavePos: bridge.plan.endState }, "the master has purged binlogs the backup needs: the binlog archive bridges them");
+  try {
     if (state.isReplica) {
       await t.stopReplication();
       if (!replicateFrom) warnings.push("replication on the target was stopped for the restore and left stopped; use --replicate-from to start it at the backup's position");
@@ -504,7 +587,17 @@ async function restoreIntoServer(req: RestoreRequest, target: Endpoint, method: 
     let replicating = false;
     let secondsBehindMaster: number | null | undefined;
     if (replicateFrom && manifest.replication) {
-      const pos = manifest.replication;
+      let pos = manifest.replication;
+      if (bridge) {
+        try {
+          await replayBridge(bridge, target, req.signal, (cause) => `replaying the archived binlogs that bridge ${chosen.name} to the master failed: ${cause.message}`);
+        } catch (err) {
+          throw partialTarget(err, `target ${describeEndpoint(target)}`, "it holds the backup and part of the bridge and does not replicate; the restore sentinel marks it: run the same restore again to redo it");
+        }
+        log.info({ transactions: bridge.transactions, slavePos: bridge.plan.endState }, "bridge replayed");
+        // Replication resumes exactly after the last bridged transaction.
+        pos = { ...pos, gtid: bridge.plan.endState };
+      }
       const st = await withConn(target, "start replication", (c) =>
         configureReplica(c, replicateFrom, pos, { timeoutMs: req.replicationTimeoutMs ?? 60_000 }),
       );
@@ -529,7 +622,10 @@ async function restoreIntoServer(req: RestoreRequest, target: Endpoint, method: 
       result.replicatingFrom = describeEndpoint(replicateFrom);
       result.secondsBehindMaster = secondsBehindMaster ?? null;
     }
+    if (bridge) result.bridge = describeBridge(bridge.plan, bridge);
     return result;
+  } finally {
+    await bridge?.cleanup();
   }
 }
 

@@ -222,6 +222,18 @@ export interface ServeCheck {
   ok: boolean;
   /** One line: why the master cannot serve the position, and what to do. */
   reason?: string;
+  /** Set when the master has purged binlogs the position needs (GTID positions): what the master still has. */
+  purged?: MasterHorizon;
+}
+
+/** Where a master's binlogs begin and end, in GTIDs. */
+export interface MasterHorizon {
+  /** The master's oldest binlog file. */
+  oldestFile: string;
+  /** The GTID state at the start of its oldest binlog (BINLOG_GTID_POS(oldest, 4)): the last GTID it no longer has, per domain. */
+  oldestStart: string;
+  /** @@gtid_binlog_pos: the newest GTID in its binlogs, per domain. */
+  current: string;
 }
 
 /**
@@ -239,6 +251,7 @@ export function decideGtidServable(backup: string, oldestStart: string, current:
     if (!have || have.seq < start.seq) {
       return {
         ok: false,
+        purged: { oldestFile: "", oldestStart, current },
         reason: `the master has purged binlogs the backup needs (domain ${domain}: backup at ${have ? have.seq : "none"}, oldest binlog starts after ${start.seq}); take a new backup, or raise the master's binlog retention (expire_logs_days / binlog_expire_logs_seconds)`,
       };
     }
@@ -285,7 +298,8 @@ export async function checkMasterCanServe(master: Conn, pos: ReplicationPosition
   if (pos.gtid) {
     const [o] = await queryRows<Row>(master, "SELECT BINLOG_GTID_POS(?, 4) AS pos", [oldest]);
     const [cur] = await queryRows<Row>(master, "SELECT @@gtid_binlog_pos AS pos");
-    return decideGtidServable(pos.gtid, str(o?.pos), str(cur?.pos));
+    const check = decideGtidServable(pos.gtid, str(o?.pos), str(cur?.pos));
+    return check.purged ? { ...check, purged: { ...check.purged, oldestFile: oldest } } : check;
   }
   if (pos.file) {
     if (!files.includes(pos.file)) {

@@ -7,19 +7,17 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { hostname, tmpdir } from "node:os";
 import path from "node:path";
-import { badInput, failed, isReplicatorError } from "../lib/errors.js";
-import { spawnTool } from "../lib/exec.js";
+import { badInput, isReplicatorError } from "../lib/errors.js";
 import type { Logger } from "../lib/log.js";
-import { writeDefaultsFile } from "../db/defaults-file.js";
 import { describeEndpoint, type Endpoint } from "../db/endpoint.js";
 import type { RestoreResult } from "../agent/restore.js";
 import type { BackupEntry } from "../storage/catalog.js";
 import type { Repository } from "../storage/repository.js";
 import { archivedServers, downloadBinlog, readServerArchive } from "./archive.js";
-import { BINLOG_TOOL } from "./archiver.js";
 import { scanBinlogFile, type BinlogScan } from "./binlog-file.js";
 import { advance, formatGtid, formatGtidState, includes, type GtidState } from "./gtid.js";
 import type { BinlogIndex } from "./layout.js";
+import { replayBinlogs } from "./replay.js";
 import { buildChain, describeTarget, findStartFile, findStopFile, selectBackupBefore, type Target } from "./plan.js";
 
 export interface PitrRequest {
@@ -165,7 +163,16 @@ export async function runPointInTimeRestore(req: PitrRequest): Promise<PitrResul
           replayed += scan.gtids.filter((g) => g.offset >= from && (to === undefined || g.offset < to)).length;
         }
         if (lease.signal.aborted) throw lease.signal.reason as Error;
-        await replay(req.target, files.map(local), startOffset, stop.offset, req, restore.name);
+        const target = req.target;
+        await replayBinlogs({
+          target,
+          files: files.map(local),
+          start: startOffset,
+          stop: stop.offset,
+          clientCommand: req.clientCommand,
+          signal: req.signal,
+          failure: (cause) => `backup ${restore.name} was restored into ${describeEndpoint(target)}, but replaying the archived binlogs failed: ${cause.message}; the target holds the backup plus part of the replay: restore again`,
+        });
       }
       log.info({ replayed, until: plan.until }, "point-in-time restore done");
       return { operation: "restore", pointInTime: true, dryRun: false, plan, restore, replayed, durationMs: Date.now() - started };
@@ -197,28 +204,3 @@ function explainUnrecoverable(err: unknown, backups: BackupEntry[], chain: Binlo
     { cause: err },
   );
 }
-
-/** `mariadb-binlog [--start-position] [--stop-position] FILES | mariadb`, through one OS pipe. */
-async function replay(target: Endpoint, files: string[], start: number | undefined, stop: number | undefined, req: PitrRequest, backup: string): Promise<void> {
-  const creds = await writeDefaultsFile(target);
-  try {
-    const client = spawnTool(req.clientCommand ?? "mariadb", [`--defaults-extra-file=${creds.path}`, ...creds.args, "--binary-mode", "--max-allowed-packet=1G"], {
-      stdin: "pipe",
-      stdout: "ignore",
-      signal: req.signal,
-      what: `replay the archived binlogs into ${describeEndpoint(target)}`,
-    });
-    if (!client.stdin) throw failed("CommandFailed", "mariadb started without a stdin");
-    const args = [...(start !== undefined ? [`--start-position=${start}`] : []), ...(stop !== undefined ? [`--stop-position=${stop}`] : []), ...files];
-    const producer = spawnTool(BINLOG_TOOL, args, { stdout: client.stdin, signal: req.signal, what: "decode the archived binlogs" });
-    client.stdin.destroy();
-    const [p, c] = await Promise.allSettled([producer.done, client.done]);
-    if (p.status === "rejected") throw p.reason;
-    if (c.status === "rejected") {
-      throw failed("ReplayFailed", `backup ${backup} was restored into ${describeEndpoint(target)}, but replaying the archived binlogs failed: ${(c.reason as Error).message}; the target holds the backup plus part of the replay: restore again`, { cause: c.reason });
-    }
-  } finally {
-    await creds.cleanup();
-  }
-}
-

@@ -1,0 +1,60 @@
+// Replaying archived binlogs into a running server, shared by the
+// point-in-time restore (restore-until.ts) and the seed bridge (bridge.ts):
+// `mariadb-binlog [--start-position] [--stop-position] FILES | mariadb`,
+// through one OS pipe. The files are local copies already checked against
+// their indexes (archive.ts downloadBinlog).
+//
+// mariadb-binlog writes each transaction with its own GTID (SET
+// gtid_domain_id, server_id, gtid_seq_no), so the replayed transactions keep
+// the master's GTIDs: the target never mints GTIDs of its own for them.
+import { failed } from "../lib/errors.js";
+import { spawnTool } from "../lib/exec.js";
+import { writeDefaultsFile } from "../db/defaults-file.js";
+import { describeEndpoint, type Endpoint } from "../db/endpoint.js";
+import { BINLOG_TOOL } from "./archiver.js";
+
+export interface ReplayRequest {
+  target: Endpoint;
+  /** Local binlog files, in order. */
+  files: string[];
+  /** Offset in the first file of the first event replayed (undefined: from its start). */
+  start: number | undefined;
+  /** Offset in the last file before which the replay ends (undefined: to its end). */
+  stop: number | undefined;
+  /**
+   * Keep the replay out of the target's own binlog (SET SESSION
+   * sql_log_bin=0, as the ordinary load does): a seeded slave's binlog then
+   * holds neither the backup nor the bridge, only what it replicates.
+   */
+  skipTargetBinlog?: boolean;
+  clientCommand?: string | undefined;
+  signal: AbortSignal;
+  /** The one line of a failed replay, given the client's error (says what the target now holds). */
+  failure: (cause: Error) => string;
+}
+
+export async function replayBinlogs(req: ReplayRequest): Promise<void> {
+  const creds = await writeDefaultsFile(req.target);
+  try {
+    const client = spawnTool(
+      req.clientCommand ?? "mariadb",
+      [
+        `--defaults-extra-file=${creds.path}`,
+        ...creds.args,
+        "--binary-mode",
+        "--max-allowed-packet=1G",
+        ...(req.skipTargetBinlog ? ["--init-command=SET SESSION sql_log_bin=0"] : []),
+      ],
+      { stdin: "pipe", stdout: "ignore", signal: req.signal, what: `replay the archived binlogs into ${describeEndpoint(req.target)}` },
+    );
+    if (!client.stdin) throw failed("CommandFailed", "mariadb started without a stdin");
+    const args = [...(req.start !== undefined ? [`--start-position=${req.start}`] : []), ...(req.stop !== undefined ? [`--stop-position=${req.stop}`] : []), ...req.files];
+    const producer = spawnTool(BINLOG_TOOL, args, { stdout: client.stdin, signal: req.signal, what: "decode the archived binlogs" });
+    client.stdin.destroy();
+    const [p, c] = await Promise.allSettled([producer.done, client.done]);
+    if (p.status === "rejected") throw p.reason;
+    if (c.status === "rejected") throw failed("ReplayFailed", req.failure(c.reason as Error), { cause: c.reason });
+  } finally {
+    await creds.cleanup();
+  }
+}
