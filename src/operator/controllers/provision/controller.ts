@@ -9,6 +9,7 @@ import { checkMasterCanServe, getSlaveStatus } from "../../../db/replication.js"
 import { queryRows } from "../../../db/connection.js";
 import { positionText } from "../../../storage/catalog.js";
 import { Repository } from "../../../storage/repository.js";
+import { decideBridge, readArchiveChains, type ArchiveChain } from "../../../pitr/bridge.js";
 import { childName, repositoryUrl, serverUrl } from "../../builders/jobs.js";
 import { isAlreadyExists, isNotFound } from "../../../kube/rest.js";
 import { isContainersReady, masterPodName, selectServerPod } from "../../observe.js";
@@ -19,8 +20,11 @@ import {
   GATE_CONDITION,
   PLAN_ANNOTATION,
   PROVISION_ANNOTATION,
+  chooseSeed,
   decideProvision,
   provisionSettings,
+  seedFrom,
+  type SeedCandidate,
   type ProvisionPlan,
   type ProvisionSettings,
   type SeedChoice,
@@ -31,7 +35,7 @@ import { secretProblem } from "../shared.js";
 import { podPlan, provisionInitResult, takesPlan } from "./observe.js";
 
 /** Gate reasons a human must act on: each gets a Warning event on the pod when the gate turns to it. */
-const WARNING_REASONS = new Set(["NoBackup", "BinaryLoggingOff", "BinlogsPurged", "StorageUnreachable", "StorageError", "SecretInvalid", "AlreadyReplicating", "TargetNotEmpty"]);
+const WARNING_REASONS = new Set(["NoBackup", "BinaryLoggingOff", "BinlogsPurged", "BridgeNeedsServer", "StorageUnreachable", "StorageError", "SecretInvalid", "AlreadyReplicating", "TargetNotEmpty"]);
 
 /** On a provisioning ReplicatorRestore: the pod it seeds. */
 export const PROVISION_POD_LABEL = "replicator.dev/provision-pod";
@@ -184,7 +188,9 @@ export class ProvisionController {
           { apiVersion: "v1", kind: "Pod", metadata: pod.metadata },
           "Normal",
           "Provisioning",
-          `volume ${pvc.name} has no provision marker${isNewVolume ? " (a new volume)" : ""}: restoring ${plan.backup} (position ${plan.position}) and replicating from the master`,
+          `volume ${pvc.name} has no provision marker${isNewVolume ? " (a new volume)" : ""}: restoring ${plan.backup} (position ${plan.position})` +
+            (plan.bridge ? `, replaying the archived binlogs ${plan.bridge.binlogs.join(", ")} the master has purged (through GTID ${plan.bridge.through}),` : "") +
+            " and replicating from the master",
         );
         await this.host.setGate(pod, "False", "Provisioning", `restoring ${plan.backup}`);
         this.host.queue.addAfter(key, 5_000);
@@ -234,7 +240,8 @@ export class ProvisionController {
       if (problem) return { ok: false, reason: "SecretInvalid", message: problem };
     }
     // Throws on a storage fault (no partial listing): never an older backup chosen, never "NoBackup" (the caller reports the fault).
-    const { backups } = await new Repository(store, s.cluster).list();
+    const repository = new Repository(store, s.cluster);
+    const { backups } = await repository.list();
     const chosen = (s.backup === "latest" ? backups : backups.filter((b) => b.name === s.backup)).reverse();
     const all = chosen.filter((b) => b.manifest.replication);
     // A backup without a position can never seed a slave: say why there is none, never just "take a backup".
@@ -279,15 +286,23 @@ export class ProvisionController {
       return { ok: false, reason: "MasterNotReady", message: oneLine(err) };
     }
     try {
-      let firstReason = "";
+      // The archive is read once, and only when the master has purged binlogs a backup needs; a storage fault is thrown (reported as such by the caller).
+      let archives: ArchiveChain[] | undefined;
+      const seen: SeedCandidate[] = [];
       for (const b of candidates) {
         const pos = b.manifest.replication;
         if (!pos) continue;
         const check = await checkMasterCanServe(c, pos, `master ${master.pod}`);
-        if (check.ok) return { ok: true, backup: b.name, position: positionText(pos) ?? "-", kind: b.manifest.kind };
-        firstReason ||= `${b.name}: ${check.reason ?? ""}`;
+        const candidate: SeedCandidate = { backup: b.name, position: positionText(pos) ?? "-", kind: b.manifest.kind, serve: check };
+        if (!check.ok && check.purged && pos.gtid) {
+          archives ??= await readArchiveChains(repository);
+          const d = decideBridge(archives, pos.gtid, check.purged, b.name, `${repository.where}/binlogs`);
+          candidate.bridge = d.ok ? { ok: true, binlogs: d.plan.files.map((f) => f.file), through: d.plan.endState, where: d.plan.where } : { ok: false, message: d.message };
+        }
+        seen.push(candidate);
+        if (seedFrom(candidate)) break;
       }
-      return { ok: false, reason: "BinlogsPurged", message: `no stored backup can seed a slave: the newest, ${firstReason}` };
+      return chooseSeed(seen);
     } finally {
       await c.end().catch(() => undefined);
     }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { decideProvision, provisionSettings, type ProvisionObserved } from "./decide.js";
+import { chooseSeed, decideProvision, provisionSettings, type ProvisionObserved, type SeedCandidate } from "./decide.js";
 
 const pvc = (annotations: Record<string, string> = {}) => ({ name: "data-db-2", uid: "0123456789", annotations });
 
@@ -124,5 +124,36 @@ describe("decideProvision with the provision init container (physical backups)",
 
   it("without the init container a physical backup is not restored into a running server", () => {
     expect(decideProvision(o({ seed: seed("physical") }))).toMatchObject({ kind: "wait", reason: "NeedsInitContainer" });
+  });
+});
+
+describe("chooseSeed: the master's binlogs, or the binlog archive's bridge", () => {
+  const purged = { ok: false, reason: "the master has purged binlogs the backup needs" };
+  const bridge = { ok: true as const, binlogs: ["mysql-bin.000001", "mysql-bin.000002"], through: "0-1-30", where: "s3://b/p/c/binlogs/1" };
+  const c = (backup: string, kind: SeedCandidate["kind"], x: Partial<SeedCandidate> = {}): SeedCandidate => ({ backup, position: "0-1-5", kind, serve: purged, ...x });
+
+  it("takes the newest backup the master serves, as before", () => {
+    expect(chooseSeed([c("b2", "logical", { serve: { ok: true } })])).toEqual({ ok: true, backup: "b2", position: "0-1-5", kind: "logical" });
+  });
+
+  it("seeds from a logical backup the master cannot serve when the archive bridges the gap, and the restore says so", () => {
+    const seed = chooseSeed([c("b2", "logical", { bridge })]);
+    expect(seed).toEqual({ ok: true, backup: "b2", position: "0-1-5", kind: "logical", bridge: { binlogs: bridge.binlogs, through: "0-1-30" } });
+    expect(decideProvision(o({ seed, target: { configured: false } }))).toEqual({ kind: "createRestore", backup: "b2", position: "0-1-5", bridge: { binlogs: bridge.binlogs, through: "0-1-30" } });
+  });
+
+  it("never bridges a physical backup (its restore has no running server to replay into): an older logical one is taken, or it says why", () => {
+    expect(chooseSeed([c("b3", "physical", { bridge }), c("b2", "logical", { bridge })])).toMatchObject({ ok: true, backup: "b2", bridge: { through: "0-1-30" } });
+    const only = chooseSeed([c("b3", "physical", { bridge })]);
+    expect(only).toMatchObject({ ok: false, reason: "BridgeNeedsServer" });
+    expect(!only.ok && only.message).toContain("mysql-bin.000001, mysql-bin.000002");
+  });
+
+  it("BinlogsPurged, naming the missing range, only when neither the master nor the archive holds it", () => {
+    const none = chooseSeed([c("b2", "logical", { bridge: { ok: false, message: "cannot seed a replica from b2 (GTID 0-1-5): ... the transactions after GTID 0-1-10 through GTID 0-1-20 are missing" } })]);
+    expect(none).toMatchObject({ ok: false, reason: "BinlogsPurged" });
+    expect(!none.ok && none.message).toContain("after GTID 0-1-10 through GTID 0-1-20");
+    // A position the archive cannot help with (no GTID): the master's own reason.
+    expect(chooseSeed([c("b2", "logical")])).toEqual({ ok: false, reason: "BinlogsPurged", message: "no stored backup can seed a slave: the newest, b2: the master has purged binlogs the backup needs" });
   });
 });

@@ -55,8 +55,62 @@ export function provisionSettings(
 }
 
 export type SeedChoice =
-  | { ok: true; backup: string; position: string; kind: "logical" | "physical" | "snapshot" }
-  | { ok: false; reason: "NoBackup" | "BinaryLoggingOff" | "BinlogsPurged" | "MasterNotReady" | "StorageUnreachable" | "StorageError" | "NeedsInitContainer" | "SecretInvalid"; message: string };
+  | { ok: true; backup: string; position: string; kind: "logical" | "physical" | "snapshot"; bridge?: SeedBridgeNote | undefined }
+  | {
+      ok: false;
+      reason: "NoBackup" | "BinaryLoggingOff" | "BinlogsPurged" | "BridgeNeedsServer" | "MasterNotReady" | "StorageUnreachable" | "StorageError" | "NeedsInitContainer" | "SecretInvalid";
+      message: string;
+    };
+
+/** The master has purged binlogs a backup needs, and the binlog archive bridges them: the restore replays these first. */
+export interface SeedBridgeNote {
+  binlogs: string[];
+  /** The GTID state after the bridge: where replication from the master resumes. */
+  through: string;
+}
+
+/** One stored backup, newest first, with what the master (and, when it has purged binlogs, the archive) says about it. */
+export interface SeedCandidate {
+  backup: string;
+  position: string;
+  kind: "logical" | "physical" | "snapshot";
+  serve: { ok: boolean; reason?: string | undefined };
+  /** Only when the master has purged binlogs the backup's GTID position needs: can the archive bridge them? */
+  bridge?: { ok: true; binlogs: string[]; through: string; where: string } | { ok: false; message: string } | undefined;
+}
+
+/** Pure: a candidate seeds a slave, or undefined. The archive's bridge is replayed into a running server: logical backups only. */
+export function seedFrom(c: SeedCandidate): SeedChoice | undefined {
+  if (c.serve.ok) return { ok: true, backup: c.backup, position: c.position, kind: c.kind };
+  if (c.bridge?.ok && c.kind === "logical") return { ok: true, backup: c.backup, position: c.position, kind: c.kind, bridge: { binlogs: c.bridge.binlogs, through: c.bridge.through } };
+  return undefined;
+}
+
+/**
+ * Pure: the newest candidate that can seed a slave (the master serves its
+ * position, or the binlog archive bridges what the master purged), or why
+ * none can, from the newest one's verdict: BinlogsPurged names the missing
+ * range when neither the master nor the archive holds it.
+ */
+export function chooseSeed(candidates: SeedCandidate[]): SeedChoice {
+  for (const c of candidates) {
+    const ok = seedFrom(c);
+    if (ok) return ok;
+  }
+  const newest = candidates[0];
+  if (!newest) return { ok: false, reason: "NoBackup", message: "no stored backup has a replication position" };
+  if (newest.bridge?.ok) {
+    return {
+      ok: false,
+      reason: "BridgeNeedsServer",
+      message:
+        `no stored backup can seed a slave: the master has purged binlogs the newest, ${newest.backup}, needs; the binlog archive ${newest.bridge.where} holds them (${newest.bridge.binlogs.join(", ")}), ` +
+        `but ${newest.backup} is a ${newest.kind} backup and the archive is replayed only into a running server after a logical load; take a logical backup, or a new backup`,
+    };
+  }
+  if (newest.bridge) return { ok: false, reason: "BinlogsPurged", message: `no stored backup can seed a slave: the newest, ${newest.bridge.message}` };
+  return { ok: false, reason: "BinlogsPurged", message: `no stored backup can seed a slave: the newest, ${newest.backup}: ${newest.serve.reason ?? ""}` };
+}
 
 /** What the pod's own server says about replication, read before a logical backup is loaded into it. */
 export type TargetReplication = { configured: false } | { configured: true; master: string; io: boolean; sql: boolean } | { error: string };
@@ -87,7 +141,7 @@ export type ProvisionPlan =
   | { kind: "needSeed" }
   | { kind: "markMaster" }
   | { kind: "openGate"; message: string }
-  | { kind: "createRestore"; backup: string; position: string }
+  | { kind: "createRestore"; backup: string; position: string; bridge?: SeedBridgeNote }
   | { kind: "markProvisioned"; backup: string; message: string }
   | { kind: "retry"; reason: string; message: string }
   /** Write the plan annotation the init container waits for. */
@@ -151,7 +205,7 @@ export function decideProvision(o: ProvisionObserved): ProvisionPlan {
   if (!o.target) return { kind: "needTargetCheck" };
   if ("error" in o.target) return { kind: "wait", reason: "ServerUnreachable", message: `cannot read the pod's replication status before restoring: ${o.target.error}`, requeueMs: 15_000, gate: "False" };
   if (o.target.configured) return alreadyReplicating(o.target, o.pvc.name);
-  return { kind: "createRestore", backup: o.seed.backup, position: o.seed.position };
+  return { kind: "createRestore", backup: o.seed.backup, position: o.seed.position, ...(o.seed.bridge ? { bridge: o.seed.bridge } : {}) };
 }
 
 function alreadyReplicating(t: { master: string; io: boolean; sql: boolean }, pvc: string): ProvisionPlan {
