@@ -210,7 +210,10 @@ async function listCached(ctx: Ctx, repo: Repository): Promise<Listing> {
   const scope = { identity: repo.store.identity, cluster: repo.cluster };
   const file = manifestCacheFile(dir, scope);
   const manifestCache = await loadManifestCache(file, scope);
-  const listing = await new Repository(repo.store, repo.cluster, { manifestCache }).list();
+  const debug = (detail: Record<string, unknown>, msg: string): void => {
+    ctx.log.debug(detail, msg);
+  };
+  const listing = await new Repository(repo.store, repo.cluster, { manifestCache, debug }).list();
   await saveManifestCache(file, scope, manifestCache).catch((err: unknown) => {
     ctx.log.debug({ file, err: oneLine(err) }, "manifest cache not written");
   });

@@ -7,9 +7,15 @@
 //   <cluster>/<name>/claim.json        (create-only, FIRST: reserves the name)
 //   <cluster>/<name>/deleting.json     (tombstone: a delete is under way)
 //   <cluster>/<name>/in-use/<id>.json  (restore leases)
+//   <cluster>/.index/v1/<stamp>-<rand>.json.gz  (the manifest index: a hint, see index-segments.ts)
 import { z } from "zod";
 import { badInput } from "../lib/errors.js";
 import type { ObjectInfo } from "./object-store.js";
+
+/** A segment of the manifest index, format 1 (index-segments.ts), by its key relative to `<cluster>/`. */
+export function isIndexSegment(relKey: string): boolean {
+  return /^\.index\/v1\/\d{8}T\d{6}Z-[0-9a-f]{12}\.json\.gz$/.test(relKey);
+}
 
 export const FORMAT_VERSION = 1;
 export const MANIFEST = "manifest.json";
@@ -231,6 +237,8 @@ export interface Scan {
   leasesByBackup: Map<string, string[]>;
   /** Backups with a tombstone (a delete is under way), and when it was written. */
   deleting: Map<string, Date | undefined>;
+  /** The manifest index's segments (index-segments.ts), keys relative to `<cluster>/`: never backups. */
+  indexSegments: ObjectInfo[];
 }
 
 /** Group a cluster's object listing into backups. Keys are relative to `<cluster>/`. */
@@ -240,7 +248,12 @@ export function scanListing(objects: ObjectInfo[]): Scan {
   const activity = new Map<string, number>();
   const withManifest = new Map<string, ObjectInfo>();
   const deleting = new Map<string, Date | undefined>();
+  const indexSegments: ObjectInfo[] = [];
   for (const o of objects) {
+    if (isIndexSegment(o.key)) {
+      indexSegments.push(o);
+      continue;
+    }
     const slash = o.key.indexOf("/");
     if (slash <= 0) continue;
     const name = o.key.slice(0, slash);
@@ -272,7 +285,7 @@ export function scanListing(objects: ObjectInfo[]): Scan {
   const complete = names.filter((n) => withManifest.has(n) && !deleting.has(n));
   const manifests = new Map<string, ObjectInfo>();
   for (const n of complete) manifests.set(n, withManifest.get(n) as ObjectInfo);
-  return { complete, manifests, incomplete, keysByBackup, leasesByBackup, deleting };
+  return { complete, manifests, incomplete, keysByBackup, leasesByBackup, deleting, indexSegments };
 }
 
 // ---------------------------------------------------------------- selection

@@ -39,7 +39,8 @@ import {
   type UnusableEntry,
 } from "./catalog.js";
 import { manifestValidator, type ManifestCache } from "./manifest-cache.js";
-import { joinKey, readObject, withRetries, type ObjectStore } from "./object-store.js";
+import { checkedManifest, decodeSegment, encodeSegment, MAX_SEGMENT_BYTES, newSegmentKey, type IndexEntry, type RawEntry } from "./index-segments.js";
+import { joinKey, readObject, withRetries, type ObjectInfo, type ObjectStore } from "./object-store.js";
 
 export const DEFAULT_INCOMPLETE_GRACE_MS = 6 * 60 * 60 * 1000;
 export const DEFAULT_LEASE_TTL_MS = 10 * 60 * 1000;
@@ -86,10 +87,50 @@ export interface RepositoryOptions {
    * manifests it does not hold, or whose listed object is not the one cached.
    */
   manifestCache?: ManifestCache | undefined;
+  /**
+   * Let list() take manifests from the repository's manifest index
+   * (index-segments.ts) when many are not cached, and rewrite the index when it
+   * had to read many. Default: on with a manifestCache (the listings that show
+   * backups: `list`, `verify`'s choice, the operator's catalog), off without one:
+   * restore, PITR, provisioning and retention read the manifests themselves.
+   * REPLICATOR_INDEX=off turns the index off everywhere (prune too).
+   */
+  index?: boolean | undefined;
+  /** Debug notes (an index segment ignored or not written): never verdicts. */
+  debug?: ((detail: Record<string, unknown>, msg: string) => void) | undefined;
+}
+
+/** What a listing did with the index, for deciding whether to rewrite it. */
+interface IndexUse {
+  /** The segments were read. */
+  read: boolean;
+  /** Entries in the segments read (duplicates and entries of backups gone included). */
+  entriesRead: number;
+  /** Manifests the index supplied. */
+  fromIndex: number;
+  /** Manifests read from the store and parsed (neither cached nor in the index). */
+  manifestReads: number;
+}
+
+/** The index is read only when at least this many manifests are not in the manifest cache (fewer are read one by one). */
+const INDEX_READ_MIN = 8;
+/** A listing that read more manifests than this (the index lacked them) writes a fresh index. */
+const INDEX_WRITE_AFTER_READS = 8;
+/** More index segments than this are compacted into one by the next listing. */
+const INDEX_MAX_SEGMENTS = 8;
+
+/** REPLICATOR_INDEX=off: no Repository reads or writes the manifest index. */
+export function indexAllowed(env: NodeJS.ProcessEnv = process.env): boolean {
+  return (env.REPLICATOR_INDEX ?? "").toLowerCase() !== "off";
 }
 
 export class Repository {
   private readonly manifestCache: ManifestCache | undefined;
+  /** list() reads (and rewrites) the index. */
+  private readonly indexOn: boolean;
+  /** prune drops the backups it deleted from the index. */
+  private readonly indexWrites: boolean;
+  private readonly debug: (detail: Record<string, unknown>, msg: string) => void;
 
   constructor(
     readonly store: ObjectStore,
@@ -98,6 +139,9 @@ export class Repository {
   ) {
     validateClusterName(cluster);
     this.manifestCache = opts.manifestCache;
+    this.indexWrites = indexAllowed();
+    this.indexOn = this.indexWrites && (opts.index ?? opts.manifestCache !== undefined);
+    this.debug = opts.debug ?? (() => undefined);
   }
 
   get where(): string {
@@ -118,34 +162,69 @@ export class Repository {
    * storage fault when a manifest cannot be read: never a partial listing.
    */
   async list(): Promise<Listing> {
-    return this.readListing(await this.scan());
+    const scan = await this.scan();
+    const { index, ...listing } = await this.readListing(scan);
+    await this.maintainIndex(scan, listing.backups, index);
+    return listing;
   }
 
-  private async readListing(scan: Scan): Promise<Listing> {
+  private async readListing(scan: Scan): Promise<Listing & { index: IndexUse }> {
     const results: ({ entry: BackupEntry } | { corrupt: UnusableEntry } | undefined)[] = scan.complete.map(() => undefined);
-    let next = 0;
-    const worker = async (): Promise<void> => {
-      while (next < scan.complete.length) {
-        const i = next++;
+    const index: IndexUse = { read: false, entriesRead: 0, fromIndex: 0, manifestReads: 0 };
+    const entryOf = (name: string, manifest: Manifest): { entry: BackupEntry } | undefined => {
+      const parsed = parseBackupName(name);
+      if (!parsed) return undefined;
+      return { entry: { name, time: parsed.time, method: parsed.method, source: parsed.source, manifest, size: manifest.objects.reduce((s, o) => s + o.size, 0) } };
+    };
+    // 1. The manifest cache: the listed manifest object, unchanged since a copy was cached.
+    const misses: number[] = [];
+    scan.complete.forEach((name, i) => {
+      const info = scan.manifests.get(name);
+      const validator = info && this.manifestCache ? manifestValidator(info) : undefined;
+      const cached = validator !== undefined ? this.manifestCache?.get(this.key(name, MANIFEST), validator) : undefined;
+      if (cached?.name === name) results[i] = entryOf(name, cached);
+      else misses.push(i);
+    });
+    // 2. The index, when enough manifests are left to read that its few objects are worth reading.
+    let left = misses;
+    if (this.indexOn && misses.length >= INDEX_READ_MIN && scan.indexSegments.length > 0) {
+      const entries = await this.readIndex(scan, index);
+      left = [];
+      for (const i of misses) {
         const name = scan.complete[i] as string;
-        const parsed = parseBackupName(name);
-        if (!parsed) continue;
-        const entry = (manifest: Manifest): { entry: BackupEntry } => ({
-          entry: { name, time: parsed.time, method: parsed.method, source: parsed.source, manifest, size: manifest.objects.reduce((s, o) => s + o.size, 0) },
-        });
-        // The listed manifest object, unchanged since a copy was cached: no read.
         const info = scan.manifests.get(name);
-        const validator = info && this.manifestCache ? manifestValidator(info) : undefined;
-        const key = this.key(name, MANIFEST);
-        const cached = validator !== undefined ? this.manifestCache?.get(key, validator) : undefined;
-        if (cached?.name === name) {
-          results[i] = entry(cached);
+        const validator = info ? manifestValidator(info) : undefined;
+        let manifest: Manifest | undefined;
+        if (validator !== undefined) {
+          for (const e of entries.get(name) ?? []) {
+            if (e.validator !== validator) continue;
+            manifest = checkedManifest(e, name);
+            if (manifest) break;
+          }
+        }
+        if (!manifest || validator === undefined) {
+          left.push(i);
           continue;
         }
+        results[i] = entryOf(name, manifest);
+        index.fromIndex++;
+        this.manifestCache?.set(this.key(name, MANIFEST), validator, manifest);
+      }
+    }
+    // 3. The manifests themselves.
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < left.length) {
+        const i = left[next++] as number;
+        const name = scan.complete[i] as string;
+        if (!parseBackupName(name)) continue;
+        const info = scan.manifests.get(name);
+        const validator = info ? manifestValidator(info) : undefined;
         try {
           const manifest = await this.readManifest(name);
-          results[i] = entry(manifest);
-          if (validator !== undefined) this.manifestCache?.set(key, validator, manifest);
+          results[i] = entryOf(name, manifest);
+          index.manifestReads++;
+          if (validator !== undefined) this.manifestCache?.set(this.key(name, MANIFEST), validator, manifest);
         } catch (err) {
           const reason = reasonOf(err);
           if (reason === "CorruptManifest" || reason === "UnknownFormat") {
@@ -170,7 +249,7 @@ export class Repository {
         }
       }
     };
-    await Promise.all(Array.from({ length: Math.min(LIST_CONCURRENCY, scan.complete.length) }, worker));
+    await Promise.all(Array.from({ length: Math.min(LIST_CONCURRENCY, left.length) }, worker));
     const backups: BackupEntry[] = [];
     const corrupt: UnusableEntry[] = [];
     for (const r of results) {
@@ -178,7 +257,94 @@ export class Repository {
       if ("entry" in r) backups.push(r.entry);
       else corrupt.push(r.corrupt);
     }
-    return { backups, incomplete: scan.incomplete, corrupt };
+    return { backups, incomplete: scan.incomplete, corrupt, index };
+  }
+
+  /**
+   * Every listed index segment's entries by backup name. A segment that is gone
+   * (compacted meanwhile), does not parse, or cannot be read (a fault, after
+   * retries) is left out with a debug note: the manifests it would have supplied
+   * are read one by one, under the usual fault rules. Never throws.
+   */
+  private async readIndex(scan: Scan, use: IndexUse): Promise<Map<string, RawEntry[]>> {
+    use.read = true;
+    const out = new Map<string, RawEntry[]>();
+    const segments = scan.indexSegments.filter((o) => o.size <= MAX_SEGMENT_BYTES);
+    let next = 0;
+    const decoded: (RawEntry[] | undefined)[] = segments.map(() => undefined);
+    const worker = async (): Promise<void> => {
+      while (next < segments.length) {
+        const i = next++;
+        const key = this.key((segments[i] as ObjectInfo).key);
+        let buf: Buffer;
+        try {
+          buf = await readObject(this.store, key);
+        } catch (err) {
+          if (reasonOf(err) === "NotFound") {
+            this.debug({ key }, "manifest index segment gone since the listing (compacted): ignored");
+          } else {
+            this.debug({ key, reason: reasonOf(err), err: (err as Error).message }, "manifest index segment could not be read: its manifests are read one by one");
+          }
+          continue;
+        }
+        const entries = decodeSegment(buf, this.cluster);
+        if (typeof entries === "string") {
+          this.debug({ key, problem: entries }, "manifest index segment ignored");
+          continue;
+        }
+        decoded[i] = entries;
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(LIST_CONCURRENCY, segments.length) }, worker));
+    for (const entries of decoded) {
+      for (const e of entries ?? []) {
+        use.entriesRead++;
+        const l = out.get(e.name);
+        if (l) l.push(e);
+        else out.set(e.name, [e]);
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Write a fresh index segment of `backups` (from this listing) and then delete the
+   * segments the listing showed, when it is worth it (or `force`): this listing
+   * read many manifests the index lacked, or there are many segments, or the
+   * segments read hold many entries the listing no longer confirms. Safe with
+   * concurrent writers: a segment is only ever created whole under a new key, and
+   * only the segments this listing showed are deleted, after the new one is
+   * written; every entry they held that the listing confirms is in the new one.
+   * A failure costs speed only (a debug note), never the listing.
+   */
+  private async maintainIndex(scan: Scan, backups: BackupEntry[], use: IndexUse, force = false): Promise<void> {
+    if (!this.indexWrites) return;
+    const worth =
+      force ||
+      (this.indexOn &&
+        (use.manifestReads > INDEX_WRITE_AFTER_READS ||
+          scan.indexSegments.length > INDEX_MAX_SEGMENTS ||
+          (use.read && use.entriesRead > backups.length + Math.max(INDEX_WRITE_AFTER_READS, backups.length / 4))));
+    if (!worth) return;
+    const entries: IndexEntry[] = [];
+    for (const b of backups) {
+      const info = scan.manifests.get(b.name);
+      const validator = info ? manifestValidator(info) : undefined;
+      if (validator !== undefined) entries.push({ name: b.name, validator, manifest: b.manifest });
+    }
+    const now = new Date();
+    const key = this.key(newSegmentKey(now));
+    try {
+      if (entries.length > 0) {
+        const body = encodeSegment(this.cluster, entries, now);
+        await withRetries(() => this.store.put(key, body));
+      }
+      const old = scan.indexSegments.map((o) => this.key(o.key)).filter((k) => k !== key);
+      if (old.length > 0) await withRetries(() => this.store.delete(old));
+      this.debug({ key: entries.length > 0 ? key : undefined, entries: entries.length, replaced: old.length }, "manifest index written");
+    } catch (err) {
+      this.debug({ key, reason: reasonOf(err), err: (err as Error).message }, "manifest index not written (costs speed only)");
+    }
   }
 
   async readManifest(name: string): Promise<Manifest> {
@@ -469,6 +635,9 @@ export class Repository {
     for (const name of plan.abandon) {
       await withRetries(() => this.store.delete((scan.keysByBackup.get(name) ?? []).map((k) => joinKey(this.cluster, k))));
     }
+    // The backups it deleted leave the index (with the listing's other reasons to rewrite it).
+    const gone = new Set(expired);
+    await this.maintainIndex(scan, listing.backups.filter((b) => !gone.has(b.name)), listing.index, expired.length > 0 && scan.indexSegments.length > 0);
     return plan;
   }
 
