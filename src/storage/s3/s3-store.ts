@@ -1,4 +1,5 @@
-// S3 backend: `s3://bucket/prefix`. The only module that imports the AWS SDK.
+// S3 backend: `s3://bucket/prefix`. With multipart.ts (its streamed
+// upload), the only module that imports the AWS SDK.
 // Credentials come from the SDK's standard chain (env, shared files, web
 // identity, instance metadata), never from a command-line flag.
 //
@@ -6,7 +7,9 @@
 // standard retry (5 attempts with backoff, for 5xx, throttling, resets and
 // timeouts); a download whose body breaks part-way resumes with a Range GET
 // (up to 3 times) so its reader never notices; a listing is retried whole,
-// never returned in part. What remains is StorageUnreachable or StorageError,
+// never returned in part; a streamed upload's parts are retried one by one
+// (multipart.ts, in at most UPLOAD_BUFFER_BYTES of part buffers) and a failed
+// upload is aborted, never left visible. What remains is StorageUnreachable or StorageError,
 // never NotFound or corrupt.
 //
 // Listing pages are read by list-page.ts, not the SDK's generic XML
@@ -24,11 +27,12 @@ import {
   type ListObjectsV2CommandOutput,
   type S3ClientConfig,
 } from "@aws-sdk/client-s3";
-import { pipeline, Readable, Transform } from "node:stream";
+import { Readable } from "node:stream";
 import { badInput, failed, ReplicatorError } from "../../lib/errors.js";
 import { computePartSize, formatBytes, MAX_PARTS } from "../catalog.js";
 import { isTransient, joinKey, markTransient, readAll, withRetries, type ObjectInfo, type ObjectStore, type PutOptions, type PutResult } from "../object-store.js";
 import { parseListPage, type ListPage } from "./list-page.js";
+import { uploadStream } from "./multipart.js";
 
 export interface S3Options {
   bucket: string;
@@ -38,7 +42,7 @@ export interface S3Options {
   forcePathStyle?: boolean | undefined;
   /** Multipart part size in bytes (default: from the size hint, at least 16 MiB; S3 allows 10,000 parts). */
   partSize?: number | undefined;
-  /** Parts uploaded at once. */
+  /** Parts uploaded at once (default: queueSizeFor(partSize)); one more part buffer is being filled. */
   queueSize?: number | undefined;
   /** Explicit credentials (the operator reads them from a Secret); else the SDK's chain. */
   credentials?: { accessKeyId: string; secretAccessKey: string } | undefined;
@@ -50,6 +54,14 @@ export interface S3Options {
   maxAttempts?: number | undefined;
   /** S3's part limit (10,000); lower only in tests, to meet the limit without 156 GiB. */
   maxParts?: number | undefined;
+}
+
+/** Part buffers one streamed upload may hold: parts uploading at once, plus the one being filled. */
+export const UPLOAD_BUFFER_BYTES = 64 * 1024 * 1024;
+
+/** Parts uploaded at once for parts of `partSize`: as many as fit in UPLOAD_BUFFER_BYTES with the one being filled (16 MiB parts: 3), at least 1. */
+export function queueSizeFor(partSize: number): number {
+  return Math.max(1, Math.min(4, Math.floor(UPLOAD_BUFFER_BYTES / partSize) - 1));
 }
 
 /** How many times a broken download resumes with a Range GET. */
@@ -142,50 +154,28 @@ export class S3ObjectStore implements ObjectStore {
       return this.putCreateOnly(key, await readAll(body));
     }
     const partSize = this.opts.partSize ?? computePartSize(opts.expectedSize);
-    const limit = partSize * (this.opts.maxParts ?? MAX_PARTS);
-    let size = 0;
+    const full = this.k(key);
     // S3 takes at most 10,000 parts and the part size cannot change mid-way: fail at the limit, not after it.
-    const counter = new Transform({
-      transform(chunk: Buffer, _enc, cb) {
-        size += chunk.length;
-        if (size > limit) {
-          cb(
-            badInput(
-              "ObjectTooLarge",
-              opts.expectedSize === undefined
-                ? `object larger than ~${formatBytes(limit)} without a size hint; pass --expected-size`
-                : `object larger than ~${formatBytes(limit)}: the size hint (${formatBytes(opts.expectedSize)}) was too small; pass a larger --expected-size`,
-            ),
-          );
-          return;
-        }
-        cb(null, chunk);
+    const limit = partSize * (this.opts.maxParts ?? MAX_PARTS);
+    const res = await uploadStream(
+      body,
+      { client: this.client, bucket: this.opts.bucket, key: full },
+      {
+        partSize,
+        queueSize: this.opts.queueSize ?? queueSizeFor(partSize),
+        limit,
+        tooLarge: () =>
+          badInput(
+            "ObjectTooLarge",
+            opts.expectedSize === undefined
+              ? `object larger than ~${formatBytes(limit)} without a size hint; pass --expected-size`
+              : `object larger than ~${formatBytes(limit)}: the size hint (${formatBytes(opts.expectedSize)}) was too small; pass a larger --expected-size`,
+          ),
+        mapError: (err) => this.mapError(err, "PUT", full),
+        retry: (fn) => withRetries(fn, { attempts: 3 }),
       },
-    });
-    let sourceError: unknown;
-    pipeline(body, counter, (err) => {
-      if (err) sourceError = err;
-    });
-    // lib-storage only for a streamed upload: `list` and the other readers never load it.
-    const { Upload } = await import("@aws-sdk/lib-storage");
-    const upload = new Upload({
-      client: this.client,
-      params: { Bucket: this.opts.bucket, Key: this.k(key), Body: counter },
-      partSize,
-      // Each queued part is held in memory: big parts (a big size hint) upload fewer at once.
-      queueSize: this.opts.queueSize ?? Math.max(1, Math.min(4, Math.floor((256 * 1024 * 1024) / partSize))),
-      leavePartsOnError: false,
-    });
-    try {
-      await upload.done();
-    } catch (err) {
-      // Stop the source at once: nothing more is read from it.
-      counter.destroy();
-      const cause = sourceError instanceof ReplicatorError ? sourceError : err;
-      if (sourceError instanceof Error && isSameError(err, sourceError)) throw sourceError;
-      throw this.mapError(cause, "PUT", this.k(key));
-    }
-    return { size };
+    );
+    return { size: res.size };
   }
 
   /** PutObject with If-None-Match: * (a create-only write). */
@@ -442,9 +432,6 @@ function netCode(err: unknown): string | undefined {
   return undefined;
 }
 
-function isSameError(a: unknown, b: unknown): boolean {
-  return a === b || (a as { cause?: unknown } | null)?.cause === b;
-}
 
 /**
  * The body of a GET that resumes where it broke: on a transient fault

@@ -1,0 +1,279 @@
+// A streamed upload into S3 in a fixed, small amount of memory: a multipart
+// upload whose parts are filled in place, from the incoming stream, in a pool
+// of `queueSize + 1` part buffers (one filling while up to `queueSize` upload;
+// all of them uploading while the source waits for one), each reused as soon
+// as its UploadPart is done: at most (queueSize + 1) × partSize bytes of parts
+// whatever the object's size. No chunk is concatenated or
+// copied again: the bytes are copied once, into a part buffer, and the SDK
+// sends that buffer (and sends it again, if a request is retried).
+//
+// The object appears whole or not at all: only CompleteMultipartUpload makes
+// it visible. On any failure (a part that fails after its retries, the source
+// stream erroring or destroyed, the size limit) the parts in flight are
+// cancelled, the upload is aborted (AbortMultipartUpload), the source is
+// destroyed with the error, and the error is thrown: the source's own error
+// as it is, a storage one mapped (StorageUnreachable / StorageError).
+//
+// An object that fits in one part is one PutObject, as before.
+import {
+  AbortMultipartUploadCommand,
+  ChecksumAlgorithm,
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
+  HeadObjectCommand,
+  PutObjectCommand,
+  UploadPartCommand,
+  type CompletedPart,
+  type S3Client,
+} from "@aws-sdk/client-s3";
+import type { Readable } from "node:stream";
+import { failed, type ReplicatorError } from "../../lib/errors.js";
+
+export interface StreamUploadTarget {
+  client: S3Client;
+  bucket: string;
+  /** The object's full key (with the store's prefix). */
+  key: string;
+}
+
+export interface StreamUploadOptions {
+  /** Bytes per part (S3: at least 5 MiB, except the last). */
+  partSize: number;
+  /** Parts uploading at once; the pool holds one more buffer, the one being filled. */
+  queueSize: number;
+  /** The most bytes the object may hold (part size × S3's part limit): one more byte fails with `tooLarge()`. */
+  limit: number;
+  tooLarge: () => ReplicatorError;
+  /** An SDK error as the store reports it (StorageUnreachable, StorageError, AccessDenied...). */
+  mapError: (err: unknown) => ReplicatorError;
+  /** Runs a request again while it fails with a transient (mapped) fault: the store's policy. */
+  retry: <T>(fn: () => Promise<T>) => Promise<T>;
+}
+
+export interface StreamUploadResult {
+  size: number;
+  /** 0 for a single PutObject. */
+  parts: number;
+}
+
+/** Peak bytes of part buffers one upload holds. */
+export function partBufferBytes(partSize: number, queueSize: number): number {
+  return partSize * (queueSize + 1);
+}
+
+function reasonOf(signal: AbortSignal): Error {
+  return signal.reason instanceof Error ? signal.reason : new Error("upload cancelled");
+}
+
+/** A fixed number of equal buffers, allocated on first need and handed out again when given back. */
+class PartPool {
+  private readonly free: Buffer[] = [];
+  private readonly waiting: { resolve: (b: Buffer) => void }[] = [];
+  private allocated = 0;
+
+  constructor(
+    private readonly size: number,
+    private readonly max: number,
+  ) {}
+
+  take(signal: AbortSignal): Promise<Buffer> {
+    if (signal.aborted) return Promise.reject(reasonOf(signal));
+    const b = this.free.pop();
+    if (b) return Promise.resolve(b);
+    if (this.allocated < this.max) {
+      this.allocated++;
+      // Unfilled pages of a fresh buffer cost nothing: a small object touches only what it writes.
+      return Promise.resolve(Buffer.allocUnsafeSlow(this.size));
+    }
+    return new Promise((resolve, reject) => {
+      const w = {
+        resolve: (buf: Buffer) => {
+          signal.removeEventListener("abort", onAbort);
+          resolve(buf);
+        },
+      };
+      const onAbort = (): void => {
+        const i = this.waiting.indexOf(w);
+        if (i >= 0) this.waiting.splice(i, 1);
+        reject(reasonOf(signal));
+      };
+      signal.addEventListener("abort", onAbort, { once: true });
+      this.waiting.push(w);
+    });
+  }
+
+  give(b: Buffer): void {
+    const w = this.waiting.shift();
+    if (w) w.resolve(b);
+    else this.free.push(b);
+  }
+}
+
+/**
+ * Upload `body` to `target.key`: one PutObject when it fits in one part, else
+ * a multipart upload with up to `queueSize` parts in flight.
+ */
+export async function uploadStream(body: Readable, target: StreamUploadTarget, o: StreamUploadOptions): Promise<StreamUploadResult> {
+  const { client, bucket, key } = target;
+  const pool = new PartPool(o.partSize, o.queueSize + 1);
+  const cancel = new AbortController();
+  const inflight = new Set<Promise<void>>();
+  const done: CompletedPart[] = [];
+  let failure: { err: unknown } | undefined;
+  let creating: Promise<string> | undefined;
+  let size = 0;
+  let partNo = 0;
+  let cur: Buffer | undefined;
+  let fill = 0;
+
+  const fail = (err: unknown): void => {
+    if (failure) return;
+    failure = { err };
+    cancel.abort(err);
+    // Destroyed with the error itself (not a bare premature close): whoever pipes into `body` learns the storage side failed.
+    if (!body.destroyed && !body.readableEnded) body.destroy(err instanceof Error ? err : new Error(String(err)));
+  };
+
+  /** A request, mapped and retried; a cancellable one (a part) is not tried again once the upload is failing. */
+  const storage = async <T>(fn: () => Promise<T>, cancellable = false): Promise<T> =>
+    o.retry(async () => {
+      try {
+        return await fn();
+      } catch (err) {
+        // Not transient: no retry of a request the failing upload cancelled.
+        if (cancellable && failure) throw new Error("upload cancelled", { cause: err });
+        throw o.mapError(err);
+      }
+    });
+
+  const create = async (): Promise<string> => {
+    // As lib-storage did: with the SDK's default checksums on, the parts carry CRC32s and the upload says so.
+    const checksums = (await client.config.requestChecksumCalculation()) === "WHEN_SUPPORTED";
+    // Never cancelled: an upload the server did create must be known, to be aborted.
+    const res = await storage(() =>
+      client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key, ...(checksums ? { ChecksumAlgorithm: ChecksumAlgorithm.CRC32 } : {}) })),
+    );
+    if (!res.UploadId) throw failed("StorageError", `S3 returned no upload id for ${key}`);
+    return res.UploadId;
+  };
+
+  const dispatch = (buf: Buffer, len: number, n: number): void => {
+    const p = (async () => {
+      try {
+        const uploadId = await (creating ??= create());
+        const res = await storage(() =>
+          client.send(
+            new UploadPartCommand({ Bucket: bucket, Key: key, UploadId: uploadId, PartNumber: n, Body: buf.subarray(0, len), ContentLength: len }),
+            { abortSignal: cancel.signal },
+          ),
+          true,
+        );
+        if (!res.ETag) throw failed("StorageError", `S3 returned no ETag for part ${n} of ${key}`);
+        done.push({
+          PartNumber: n,
+          ETag: res.ETag,
+          ...(res.ChecksumCRC32 ? { ChecksumCRC32: res.ChecksumCRC32 } : {}),
+          ...(res.ChecksumCRC32C ? { ChecksumCRC32C: res.ChecksumCRC32C } : {}),
+          ...(res.ChecksumCRC64NVME ? { ChecksumCRC64NVME: res.ChecksumCRC64NVME } : {}),
+          ...(res.ChecksumSHA1 ? { ChecksumSHA1: res.ChecksumSHA1 } : {}),
+          ...(res.ChecksumSHA256 ? { ChecksumSHA256: res.ChecksumSHA256 } : {}),
+        });
+      } catch (err) {
+        fail(err);
+      } finally {
+        pool.give(buf);
+      }
+    })();
+    inflight.add(p);
+    void p.finally(() => inflight.delete(p));
+  };
+
+  try {
+    for await (const chunk of body as AsyncIterable<Buffer | string>) {
+      if (failure) break;
+      const bytes = typeof chunk === "string" ? Buffer.from(chunk) : chunk;
+      size += bytes.length;
+      if (size > o.limit) {
+        fail(o.tooLarge());
+        break;
+      }
+      let off = 0;
+      while (off < bytes.length) {
+        // A full buffer goes out only once a further byte shows it is not the last: an object of exactly one part stays one PutObject.
+        if (cur && fill === o.partSize) {
+          dispatch(cur, fill, ++partNo);
+          cur = undefined;
+        }
+        if (!cur) {
+          cur = await pool.take(cancel.signal);
+          fill = 0;
+        }
+        const n = bytes.copy(cur, fill, off, Math.min(bytes.length, off + (o.partSize - fill)));
+        fill += n;
+        off += n;
+      }
+    }
+  } catch (err) {
+    // The source's own error, or the echo of fail() (the body destroyed, a wait cancelled).
+    fail(err);
+  }
+
+  if (!failure && partNo === 0) {
+    // It fits in one part: one PutObject (an empty body included).
+    const data = cur ? cur.subarray(0, fill) : Buffer.alloc(0);
+    try {
+      await storage(() => client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: data, ContentLength: data.length })));
+      return { size, parts: 0 };
+    } catch (err) {
+      fail(err);
+    }
+  }
+  if (!failure && cur) dispatch(cur, fill, ++partNo);
+  while (inflight.size > 0) await Promise.allSettled([...inflight]);
+
+  if (!failure) {
+    try {
+      const uploadId = await (creating ?? Promise.reject(new Error("unreachable: parts were uploaded without an upload")));
+      await complete(target, uploadId, done.sort((a, b) => (a.PartNumber ?? 0) - (b.PartNumber ?? 0)), size, storage);
+      return { size, parts: partNo };
+    } catch (err) {
+      fail(err);
+    }
+  }
+
+  // Nothing was made visible: abort the upload so its parts do not linger.
+  if (creating) {
+    const uploadId = await creating.catch(() => undefined);
+    if (uploadId !== undefined) {
+      await storage(() => client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: uploadId }))).catch(() => undefined);
+    }
+  }
+  throw (failure as { err: unknown }).err;
+}
+
+/**
+ * CompleteMultipartUpload. A retried Complete whose first attempt did land
+ * finds its upload gone (NoSuchUpload): the object is then there, with the
+ * size that was sent, and that is success.
+ */
+async function complete(
+  t: StreamUploadTarget,
+  uploadId: string,
+  parts: CompletedPart[],
+  size: number,
+  storage: <T>(fn: () => Promise<T>) => Promise<T>,
+): Promise<void> {
+  let attempts = 0;
+  try {
+    await storage(() => {
+      attempts++;
+      return t.client.send(new CompleteMultipartUploadCommand({ Bucket: t.bucket, Key: t.key, UploadId: uploadId, MultipartUpload: { Parts: parts } }));
+    });
+  } catch (err) {
+    const cause = (err as { cause?: { name?: string; Code?: string; $metadata?: { attempts?: number } } }).cause;
+    const retried = attempts > 1 || (cause?.$metadata?.attempts ?? 1) > 1;
+    if (!retried || (cause?.name ?? cause?.Code) !== "NoSuchUpload") throw err;
+    const head = await storage(() => t.client.send(new HeadObjectCommand({ Bucket: t.bucket, Key: t.key }))).catch(() => undefined);
+    if (head?.ContentLength !== size) throw err;
+  }
+}
