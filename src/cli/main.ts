@@ -291,7 +291,9 @@ async function cmdRestore(ctx: Ctx): Promise<unknown> {
   if (until && (ctx.values.backup || ctx.values.before || ctx.settings.replicateFrom)) {
     throw badInput("InvalidArguments", "--until/--until-gtid choose the backup themselves and do not combine with --backup, --before or --replicate-from");
   }
-  if (!until && ctx.values["dry-run"]) throw badInput("InvalidArguments", "restore --dry-run prints the plan of a point-in-time restore; give --until TIME or --until-gtid GTID");
+  if (!until && ctx.values["dry-run"] && !ctx.settings.replicateFrom) {
+    throw badInput("InvalidArguments", "restore --dry-run prints the plan of a point-in-time restore (give --until TIME or --until-gtid GTID) or of a seed (give --replicate-from URL)");
+  }
   const selector: Selector = ctx.values.backup
     ? { kind: "name", name: ctx.values.backup }
     : ctx.values.before
@@ -325,6 +327,8 @@ async function cmdRestore(ctx: Ctx): Promise<unknown> {
     force: ctx.values.force ?? false,
     skipBinlogCheck: ctx.values["skip-binlog-check"] ?? false,
     replicationTimeoutMs: timeoutMs,
+    // A seed's plan (--replicate-from): the checks, and the binlog archive's bridge when the master has purged binlogs.
+    dryRun: !until && (ctx.values["dry-run"] ?? false),
     methodOptions: restoreOptionsOf(ctx),
     progress: showProgress(ctx),
     log: ctx.log,
@@ -335,10 +339,19 @@ async function cmdRestore(ctx: Ctx): Promise<unknown> {
     return restoreUntilCommand({ repo, target, datadir, until, dryRun: ctx.values["dry-run"] ?? false, restoreBackup, json: ctx.values.json ?? false, out: ctx.out, log: ctx.log, signal: ctx.signal });
   }
   const r = await runRestore(request);
-  if (!ctx.values.json) {
+  if (!ctx.values.json && r.dryRun) {
+    ctx.out(`plan: restore ${r.name} into ${r.target} (position ${formatPosition(r.replication)}), then replicate from ${r.replicatingFrom ?? "?"}`);
+    const b = r.bridge;
+    if (b) {
+      ctx.out(`  the master has purged binlogs the backup needs (its oldest, ${b.masterOldestBinlog}, begins after GTID ${b.masterOldestStart}): first replay the archived binlogs ${b.binlogs.join(", ")} of ${b.archive}`);
+      ctx.out(`  from the first transaction after GTID ${b.backupPosition} through GTID ${b.slavePos}, then replicate from gtid_slave_pos ${b.slavePos}`);
+    }
+    for (const w of r.warnings) ctx.out(`  warning: ${w}`);
+  } else if (!ctx.values.json) {
     ctx.out(`restored ${r.name} into ${r.target}: ${formatBytes(r.rawSize)} in ${(r.durationMs / 1000).toFixed(1)}s`);
     ctx.out(`  position ${formatPosition(r.replication)}`);
     if (r.replicaConfigured) ctx.out(`  configured to replicate from ${r.replicatingFrom ?? "?"} when the server starts`);
+    if (r.bridge) ctx.out(`  the master had purged binlogs the backup needs: replayed ${r.bridge.transactions ?? "?"} transaction(s) from ${r.bridge.binlogs.join(", ")} of the binlog archive, through GTID ${r.bridge.slavePos}`);
     if (r.replicating) ctx.out(`  replicating from ${r.replicatingFrom ?? "?"}; seconds behind master: ${r.secondsBehindMaster ?? "unknown"}`);
     for (const w of r.warnings) ctx.out(`  warning: ${w}`);
   }

@@ -15,6 +15,7 @@ import { runCli } from "../harness/cli.js";
 import { seedShop } from "../harness/fixtures.js";
 import { checksums, startMariaDb, waitCaughtUp, waitFor, type MariaDb } from "../harness/mariadb.js";
 import { startS3, type S3Server } from "../harness/s3.js";
+import { startFaultProxy } from "../harness/s3-fault-proxy.js";
 
 let s3: S3Server;
 let master: MariaDb;
@@ -162,8 +163,33 @@ describe("seeding a slave over the binlog archive", () => {
     expect(await tablesIn(t)).toBe(0);
   });
 
+  it("a storage fault reading the archive is a storage fault, never BinlogsPurged; nothing is loaded", async () => {
+    const proxy = await startFaultProxy(s3.endpoint, { seed: 3 });
+    try {
+      proxy.add({ op: "GET", key: /\/binlogs\/\d+\/[^/]+\.index\.json$/, action: { kind: "status", status: 500, code: "InternalError" } });
+      const t = await fresh();
+      const r = await runCli(
+        ["restore", "--target", t.url, "--repository", repo, "--cluster", "c1", "--replicate-from", replicateFrom(), "--json"],
+        { ...env(), AWS_ENDPOINT_URL_S3: proxy.endpoint },
+      );
+      expect(r.exitCode).toBe(1);
+      expect(["StorageError", "StorageUnreachable"]).toContain(r.json?.reason);
+      expect(String(r.json?.error)).toContain("index.json");
+      expect(await tablesIn(t)).toBe(0);
+    } finally {
+      await proxy.close();
+    }
+  });
+
   it("restores the backup, replays the bridge and replicates: both threads run and the checksums match the master's after more writes", async () => {
     const t = await fresh();
+    // --dry-run: the plan after the checks, nothing loaded.
+    const plan = await runCli(["restore", "--target", t.url, "--repository", repo, "--cluster", "c1", "--replicate-from", replicateFrom(), "--dry-run"], env());
+    expect(plan.stderr).toBe("");
+    expect(plan.exitCode).toBe(0);
+    expect(plan.stdout).toContain(`first replay the archived binlogs ${Object.keys(ends).sort().join(", ")}`);
+    expect(plan.stdout).toContain(`from the first transaction after GTID ${backupGtid} through GTID ${oldestAfterPurge}`);
+    expect(await tablesIn(t)).toBe(0);
     const r = await runCli(["restore", "--target", t.url, "--repository", repo, "--cluster", "c1", "--replicate-from", replicateFrom(), "--json"], env());
     expect(r.stderr).toBe("");
     expect(r.exitCode).toBe(0);
