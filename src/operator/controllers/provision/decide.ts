@@ -108,7 +108,8 @@ export function chooseSeed(candidates: SeedCandidate[]): SeedChoice {
         `but ${newest.backup} is a ${newest.kind} backup and the archive is replayed only into a running server after a logical load; take a logical backup, or a new backup`,
     };
   }
-  if (newest.bridge) return { ok: false, reason: "BinlogsPurged", message: `no stored backup can seed a slave: the newest, ${newest.bridge.message}` };
+  // The bridge's line names the backup and the missing range.
+  if (newest.bridge) return { ok: false, reason: "BinlogsPurged", message: `no stored backup can seed a slave: ${newest.bridge.message}` };
   return { ok: false, reason: "BinlogsPurged", message: `no stored backup can seed a slave: the newest, ${newest.backup}: ${newest.serve.reason ?? ""}` };
 }
 
