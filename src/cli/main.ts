@@ -34,7 +34,8 @@ const USAGE = `replicator ${TOOL_VERSION}: backup, restore and slave provisionin
 Usage:
   replicator backup  [--source URL] [--repository URL] [--cluster NAME] [--method NAME] [--retain N] [--json]
   replicator restore [--target URL | --datadir DIR] [--repository URL] [--cluster NAME] [--backup NAME | --before TIME]
-                     [--replicate-from URL] [--force] [--json]
+                     [--replicate-from URL [--dry-run]] [--force] [--json]
+                     (--replicate-from: when the master has purged binlogs the backup needs, the binlog archive bridges them)
   replicator restore --until TIME | --until-gtid GTID --target URL [--repository URL] [--cluster NAME] [--dry-run] [--json]
                      (point in time: the newest backup before it, then the archived binlogs up to it)
   replicator binlog-archive [--source URL] [--repository URL] [--cluster NAME] [--once] [--flush-interval SECONDS] [--json]
