@@ -1,7 +1,6 @@
 // Filesystem backend: `file:///abs/path`. Writes go to a temp file in the
-// same directory, are fsynced, then renamed into place, so a reader never
-// sees half an object.
-import { createWriteStream } from "node:fs";
+// same directory, are synced while they are written and fsynced at the end,
+// then renamed into place, so a reader never sees half an object.
 import { mkdir, open, readdir, rename, rm, rmdir, stat, access, constants, link, unlink } from "node:fs/promises";
 import path from "node:path";
 import { Readable } from "node:stream";
@@ -9,6 +8,7 @@ import { pipeline } from "node:stream/promises";
 import { randomBytes } from "node:crypto";
 import { badInput, failed } from "../../lib/errors.js";
 import type { ObjectInfo, ObjectStore, PutOptions, PutResult } from "../object-store.js";
+import { SyncedFileWriter } from "./synced-writer.js";
 
 const FULL = new Set(["ENOSPC", "EDQUOT"]);
 
@@ -73,17 +73,18 @@ export class FsObjectStore implements ObjectStore {
     try {
       await mkdir(path.dirname(dest), { recursive: true });
       const source = typeof body === "string" || Buffer.isBuffer(body) ? Readable.from([Buffer.from(body)]) : body;
-      const out = createWriteStream(tmp, { flags: "wx", mode: 0o640 });
+      // Synced while it is written, and fsynced at its end (before the rename).
+      const out = new SyncedFileWriter(tmp, { flags: "wx", mode: 0o640 });
+      const closed = new Promise<void>((resolve) => {
+        out.once("close", () => {
+          resolve();
+        });
+      });
       out.once("error", (err) => {
         writeError = err;
       });
       await pipeline(source, out);
-      const fh = await open(tmp, "r");
-      try {
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
+      await closed;
       if (opts.ifNoneMatch) {
         // link() fails with EEXIST when the name exists: a create-only write.
         try {
