@@ -163,6 +163,17 @@ export const restoreSpecSchema = z.object({
   target: serverRefSchema,
   backup: z.string().default("latest").describe("`latest`, or a backup name from `kubectl replicator list`."),
   before: z.string().optional().describe("Instead of backup: the newest backup at or before this time (RFC 3339)."),
+  until: z
+    .string()
+    .optional()
+    .describe(
+      "Point-in-time recovery, instead of backup/before: restore the newest logical backup before this time (RFC 3339), then replay the cluster's binlog archive up to, not including, the first transaction at or after it.",
+    ),
+  untilGtid: z
+    .string()
+    .regex(/^\d+-\d+-\d+$/, "must be a GTID DOMAIN-SERVER-SEQUENCE, e.g. 0-1-42")
+    .optional()
+    .describe("Point-in-time recovery up to, not including, this GTID (instead of until)."),
   replicateFrom: serverRefSchema.optional().describe("Make the target a slave of this server at the backup's position."),
   force: z.boolean().default(false).describe("Overwrite a target that already has tables."),
   options: z.record(z.string(), z.string()).default({}),
@@ -185,6 +196,16 @@ export const restoreStatusSchema = z.object({
   conditions: z.array(conditionSchema).optional(),
   observedGeneration: z.number().int().optional(),
   backupName: z.string().optional(),
+  until: z.string().optional().describe("Point-in-time recovery: the target (a time, or GTID ...)."),
+  pointInTime: z
+    .object({
+      fromGtid: z.string().optional().describe("The first archived transaction replayed."),
+      stopGtid: z.string().optional().describe("The first transaction not replayed (the target); absent: to the end of the archive."),
+      stopTime: z.string().optional(),
+      binlogs: z.array(z.string()).optional().describe("The archived binlogs replayed."),
+      replayed: z.number().int().optional().describe("Transactions replayed from the archive."),
+    })
+    .optional(),
   targetPod: z.string().optional(),
   position: z.string().optional(),
   replicating: z.boolean().optional(),
@@ -322,7 +343,14 @@ export const KINDS: KindInfo[] = [
     validations: {
       target: serverRefRules,
       replicateFrom: serverRefRules,
-      "": [{ rule: "!(has(self.before) && has(self.backup) && self.backup != 'latest')", message: "set backup or before, not both" }],
+      "": [
+        { rule: "!(has(self.before) && has(self.backup) && self.backup != 'latest')", message: "set backup or before, not both" },
+        { rule: "!(has(self.until) && has(self.untilGtid))", message: "set until or untilGtid, not both" },
+        {
+          rule: "!((has(self.until) || has(self.untilGtid)) && (has(self.before) || (has(self.backup) && self.backup != 'latest') || has(self.replicateFrom) || has(self.volume)))",
+          message: "until/untilGtid choose the base backup themselves: do not set backup, before, replicateFrom or volume with them",
+        },
+      ],
     },
   },
 ];

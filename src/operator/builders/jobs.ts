@@ -289,7 +289,10 @@ export interface RestoreJobInput {
 
 export function buildRestoreJob(i: RestoreJobInput): K8sJob {
   const args = ["restore", "--json", "--no-progress", "--target", serverUrl(i.targetAddress, i.spec.target.port), ...repositoryArgs(i.repo, i.spec.cluster)];
-  if (i.spec.before) args.push("--before", i.spec.before);
+  // Point-in-time: the agent picks the base backup (the newest logical one before the target) and replays the archive.
+  if (i.spec.until !== undefined) args.push("--until", i.spec.until);
+  else if (i.spec.untilGtid !== undefined) args.push("--until-gtid", i.spec.untilGtid);
+  else if (i.spec.before) args.push("--before", i.spec.before);
   else if (i.spec.backup !== "latest") args.push("--backup", i.spec.backup);
   if (i.spec.force) args.push("--force");
   const env = [...dbEnv(i.spec.target, "REPLICATOR_DB"), ...repositoryEnv(i.repo)];

@@ -7,7 +7,7 @@ import { sameStatus } from "../../conditions.js";
 import { isAlreadyExists } from "../../../kube/rest.js";
 import { volumeOnlyBackup, type RestoreSpecWithVolume, type SnapshotController } from "../snapshot/controller.js";
 import { crPath, nsPath, type OperatorHost } from "../../host.js";
-import { computeRestoreStatus, decideRestore, type RestoreObserved, type RestorePreflight } from "./decide.js";
+import { computeRestoreStatus, decideRestore, pointInTimeOf, untilText, type RestoreObserved, type RestorePreflight } from "./decide.js";
 import { repositorySecretProblem, serverRefSecretProblem } from "../secrets.js";
 import { faultReason } from "../catalog/decide.js";
 import { oneLine } from "../../../lib/errors.js";
@@ -97,7 +97,8 @@ export class RestoreController {
         try {
           await this.host.rest.create(nsPath("/apis/batch/v1", ns, "jobs"), job);
           log.info({ job: jobName, target: plan.targetPod, backup: plan.backup }, "restore job created");
-          await this.host.event(r, "Normal", "RestoreStarted", `restore Job ${jobName} started on ${plan.targetPod}${plan.backup ? `: ${plan.backup}` : ""}`);
+          const until = untilText(plan.spec);
+          await this.host.event(r, "Normal", "RestoreStarted", `restore Job ${jobName} started on ${plan.targetPod}${plan.backup ? `: ${plan.backup}` : ""}${until ? `: point in time ${until}` : ""}`);
         } catch (err) {
           if (!isAlreadyExists(err)) {
             this.host.expectations.creationFailed(`Job/${ns}/${jobName}`);
@@ -109,7 +110,15 @@ export class RestoreController {
       }
       case "succeeded":
         this.host.metrics.restoreFinished(ns, "succeeded");
-        await this.host.event(r, "Normal", "RestoreSucceeded", `restored ${plan.result.name ?? ""}${plan.result.replicating ? "; replicating" : ""}`);
+        {
+          const pitr = pointInTimeOf(plan.result);
+          await this.host.event(
+            r,
+            "Normal",
+            "RestoreSucceeded",
+            pitr ? `restored ${pitr.backup}, replayed the binlog archive up to ${pitr.until}` : `restored ${plan.result.name ?? ""}${plan.result.replicating ? "; replicating" : ""}`,
+          );
+        }
         break;
       case "failed":
         this.host.metrics.restoreFinished(ns, "failed");

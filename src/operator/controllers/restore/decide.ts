@@ -2,7 +2,8 @@
 import type { RepositorySpec, RestoreSpec, RestoreStatus } from "../../../api/v1alpha1.js";
 import { operationStatus } from "../../conditions.js";
 import { selectServerPod, type AgentResult, type JobLike, type PodLike } from "../../observe.js";
-import { positionText } from "../../../storage/catalog.js";
+import { parseTime, positionText } from "../../../storage/catalog.js";
+import { oneLine } from "../../../lib/errors.js";
 import { followJob, usableRepository, type RepositoryObserved } from "../shared.js";
 
 /** A stored backup, as far as choosing one to restore into a running server needs it. */
@@ -54,6 +55,8 @@ export function decideRestore(o: RestoreObserved): RestorePlan {
   if (!o.spec.ok) return { kind: "invalid", message: o.spec.message };
   const spec = o.spec.value;
   if (spec.before && spec.backup !== "latest") return { kind: "invalid", message: "spec: set backup or before, not both" };
+  const pitr = pointInTimeProblem(spec);
+  if (pitr) return { kind: "invalid", message: pitr };
   const repo = usableRepository(spec.repository, o.repository);
   if (!repo.ok) return repo.wait;
   if (o.job) return followJob(o.job, o.jobPods, "restore");
@@ -70,10 +73,36 @@ export function decideRestore(o: RestoreObserved): RestorePlan {
   const catalog = o.preflight.catalog;
   if (catalog.kind === "error") return { kind: "wait", reason: catalog.reason, message: catalog.message, requeueMs: 30_000 };
   const job = { kind: "createJob" as const, targetPod: target.pod, targetAddress: target.address, master, repo: repo.repo, spec };
-  if (catalog.kind === "unlisted") return job;
+  // A point-in-time restore chooses its base backup itself (the newest logical one before the target, by the archive).
+  if (catalog.kind === "unlisted" || isPointInTime(spec)) return job;
   const chosen = selectServerBackup(spec, catalog.backups, target.pod);
   if (!chosen.ok) return chosen.plan;
   return { ...job, backup: chosen.backup };
+}
+
+export function isPointInTime(spec: RestoreSpec): boolean {
+  return spec.until !== undefined || spec.untilGtid !== undefined;
+}
+
+/** Pure: the target of a point-in-time restore as the status shows it. */
+export function untilText(spec: RestoreSpec): string | undefined {
+  return spec.until ?? (spec.untilGtid !== undefined ? `GTID ${spec.untilGtid}` : undefined);
+}
+
+/** Pure: what is wrong with spec.until/untilGtid (the API server's CEL rules say the same; this also covers the time's format). */
+export function pointInTimeProblem(spec: RestoreSpec): string | undefined {
+  if (!isPointInTime(spec)) return undefined;
+  if (spec.until !== undefined && spec.untilGtid !== undefined) return "spec: set until or untilGtid, not both";
+  const other = [spec.backup !== "latest" ? "backup" : "", spec.before ? "before" : "", spec.replicateFrom ? "replicateFrom" : "", spec.volume ? "volume" : ""].filter(Boolean);
+  if (other.length > 0) return `spec: until/untilGtid choose the base backup themselves; remove ${other.join(", ")}`;
+  if (spec.until !== undefined) {
+    try {
+      parseTime(spec.until);
+    } catch (err) {
+      return `spec.until: ${oneLine(err)}`;
+    }
+  }
+  return undefined;
 }
 
 /**
@@ -139,6 +168,7 @@ export function computeRestoreStatus(prev: RestoreStatus | undefined, plan: Rest
     case "createJob":
       s.targetPod = plan.targetPod;
       if (plan.backup) s.backupName = plan.backup;
+      if (untilText(plan.spec)) s.until = untilText(plan.spec);
       s.startedAt = now.toISOString();
       return operationStatus(s, { phase: "Running", reason: "Running", message: `restore Job ${jobName ?? ""} started on ${plan.targetPod}`, jobName }, now, generation);
     case "running":
@@ -146,16 +176,41 @@ export function computeRestoreStatus(prev: RestoreStatus | undefined, plan: Rest
     case "succeeded": {
       const r = plan.result;
       if (r.name) s.backupName = r.name;
+      const pitr = pointInTimeOf(r);
+      if (pitr) {
+        s.backupName = pitr.backup;
+        s.until = pitr.until;
+        s.pointInTime = pitr.status;
+      }
       const pos = positionText(r.replication);
       if (pos) s.position = pos;
       s.replicating = r.replicating === true;
       if (typeof r.secondsBehindMaster === "number") s.secondsBehindMaster = r.secondsBehindMaster;
       s.finishedAt = now.toISOString();
-      const message = `restored ${r.name ?? ""}${s.replicating ? ", replicating" : ""}`;
+      const message = pitr
+        ? `restored ${pitr.backup} and replayed ${pitr.status.replayed ?? 0} transaction(s) of the binlog archive up to ${pitr.until}`
+        : `restored ${r.name ?? ""}${s.replicating ? ", replicating" : ""}`;
       return operationStatus(s, { phase: "Completed", reason: "RestoreSucceeded", message, jobName: plan.jobName }, now, generation);
     }
     case "failed":
       s.finishedAt = now.toISOString();
       return operationStatus(s, { phase: "Failed", reason: plan.reason, message: plan.message, jobName: plan.jobName }, now, generation);
   }
+}
+
+/** Pure: a point-in-time restore's result (the agent's PitrResult: plan, replayed), or undefined for an ordinary one. */
+export function pointInTimeOf(r: AgentResult): { backup: string; until: string; status: NonNullable<RestoreStatus["pointInTime"]> } | undefined {
+  if (r.pointInTime !== true) return undefined;
+  const plan = (r.plan ?? {}) as { backup?: unknown; until?: unknown; fromGtid?: unknown; stopGtid?: unknown; stopTime?: unknown; binlogs?: { file?: unknown }[] };
+  const str = (v: unknown): string | undefined => (typeof v === "string" && v !== "" ? v : undefined);
+  const status: NonNullable<RestoreStatus["pointInTime"]> = {};
+  const from = str(plan.fromGtid);
+  const stop = str(plan.stopGtid);
+  const stopTime = str(plan.stopTime);
+  if (from) status.fromGtid = from;
+  if (stop) status.stopGtid = stop;
+  if (stopTime) status.stopTime = stopTime;
+  if (Array.isArray(plan.binlogs)) status.binlogs = plan.binlogs.map((b) => String(b.file));
+  if (typeof r.replayed === "number") status.replayed = r.replayed;
+  return { backup: str(plan.backup) ?? "", until: str(plan.until) ?? "", status };
 }
