@@ -1,15 +1,17 @@
 // The S3 throughput part of `make bench` (BENCH_ONLY=s3 runs it alone):
 // upload and download MB/s of the same bytes (a BENCH_SIZE_MB file of random
 // bytes, which compress like a zstd backup: not at all) through replicator's
-// S3 store (src/storage/s3/s3-store.ts: a multipart upload with parts sized
-// from the expected size, several at once; a download with resume) against
+// S3 store (src/storage/s3/s3-store.ts and multipart.ts: a multipart upload
+// with parts sized from the expected size, filled in place in a fixed pool of
+// part buffers, several uploading at once; a download with resume) against
 // the S3 server alone: the AWS SDK's plain PutObject/GetObject (the baseline),
 // and curl (one PUT/GET with SigV4, no checksum: about the least a client can
 // cost). Everything in one versitygw on 127.0.0.1, in paired rounds
 // (BENCH_RUNS). The store and the SDK run in this process; curl is its own.
 //
 // BENCH_S3_VARIANTS="PART_MIB:QUEUE,..." adds store rows with an explicit
-// part size and queue size (e.g. "8:4,32:4,64:2"), to tune the defaults.
+// part size and queue size (e.g. "8:7,16:2,16:3"), to tune the defaults: the
+// store holds QUEUE + 1 part buffers (PART_MIB × (QUEUE + 1) MiB).
 import { randomFillSync } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { open, readFile } from "node:fs/promises";
@@ -24,15 +26,13 @@ import {
   S3Client,
   UploadPartCommand,
 } from "@aws-sdk/client-s3";
-import { S3ObjectStore } from "../src/storage/s3/s3-store.js";
+import { queueSizeFor, S3ObjectStore } from "../src/storage/s3/s3-store.js";
 import { computePartSize } from "../src/storage/catalog.js";
 import type { S3Server } from "../test/harness/s3.js";
 import { execa } from "execa";
 import { fmt, MB, pairedRounds, q, sh, timed, type BenchPart, type Pipeline, type Row } from "./common.js";
 
 const MIB = 1024 * 1024;
-/** The store's parts at once for parts of up to 64 MiB (s3-store.ts: min(4, 256 MiB ÷ part size)), for the hand-made multipart row. */
-const STORE_QUEUE = 4;
 const BUCKET = "bench";
 
 export interface S3BenchOptions {
@@ -106,9 +106,12 @@ export async function s3Bench(o: S3BenchOptions): Promise<BenchPart> {
   const url = (key: string): string => `${endpoint}/${BUCKET}/throughput/${key}`;
   const curlAuth = `--aws-sigv4 aws:amz:${region}:s3 --user ${q(`${accessKeyId}:${secretAccessKey}`)} -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD'`;
   const defaultPart = computePartSize(bytes);
+  // The store's parts at once for its default parts (s3-store.ts), for the hand-made multipart row too.
+  const defaultQueue = queueSizeFor(defaultPart);
+  const buffers = (partMib: number, queue: number): string => `${partMib} MiB parts, ${queue} at once, ${fmt(partMib * (queue + 1), 0)} MiB of buffers`;
 
-  // Warm-up, not timed: each client's first request (credentials, connection,
-  // lib-storage's import) is a fixed cost the agent pays once per process,
+  // Warm-up, not timed: each client's first request (credentials, the
+  // connection) is a fixed cost the agent pays once per process,
   // before its data moves (it reads or writes the manifest around it).
   const stores = new Map<string, S3ObjectStore>();
   const storeFor = (key: string, partSize?: number, queueSize?: number): S3ObjectStore => {
@@ -137,10 +140,10 @@ export async function s3Bench(o: S3BenchOptions): Promise<BenchPart> {
     },
   });
   const uploadPipelines: Pipeline[] = [
-    storeUpload(`S3 store put (defaults: ${fmt(defaultPart / MIB, 0)} MiB parts, ${STORE_QUEUE} at once)`, "store", storeFor("store")),
+    storeUpload(`S3 store put (defaults: ${buffers(defaultPart / MIB, defaultQueue)})`, "store", storeFor("store")),
     ...variants().map((v) => {
       const key = `store-${v.partMib}-${v.queue}`;
-      return storeUpload(`S3 store put (${v.partMib} MiB parts, ${v.queue} at once)`, key, storeFor(key, v.partMib * MIB, v.queue));
+      return storeUpload(`S3 store put (${buffers(v.partMib, v.queue)})`, key, storeFor(key, v.partMib * MIB, v.queue));
     }),
     {
       name: "AWS SDK PutObject (one request)",
@@ -156,11 +159,11 @@ export async function s3Bench(o: S3BenchOptions): Promise<BenchPart> {
     },
     {
       // What the store does, by hand with the bare SDK: the parts read from memory (no stream to cut), as many at once.
-      name: `AWS SDK multipart by hand (${fmt(defaultPart / MIB, 0)} MiB parts from memory, ${STORE_QUEUE} at once)`,
+      name: `AWS SDK multipart by hand (${fmt(defaultPart / MIB, 0)} MiB parts from memory, ${defaultQueue} at once)`,
       run: async (row) => {
         const data = await readFile(file);
         const sec = await timed(async () => {
-          await multipartByHand(sdk, "throughput/sdk-multipart", data, defaultPart, STORE_QUEUE);
+          await multipartByHand(sdk, "throughput/sdk-multipart", data, defaultPart, defaultQueue);
         });
         row.bytes = data.length;
         row.check = "ok";
