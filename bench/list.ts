@@ -13,13 +13,17 @@
 // Per build (dist/, and BENCH_BEFORE_DIST=DIR for another build in the same
 // rounds), BENCH_LIST_RUNS rounds (default 3, medians), each:
 //   - node start-up alone: `node dist/cli/main.js --version`;
-//   - `list --json` with an empty manifest cache (a fresh XDG_CACHE_HOME);
+//   - `list --json` with an empty manifest cache (a fresh XDG_CACHE_HOME), reading
+//     the repository's manifest index (src/storage/index-segments.ts) that the
+//     first untimed run wrote (a build without the index reads every manifest);
+//   - the same with REPLICATOR_INDEX=off: every manifest read, as before the index;
 //   - `list --json` with a warm cache (filled by one untimed run first).
 // Every list must return BENCH_STORED backups, or the bench fails.
 // Then, per build, the operator's catalog-sync path in one process (a
 // Repository.list() with the in-memory ManifestCache, as
 // src/operator/controllers/catalog does every interval): one sync that
-// reads every manifest, then BENCH_LIST_RUNS syncs with the cache warm.
+// reads the index (and one with REPLICATOR_INDEX=off that reads every
+// manifest), then BENCH_LIST_RUNS syncs with the cache warm.
 // BENCH_CPU_PROF=DIR adds one untimed empty and one warm run per build under
 // `node --cpu-prof --cpu-prof-dir DIR` (open the .cpuprofile in Chrome DevTools).
 import { execFile } from "node:child_process";
@@ -64,8 +68,8 @@ function run(dist: string, args: string[], env: Record<string, string>, nodeArgs
   });
 }
 
-async function list(dist: string, s3: S3Server, cacheHome: string, nodeArgs: string[] = []): Promise<number> {
-  const r = await run(dist, ["list", "--repository", `s3://${BUCKET}`, "--cluster", CLUSTER, "--json"], { ...s3.env, XDG_CACHE_HOME: cacheHome }, nodeArgs);
+async function list(dist: string, s3: S3Server, cacheHome: string, nodeArgs: string[] = [], env: Record<string, string> = {}): Promise<number> {
+  const r = await run(dist, ["list", "--repository", `s3://${BUCKET}`, "--cluster", CLUSTER, "--json"], { ...s3.env, XDG_CACHE_HOME: cacheHome, ...env }, nodeArgs);
   const json = JSON.parse(r.stdout.trim().split("\n").pop() ?? "{}") as { backups?: { name: string }[] };
   const n = json.backups?.length ?? -1;
   if (n !== STORED) throw new Error(`replicator list (${dist}) returned ${n} backups, expected ${STORED}`);
@@ -75,12 +79,13 @@ async function list(dist: string, s3: S3Server, cacheHome: string, nodeArgs: str
 interface Rows {
   startup: number[];
   empty: number[];
+  emptyNoIndex: number[];
   warm: number[];
 }
 
 async function measure(builds: [string, string][], s3: S3Server, label: string): Promise<Map<string, Rows>> {
   // One untimed run of each build first, so the first timed run does not pay for cold files.
-  const rows = new Map<string, Rows>(builds.map(([name]) => [name, { startup: [], empty: [], warm: [] }]));
+  const rows = new Map<string, Rows>(builds.map(([name]) => [name, { startup: [], empty: [], emptyNoIndex: [], warm: [] }]));
   const warmHomes = new Map<string, string>();
   for (const [name, dist] of builds) {
     const home = await mkdtemp(path.join(tmpdir(), "replicator-bench-warm-"));
@@ -106,8 +111,13 @@ async function measure(builds: [string, string][], s3: S3Server, label: string):
       const home = await mkdtemp(path.join(tmpdir(), "replicator-bench-empty-"));
       r.empty.push(await list(dist, s3, home));
       await rm(home, { recursive: true, force: true });
+      const bare = await mkdtemp(path.join(tmpdir(), "replicator-bench-empty-"));
+      r.emptyNoIndex.push(await list(dist, s3, bare, [], { REPLICATOR_INDEX: "off" }));
+      await rm(bare, { recursive: true, force: true });
       r.warm.push(await list(dist, s3, warmHomes.get(name) as string));
-      log(`${label} round ${round + 1} ${name}: start-up ${r.startup.at(-1)?.toFixed(2)} s, empty ${r.empty.at(-1)?.toFixed(2)} s, warm ${r.warm.at(-1)?.toFixed(2)} s`);
+      log(
+        `${label} round ${round + 1} ${name}: start-up ${r.startup.at(-1)?.toFixed(2)} s, empty ${r.empty.at(-1)?.toFixed(2)} s, empty without the index ${r.emptyNoIndex.at(-1)?.toFixed(2)} s, warm ${r.warm.at(-1)?.toFixed(2)} s`,
+      );
     }
   }
   for (const home of warmHomes.values()) await rm(home, { recursive: true, force: true });
@@ -116,6 +126,7 @@ async function measure(builds: [string, string][], s3: S3Server, label: string):
 
 interface Sync {
   first: number;
+  firstNoIndex: number;
   warm: number[];
 }
 
@@ -124,6 +135,12 @@ interface Sync {
  * Repository.list() with one in-memory ManifestCache, once cold and RUNS times warm.
  */
 async function catalogSync(dist: string, s3: S3Server): Promise<Sync> {
+  const withIndex = await syncTimes(dist, s3, {});
+  const noIndex = await syncTimes(dist, s3, { REPLICATOR_INDEX: "off" });
+  return { first: withIndex[0] as number, firstNoIndex: noIndex[0] as number, warm: withIndex.slice(1) };
+}
+
+async function syncTimes(dist: string, s3: S3Server, env: Record<string, string>): Promise<number[]> {
   const script = `
     const { S3ObjectStore } = await import(${JSON.stringify(path.join(dist, "storage/s3/s3-store.js"))});
     const { Repository } = await import(${JSON.stringify(path.join(dist, "storage/repository.js"))});
@@ -140,13 +157,12 @@ async function catalogSync(dist: string, s3: S3Server): Promise<Sync> {
     store.close();
     process.stdout.write(JSON.stringify(times));
   `;
-  const times = await new Promise<number[]>((resolve, reject) => {
-    execFile(process.execPath, ["--input-type=module", "-e", script], { env: { PATH: process.env.PATH ?? "" }, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
+  return new Promise<number[]>((resolve, reject) => {
+    execFile(process.execPath, ["--input-type=module", "-e", script], { env: { PATH: process.env.PATH ?? "", ...env }, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
       if (err) reject(new Error(`catalog sync (${dist}) failed: ${err.message} ${stderr}`));
       else resolve(JSON.parse(stdout) as number[]);
     });
   });
-  return { first: times[0] as number, warm: times.slice(1) };
 }
 
 async function main(): Promise<void> {
@@ -163,7 +179,7 @@ async function main(): Promise<void> {
     const syncs = new Map<string, Sync>();
     for (const [name, dist] of builds) {
       syncs.set(name, await catalogSync(dist, s3));
-      log(`catalog-sync path, ${name}: first ${syncs.get(name)?.first.toFixed(2)} s, warm ${syncs.get(name)?.warm.map((x) => x.toFixed(2)).join(", ")} s`);
+      log(`catalog-sync path, ${name}: first ${syncs.get(name)?.first.toFixed(2)} s (without the index ${syncs.get(name)?.firstNoIndex.toFixed(2)} s), warm ${syncs.get(name)?.warm.map((x) => x.toFixed(2)).join(", ")} s`);
     }
     const f = (xs: number[]): string => `${median(xs).toFixed(2)} (${xs.map((x) => x.toFixed(2)).join(", ")})`;
     const out = [
@@ -171,13 +187,13 @@ async function main(): Promise<void> {
       "",
       `${STORED} backups in versitygw (cluster "${CLUSTER}"${process.env.VGW_KEEP_ALIVE ? `, VGW_KEEP_ALIVE=${process.env.VGW_KEEP_ALIVE}` : ", a new connection per request"}), wall seconds, median of ${RUNS} (each run in brackets).`,
       "",
-      "| build | node start-up (`--version`) | `list --json`, empty cache | `list --json`, warm cache | catalog-sync path: first sync | catalog-sync path: warm sync |",
-      "|---|--:|--:|--:|--:|--:|",
+      "| build | node start-up (`--version`) | `list --json`, empty cache | empty cache, `REPLICATOR_INDEX=off` | `list --json`, warm cache | catalog-sync path: first sync | first sync, `REPLICATOR_INDEX=off` | catalog-sync path: warm sync |",
+      "|---|--:|--:|--:|--:|--:|--:|--:|",
     ];
     for (const [name, dist] of builds) {
       const r = rows.get(name) as Rows;
       const sync = syncs.get(name) as Sync;
-      out.push(`| ${name} (${dist}) | ${f(r.startup)} | ${f(r.empty)} | ${f(r.warm)} | ${sync.first.toFixed(2)} | ${f(sync.warm)} |`);
+      out.push(`| ${name} (${dist}) | ${f(r.startup)} | ${f(r.empty)} | ${f(r.emptyNoIndex)} | ${f(r.warm)} | ${sync.first.toFixed(2)} | ${sync.firstNoIndex.toFixed(2)} | ${f(sync.warm)} |`);
     }
     out.push("");
     out.push(`1-minute load average at start ${loadStart.toFixed(2)}, at end ${(loadavg()[0] ?? 0).toFixed(2)} (shared cores: times include other work).`);
