@@ -124,6 +124,16 @@ describe("a streamed upload", () => {
     }
   });
 
+  it("takes Uint8Array and string chunks as bytes, across a part boundary", async () => {
+    const k = key();
+    const head = randomBytes(PART - 3);
+    const text = "a string chunk: ends the first part, starts the second";
+    const put = await store().put(k, Readable.from([new Uint8Array(head.buffer, head.byteOffset, head.length), text]));
+    const data = Buffer.concat([head, Buffer.from(text)]);
+    expect(put.size).toBe(data.length);
+    expect(sha(await readAll(await store().get(k)))).toBe(sha(data));
+  });
+
   it("retries a part that fails for a while (resets, 503s; the SDK's own retries off): the object is whole", async () => {
     const k = key();
     const data = randomBytes(3 * PART + 5);

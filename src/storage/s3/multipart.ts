@@ -189,9 +189,9 @@ export async function uploadStream(body: Readable, target: StreamUploadTarget, o
   };
 
   try {
-    for await (const chunk of body as AsyncIterable<Buffer | string>) {
+    for await (const chunk of body as AsyncIterable<Buffer | Uint8Array | string>) {
       if (failure) break;
-      const bytes = typeof chunk === "string" ? Buffer.from(chunk) : chunk;
+      const bytes = Buffer.isBuffer(chunk) ? chunk : typeof chunk === "string" ? Buffer.from(chunk) : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
       size += bytes.length;
       if (size > o.limit) {
         fail(o.tooLarge());
