@@ -106,6 +106,7 @@ const OPERATOR_RULES: Rule[] = [
   { apiGroups: [""], resources: ["persistentvolumeclaims"], verbs: ["get", "list", "watch", "create", "update", "patch"] },
   { apiGroups: ["snapshot.storage.k8s.io"], resources: ["volumesnapshots"], verbs: ["get", "create", "delete"] },
   { apiGroups: ["apps"], resources: ["statefulsets"], verbs: ["get", "list", "watch"] },
+  { apiGroups: ["apps"], resources: ["deployments"], verbs: ["get", "list", "watch", "create", "patch", "delete"] },
 ];
 
 const leaderRules = (leaseName: string): Rule[] => [
@@ -493,6 +494,7 @@ describe("deploy/examples", () => {
       "mariadb-cluster.yaml",
       "mariadb-provisioned.yaml",
       "repository.yaml",
+      "restore-point-in-time.yaml",
       "restore.yaml",
       "s3-credentials.yaml",
     ]);
@@ -536,7 +538,7 @@ describe("deploy/examples", () => {
         }
       }
     }
-    expect(count).toBe(4);
+    expect(count).toBe(5);
   });
 
   it("references resolve: Secrets, keys, the repository and the StatefulSet", async () => {
@@ -570,7 +572,9 @@ describe("deploy/examples", () => {
         expect(repos, where).toContain(spec.repository);
         expect(spec.backup, where).toBe("latest");
         checkRef(spec.target, `${where} target`);
-        expect(spec.replicateFrom, where).toMatchObject({ statefulSet: "db", role: "master" });
+        // A point-in-time restore (until/untilGtid) does not replicate.
+        if (spec.until === undefined && spec.untilGtid === undefined) expect(spec.replicateFrom, where).toMatchObject({ statefulSet: "db", role: "master" });
+        else expect(spec.replicateFrom, where).toBeUndefined();
         checkRef(spec.replicateFrom, `${where} replicateFrom`);
       }
     }

@@ -65,13 +65,13 @@ export class ArchiveController {
       const dep = existing.find((d) => d.metadata.name === name);
       if (plan.kind !== "off") keep.add(name);
       if (plan.kind === "run") await this.apply(r, spec, plan, dep, log);
-      else if (plan.kind === "off" && dep) await this.remove(ns, name, plan.cluster, log);
+      else if (plan.kind === "off" && dep && !dep.metadata.deletionTimestamp) await this.remove(ns, name, plan.cluster, log);
       const prev = r.status?.binlogArchives?.find((s) => s.cluster === plan.cluster);
       entries.push(await this.entryStatus(r, spec, plan, prev, name, dep !== undefined || plan.kind === "run", now, listed, log));
     }
     // Entries removed from the spec: their Deployments go (the archive in storage stays).
     for (const d of existing) {
-      if (keep.has(d.metadata.name)) continue;
+      if (keep.has(d.metadata.name) || d.metadata.deletionTimestamp) continue;
       await this.remove(ns, d.metadata.name, d.metadata.labels?.[LABEL_CLUSTER] ?? "?", log);
     }
     const clusters = new Set(entries.map((e) => e.cluster));
