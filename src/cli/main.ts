@@ -526,6 +526,9 @@ export function parseSize(text: string, flag: string): number {
   return Math.ceil(Number(m[1]) * mult);
 }
 
+/** The commands whose result (or one-line error) is the container's termination message: Jobs, the init container, the archiver's Deployment (its gap line). */
+const TERMINATION_LOGGED = new Set(["backup", "restore", "provision", "binlog-archive"]);
+
 /** Write the result for Kubernetes' termination message (at most 4 KiB). */
 function writeTerminationLog(payload: unknown): void {
   const file = process.env.REPLICATOR_TERMINATION_LOG ?? (existsSync("/dev/termination-log") ? "/dev/termination-log" : undefined);
@@ -638,7 +641,7 @@ export async function main(argv: string[]): Promise<number> {
     // pod ending): once it has flushed and returned, that is success.
     if (abort.signal.aborted && command !== "binlog-archive") throw badInput("Interrupted", "interrupted");
     if (json && result !== undefined) out(JSON.stringify({ ok: true, formatVersion: JSON_FORMAT_VERSION, ...(result as object) }));
-    if (result !== undefined && (command === "backup" || command === "restore" || command === "provision")) writeTerminationLog({ ok: true, ...(result as object) });
+    if (result !== undefined && TERMINATION_LOGGED.has(command)) writeTerminationLog({ ok: true, ...(result as object) });
     return 0;
   } catch (err) {
     const code = exitCodeFor(err);
@@ -649,7 +652,7 @@ export async function main(argv: string[]): Promise<number> {
     const printed = (err as { printed?: boolean }).printed === true;
     if (json && !printed) out(JSON.stringify({ ok: false, formatVersion: JSON_FORMAT_VERSION, reason, error: message }));
     process.stderr.write(`replicator${command && command !== "help" ? ` ${command}` : ""}: ${message}\n`);
-    if (command === "backup" || command === "restore" || command === "provision") writeTerminationLog({ ok: false, reason, error: message });
+    if (command !== undefined && TERMINATION_LOGGED.has(command)) writeTerminationLog({ ok: false, reason, error: message });
     return code;
   }
 }

@@ -244,12 +244,18 @@ describe("the archiver", () => {
       const logs = await master.query<{ Log_name: string }>("SHOW BINARY LOGS");
       return logs[0]?.Log_name === now?.File;
     }, "the master to purge its old binlogs");
-    const r = await runCli(["binlog-archive", "--source", master.url, "--repository", repo, "--cluster", "c3", "--once"], s3.env);
+    // In a Deployment the same line is the container's termination message, which the operator shows in status.
+    const termination = path.join(s3.root, "..", `termination-${String(process.pid)}.json`);
+    const r = await runCli(["binlog-archive", "--source", master.url, "--repository", repo, "--cluster", "c3", "--once"], { ...s3.env, REPLICATOR_TERMINATION_LOG: termination });
     expect(r.exitCode).toBe(2);
     const lines = r.stderr.trim().split("\n");
     expect(lines).toHaveLength(1);
     expect(lines[0]).toContain(`no longer has ${before?.File ?? "?"}`);
     expect(lines[0]).toContain(`its oldest is ${now?.File ?? "?"}`);
+    const message = JSON.parse(await readFile(termination, "utf8")) as { ok: boolean; error: string };
+    await rm(termination, { force: true });
+    expect(message.ok).toBe(false);
+    expect(message.error).toContain(`no longer has ${before?.File ?? "?"}`);
   });
 
   it("a dead S3 endpoint is StorageUnreachable, not a verdict on the archive", async () => {
