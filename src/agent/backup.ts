@@ -77,6 +77,8 @@ export interface BackupResult {
   durationMs: number;
   warnings: string[];
   pruned: string[];
+  /** Archived binlogs (`serverId/file`) that retention removed after the backups it pruned. */
+  prunedBinlogs: string[];
 }
 
 export async function runBackup(req: BackupRequest): Promise<BackupResult> {
@@ -181,9 +183,14 @@ export async function runBackup(req: BackupRequest): Promise<BackupResult> {
     log.info({ size: sent.size, rawSize: sent.rawSize, piped, replication: outcome.replication }, "backup completed");
 
     let plan: RetentionPlan | undefined;
+    let prunedBinlogs: string[] = [];
     if (req.retain !== undefined) {
-      plan = await req.repo.prune({ retain: req.retain });
-      if (plan.expire.length > 0) log.info({ deleted: plan.expire }, "retention applied");
+      // Backups and the binlog archive together, as `replicator prune` does.
+      const { pruneWithArchive } = await import("../pitr/retention.js");
+      const r = await pruneWithArchive(req.repo, { retain: req.retain });
+      plan = r.plan;
+      prunedBinlogs = r.binlogs.deleted.map((d) => `${String(d.serverId)}/${d.file}`);
+      if (plan.expire.length > 0 || prunedBinlogs.length > 0) log.info({ deleted: plan.expire, binlogsDeleted: prunedBinlogs }, "retention applied");
     }
     return {
       operation: "backup",
@@ -200,6 +207,7 @@ export async function runBackup(req: BackupRequest): Promise<BackupResult> {
       durationMs: finished.getTime() - started.getTime(),
       warnings: [...warnings, ...outcome.warnings],
       pruned: plan?.expire ?? [],
+      prunedBinlogs,
     };
   }
 }

@@ -278,6 +278,7 @@ async function cmdBackup(ctx: Ctx): Promise<unknown> {
     ctx.out(`  source     ${describeEndpoint(source)} (${r.role}), position ${formatPosition(r.replication)}`);
     for (const w of r.warnings) ctx.out(`  warning: ${w}`);
     if (r.pruned.length > 0) ctx.out(`  retention deleted: ${r.pruned.join(", ")}`);
+    if (r.prunedBinlogs.length > 0) ctx.out(`  retention deleted archived binlogs: ${r.prunedBinlogs.join(", ")}`);
   }
   return r;
 }
@@ -430,11 +431,9 @@ async function cmdPrune(ctx: Ctx): Promise<unknown> {
   const repo = await repositoryOf(ctx);
   await repo.store.check();
   const dryRun = ctx.values["dry-run"] ?? false;
-  const { pruneArchive, readWholeArchive } = await pitrRetention();
+  const { pruneWithArchive } = await pitrRetention();
   // The whole binlog archive is read first: a fault there deletes nothing at all.
-  const archive = await readWholeArchive(repo);
-  const plan = await repo.prune({ retain, dryRun });
-  const binlogs = await pruneArchive(repo, archive, plan.expire, dryRun);
+  const { plan, binlogs } = await pruneWithArchive(repo, { retain, dryRun });
   if (!ctx.values.json) {
     const verb = dryRun ? "would delete" : "deleted";
     ctx.out(plan.expire.length > 0 ? `${verb} ${plan.expire.length} backup(s): ${plan.expire.join(", ")}` : `nothing to delete (keeping ${retain})`);

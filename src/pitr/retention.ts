@@ -187,3 +187,19 @@ export async function pruneArchive(repo: Repository, archive: ServerArchive[], e
   if (dryRun) return { plan, deleted: plan.remove };
   return { plan, deleted: await applyArchiveRetention(repo, plan) };
 }
+
+/**
+ * Retention of backups and of the binlog archive together, as `prune`,
+ * `backup --retain` and the operator's retention run it: the whole archive is
+ * read first (a fault there deletes nothing at all), then the backups are
+ * pruned, then the binlogs that no remaining backup needs are trimmed.
+ */
+export async function pruneWithArchive(
+  repo: Repository,
+  opts: Parameters<Repository["prune"]>[0],
+): Promise<{ plan: Awaited<ReturnType<Repository["prune"]>>; binlogs: ArchiveRetentionResult }> {
+  const archive = await readWholeArchive(repo);
+  const plan = await repo.prune(opts);
+  const binlogs = await pruneArchive(repo, archive, plan.expire, opts.dryRun ?? false);
+  return { plan, binlogs };
+}

@@ -270,3 +270,36 @@ describe("binlog archive retention", () => {
     expect((pr.json?.binlogsDeleted as unknown[]).length).toBeGreaterThan(0);
   });
 });
+
+describe("backup --retain trims the binlog archive too", () => {
+  it("the backups it prunes take the archived binlogs no kept backup needs with them; the newest complete binlog stays", async () => {
+    const cluster = "ret-backup";
+    const args = ["--repository", repo, "--cluster", cluster];
+    const first = await runCli(["backup", "--source", master.url, ...args, "--json"], s3.env);
+    expect(first.exitCode).toBe(0);
+    await write("after the first backup");
+    await master.query("FLUSH BINARY LOGS");
+    await write("and more");
+    await master.query("FLUSH BINARY LOGS");
+    const keptFile = await currentFile(master);
+    const a = await runCli(["binlog-archive", "--source", master.url, ...args, "--once", "--json"], s3.env);
+    expect(a.exitCode).toBe(0);
+    const complete = (await master.query<{ Log_name: string }>("SHOW BINARY LOGS")).map((l) => l.Log_name).filter((l) => l < keptFile).sort();
+    // Every complete binlog is before the new backup's position; the newest of them is where the archiver resumes, so it stays.
+    const expected = complete.slice(0, -1).map((f) => `${String(SID)}/${f}`);
+    expect(expected.length).toBeGreaterThanOrEqual(1);
+
+    const b = await runCli(["backup", "--source", master.url, ...args, "--retain", "1", "--json"], s3.env);
+    expect(b.stderr).toBe("");
+    expect(b.exitCode).toBe(0);
+    expect(b.json?.pruned).toEqual([first.json?.name]);
+    expect([...((b.json?.prunedBinlogs as string[] | undefined) ?? [])].sort()).toEqual(expected);
+    const dir = path.join(s3.root, bucket, "r", cluster, "binlogs", String(SID));
+    const left = await readdir(dir);
+    for (const f of complete.slice(0, -1)) {
+      expect(left).not.toContain(f);
+      expect(left).not.toContain(`${f}.index.json`);
+    }
+    expect(left).toContain(`${complete.at(-1) ?? "?"}.index.json`);
+  });
+});

@@ -7,6 +7,7 @@ import { oneLine } from "../../../lib/errors.js";
 import { getSlaveStatus } from "../../../db/replication.js";
 import { formatBytes, positionText } from "../../../storage/catalog.js";
 import { Repository } from "../../../storage/repository.js";
+import { pruneWithArchive } from "../../../pitr/retention.js";
 import { LOCAL_DATA_METHODS, buildBackupJob, childName, dataVolumeOf, type DataVolumeMount } from "../../builders/jobs.js";
 import { sameStatus } from "../../conditions.js";
 import { isAlreadyExists, isNotFound } from "../../../kube/rest.js";
@@ -296,7 +297,14 @@ export class BackupController {
     if (!store || !cluster) return;
     const repository = new Repository(store, cluster);
     const snapshotRefs = await this.snapshots.snapshotRefs(repository);
-    const { expire } = await repository.prune({ retain: repo.retention.keep, inUse: this.backupsInUse(ns, b.spec.repository ?? "default") });
+    // Backups and the binlog archive together, as `replicator prune` does: a fault reading the archive deletes nothing.
+    const { plan, binlogs } = await pruneWithArchive(repository, { retain: repo.retention.keep, inUse: this.backupsInUse(ns, b.spec.repository ?? "default") });
+    const expire = plan.expire;
+    const binlogsDeleted = binlogs.deleted.map((d) => `${String(d.serverId)}/${d.file}`);
+    if (binlogsDeleted.length > 0) {
+      log.info({ binlogsDeleted }, "binlog archive retention applied");
+      await this.host.event(b, "Normal", "ArchiveRetentionApplied", `deleted ${binlogsDeleted.length} archived binlog(s) no kept backup needs: ${binlogsDeleted.join(", ")}`);
+    }
     // A snapshot backup's data is its VolumeSnapshot: it goes with the backup.
     const deletedSnapshots = await this.snapshots.deleteSnapshots(expire, snapshotRefs);
     if (expire.length > 0) {
