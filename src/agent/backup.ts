@@ -8,7 +8,7 @@ import { createHash } from "node:crypto";
 import { hostname } from "node:os";
 import { PassThrough, Transform, type Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { badInput, failed, isReplicatorError, isStreamEcho } from "../lib/errors.js";
+import { badInput, failed, isReplicatorError, isStreamEcho, ReplicatorError } from "../lib/errors.js";
 import type { Logger } from "../lib/log.js";
 import type { Endpoint } from "../db/endpoint.js";
 import { queryRows, withConn } from "../db/connection.js";
@@ -187,7 +187,11 @@ export async function runBackup(req: BackupRequest): Promise<BackupResult> {
     if (req.retain !== undefined) {
       // Backups and the binlog archive together, as `replicator prune` does.
       const { pruneWithArchive } = await import("../pitr/retention.js");
-      const r = await pruneWithArchive(req.repo, { retain: req.retain });
+      const r = await pruneWithArchive(req.repo, { retain: req.retain }).catch((err: unknown) => {
+        // The backup itself is whole and committed: say so, with the fault as it is.
+        if (!isReplicatorError(err)) throw err;
+        throw new ReplicatorError(err.kind, err.reason, `backup ${name} completed, but retention failed: ${err.message}`, { cause: err });
+      });
       plan = r.plan;
       prunedBinlogs = r.binlogs.deleted.map((d) => `${String(d.serverId)}/${d.file}`);
       if (plan.expire.length > 0 || prunedBinlogs.length > 0) log.info({ deleted: plan.expire, binlogsDeleted: prunedBinlogs }, "retention applied");
