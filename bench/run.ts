@@ -9,7 +9,8 @@
 //   logical         the MariaDB logical rows only (no mydumper, gzip or physical rows);
 //   logical-backup  the MariaDB logical backups only (no restores);
 //   pg              PostgreSQL: pg_dump and pg_basebackup against their pipelines (bench/pg.ts);
-//   s3              S3 throughput: the S3 store against the SDK's plain PUT/GET (bench/s3.ts).
+//   s3              S3 throughput: the S3 store against the SDK's plain PUT/GET (bench/s3.ts);
+//   replay          binlog replay: the archive's replay against mariadb-binlog | mariadb (bench/replay.ts).
 // BENCH_BEFORE_DIST=DIR adds the replicator rows of another build (a dist/
 // directory, e.g. the previous commit's) to the same rounds, for before/after.
 // Every replicator row also shows the agent's peak RSS (bench/common.ts).
@@ -52,6 +53,7 @@ import {
   type Row,
 } from "./common.js";
 import { pgBench } from "./pg.js";
+import { replayBench } from "./replay.js";
 import { s3Bench } from "./s3.js";
 
 const repoRoot = path.resolve(import.meta.dirname, "..");
@@ -59,7 +61,7 @@ const sizeMb = Number(process.env.BENCH_SIZE_MB ?? "200");
 if (!Number.isFinite(sizeMb) || sizeMb <= 0) throw new Error(`BENCH_SIZE_MB must be a positive number (got ${process.env.BENCH_SIZE_MB ?? ""})`);
 const RUNS = Number(process.env.BENCH_RUNS ?? "1");
 if (!Number.isInteger(RUNS) || RUNS < 1) throw new Error(`BENCH_RUNS must be a whole number >= 1 (got ${process.env.BENCH_RUNS ?? ""})`);
-const ONLY_VALUES = ["mariadb", "logical", "logical-backup", "pg", "s3"] as const;
+const ONLY_VALUES = ["mariadb", "logical", "logical-backup", "pg", "s3", "replay"] as const;
 const ONLY = (process.env.BENCH_ONLY ?? "").split(",").map((s) => s.trim()).filter(Boolean);
 for (const o of ONLY) {
   if (!(ONLY_VALUES as readonly string[]).includes(o)) throw new Error(`BENCH_ONLY: unknown part "${o}" (one or more of ${ONLY_VALUES.join(", ")}, comma-separated)`);
@@ -68,6 +70,7 @@ const only = (...parts: (typeof ONLY_VALUES)[number][]): boolean => ONLY.length 
 const WANT_MARIADB = only("mariadb", "logical", "logical-backup");
 const WANT_PG = only("pg");
 const WANT_S3 = only("s3");
+const WANT_REPLAY = only("replay");
 /** The MariaDB logical rows only (no mydumper, gzip, physical rows): BENCH_ONLY=logical or logical-backup, without mariadb. */
 const ONLY_LOGICAL = WANT_MARIADB && ONLY.length > 0 && !ONLY.includes("mariadb");
 const SKIP_RESTORES = ONLY_LOGICAL && ONLY.includes("logical-backup") && !ONLY.includes("logical");
@@ -634,11 +637,11 @@ async function mariadbBench(work: string, s3: S3Server): Promise<BenchPart> {
 
 async function main(): Promise<void> {
   const loadStart = loadavg()[0] ?? 0;
-  if (WANT_MARIADB || WANT_PG) await snapshotCli();
+  if (WANT_MARIADB || WANT_PG || WANT_REPLAY) await snapshotCli();
   const work = await mkdtemp(path.join(tmpdir(), "replicator-bench-"));
   onCleanup("work dir", () => rm(work, { recursive: true, force: true }));
   let s3: S3Server | undefined;
-  if (WANT_MARIADB || WANT_S3) {
+  if (WANT_MARIADB || WANT_S3 || WANT_REPLAY) {
     process.stderr.write(`bench: starting S3 (work dir ${work})\n`);
     s3 = await startS3();
     const gw = s3;
@@ -650,6 +653,7 @@ async function main(): Promise<void> {
   if (WANT_MARIADB && s3) parts.push(await mariadbBench(work, s3));
   if (WANT_PG) parts.push(await pgBench({ work, sizeMb, runs: RUNS, cliMain }));
   if (WANT_S3 && s3) parts.push(await s3Bench({ work, sizeMb, runs: RUNS, s3 }));
+  if (WANT_REPLAY && s3) parts.push(await replayBench({ work, sizeMb, runs: RUNS, cliMain, s3 }));
 
   // ------------------------------------------------------------ report
   const cpu = cpus()[0]?.model ?? "?";
