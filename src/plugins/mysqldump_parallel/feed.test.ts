@@ -7,16 +7,22 @@ import { Writable } from "node:stream";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { FEED_MEMORY_BYTES, PartFeed, SinkGone, SpillBudget, spillFile } from "./feed.js";
 
-/** A sink that takes `perTick` bytes per timer tick, and hashes what it got. */
-function slowSink(perTick: number): { sink: Writable; got: () => { bytes: number; sha: string } } {
+/**
+ * A sink that takes `perTick` bytes per timer tick, and hashes what it got;
+ * with `gate`, it takes nothing until the gate opens (a client that is busy
+ * for as long as the test needs, whatever the machine's speed).
+ */
+function slowSink(perTick: number, gate?: Promise<void>): { sink: Writable; got: () => { bytes: number; sha: string } } {
   const hash = createHash("sha256");
   let bytes = 0;
   const sink = new Writable({
     highWaterMark: 64 * 1024,
     write(chunk: Buffer, _enc, cb) {
-      hash.update(chunk);
-      bytes += chunk.length;
-      setTimeout(cb, chunk.length > perTick ? 1 : 0);
+      void (gate ?? Promise.resolve()).then(() => {
+        hash.update(chunk);
+        bytes += chunk.length;
+        setTimeout(cb, chunk.length > perTick ? 1 : 0);
+      });
     },
   });
   return { sink, got: () => ({ bytes, sha: hash.copy().digest("hex") }) };
@@ -30,7 +36,9 @@ describe("PartFeed", () => {
   afterEach(async () => { await rm(dir, { recursive: true, force: true }); });
 
   it("writes every byte in order through memory and the spill file, without waiting on the slow sink, and removes the file", async () => {
-    const { sink, got } = slowSink(16 * 1024);
+    let open = (): void => undefined;
+    const gate = new Promise<void>((r) => { open = r; });
+    const { sink, got } = slowSink(16 * 1024, gate);
     const budget = new SpillBudget(64 * 1024 * 1024);
     const feed = new PartFeed(sink, never, spillFile(dir, 1), budget);
     const want = createHash("sha256");
@@ -47,6 +55,7 @@ describe("PartFeed", () => {
     // The pushes ran ahead of the sink: the backlog went to disk.
     expect(peak).toBeGreaterThan(FEED_MEMORY_BYTES);
     expect(got().bytes).toBeLessThan(total);
+    open();
     feed.end();
     await feed.done;
     expect(sink.writableEnded).toBe(true);
@@ -109,11 +118,15 @@ describe("PartFeed", () => {
   });
 
   it("on abort drops its backlog, ends the sink and removes the spill file (a failed restore does not wait on it)", async () => {
-    const { sink, got } = slowSink(1024);
+    // The client takes nothing before the abort, however fast the disk is: the backlog is certain.
+    let open = (): void => undefined;
+    const gate = new Promise<void>((r) => { open = r; });
+    const { sink, got } = slowSink(1024, gate);
     const budget = new SpillBudget(1024 * 1024 * 1024);
     const feed = new PartFeed(sink, never, spillFile(dir, 6), budget);
     for (let i = 0; i < 40; i++) await feed.push(randomBytes(200_000));
     expect(feed.backlog).toBeGreaterThan(FEED_MEMORY_BYTES);
+    open();
     feed.abort();
     await feed.done;
     expect(sink.writableEnded).toBe(true);
