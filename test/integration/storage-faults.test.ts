@@ -468,6 +468,34 @@ describe("downloads resume", () => {
     expect(vErr.reason).toBe("StorageUnreachable");
   });
 
+  it("a reader that falls behind for longer than the idle timeout, again and again, is not a fault: the rest is fetched when it reads on", async () => {
+    // A restore whose clients are busy holds the download for longer than the
+    // socket's idle timeout; that costs a Range GET each time, never the
+    // resumes a broken server may use (3), and never a failed restore.
+    const repo = new Repository(s3Store({ idleTimeoutMs: 400 }), cluster());
+    const name = backupName(1);
+    const data = await makeBackup(repo, name, 48 * 1024 * 1024);
+    const before = proxy.requests.length;
+    const stream = await repo.openVerified(name, "data.sql", await repo.readManifest(name));
+    const hash = createHash("sha256");
+    let size = 0;
+    let nextStall = 4 * 1024 * 1024;
+    let stalls = 0;
+    for await (const chunk of stream) {
+      hash.update(chunk as Buffer);
+      size += (chunk as Buffer).length;
+      if (size >= nextStall && stalls < 5) {
+        stalls++;
+        nextStall += 8 * 1024 * 1024;
+        await new Promise((r) => setTimeout(r, 1200));
+      }
+    }
+    expect({ size, sha256: hash.digest("hex") }).toEqual({ size: data.length, sha256: sha(data) });
+    const gets = proxy.requests.slice(before).filter((r) => r.op === "GET" && r.key.endsWith("data.sql"));
+    // More stalls than resumes: the stalls did idle the socket out, and did not count as faults.
+    expect(gets.length).toBeGreaterThan(4);
+  });
+
   it("destroying an opened backup object stops reading storage at once", async () => {
     const repo = new Repository(s3Store(), cluster());
     const name = backupName(1);

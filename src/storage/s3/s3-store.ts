@@ -444,6 +444,10 @@ class ResumableBody extends Readable {
   private offset = 0;
   private resumes = 0;
   private reopening = false;
+  /** The consumer is behind: the response is paused by us (backpressure), not by the server. */
+  private held = false;
+  /** The response broke while held: GET the rest when the consumer reads again. */
+  private reopenOnRead = false;
 
   constructor(
     first: Readable,
@@ -460,7 +464,10 @@ class ResumableBody extends Readable {
     body.on("data", (chunk: Buffer) => {
       if (body !== this.body) return;
       this.offset += chunk.length;
-      if (!this.push(chunk)) body.pause();
+      if (!this.push(chunk)) {
+        this.held = true;
+        body.pause();
+      }
     });
     body.once("end", () => {
       if (body !== this.body) return;
@@ -482,11 +489,23 @@ class ResumableBody extends Readable {
     const transient = isTransient(mapped);
     this.body?.destroy();
     this.body = undefined;
+    if (transient && this.held && this.total !== undefined) {
+      // The socket idled out while this side held the response (a consumer
+      // slower than the idle timeout, e.g. a restore whose clients are busy):
+      // not a fault of the server, and not one of the resumes a fault may
+      // use. The rest is fetched when the consumer reads again.
+      this.reopenOnRead = true;
+      return;
+    }
     if (!transient || this.resumes >= MAX_RESUMES || this.total === undefined) {
       this.destroy(mapped);
       return;
     }
     this.resumes++;
+    this.fetchRest();
+  }
+
+  private fetchRest(): void {
     this.reopening = true;
     this.reopen(this.offset).then(
       (b) => {
@@ -505,6 +524,12 @@ class ResumableBody extends Readable {
   }
 
   override _read(): void {
+    this.held = false;
+    if (this.reopenOnRead) {
+      this.reopenOnRead = false;
+      this.fetchRest();
+      return;
+    }
     if (!this.reopening) this.body?.resume();
   }
 
