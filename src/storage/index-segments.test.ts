@@ -2,7 +2,6 @@
 // and a time as S3's do (and against the file store): a listing with nothing
 // cached reads the index instead of every manifest, and a stale, raced,
 // damaged or unreadable index gives exactly the listing without one.
-import { createHash } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -16,50 +15,10 @@ import { decodeSegment, encodeSegment, INDEX_PREFIX, isIndexSegment, newSegmentK
 import { ManifestCache } from "./manifest-cache.js";
 import { readAll, type ObjectInfo, type ObjectStore } from "./object-store.js";
 import { Repository } from "./repository.js";
+import { MemoryStore as BaseMemoryStore } from "../../test/harness/memory-store.js";
 
-/** S3-like: every put is a new ETag (MD5) and time; GETs are counted by key; keys can be made to fail. */
-class MemoryStore implements ObjectStore {
-  readonly location = "mem://test";
-  readonly identity = "mem://test at memory";
-  readonly objects = new Map<string, { body: Buffer; etag: string; at: Date }>();
-  gotten: string[] = [];
-  failing = new Set<string>();
-  private clock = Date.parse("2026-01-01T00:00:00Z");
-
-  async put(key: string, body: Readable | Buffer | string): Promise<{ size: number }> {
-    const buf = typeof body === "string" || Buffer.isBuffer(body) ? Buffer.from(body) : await readAll(body);
-    this.clock += 1000;
-    this.objects.set(key, { body: buf, etag: `"${createHash("md5").update(buf).digest("hex")}"`, at: new Date(this.clock) });
-    return { size: buf.length };
-  }
-  get(key: string): Promise<Readable> {
-    this.gotten.push(key);
-    if (this.failing.has(key)) return Promise.reject(failed("StorageUnreachable", `cannot reach the store while reading ${key}`));
-    const o = this.objects.get(key);
-    if (!o) return Promise.reject(failed("NotFound", `object ${key} not found`));
-    return Promise.resolve(Readable.from([o.body]));
-  }
-  head(key: string): Promise<ObjectInfo | undefined> {
-    const o = this.objects.get(key);
-    return Promise.resolve(o ? { key, size: o.body.length, lastModified: o.at, etag: o.etag } : undefined);
-  }
-  list(prefix: string): Promise<ObjectInfo[]> {
-    const out = [...this.objects].filter(([k]) => k.startsWith(prefix)).map(([key, o]) => ({ key, size: o.body.length, lastModified: o.at, etag: o.etag }));
-    return Promise.resolve(out.sort((a, b) => (a.key < b.key ? -1 : 1)));
-  }
-  listChildren(prefix: string): Promise<string[]> {
-    return Promise.resolve([...new Set([...this.objects.keys()].filter((k) => k.startsWith(prefix)).map((k) => k.slice(prefix.length).split("/")[0] ?? ""))].sort());
-  }
-  delete(keys: string[]): Promise<void> {
-    for (const k of keys) this.objects.delete(k);
-    return Promise.resolve();
-  }
-  check(): Promise<void> {
-    return Promise.resolve();
-  }
-  close(): void {
-    // nothing held
-  }
+/** The shared in-memory store, with what these tests count. */
+class MemoryStore extends BaseMemoryStore {
   /** Index segments now in the store. */
   segments(): string[] {
     return [...this.objects.keys()].filter((k) => k.startsWith(`${CLUSTER}/${INDEX_PREFIX}`)).sort();

@@ -2,62 +2,15 @@
 // objects carry an ETag and a time as S3's do: a cached listing is the same
 // listing, a replaced or deleted manifest is never served from the cache, and
 // a damaged cache file costs reads, never a verdict.
-import { createHash } from "node:crypto";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { Readable } from "node:stream";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { failed } from "../lib/errors.js";
 import { MANIFEST, TOMBSTONE, type Manifest } from "./catalog.js";
 import { loadManifestCache, manifestCacheDir, manifestCacheFile, ManifestCache, manifestValidator, saveManifestCache } from "./manifest-cache.js";
-import { readAll, type ObjectInfo, type ObjectStore } from "./object-store.js";
 import { Repository } from "./repository.js";
+import { MemoryStore } from "../../test/harness/memory-store.js";
 
-/** S3-like: every put is a new ETag (the MD5 of the bytes) and a new time; GETs are counted; keys can be made to fail. */
-class MemoryStore implements ObjectStore {
-  readonly location = "mem://test";
-  readonly identity = "mem://test at memory";
-  readonly objects = new Map<string, { body: Buffer; etag: string; at: Date }>();
-  gets = 0;
-  failing = new Set<string>();
-  private clock = Date.parse("2026-01-01T00:00:00Z");
-
-  async put(key: string, body: Readable | Buffer | string): Promise<{ size: number }> {
-    const buf = typeof body === "string" || Buffer.isBuffer(body) ? Buffer.from(body) : await readAll(body);
-    this.clock += 1000;
-    this.objects.set(key, { body: buf, etag: `"${createHash("md5").update(buf).digest("hex")}"`, at: new Date(this.clock) });
-    return { size: buf.length };
-  }
-  get(key: string): Promise<Readable> {
-    this.gets++;
-    if (this.failing.has(key)) return Promise.reject(failed("StorageUnreachable", `cannot reach the store while reading ${key}`));
-    const o = this.objects.get(key);
-    if (!o) return Promise.reject(failed("NotFound", `object ${key} not found`));
-    return Promise.resolve(Readable.from([o.body]));
-  }
-  head(key: string): Promise<ObjectInfo | undefined> {
-    const o = this.objects.get(key);
-    return Promise.resolve(o ? { key, size: o.body.length, lastModified: o.at, etag: o.etag } : undefined);
-  }
-  list(prefix: string): Promise<ObjectInfo[]> {
-    const out = [...this.objects].filter(([k]) => k.startsWith(prefix)).map(([key, o]) => ({ key, size: o.body.length, lastModified: o.at, etag: o.etag }));
-    return Promise.resolve(out.sort((a, b) => (a.key < b.key ? -1 : 1)));
-  }
-  listChildren(prefix: string): Promise<string[]> {
-    return Promise.resolve([...new Set([...this.objects.keys()].filter((k) => k.startsWith(prefix)).map((k) => k.slice(prefix.length).split("/")[0] ?? ""))].sort());
-  }
-  delete(keys: string[]): Promise<void> {
-    for (const k of keys) this.objects.delete(k);
-    return Promise.resolve();
-  }
-  check(): Promise<void> {
-    return Promise.resolve();
-  }
-  close(): void {
-    // nothing held
-  }
-}
 
 const CLUSTER = "demo";
 
@@ -97,12 +50,12 @@ describe("manifest cache (in memory)", () => {
     await seed(store, 40);
     const cache = new ManifestCache();
     const uncached = await new Repository(store, CLUSTER).list();
-    store.gets = 0;
+    store.gotten = [];
     const first = await new Repository(store, CLUSTER, { manifestCache: cache }).list();
     expect(store.gets).toBe(40);
     expect(first).toEqual(uncached);
 
-    store.gets = 0;
+    store.gotten = [];
     const second = await new Repository(store, CLUSTER, { manifestCache: cache }).list();
     expect(store.gets).toBe(0);
     expect(second).toEqual(uncached);
@@ -110,7 +63,7 @@ describe("manifest cache (in memory)", () => {
     // One new backup: one read.
     const m = manifest(99);
     await store.put(`${CLUSTER}/${m.name}/${MANIFEST}`, JSON.stringify(m));
-    store.gets = 0;
+    store.gotten = [];
     const third = await new Repository(store, CLUSTER, { manifestCache: cache }).list();
     expect(store.gets).toBe(1);
     expect(third).toEqual(await new Repository(store, CLUSTER).list());
@@ -196,7 +149,7 @@ describe("manifest cache file", () => {
     await seed(store, 20);
     const uncached = await new Repository(store, CLUSTER).list();
     expect(await listThroughFile(store)).toEqual(uncached);
-    store.gets = 0;
+    store.gotten = [];
     expect(await listThroughFile(store)).toEqual(uncached);
     expect(store.gets).toBe(0);
   });
@@ -215,14 +168,14 @@ describe("manifest cache file", () => {
     // Another cut in half.
     lines[5] = (lines[5] as string).slice(0, 90);
     await writeFile(file, lines.join("\n"));
-    store.gets = 0;
+    store.gotten = [];
     expect(await listThroughFile(store)).toEqual(uncached);
     expect(store.gets).toBe(2);
 
     // Garbage, an empty file, a foreign header: everything read again, the same listing.
     for (const junk of ["\u0000\u0001garbage{{{", "", `{"cache":"replicator-manifests","format":999}\n${lines.slice(1).join("\n")}`]) {
       await writeFile(file, junk);
-      store.gets = 0;
+      store.gotten = [];
       const listed = await listThroughFile(store);
       expect(listed).toEqual(uncached);
       expect(listed.corrupt).toEqual([]);
