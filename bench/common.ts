@@ -8,6 +8,7 @@ import path from "node:path";
 import { pathToFileURL } from "node:url";
 import { performance } from "node:perf_hooks";
 import { execa } from "execa";
+import { startMariaDb, type MariaDb } from "../test/harness/mariadb.js";
 
 export const MB = 1_000_000;
 
@@ -18,6 +19,19 @@ export function onCleanup(what: string, fn: () => Promise<void>): void {
   cleanups.push({ what, fn });
 }
 let cleaning: Promise<void> | undefined;
+/** A MariaDB server with the part's flags, destroyed (once) when the bench ends or when the caller destroys it. */
+export async function mariadbServer(tag: string, serverArgs: string[], opts: Parameters<typeof startMariaDb>[0] = {}): Promise<MariaDb> {
+  const s = await startMariaDb({ ...opts, args: [...serverArgs, ...(opts.args ?? [])] });
+  let destroyed = false;
+  const destroy = async (): Promise<void> => {
+    if (destroyed) return;
+    destroyed = true;
+    await s.destroy();
+  };
+  onCleanup(`server ${tag}`, destroy);
+  return { ...s, destroy };
+}
+
 export function cleanupAll(): Promise<void> {
   cleaning ??= (async () => {
     for (const c of cleanups.reverse()) {

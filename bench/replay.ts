@@ -31,7 +31,7 @@ import {
   MB,
   median,
   noteRss,
-  onCleanup,
+  mariadbServer,
   pairedRounds,
   q,
   runReplicator,
@@ -64,16 +64,8 @@ const INSERTS_PER_TX = 200;
 const UPDATES_PER_TX = 100;
 const BASE_ROWS = 20_000;
 
-async function server(tag: string, opts: Parameters<typeof startMariaDb>[0] = {}): Promise<MariaDb> {
-  const s = await startMariaDb({ ...opts, args: [...SERVER_ARGS, ...(opts.args ?? [])] });
-  let destroyed = false;
-  const destroy = async (): Promise<void> => {
-    if (destroyed) return;
-    destroyed = true;
-    await s.destroy();
-  };
-  onCleanup(`server ${tag}`, destroy);
-  return { ...s, destroy };
+function server(tag: string, opts: Parameters<typeof startMariaDb>[0] = {}): Promise<MariaDb> {
+  return mariadbServer(tag, SERVER_ARGS, opts);
 }
 
 const clientArgs = (s: MariaDb): string => `--no-defaults --host=127.0.0.1 --port=${s.port} --user=root --protocol=TCP`;

@@ -33,6 +33,7 @@ import {
   fmt,
   MB,
   noteRss,
+  mariadbServer,
   onCleanup,
   pairedRounds,
   peakRss,
@@ -82,16 +83,8 @@ const BIGGEST = "orders";
 // Same server settings for the source and every restore target.
 const SERVER_ARGS = ["--innodb-buffer-pool-size=1G", "--innodb-log-file-size=256M", "--max-allowed-packet=1G"];
 
-async function server(tag: string, opts: Parameters<typeof startMariaDb>[0] = {}): Promise<MariaDb> {
-  const s = await startMariaDb({ ...opts, args: [...SERVER_ARGS, ...(opts.args ?? [])] });
-  let destroyed = false;
-  const destroy = async (): Promise<void> => {
-    if (destroyed) return;
-    destroyed = true;
-    await s.destroy();
-  };
-  onCleanup(`server ${tag}`, destroy);
-  return { ...s, destroy };
+function server(tag: string, opts: Parameters<typeof startMariaDb>[0] = {}): Promise<MariaDb> {
+  return mariadbServer(tag, SERVER_ARGS, opts);
 }
 
 // ---------------------------------------------------------------- helpers
