@@ -73,3 +73,13 @@ describe("bridging a seed over the binlog archive", () => {
     expect(d.ok && d.plan.serverId).toBe(11);
   });
 });
+
+describe("a bridge over the archive of a server seeded from a backup", () => {
+  it("does not take its first binlog's empty GTID_LIST as the start of history", () => {
+    // Server 12 was seeded at 0-11-20: its first binlog's GTID_LIST is empty, its first GTID 0-11-21.
+    const seeded: ArchiveChain = { serverId: 12, where: "w/12", chain: [{ ...idx("c.000001", "", "0-11-35"), serverId: 12, firstGtid: "0-11-21" }], hasPartial: false };
+    const d = decideBridge([seeded], "0-11-15", master, "bk", "w");
+    expect(!d.ok && d.message).toContain("begins at c.000001 (GTID 0-11-20), after the backup's position");
+    expect(decideBridge([seeded], "0-11-20", master, "bk", "w").ok).toBe(true);
+  });
+});

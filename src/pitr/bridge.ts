@@ -25,6 +25,7 @@ import { archivedServers, downloadBinlog, readServerArchive } from "./archive.js
 import { scanBinlogFile } from "./binlog-file.js";
 import { formatGtid, formatGtidState, includes, notAfter, parseGtidState, sameState, type GtidState } from "./gtid.js";
 import { nextBinlogName, parseBinlogName, stateOf, type BinlogIndex } from "./layout.js";
+import { startStateOf } from "./plan.js";
 import { replayBinlogs } from "./replay.js";
 
 /** One server's committed (complete) archived binlogs, in order. */
@@ -98,12 +99,13 @@ export function decideBridge(archives: ArchiveChain[], position: string, master:
       continue;
     }
     const first = chain[start] as BinlogIndex;
-    if (!notAfter(stateOf(first.startState), pos)) {
+    const begins = startStateOf(first);
+    if (!notAfter(begins, pos)) {
       const before = start > 0 ? (chain[start - 1] as BinlogIndex) : undefined;
       const says = before
         ? `the archive ${where} has a gap: ${missingFiles(before.file, first.file)}after ${before.file} (GTID ${text(before.endState)}) up to ${first.file} (GTID ${text(first.startState)})`
-        : `the archive ${where} begins at ${first.file} (GTID ${text(first.startState)}), after the backup's position`;
-      fail(1, missing(pos, stateOf(first.startState), says));
+        : `the archive ${where} begins at ${first.file} (GTID ${text(begins)}), after the backup's position`;
+      fail(1, missing(pos, begins, says));
       continue;
     }
     for (let k = start; k < chain.length; k++) {
