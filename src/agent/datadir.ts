@@ -103,6 +103,13 @@ export async function restoreDatadir(
   const dir = path.resolve(datadir);
   const log = req.log.child({ backup: chosen.name, datadir: dir });
 
+  const replay = req.datadirReplay;
+  const withServer = method.withTemporaryServer?.bind(method);
+  if (replay && !withServer) {
+    throw badInput("NotSupported", `backup ${chosen.name} (${method.name}): its method runs no temporary server on a restored data directory, so archived binlogs cannot be replayed into it`);
+  }
+  // Before anything is written: the temporary server (replay, replica configuration) can run here.
+  if (replay || req.replicateFrom) await method.checkTemporaryServer?.(req.methodOptions ?? {}, req.signal);
   const state = await inspectDatadir(dir);
   if (state.redo) {
     warnings.push("the data directory holds an unfinished restore (its sentinel was found); it was wiped and the restore redone");
@@ -153,8 +160,17 @@ export async function restoreDatadir(
     throw partialTarget(err, `data directory ${dir}`, "its sentinel marks it: run the same restore again (it wipes the directory and redoes it), and do not start the server on it");
   }
   warnings.push(...outcome.warnings);
-  const position = outcome.replication ?? manifest.replication;
+  let position = outcome.replication ?? manifest.replication;
   log.info({ rawSize, position, piped: startRestore !== undefined }, "data directory prepared");
+  if (replay && withServer) {
+    const from = position;
+    try {
+      position = await withServer({ datadir: dir, purpose: "to replay the archived binlogs", options: req.methodOptions ?? {}, log, signal: req.signal }, (server) => replay(server, from));
+    } catch (err) {
+      throw partialTarget(err, `data directory ${dir}`, `it holds backup ${chosen.name} and possibly part of the replay; its sentinel marks it: do not start a server on it; run the same restore again (it wipes the directory and redoes it)`);
+    }
+    log.info({ position }, "archived binlogs replayed");
+  }
 
   const replicateFrom = req.replicateFrom;
   if (replicateFrom) {

@@ -22,7 +22,7 @@ import { describeEndpoint, type Endpoint } from "../db/endpoint.js";
 import { configureReplica } from "../db/replication.js";
 import { checkCanServe, hasPosition } from "../db/serve-check.js";
 import { restoreTargetFor } from "../db/target.js";
-import type { BackupMethod, PipedLoader, RestoreContext, ServerRestoreMethod } from "../plugins/contract.js";
+import type { BackupMethod, PipedLoader, RestoreContext, ServerRestoreMethod, TemporaryServer } from "../plugins/contract.js";
 import { getMethod } from "../plugins/registry.js";
 import { parseBackupName, selectBackup, type BackupEntry, type Manifest, type ReplicationPosition, type Selector } from "../storage/catalog.js";
 import type { LeaseHandle, Repository } from "../storage/repository.js";
@@ -51,7 +51,16 @@ export interface RestoreRequest {
   signal: AbortSignal;
   /** Resolve a method by name (the conformance kit passes third-party plugins here); the backup's name is for messages. */
   resolveMethod?: (name: string, backup?: string) => BackupMethod;
+  /**
+   * Physical restores: once the data directory is prepared (before its
+   * replica configuration and before its sentinel goes), run this through a
+   * temporary server on it (archived binlogs replayed); it returns the
+   * position the data is at afterwards.
+   */
+  datadirReplay?: DatadirReplay;
 }
+
+export type DatadirReplay = (server: TemporaryServer, position: ReplicationPosition | undefined) => Promise<ReplicationPosition>;
 
 export interface RestoreResult {
   operation: "restore";

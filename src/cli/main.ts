@@ -8,6 +8,7 @@ import { TOOL_VERSION } from "../version.js";
 import { describeEndpoint } from "../db/endpoint.js";
 import { badInput, exitCodeFor, failed, isReplicatorError, oneLine } from "../lib/errors.js";
 import { createLogger, type Logger } from "../lib/log.js";
+import type { DatadirReplay } from "../agent/restore.js";
 import type { LoadedPlugin } from "../plugins/exec/index.js";
 import { formatBytes, formatPosition, parseTime, type Selector } from "../storage/catalog.js";
 import { boundedList } from "../storage/object-store.js";
@@ -36,7 +37,7 @@ Usage:
   replicator restore [--target URL | --datadir DIR] [--repository URL] [--cluster NAME] [--backup NAME | --before TIME]
                      [--replicate-from URL [--dry-run]] [--force] [--json]
                      (--replicate-from: when the master has purged binlogs the backup needs, the binlog archive bridges them)
-  replicator restore --until TIME | --until-gtid GTID --target URL [--repository URL] [--cluster NAME] [--dry-run] [--json]
+  replicator restore --until TIME | --until-gtid GTID --target URL | --datadir DIR [--repository URL] [--cluster NAME] [--dry-run] [--json]
                      (point in time: the newest backup before it, then the archived binlogs up to it)
   replicator binlog-archive [--source URL] [--repository URL] [--cluster NAME] [--once] [--flush-interval SECONDS] [--json]
                      (copies the master's binlogs into <repository>/<cluster>/binlogs/<server_id>/)
@@ -290,8 +291,12 @@ async function cmdRestore(ctx: Ctx): Promise<unknown> {
   }
   const { restoreUntilCommand, untilTarget } = await pitrCli();
   const until = untilTarget(ctx.values.until, ctx.values["until-gtid"]);
-  if (until && (ctx.values.backup || ctx.values.before || ctx.settings.replicateFrom)) {
-    throw badInput("InvalidArguments", "--until/--until-gtid choose the backup themselves and do not combine with --backup, --before or --replicate-from");
+  if (until && (ctx.values.backup || ctx.values.before)) {
+    throw badInput("InvalidArguments", "--until/--until-gtid choose the backup themselves and do not combine with --backup or --before");
+  }
+  if (until && ctx.settings.replicateFrom) {
+    // A slave of the master must end up at the master's present, not at a point before it.
+    throw badInput("InvalidArguments", "--until/--until-gtid restore to a point in the past and do not combine with --replicate-from, which seeds a slave at the master's present; drop --until to seed a slave, or drop --replicate-from to restore to the point");
   }
   if (!until && ctx.values["dry-run"] && !ctx.settings.replicateFrom) {
     throw badInput("InvalidArguments", "restore --dry-run prints the plan of a point-in-time restore (give --until TIME or --until-gtid GTID) or of a seed (give --replicate-from URL)");
@@ -337,7 +342,7 @@ async function cmdRestore(ctx: Ctx): Promise<unknown> {
     signal: ctx.signal,
   };
   if (until) {
-    const restoreBackup = (name: string): ReturnType<typeof runRestore> => runRestore({ ...request, selector: { kind: "name", name } });
+    const restoreBackup = (name: string, datadirReplay?: DatadirReplay): ReturnType<typeof runRestore> => runRestore({ ...request, selector: { kind: "name", name }, datadirReplay });
     return restoreUntilCommand({ repo, target, datadir, until, dryRun: ctx.values["dry-run"] ?? false, restoreBackup, json: ctx.values.json ?? false, out: ctx.out, log: ctx.log, signal: ctx.signal });
   }
   const r = await runRestore(request);

@@ -4,7 +4,7 @@
 import { badInput } from "../lib/errors.js";
 import type { Logger } from "../lib/log.js";
 import type { Endpoint } from "../db/endpoint.js";
-import type { RestoreResult } from "../agent/restore.js";
+import type { DatadirReplay, RestoreResult } from "../agent/restore.js";
 import { formatBytes, parseTime } from "../storage/catalog.js";
 import type { Repository } from "../storage/repository.js";
 import { runBinlogArchive, type ArchiveResult } from "./archiver.js";
@@ -37,7 +37,7 @@ export function untilTarget(until: string | undefined, untilGtid: string | undef
 
 export async function restoreUntilCommand(o: {
   repo: Repository; target: Endpoint | undefined; datadir: string | undefined; until: Target; dryRun: boolean;
-  restoreBackup: (name: string) => Promise<RestoreResult>; json: boolean; out: (l: string) => void; log: Logger; signal: AbortSignal;
+  restoreBackup: (name: string, datadirReplay?: DatadirReplay) => Promise<RestoreResult>; json: boolean; out: (l: string) => void; log: Logger; signal: AbortSignal;
 }): Promise<PitrResult> {
   const r = await runPointInTimeRestore({ repo: o.repo, target: o.target, datadir: o.datadir, until: o.until, dryRun: o.dryRun, restoreBackup: o.restoreBackup, log: o.log, signal: o.signal });
   if (!o.json) {
@@ -47,6 +47,13 @@ export async function restoreUntilCommand(o: {
     else {
       o.out(`  binlogs of server ${p.serverId}: ${p.binlogs.map((b) => `${b.file}${b.complete ? "" : " (partial)"}`).join(", ")}`);
       o.out(`  from GTID ${p.fromGtid ?? "?"} (${p.fromTime ?? "?"}) to ${p.stopGtid ? `GTID ${p.stopGtid} (${p.stopTime ?? "?"}), not included` : "the end of the archive"}`);
+    }
+    if (p.kind === "physical") {
+      o.out(
+        r.dryRun
+          ? `  physical: the replay runs through a temporary mariadbd on the restored data directory, which is then left with gtid_slave_pos ${p.endState || "(empty)"}`
+          : `  the data directory's gtid_slave_pos is ${p.endState || "(empty)"}; start mariadbd on it`,
+      );
     }
   }
   return r;

@@ -27,6 +27,14 @@ export interface ReplayRequest {
    * holds neither the backup nor the bridge, only what it replicates.
    */
   skipTargetBinlog?: boolean;
+  /**
+   * A temporary server running with --skip-grant-tables refuses account
+   * statements (CREATE USER, GRANT: "running with the --skip-grant-tables
+   * option"): the replay's session first loads the grant tables (FLUSH
+   * PRIVILEGES). Sessions opened before, the replay's own included, keep
+   * every privilege.
+   */
+  flushPrivileges?: boolean;
   clientCommand?: string | undefined;
   signal: AbortSignal;
   /** The one line of a failed replay, given the client's error (says what the target now holds). */
@@ -34,6 +42,7 @@ export interface ReplayRequest {
 }
 
 export async function replayBinlogs(req: ReplayRequest): Promise<void> {
+  const init = [...(req.skipTargetBinlog ? ["SET SESSION sql_log_bin=0"] : []), ...(req.flushPrivileges ? ["FLUSH PRIVILEGES"] : [])];
   const creds = await writeDefaultsFile(req.target);
   try {
     const client = spawnTool(
@@ -43,7 +52,7 @@ export async function replayBinlogs(req: ReplayRequest): Promise<void> {
         ...creds.args,
         "--binary-mode",
         "--max-allowed-packet=1G",
-        ...(req.skipTargetBinlog ? ["--init-command=SET SESSION sql_log_bin=0"] : []),
+        ...(init.length > 0 ? [`--init-command=${init.join("; ")}`] : []),
       ],
       { stdin: "pipe", stdout: "ignore", signal: req.signal, what: `replay the archived binlogs into ${describeEndpoint(req.target)}` },
     );

@@ -1,16 +1,29 @@
-// `replicator restore --until TIME | --until-gtid GTID`: the newest logical
-// backup before the target, restored by the ordinary restore path, then the
+// `replicator restore --until TIME | --until-gtid GTID`: the newest backup
+// before the target, restored by the ordinary restore path, then the
 // archived binlogs replayed from the backup's GTID position up to (not
 // including) the target: `mariadb-binlog --start-position --stop-position
-// FILES | mariadb`, each archived file's size and sha256 checked against its
-// index before it is replayed.
+// FILES | mariadb`. Every archived file is downloaded and its size and
+// sha256 checked against its index before anything is restored.
+//
+// Two shapes, as the ordinary restore has:
+// - --target URL: the newest logical backup, loaded into the running server,
+//   which the replay then writes into.
+// - --datadir DIR: the newest physical backup, restored into the data
+//   directory of a stopped server; then a temporary mariadbd on it (no
+//   networking, a private socket, no grant tables, no binlog of its own: the
+//   method's withTemporaryServer) takes the replay through its socket, its
+//   gtid_slave_pos is set to the GTID state after the replay (what a later
+//   CHANGE MASTER ... MASTER_USE_GTID=slave_pos starts from), and it shuts
+//   down cleanly. The data directory's restore sentinel stays until then, so
+//   a failed replay leaves a directory marked as unfinished, never data that
+//   looks whole.
 import { mkdtemp, rm } from "node:fs/promises";
 import { hostname, tmpdir } from "node:os";
 import path from "node:path";
 import { badInput, isReplicatorError } from "../lib/errors.js";
 import type { Logger } from "../lib/log.js";
 import { describeEndpoint, type Endpoint } from "../db/endpoint.js";
-import type { RestoreResult } from "../agent/restore.js";
+import type { DatadirReplay, RestoreResult } from "../agent/restore.js";
 import type { BackupEntry } from "../storage/catalog.js";
 import type { Repository } from "../storage/repository.js";
 import { archivedServers, downloadBinlog, readServerArchive } from "./archive.js";
@@ -18,17 +31,21 @@ import { scanBinlogFile, type BinlogScan } from "./binlog-file.js";
 import { advance, formatGtid, formatGtidState, includes, type GtidState } from "./gtid.js";
 import type { BinlogIndex } from "./layout.js";
 import { replayBinlogs } from "./replay.js";
-import { buildChain, describeTarget, findStartFile, findStopFile, selectBackupBefore, type Target } from "./plan.js";
+import { buildChain, describeTarget, findStartFile, findStopFile, selectBackupBefore, type BaseKind, type Target } from "./plan.js";
 
 export interface PitrRequest {
   repo: Repository;
   /** The running server to restore into (logical backups). */
   target: Endpoint | undefined;
+  /** The data directory of a stopped server to restore into (physical backups). */
   datadir: string | undefined;
   until: Target;
   dryRun: boolean;
-  /** Restore the named backup through the ordinary restore path (agent/restore.ts runRestore). */
-  restoreBackup: (name: string) => Promise<RestoreResult>;
+  /**
+   * Restore the named backup through the ordinary restore path (agent/restore.ts
+   * runRestore); a physical one runs `datadirReplay` on its prepared data directory.
+   */
+  restoreBackup: (name: string, datadirReplay?: DatadirReplay) => Promise<RestoreResult>;
   clientCommand?: string;
   log: Logger;
   signal: AbortSignal;
@@ -36,6 +53,8 @@ export interface PitrRequest {
 
 export interface PitrPlan {
   backup: string;
+  /** logical: into --target; physical: into --datadir, the replay through a temporary server. */
+  kind: BaseKind;
   backupPosition: string;
   serverId: number;
   /** The archived binlogs replayed, in order. */
@@ -47,6 +66,8 @@ export interface PitrPlan {
   stopGtid: string | undefined;
   stopTime: string | undefined;
   until: string;
+  /** The GTID state once the replay is done (physical: the restored data's gtid_slave_pos). */
+  endState: string;
 }
 
 export interface PitrResult {
@@ -79,12 +100,23 @@ export function stopIn(scan: BinlogScan, target: Target): Stop {
   return { offset: undefined, gtid: undefined, time: undefined, state };
 }
 
+/** Pure: which base a point-in-time restore starts from, given where it restores into. */
+export function baseKindOf(target: Endpoint | undefined, datadir: string | undefined): BaseKind {
+  if (target && datadir !== undefined) {
+    throw badInput(
+      "InvalidArguments",
+      "a point-in-time restore goes into a running server (--target URL, from a logical backup) or into a stopped server's data directory (--datadir DIR, from a physical backup): give one, not both",
+    );
+  }
+  if (target) return "logical";
+  if (datadir !== undefined) return "physical";
+  throw badInput("MissingSetting", "a point-in-time restore needs --target URL (a running server, from a logical backup) or --datadir DIR (a stopped server's data directory, from a physical backup)");
+}
+
 export async function runPointInTimeRestore(req: PitrRequest): Promise<PitrResult> {
   const started = Date.now();
   const { repo, until, log } = req;
-  if (req.datadir !== undefined || !req.target) {
-    throw badInput("NotSupported", "a point-in-time restore replays binlogs into a running server: pass --target URL (a restore into --datadir, from a physical backup, is not built yet)");
-  }
+  const kind = baseKindOf(req.target, req.datadir);
   const where = `${repo.where}/binlogs`;
   const servers = await archivedServers(repo.store, repo.cluster);
   if (servers.length === 0) throw badInput("NoArchive", `no binlog archive in ${where}; run \`replicator binlog-archive\` against the master first`);
@@ -111,14 +143,18 @@ export async function runPointInTimeRestore(req: PitrRequest): Promise<PitrResul
     const { backups } = await repo.list();
     let choice;
     try {
-      choice = selectBackupBefore(backups, stop.state, until, repo.where);
+      choice = selectBackupBefore(backups, stop.state, until, repo.where, kind);
     } catch (err) {
-      throw explainUnrecoverable(err, backups, chain, whereSid);
+      throw explainUnrecoverable(err, backups, chain, whereSid, kind);
     }
     const startFile = findStartFile(chain, choice.position, stopFile, choice.backup.name, whereSid);
     const files = chain.slice(startFile, stopFile + 1);
+    // The state once the replay is done: the backup's position advanced by every transaction before the target.
+    const end = new Map(choice.position);
+    for (const g of stop.state.values()) advance(end, g);
     const plan: PitrPlan = {
       backup: choice.backup.name,
+      kind,
       backupPosition: formatGtidState(choice.position),
       serverId: sid,
       binlogs: files.map((f) => ({ file: f.file, object: f.object, size: f.size, complete: f.complete })),
@@ -127,6 +163,7 @@ export async function runPointInTimeRestore(req: PitrRequest): Promise<PitrResul
       stopGtid: stop.gtid,
       stopTime: stop.time !== undefined ? new Date(stop.time * 1000).toISOString() : undefined,
       until: describeTarget(until),
+      endState: formatGtidState(end),
     };
     // The first transaction the backup lacks: exact from the start file's events.
     let startOffset: number | undefined;
@@ -145,36 +182,50 @@ export async function runPointInTimeRestore(req: PitrRequest): Promise<PitrResul
     if (nothing) plan.binlogs = [];
     if (req.dryRun) return { operation: "restore", pointInTime: true, dryRun: true, plan, replayed: 0, durationMs: Date.now() - started };
 
-    log.info({ backup: plan.backup, binlogs: plan.binlogs.length, from: plan.fromGtid, stop: plan.stopGtid ?? "end" }, "point-in-time restore: restoring the base backup");
+    // Every file is downloaded and its sha256 checked before anything is
+    // restored: a missing or damaged archive file leaves the target as it was.
+    let replayed = 0;
+    if (!nothing) {
+      for (const f of files) if (f !== first && f !== stopIdx) await downloadBinlog(repo.store, repo.cluster, f, local(f));
+      for (const f of files) {
+        const from = f === first ? (startOffset ?? 0) : 0;
+        const to = f === stopIdx ? stop.offset : undefined;
+        const scan = await scanBinlogFile(local(f));
+        replayed += scan.gtids.filter((g) => g.offset >= from && (to === undefined || g.offset < to)).length;
+      }
+    }
+    const replayInto = async (target: Endpoint, extra: { skipTargetBinlog?: boolean; flushPrivileges?: boolean }, failure: (cause: Error) => string): Promise<void> => {
+      if (nothing) return;
+      await replayBinlogs({ target, files: files.map(local), start: startOffset, stop: stop.offset, clientCommand: req.clientCommand, signal: req.signal, failure, ...extra });
+    };
+
+    log.info({ backup: plan.backup, kind, binlogs: plan.binlogs.length, from: plan.fromGtid, stop: plan.stopGtid ?? "end" }, "point-in-time restore: restoring the base backup");
     // The base backup is leased until the replay is done (the ordinary restore's
     // own lease ends with it): prune keeps a leased backup, and so, by the
     // archive's retention rule, every binlog replayed from its position.
     const lease = await repo.acquireLease(choice.backup.name, "point-in-time restore", `${hostname()}:${process.pid}`);
     try {
-      const restore = await req.restoreBackup(choice.backup.name);
-      let replayed = 0;
-      if (!nothing) {
-        // Every file is downloaded and its sha256 checked before any byte is replayed.
-        for (const f of files) if (f !== first && f !== stopIdx) await downloadBinlog(repo.store, repo.cluster, f, local(f));
-        for (const f of files) {
-          const from = f === first ? (startOffset ?? 0) : 0;
-          const to = f === stopIdx ? stop.offset : undefined;
-          const scan = await scanBinlogFile(local(f));
-          replayed += scan.gtids.filter((g) => g.offset >= from && (to === undefined || g.offset < to)).length;
-        }
-        if (lease.signal.aborted) throw lease.signal.reason as Error;
-        const target = req.target;
-        await replayBinlogs({
-          target,
-          files: files.map(local),
-          start: startOffset,
-          stop: stop.offset,
-          clientCommand: req.clientCommand,
-          signal: req.signal,
-          failure: (cause) => `backup ${restore.name} was restored into ${describeEndpoint(target)}, but replaying the archived binlogs failed: ${cause.message}; the target holds the backup plus part of the replay: restore again`,
+      let restore: RestoreResult;
+      if (kind === "physical") {
+        // Inside the ordinary datadir restore, before its sentinel goes: a
+        // temporary server on the prepared data takes the replay, without a
+        // binlog of its own (the replayed transactions keep the master's
+        // GTIDs and leave none of the temporary server's), then records the
+        // end state as gtid_slave_pos.
+        restore = await req.restoreBackup(choice.backup.name, async (server) => {
+          if (lease.signal.aborted) throw lease.signal.reason as Error;
+          await replayInto(server.endpoint, { skipTargetBinlog: true, flushPrivileges: true }, (cause) => `replaying the archived binlogs into the restored data failed: ${cause.message}`);
+          await server.query("SET GLOBAL gtid_slave_pos = ?", [plan.endState]);
+          // The archived master's coordinates, applied: what the data is now at.
+          return { role: "slave", gtid: plan.endState, sourceServerId: sid };
         });
+      } else {
+        restore = await req.restoreBackup(choice.backup.name);
+        if (lease.signal.aborted) throw lease.signal.reason as Error;
+        const target = req.target as Endpoint;
+        await replayInto(target, {}, (cause) => `backup ${restore.name} was restored into ${describeEndpoint(target)}, but replaying the archived binlogs failed: ${cause.message}; the target holds the backup plus part of the replay: restore again`);
       }
-      log.info({ replayed, until: plan.until }, "point-in-time restore done");
+      log.info({ replayed, until: plan.until, endState: plan.endState }, "point-in-time restore done");
       return { operation: "restore", pointInTime: true, dryRun: false, plan, restore, replayed, durationMs: Date.now() - started };
     } finally {
       await lease.release().catch((err: unknown) => { log.warn({ err }, "could not release the point-in-time restore's lease; it expires by itself"); });
@@ -186,14 +237,14 @@ export async function runPointInTimeRestore(req: PitrRequest): Promise<PitrResul
 
 /**
  * NoBackup, with the range that is missing: where the repository's
- * recoverable history now begins (its oldest logical backup with a GTID
+ * recoverable history now begins (its oldest backup of the kind with a GTID
  * position, and the archive's first file), so that a target before it (e.g.
  * after retention pruned older backups and binlogs) fails with one line that says why.
  */
-function explainUnrecoverable(err: unknown, backups: BackupEntry[], chain: BinlogIndex[], whereSid: string): unknown {
+function explainUnrecoverable(err: unknown, backups: BackupEntry[], chain: BinlogIndex[], whereSid: string, kind: BaseKind): unknown {
   if (!isReplicatorError(err) || err.reason !== "NoBackup") return err;
   const oldest = backups
-    .filter((b) => b.manifest.kind === "logical" && b.manifest.replication?.gtid !== undefined)
+    .filter((b) => b.manifest.kind === kind && b.manifest.replication?.gtid !== undefined)
     .sort((a, b) => a.time.getTime() - b.time.getTime())[0];
   const head = chain[0];
   if (!oldest || !head) return err;

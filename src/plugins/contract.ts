@@ -113,6 +113,26 @@ export interface DatadirRestoreOutcome {
   warnings: string[];
 }
 
+export interface TemporaryServerContext {
+  /** The restored data directory; its own server is stopped. */
+  datadir: string;
+  /** What the server is for, in messages ("to replay the archived binlogs"). */
+  purpose: string;
+  options: Record<string, unknown>;
+  log: Logger;
+  signal: AbortSignal;
+}
+
+/** A temporary server on a restored data directory (see DatadirRestoreMethod.withTemporaryServer). */
+export interface TemporaryServer {
+  /** A local socket endpoint with every privilege, for clients such as `mariadb`. */
+  endpoint: Endpoint;
+  /** A statement on the control connection, opened before anything else (it keeps every privilege). */
+  query(sql: string, values?: unknown[]): Promise<void>;
+  /** A value quoted for that connection. */
+  escape(value: string): string;
+}
+
 export interface SeedContext {
   /** The restored data directory; the server is stopped. */
   datadir: string;
@@ -161,6 +181,17 @@ export interface DatadirRestoreMethod extends MethodBase {
   restore(ctx: DatadirRestoreContext, input: Readable): Promise<DatadirRestoreOutcome>;
   /** Make the restored, stopped server start as a replica of ctx.replicateFrom at ctx.position. */
   configureReplica(ctx: SeedContext): Promise<void>;
+  /**
+   * Optional: run `fn` against a temporary server on the restored, stopped
+   * data directory (ctx.datadir; no networking, reachable only as
+   * `server.endpoint`, a private socket), then shut it down cleanly; when
+   * `fn` fails the server is stopped and the error thrown as it is. A
+   * point-in-time restore into a data directory, and a seed that bridges
+   * purged binlogs, replay the archived binlogs through it.
+   */
+  withTemporaryServer?<T>(ctx: TemporaryServerContext, fn: (server: TemporaryServer) => Promise<T>): Promise<T>;
+  /** Optional: fail with one line, before anything is written, when the temporary server cannot run here (its binary is not installed). */
+  checkTemporaryServer?(options: Record<string, unknown>, signal: AbortSignal): Promise<void>;
   /**
    * Optional, restore() with the extractor reading an OS pipe that the agent's decompressor
    * writes into (no byte through the agent): `loader.done` settles when the stream is extracted,

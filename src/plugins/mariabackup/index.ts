@@ -27,7 +27,9 @@
 // networking, private socket, no grant tables, no slave start) runs
 // SET GLOBAL gtid_slave_pos + CHANGE MASTER TO and shuts down cleanly; the
 // real server replicates by itself when it starts (master.info and
-// mysql.gtid_slave_pos are in the data directory). See seed.ts.
+// mysql.gtid_slave_pos are in the data directory). See seed.ts. The same
+// temporary server (temp-server.ts) replays archived binlogs into restored
+// data: a point-in-time restore into --datadir.
 import { mkdtemp, readdir, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -65,6 +67,7 @@ import {
 } from "./parse.js";
 import { runTool } from "./proc.js";
 import { configureRestoredReplica } from "./seed.js";
+import { checkTemporaryServer, withTemporaryServer } from "./temp-server.js";
 import { restoreStream, startPipedRestore } from "./restore.js";
 
 type Row = Record<string, unknown>;
@@ -293,5 +296,13 @@ export const mariabackupMethod: DatadirRestoreMethod = {
   async configureReplica(ctx) {
     const opts = parseMariabackupOptions(ctx.options);
     await configureRestoredReplica(ctx, opts);
+  },
+
+  checkTemporaryServer(options, signal) {
+    return checkTemporaryServer(parseMariabackupOptions(options), signal);
+  },
+
+  withTemporaryServer(ctx, fn) {
+    return withTemporaryServer({ datadir: ctx.datadir, opts: parseMariabackupOptions(ctx.options), purpose: ctx.purpose, log: ctx.log, signal: ctx.signal }, fn);
   },
 };
