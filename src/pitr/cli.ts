@@ -45,7 +45,15 @@ export async function restoreUntilCommand(o: {
     o.out(`${r.dryRun ? "plan: restore" : "restored"} ${p.backup} (GTID ${p.backupPosition || "(none)"})${r.dryRun ? "" : ` into ${r.restore?.target ?? "?"}`}, then replay${r.dryRun ? "" : `ed ${r.replayed} transaction(s)`} up to ${p.until}`);
     if (p.binlogs.length === 0) o.out("  nothing to replay: the backup is already at the target");
     else {
-      o.out(`  binlogs of server ${p.serverId}: ${p.binlogs.map((b) => `${b.file}${b.complete ? "" : " (partial)"}`).join(", ")}`);
+      // After a switchover, the old master's binlogs then the new one's.
+      const runs: { serverId: number; files: string[] }[] = [];
+      for (const b of p.binlogs) {
+        const last = runs[runs.length - 1];
+        const name = `${b.file}${b.complete ? "" : " (partial)"}`;
+        if (last?.serverId === b.serverId) last.files.push(name);
+        else runs.push({ serverId: b.serverId, files: [name] });
+      }
+      o.out(`  binlogs ${runs.map((r, i) => `${i > 0 ? "then " : ""}of server ${r.serverId}: ${r.files.join(", ")}`).join("; ")}`);
       o.out(`  from GTID ${p.fromGtid ?? "?"} (${p.fromTime ?? "?"}) to ${p.stopGtid ? `GTID ${p.stopGtid} (${p.stopTime ?? "?"}), not included` : "the end of the archive"}`);
     }
     if (p.kind === "physical") {

@@ -28,10 +28,11 @@ import type { BackupEntry } from "../storage/catalog.js";
 import type { Repository } from "../storage/repository.js";
 import { archivedServers, downloadBinlog, readServerArchive } from "./archive.js";
 import { scanBinlogFile, type BinlogScan } from "./binlog-file.js";
-import { advance, formatGtid, formatGtidState, includes, type GtidState } from "./gtid.js";
+import { advance, formatGtid, formatGtidState, type GtidState } from "./gtid.js";
 import type { BinlogIndex } from "./layout.js";
 import { replayBinlogs } from "./replay.js";
-import { buildChain, describeTarget, findStartFile, findStopFile, selectBackupBefore, type BaseKind, type Target } from "./plan.js";
+import { buildChain, describeTarget, findStopFile, planRoute, selectBackupBefore, type BaseKind, type Chain, type Target } from "./plan.js";
+import { countLeg, prepareLegs } from "./replay-route.js";
 
 export interface PitrRequest {
   repo: Repository;
@@ -57,8 +58,8 @@ export interface PitrPlan {
   kind: BaseKind;
   backupPosition: string;
   serverId: number;
-  /** The archived binlogs replayed, in order. */
-  binlogs: { file: string; object: string; size: number; complete: boolean }[];
+  /** The archived binlogs replayed, in order (after a switchover, of more than one server). */
+  binlogs: { serverId: number; file: string; object: string; size: number; complete: boolean }[];
   /** Replay from this GTID (the first the backup lacks) ... */
   fromGtid: string | undefined;
   fromTime: string | undefined;
@@ -120,19 +121,23 @@ export async function runPointInTimeRestore(req: PitrRequest): Promise<PitrResul
   const where = `${repo.where}/binlogs`;
   const servers = await archivedServers(repo.store, repo.cluster);
   if (servers.length === 0) throw badInput("NoArchive", `no binlog archive in ${where}; run \`replicator binlog-archive\` against the master first`);
-  // The server whose archive reaches the target (after a switchover, each master has its own).
-  let chosen: { sid: number; chain: BinlogIndex[]; stopFile: number } | undefined;
+  // Each server's chain (after a switchover, each master has its own), and in those that hold the target, the file holding it.
+  const chains: Chain[] = [];
+  const stopFiles = new Map<number, number>();
   let firstError: unknown;
-  for (const sid of servers) {
-    const chain = buildChain(await readServerArchive(repo.store, repo.cluster, sid));
+  for (const id of servers) {
+    const c: Chain = { serverId: id, where: `${where}/${id}`, files: buildChain(await readServerArchive(repo.store, repo.cluster, id)) };
+    chains.push(c);
     try {
-      chosen ??= { sid, chain, stopFile: findStopFile(chain, until, `${where}/${sid}`) };
+      stopFiles.set(id, findStopFile(c.files, until, c.where));
     } catch (err) {
       firstError ??= err;
     }
   }
-  if (!chosen) throw firstError;
-  const { sid, chain, stopFile } = chosen;
+  const holder = chains.find((c) => stopFiles.has(c.serverId));
+  if (!holder) throw firstError;
+  const { serverId: sid, files: chain } = holder;
+  const stopFile = stopFiles.get(sid) as number;
   const whereSid = `${where}/${sid}`;
   const dir = await mkdtemp(path.join(tmpdir(), "replicator-pitr-"));
   try {
@@ -147,8 +152,9 @@ export async function runPointInTimeRestore(req: PitrRequest): Promise<PitrResul
     } catch (err) {
       throw explainUnrecoverable(err, backups, chain, whereSid, kind);
     }
-    const startFile = findStartFile(chain, choice.position, stopFile, choice.backup.name, whereSid);
-    const files = chain.slice(startFile, stopFile + 1);
+    // One chain that covers [backup, target), else chains stitched where the next one begins (plan.ts planRoute).
+    const legs = await prepareLegs(repo, planRoute(chains, choice.position, stopFiles, choice.backup.name, until), until, dir, !req.dryRun);
+    const active = legs.filter((l) => l.fromGtid !== undefined);
     // The state once the replay is done: the backup's position advanced by every transaction before the target.
     const end = new Map(choice.position);
     for (const g of stop.state.values()) advance(end, g);
@@ -156,47 +162,27 @@ export async function runPointInTimeRestore(req: PitrRequest): Promise<PitrResul
       backup: choice.backup.name,
       kind,
       backupPosition: formatGtidState(choice.position),
-      serverId: sid,
-      binlogs: files.map((f) => ({ file: f.file, object: f.object, size: f.size, complete: f.complete })),
-      fromGtid: undefined,
-      fromTime: files[0]?.firstEventTime,
+      serverId: legs[legs.length - 1]?.serverId ?? sid,
+      binlogs: active.flatMap((l) => l.files.map((f) => ({ serverId: l.serverId, file: f.file, object: f.object, size: f.size, complete: f.complete }))),
+      fromGtid: active[0]?.fromGtid,
+      fromTime: active[0]?.fromTime,
       stopGtid: stop.gtid,
       stopTime: stop.time !== undefined ? new Date(stop.time * 1000).toISOString() : undefined,
       until: describeTarget(until),
       endState: formatGtidState(end),
     };
-    // The first transaction the backup lacks: exact from the start file's events.
-    let startOffset: number | undefined;
-    const first = files[0];
-    if (first) {
-      if (first !== stopIdx) await downloadBinlog(repo.store, repo.cluster, first, local(first));
-      const scan = await scanBinlogFile(local(first));
-      const e = scan.gtids.find((x) => !includes(choice.position, x.gtid));
-      if (e) {
-        startOffset = e.offset;
-        plan.fromGtid = formatGtid(e.gtid);
-        plan.fromTime = new Date(e.time * 1000).toISOString();
-      }
-    }
-    const nothing = !first || plan.fromGtid === undefined || (first === stopIdx && stop.offset !== undefined && (startOffset ?? 0) >= stop.offset);
-    if (nothing) plan.binlogs = [];
     if (req.dryRun) return { operation: "restore", pointInTime: true, dryRun: true, plan, replayed: 0, durationMs: Date.now() - started };
 
     // Every file is downloaded and its sha256 checked before anything is
     // restored: a missing or damaged archive file leaves the target as it was.
+    // (prepareLegs downloaded them all.)
     let replayed = 0;
-    if (!nothing) {
-      for (const f of files) if (f !== first && f !== stopIdx) await downloadBinlog(repo.store, repo.cluster, f, local(f));
-      for (const f of files) {
-        const from = f === first ? (startOffset ?? 0) : 0;
-        const to = f === stopIdx ? stop.offset : undefined;
-        const scan = await scanBinlogFile(local(f));
-        replayed += scan.gtids.filter((g) => g.offset >= from && (to === undefined || g.offset < to)).length;
-      }
-    }
+    for (const l of active) replayed += await countLeg(l);
     const replayInto = async (target: Endpoint, extra: { skipTargetBinlog?: boolean; flushPrivileges?: boolean }, failure: (cause: Error) => string): Promise<void> => {
-      if (nothing) return;
-      await replayBinlogs({ target, files: files.map(local), start: startOffset, stop: stop.offset, clientCommand: req.clientCommand, signal: req.signal, failure, ...extra });
+      // One leg after the other: after a switchover, the old master's binlogs up to where the new one's archive begins, then the new one's.
+      for (const l of active) {
+        await replayBinlogs({ target, files: l.locals, start: l.start, stop: l.stop, clientCommand: req.clientCommand, signal: req.signal, failure, ...extra });
+      }
     };
 
     log.info({ backup: plan.backup, kind, binlogs: plan.binlogs.length, from: plan.fromGtid, stop: plan.stopGtid ?? "end" }, "point-in-time restore: restoring the base backup");
@@ -217,7 +203,7 @@ export async function runPointInTimeRestore(req: PitrRequest): Promise<PitrResul
           await replayInto(server.endpoint, { skipTargetBinlog: true, flushPrivileges: true }, (cause) => `replaying the archived binlogs into the restored data failed: ${cause.message}`);
           await server.query("SET GLOBAL gtid_slave_pos = ?", [plan.endState]);
           // The archived master's coordinates, applied: what the data is now at.
-          return { role: "slave", gtid: plan.endState, sourceServerId: sid };
+          return { role: "slave", gtid: plan.endState, sourceServerId: plan.serverId };
         });
       } else {
         restore = await req.restoreBackup(choice.backup.name);
