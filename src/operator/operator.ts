@@ -22,6 +22,7 @@ import { PROVISION_POD_LABEL, ProvisionController } from "./controllers/provisio
 import { PROVISION_ANNOTATION } from "./controllers/provision/decide.js";
 import { REPLICATION_ANNOTATION, ReplicationController } from "./controllers/replication/controller.js";
 import { SnapshotController, type SnapshotPod } from "./controllers/snapshot/controller.js";
+import { ArchiveIndexCache } from "../pitr/archive-index-cache.js";
 
 export type { OperatorSettings } from "./host.js";
 
@@ -191,11 +192,13 @@ export class Operator {
       pvcs: this.pvcs,
       deployments: this.deployments,
     });
-    this.archives = new ArchiveController(this.host);
+    // One cache of binlog indexes for the archive status and the seed planning (bounded, see archive-index-cache.ts).
+    const archiveIndexes = new ArchiveIndexCache();
+    this.archives = new ArchiveController(this.host, archiveIndexes);
     this.backupController = new BackupController(this.host, this.snapshots);
     this.restore = new RestoreController(this.host, this.snapshots);
     this.catalog = new CatalogController(this.host, new ScheduleController(this.host), this.archives);
-    this.provision = new ProvisionController(this.host, this.snapshots);
+    this.provision = new ProvisionController(this.host, this.snapshots, archiveIndexes);
     this.replication = new ReplicationController(this.host);
   }
 

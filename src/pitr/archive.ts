@@ -8,6 +8,7 @@ import { failed } from "../lib/errors.js";
 import { readObject, type ObjectStore } from "../storage/object-store.js";
 import { verifyingTransform } from "../storage/repository.js";
 import type { BinlogScan } from "./binlog-file.js";
+import type { ArchiveIndexCache } from "./archive-index-cache.js";
 import {
   buildIndex, compareBinlogNames, INDEX_SUFFIX, parseIndex, PARTIAL_SUFFIX, serverPrefix, archivePrefix, type BinlogIndex,
 } from "./layout.js";
@@ -21,10 +22,16 @@ export interface ServerArchive {
   unindexed: string[];
 }
 
-export async function readServerArchive(store: ObjectStore, cluster: string, serverId: number): Promise<ServerArchive> {
+/**
+ * `cache` (the operator's): an index the listing shows unchanged since it was
+ * read is not read again (archive-index-cache.ts); faults throw as without it.
+ */
+export async function readServerArchive(store: ObjectStore, cluster: string, serverId: number, cache?: ArchiveIndexCache): Promise<ServerArchive> {
   const prefix = serverPrefix(cluster, serverId);
   const objects = await store.list(prefix);
   const names = new Set(objects.map((o) => o.key.slice(prefix.length)));
+  const listed = new Map(objects.map((o) => [o.key.slice(prefix.length), o]));
+  cache?.retain(store, prefix, objects.map((o) => o.key));
   const out: ServerArchive = { serverId, complete: [], partial: [], unindexed: [] };
   for (const name of [...names].sort()) {
     if (!name.endsWith(INDEX_SUFFIX)) {
@@ -32,8 +39,13 @@ export async function readServerArchive(store: ObjectStore, cluster: string, ser
       continue;
     }
     const where = `${store.location.replace(/\/+$/, "")}/${prefix}${name}`;
-    const idx = parseIndex((await readObject(store, `${prefix}${name}`)).toString("utf8"), where);
-    if (idx.serverId !== serverId) throw failed("CorruptArchive", `binlog index ${where} names server ${idx.serverId}; the archive is inconsistent`);
+    const info = listed.get(name);
+    let idx = info ? cache?.get(store, info) : undefined;
+    if (!idx) {
+      idx = parseIndex((await readObject(store, `${prefix}${name}`)).toString("utf8"), where);
+      if (idx.serverId !== serverId) throw failed("CorruptArchive", `binlog index ${where} names server ${idx.serverId}; the archive is inconsistent`);
+      if (info) cache?.set(store, info, idx);
+    }
     (idx.complete ? out.complete : out.partial).push(idx);
   }
   out.complete.sort((a, b) => compareBinlogNames(a.file, b.file));

@@ -5,7 +5,7 @@ import { Readable } from "node:stream";
 import { failed } from "../../src/lib/errors.js";
 import { readAll, type ObjectInfo, type ObjectStore } from "../../src/storage/object-store.js";
 
-/** S3-like: every put is a new ETag (the MD5 of the bytes) and a new time; GETs are recorded by key; keys can be made to fail. */
+/** S3-like: every put is a new ETag (the MD5 of the bytes) and a new time; GETs are recorded by key; keys and listings can be made to fail. */
 export class MemoryStore implements ObjectStore {
   readonly location = "mem://test";
   readonly identity = "mem://test at memory";
@@ -16,6 +16,8 @@ export class MemoryStore implements ObjectStore {
     return this.gotten.length;
   }
   failing = new Set<string>();
+  /** Prefixes whose listings fail (list and listChildren), as a store that cannot be reached does. */
+  failingLists = new Set<string>();
   private clock = Date.parse("2026-01-01T00:00:00Z");
 
   async put(key: string, body: Readable | Buffer | string): Promise<{ size: number }> {
@@ -36,10 +38,12 @@ export class MemoryStore implements ObjectStore {
     return Promise.resolve(o ? { key, size: o.body.length, lastModified: o.at, etag: o.etag } : undefined);
   }
   list(prefix: string): Promise<ObjectInfo[]> {
+    if (this.failingLists.has(prefix)) return Promise.reject(failed("StorageUnreachable", `cannot reach the store while listing ${prefix}`));
     const out = [...this.objects].filter(([k]) => k.startsWith(prefix)).map(([key, o]) => ({ key, size: o.body.length, lastModified: o.at, etag: o.etag }));
     return Promise.resolve(out.sort((a, b) => (a.key < b.key ? -1 : 1)));
   }
   listChildren(prefix: string): Promise<string[]> {
+    if (this.failingLists.has(prefix)) return Promise.reject(failed("StorageUnreachable", `cannot reach the store while listing ${prefix}`));
     return Promise.resolve([...new Set([...this.objects.keys()].filter((k) => k.startsWith(prefix)).map((k) => k.slice(prefix.length).split("/")[0] ?? ""))].sort());
   }
   delete(keys: string[]): Promise<void> {

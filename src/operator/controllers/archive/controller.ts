@@ -8,6 +8,7 @@ import type { Logger } from "../../../lib/log.js";
 import { oneLine } from "../../../lib/errors.js";
 import { isAlreadyExists, isNotFound } from "../../../kube/rest.js";
 import { readServerArchive } from "../../../pitr/archive.js";
+import { ArchiveIndexCache } from "../../../pitr/archive-index-cache.js";
 import type { BackupEntry } from "../../../storage/catalog.js";
 import { ARCHIVE_CONTAINER, ARCHIVE_OPERATION, SPEC_HASH_ANNOTATION, archiverName, archiverSelector, buildArchiverDeployment } from "../../builders/archiver.js";
 import { LABEL_CLUSTER, LABEL_OPERATION, repositoryUrl } from "../../builders/jobs.js";
@@ -30,7 +31,11 @@ const LOGICAL = "logical";
 type StoredReading = Pick<BinlogArchiveStatus, "serverId" | "firstRecoverableTime" | "lastRecoverableTime" | "lastArchivedFile" | "lagSeconds" | "lastSyncTime">;
 
 export class ArchiveController {
-  constructor(private readonly host: ArchiveHost) {}
+  constructor(
+    private readonly host: ArchiveHost,
+    /** Binlog indexes already read: each sync reads only the indexes that are new or changed since the last. */
+    private readonly archiveIndexes: ArchiveIndexCache = new ArchiveIndexCache(),
+  ) {}
 
   /** The repositories whose status a pod's change may move: its archiver's, or those archiving its StatefulSet (or it). */
   repositoriesFor(pod: PodLike): string[] {
@@ -226,7 +231,7 @@ export class ArchiveController {
     try {
       const store = await this.host.openStore(ns, spec);
       if (!store) return { fault: { reason: "NotSynced", message: "filesystem repositories are not read by the operator" } };
-      const archive = await readServerArchive(store, plan.cluster, serverId);
+      const archive = await readServerArchive(store, plan.cluster, serverId, this.archiveIndexes);
       const base: BaseBackup[] = backups
         .filter((b) => b.manifest.kind === LOGICAL && b.manifest.replication?.gtid)
         .map((b) => ({ name: b.name, finishedAt: b.manifest.finishedAt, gtid: b.manifest.replication?.gtid ?? "" }));

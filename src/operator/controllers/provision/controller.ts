@@ -9,7 +9,9 @@ import { checkMasterCanServe, getSlaveStatus } from "../../../db/replication.js"
 import { queryRows } from "../../../db/connection.js";
 import { positionText } from "../../../storage/catalog.js";
 import { Repository } from "../../../storage/repository.js";
-import { decideBridge, readArchiveChains, type ArchiveChain } from "../../../pitr/bridge.js";
+import { decideBridge, type ArchiveChain } from "../../../pitr/bridge.js";
+import { ArchiveIndexCache } from "../../../pitr/archive-index-cache.js";
+import { observeArchiveChains } from "../archive/observe.js";
 import { childName, repositoryUrl, serverUrl } from "../../builders/jobs.js";
 import { isAlreadyExists, isNotFound } from "../../../kube/rest.js";
 import { isContainersReady, masterPodName, selectServerPod } from "../../observe.js";
@@ -47,6 +49,8 @@ export class ProvisionController {
   constructor(
     private readonly host: ProvisionHost,
     private readonly snapshots: SnapshotController,
+    /** Binlog indexes already read (shared with the archive status): a waiting slave reads only new or changed ones. */
+    private readonly archiveIndexes: ArchiveIndexCache = new ArchiveIndexCache(),
   ) {}
 
   enqueueProvision(pod: PodObj): void {
@@ -295,7 +299,7 @@ export class ProvisionController {
         const check = await checkMasterCanServe(c, pos, `master ${master.pod}`);
         const candidate: SeedCandidate = { backup: b.name, position: positionText(pos) ?? "-", kind: b.manifest.kind, serve: check };
         if (!check.ok && check.purged && pos.gtid) {
-          archives ??= await readArchiveChains(repository);
+          archives ??= await observeArchiveChains(repository, this.archiveIndexes);
           const d = decideBridge(archives, pos.gtid, check.purged, b.name, `${repository.where}/binlogs`);
           candidate.bridge = d.ok ? { ok: true, binlogs: d.plan.files.map((f) => f.file), through: d.plan.endState, where: d.plan.where } : { ok: false, message: d.message };
         }
