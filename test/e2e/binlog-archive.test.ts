@@ -8,6 +8,7 @@
 import { readdir } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { runCli } from "../harness/cli.js";
 import type { ControlPlane } from "../harness/kube/controlplane.js";
 import { mariadbStatefulSet, realCluster, startE2eEnv, type E2eEnv } from "../harness/e2e-env.js";
 import type { S3Server } from "../harness/s3.js";
@@ -90,6 +91,7 @@ afterAll(async () => {
 describe("spec.binlogArchives", () => {
   let serverId = 0;
   let accident = "";
+  let accidentAt = new Date(0);
 
   it("runs the archiver as a one-replica Recreate Deployment against the master, with credentials only from Secrets", async () => {
     await setArchives([{ source: SOURCE, flushIntervalSeconds: 2 }]);
@@ -129,7 +131,11 @@ spec:
       return b.status?.phase === "Completed" ? true : undefined;
     });
     await sql("INSERT INTO shop.orders VALUES (1001, 'after the backup'), (1002, 'also after')");
-    // The accident, whose GTID the point-in-time restore below stops before.
+    // Binlog event times are whole seconds: the accident comes over two seconds later, so one second before it is after the inserts.
+    await new Promise((r) => setTimeout(r, 2200));
+    const [t] = await sql<{ t: string | number }>("SELECT UNIX_TIMESTAMP(NOW(6)) AS t");
+    accidentAt = new Date(Math.round(Number(t!.t) * 1000));
+    // The accident, whose GTID (and time) the point-in-time restores below stop before.
     await sql("DELETE FROM shop.orders WHERE id > 1000");
     const [pos] = await sql<{ pos: string }>("SELECT @@gtid_binlog_pos AS pos");
     accident = pos!.pos;
@@ -180,6 +186,99 @@ spec:
     expect(rows.map((r) => Number(r.id))).toEqual([1001, 1002]);
     const [n] = await env.sql<{ n: number | string }>(NS, "fresh-0", "SELECT COUNT(*) AS n FROM shop.orders");
     expect(Number(n!.n)).toBe(52);
+  });
+
+  it("ReplicatorRestore.spec.until, one second before the accident, gives the rows as they were before it", async () => {
+    // fresh-0 holds the untilGtid restore: empty it as a new server (no tables, no GTID state).
+    await env.sql(NS, "fresh-0", "DROP DATABASE shop");
+    await env.sql(NS, "fresh-0", "RESET MASTER");
+    await env.sql(NS, "fresh-0", "SET GLOBAL gtid_slave_pos = ''");
+    const until = new Date(accidentAt.getTime() - 1000).toISOString();
+    await cp.applyYaml(
+      `
+apiVersion: replicator.dev/v1alpha1
+kind: ReplicatorRestore
+metadata: { name: second-before-accident, namespace: ${NS} }
+spec:
+  cluster: db
+  target: { pod: fresh-0, credentialsSecret: { name: db-credentials } }
+  until: "${until}"
+`,
+      { namespace: NS },
+    );
+    const st = await waitFor("the point-in-time restore by time", async () => {
+      const r = await cp.api.get<{ status?: { phase?: string; message?: string; backupName?: string; until?: string; pointInTime?: { replayed?: number; stopGtid?: string; stopTime?: string } } }>(
+        `/apis/replicator.dev/v1alpha1/namespaces/${NS}/replicatorrestores/second-before-accident`,
+      );
+      return r.status?.phase === "Completed" || r.status?.phase === "Failed" ? r.status : undefined;
+    }, realCluster ? 300_000 : 180_000);
+    expect(st.phase, st.message).toBe("Completed");
+    const base = await cp.api.get<{ status?: { backupName?: string } }>(`/apis/replicator.dev/v1alpha1/namespaces/${NS}/replicatorbackups/base`);
+    expect(st.backupName).toBe(base.status?.backupName);
+    expect(st.until).toBe(until);
+    // It stopped at the accident, the first transaction at or after the time, and replayed the one before it.
+    expect(st.pointInTime).toMatchObject({ stopGtid: accident, replayed: 1 });
+    expect(Date.parse(st.pointInTime!.stopTime!)).toBeGreaterThanOrEqual(Date.parse(until));
+    const rows = await env.sql<{ id: number | string }>(NS, "fresh-0", "SELECT id FROM shop.orders WHERE id > 1000 ORDER BY id");
+    expect(rows.map((r) => Number(r.id))).toEqual([1001, 1002]);
+    const [n] = await env.sql<{ n: number | string }>(NS, "fresh-0", "SELECT COUNT(*) AS n FROM shop.orders");
+    expect(Number(n!.n)).toBe(52);
+  });
+
+  it("the operator's retention (spec.retention.keep) prunes the oldest backup and the archived binlogs no kept backup needs, keeps the newest complete one, and says so in an event", async () => {
+    // More closed binlogs after the base backup.
+    for (const id of [3001, 3002]) {
+      await sql(`INSERT INTO shop.orders VALUES (${id}, 'before the second backup')`);
+      await sql("FLUSH BINARY LOGS");
+    }
+    const logs = (await sql<{ Log_name: string }>("SHOW BINARY LOGS")).map((x) => x.Log_name);
+    const closed = logs.slice(0, -1);
+    const complete = (objects: string[]): string[] => objects.filter((o) => /\.\d+$/.test(o));
+    const before = await waitFor("every closed binlog archived as a complete file", async () => {
+      const o = await archivedObjects(serverId);
+      return closed.every((f) => o.includes(f) && o.includes(`${f}.index.json`)) ? o : undefined;
+    });
+    const archived = complete(before);
+    expect(archived.length).toBeGreaterThanOrEqual(3);
+    const newest = archived[archived.length - 1]!;
+    const base = await cp.api.get<{ status?: { backupName?: string } }>(`/apis/replicator.dev/v1alpha1/namespaces/${NS}/replicatorbackups/base`);
+
+    await cp.api.patch(repoPath, { spec: { retention: { keep: 1 } } });
+    await cp.applyYaml(
+      `
+apiVersion: replicator.dev/v1alpha1
+kind: ReplicatorBackup
+metadata: { name: later, namespace: ${NS} }
+spec:
+  source: { statefulSet: db, credentialsSecret: { name: db-credentials } }
+`,
+      { namespace: NS },
+    );
+    const later = await waitFor("the second backup", async () => {
+      const b = await cp.api.get<{ status?: { phase?: string; message?: string; backupName?: string } }>(`/apis/replicator.dev/v1alpha1/namespaces/${NS}/replicatorbackups/later`);
+      if (b.status?.phase === "Failed") throw new Error(`the second backup failed: ${b.status.message ?? ""}`);
+      return b.status?.phase === "Completed" ? b.status : undefined;
+    });
+    // Every archived binlog is in the kept backup (it was taken after them all): all go but the newest complete one, which the archiver resumes after.
+    const gone = archived.slice(0, -1);
+    const event = await waitFor("the ArchiveRetentionApplied event", async () => {
+      const events = await cp.api.get<{ items: { reason: string; message: string; involvedObject: { name: string } }[] }>(`/api/v1/namespaces/${NS}/events`);
+      return events.items.find((e) => e.involvedObject.name === "later" && e.reason === "ArchiveRetentionApplied");
+    });
+    expect(event.message).toBe(`deleted ${gone.length} archived binlog(s) no kept backup needs: ${gone.map((f) => `${serverId}/${f}`).join(", ")}`);
+    const after = await archivedObjects(serverId);
+    expect(complete(after)).toEqual([newest]);
+    expect(after).toContain(`${newest}.index.json`);
+    for (const f of gone) expect(after).not.toContain(`${f}.index.json`);
+    const list = await runCli(["list", "--repository", `s3://${BUCKET}/${PREFIX}`, "--cluster", "db", "--json"], s3.env);
+    expect((list.json!.backups as { name: string }[]).map((b) => b.name)).toEqual([later.backupName]);
+    expect(base.status?.backupName).not.toBe(later.backupName);
+    await waitFor("the pruned backup's resource to go", async () =>
+      cp.api.get(`/apis/replicator.dev/v1alpha1/namespaces/${NS}/replicatorbackups/base`).then(
+        () => undefined,
+        (err: unknown) => ((err as { status?: number }).status === 404 ? true : Promise.reject(err as Error)),
+      ),
+    );
   });
 
   it("a gap (binlogs purged while no archiver ran) shows as ArchiveGap with the archiver's own line, not only as a crash loop", async () => {
