@@ -35,7 +35,8 @@ export interface TemporaryServerRequest {
 
 async function errorLogLine(file: string): Promise<string> {
   const text = (await readOptional(file).catch(() => undefined)) ?? "";
-  const lines = text.split("\n").filter((l) => /\[ERROR\]/.test(l));
+  // mariadbd ends a failed start with "[ERROR] Aborting": the line before says why.
+  const lines = text.split("\n").filter((l) => /\[ERROR\]/.test(l) && !/\[ERROR\] Aborting\s*$/.test(l));
   return lastErrorLine(lines.length > 0 ? lines : text.split("\n").slice(-5));
 }
 
