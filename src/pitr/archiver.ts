@@ -137,8 +137,13 @@ export async function runBinlogArchive(req: ArchiveRequest): Promise<ArchiveResu
   let reach: { state: string; time: string | undefined } | undefined;
   let failures = 0;
   for (;;) {
+    const began = Date.now();
     try {
       const m = await readMasterBinlogs(master);
+      if (serverId !== 0 && m.serverId !== serverId) {
+        // A switchover behind the same address: the new master's binlogs go to a chain of their own (never appended to the old one's).
+        log.warn({ was: serverId, now: m.serverId }, "the master is another server now: archiving it into its own chain");
+      }
       serverId = m.serverId;
       const where = `${repo.where}/binlogs/${serverId}`;
       const archive = await readServerArchive(repo.store, repo.cluster, serverId);
@@ -152,6 +157,8 @@ export async function runBinlogArchive(req: ArchiveRequest): Promise<ArchiveResu
     } catch (err) {
       const reason = (err as { reason?: string }).reason;
       if (req.once || signal.aborted || reason === "ArchiveGap" || reason === "BinaryLoggingOff" || reason === "AccessDenied" || reason === "MissingPrivilege") throw err;
+      // A session that ran a while (a master restarted after hours) starts the backoff afresh.
+      if (Date.now() - began >= 60_000) failures = 0;
       failures++;
       const delay = Math.min(60_000, 1000 * 2 ** Math.min(failures, 6));
       log.warn({ err: oneLine(err), retryInMs: delay }, "binlog archive session ended; reconnecting");

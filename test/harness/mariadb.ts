@@ -19,6 +19,8 @@ export interface MariaDbOptions {
   rootPassword?: string;
   /** Reuse this datadir instead of a fresh copy of the template. */
   datadir?: string;
+  /** Listen on this port (e.g. a server restarted on its datadir keeps its address); default: a free one. */
+  port?: number;
 }
 
 export interface MariaDb {
@@ -62,7 +64,7 @@ export async function startMariaDb(opts: MariaDbOptions = {}): Promise<MariaDb> 
   if (!opts.datadir) await cp(await template(), datadir, { recursive: true });
   else await mkdir(datadir, { recursive: true });
   const socket = path.join(base, "mysqld.sock");
-  const port = await freePort();
+  const port = opts.port ?? (await freePort());
   const args = [
     "--no-defaults",
     `--datadir=${datadir}`,

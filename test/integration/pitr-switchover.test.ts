@@ -1,0 +1,146 @@
+// Point-in-time recovery across a switchover: master A is archived (its
+// chain binlogs/<A>), slave B, seeded from a backup and replicating with
+// log_slave_updates, becomes the master and is archived too (its own chain
+// binlogs/<B>, whose first binlog has an empty GTID_LIST: B was seeded). A
+// restore from a backup of A's era to a GTID on B replays A's chain up to
+// where B's begins, then B's. Asserted: CHECKSUM TABLE equal to B's just
+// before the accident (a table without a primary key shows a transaction
+// applied twice), and the --dry-run plan names files of both servers. Real
+// MariaDB servers, real versitygw.
+import { readdir, rm } from "node:fs/promises";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { runCli } from "../harness/cli.js";
+import { seedShop } from "../harness/fixtures.js";
+import { checksums, startMariaDb, waitCaughtUp, type MariaDb } from "../harness/mariadb.js";
+import { startS3, type S3Server } from "../harness/s3.js";
+
+let s3: S3Server;
+let a: MariaDb;
+let b: MariaDb;
+const servers: MariaDb[] = [];
+const bucket = "switchover";
+const repo = `s3://${bucket}/p`;
+const SCHEMAS = ["shop", "app"];
+const A = 31;
+const B = 32;
+
+async function gtidPos(s: MariaDb): Promise<string> {
+  const [r] = await s.query<{ pos: string }>("SELECT @@gtid_binlog_pos AS pos");
+  return r?.pos ?? "";
+}
+
+function nextGtid(pos: string): string {
+  const [d, s, n] = pos.split("-").map(Number);
+  return `${d}-${s}-${(n ?? 0) + 1}`;
+}
+
+async function write(on: MariaDb, v: string, n = 3): Promise<void> {
+  for (let i = 0; i < n; i++) {
+    await on.query("INSERT INTO app.events (v) VALUES (?)", [`${v} ${i}`]);
+    // No primary key: a transaction replayed twice leaves a second row.
+    await on.query("INSERT INTO app.journal (v) VALUES (?)", [`${v} ${i}`]);
+  }
+  await on.query("UPDATE shop.customers SET balance = balance + 1 WHERE id <= 20");
+}
+
+const env = (): Record<string, string> => ({ ...s3.env, REPLICATOR_REPLICATION_PASSWORD: "replpass" });
+
+beforeAll(async () => {
+  [s3, a, b] = await Promise.all([
+    startS3(),
+    startMariaDb({ binlog: true, serverId: A }),
+    startMariaDb({ binlog: true, serverId: B, args: ["--log-slave-updates"] }),
+  ]);
+  await s3.createBucket(bucket);
+  await a.query("CREATE USER 'repl'@'127.0.0.1' IDENTIFIED BY 'replpass'");
+  await a.query("GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO 'repl'@'127.0.0.1'");
+  await seedShop(a, { rows: 200 });
+  await a.query("CREATE TABLE app.events (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(64)) ENGINE=InnoDB");
+  await a.query("CREATE TABLE app.journal (v VARCHAR(64)) ENGINE=InnoDB");
+});
+
+afterAll(async () => {
+  await Promise.all(servers.map((s) => s.destroy()));
+  await Promise.all([a.destroy(), b.destroy()]);
+  await s3.stop();
+});
+
+describe("restore to a point in time across a switchover", () => {
+  it("stitches the old master's archive to the new master's and restores exactly", async () => {
+    await write(a, "before the base backup");
+    const base = await runCli(["backup", "--source", a.url, "--repository", repo, "--cluster", "db", "--json"], s3.env);
+    expect(base.stderr).toBe("");
+    expect(base.exitCode).toBe(0);
+    await write(a, "after the base backup");
+    await a.query("FLUSH BINARY LOGS");
+    await write(a, "after a rotation on A");
+    // B is seeded from a later backup of A (kept elsewhere) and replicates from A, logging what it applies.
+    const seed = await runCli(["backup", "--source", a.url, "--repository", repo, "--cluster", "seed", "--json"], s3.env);
+    expect(seed.exitCode).toBe(0);
+    const s = await runCli(["restore", "--target", b.url, "--repository", repo, "--cluster", "seed", "--replicate-from", `mysql://repl@127.0.0.1:${a.port}`], env());
+    expect(s.stderr).toBe("");
+    expect(s.exitCode).toBe(0);
+    await write(a, "replicated to B");
+    await waitCaughtUp(a, b);
+
+    // The switchover: writes stop on A, B has everything, A is archived to its end and stops; B becomes the master.
+    const archA = await runCli(["binlog-archive", "--source", a.url, "--repository", repo, "--cluster", "db", "--once", "--json"], s3.env);
+    expect(archA.stderr).toBe("");
+    expect(archA.exitCode).toBe(0);
+    expect(archA.json?.endState).toBe(await gtidPos(a));
+    await a.stop();
+    await b.query("STOP SLAVE");
+    await b.query("RESET SLAVE ALL");
+    await write(b, "on the new master");
+    await b.query("FLUSH BINARY LOGS");
+    await write(b, "after a rotation on B");
+    const reference = await checksums(b, SCHEMAS);
+    const accident = nextGtid(await gtidPos(b));
+    expect(accident.startsWith(`0-${B}-`)).toBe(true);
+    await b.query("DROP TABLE app.events");
+    await b.query("UPDATE shop.customers SET name = 'oops'");
+    await b.query("INSERT INTO app.journal (v) VALUES ('after the accident')");
+    const archB = await runCli(["binlog-archive", "--source", b.url, "--repository", repo, "--cluster", "db", "--once", "--json"], s3.env);
+    expect(archB.stderr).toBe("");
+    expect(archB.exitCode).toBe(0);
+    expect(archB.json?.serverId).toBe(B);
+
+    // The plan: the base backup of A's era, A's binlogs up to where B's archive begins, then B's.
+    const plan = await runCli(["restore", "--until-gtid", accident, "--target", b.url, "--repository", repo, "--cluster", "db", "--dry-run", "--json"], s3.env);
+    expect(plan.stderr).toBe("");
+    expect(plan.exitCode).toBe(0);
+    const p = plan.json?.plan as { backup: string; binlogs: { serverId: number; file: string }[]; stopGtid: string };
+    expect(p.backup).toBe(base.json?.name);
+    expect([...new Set(p.binlogs.map((x) => x.serverId))]).toEqual([A, B]);
+    expect(p.stopGtid).toBe(accident);
+    const text = await runCli(["restore", "--until-gtid", accident, "--target", b.url, "--repository", repo, "--cluster", "db", "--dry-run"], s3.env);
+    expect(text.stdout).toContain(`binlogs of server ${A}:`);
+    expect(text.stdout).toContain(`then of server ${B}:`);
+
+    const t = await startMariaDb({ binlog: true });
+    servers.push(t);
+    const r = await runCli(["restore", "--until-gtid", accident, "--target", t.url, "--repository", repo, "--cluster", "db", "--json"], s3.env);
+    expect(r.stderr).toBe("");
+    expect(r.exitCode).toBe(0);
+    expect(await checksums(t, SCHEMAS)).toEqual(reference);
+
+    // Without A's first archived binlog nothing connects the backup to B's archive: one line naming the missing range, nothing loaded.
+    const dirA = path.join(s3.root, bucket, "p", "db", "binlogs", String(A));
+    const firstA = (await readdir(dirA)).filter((n) => n.endsWith(".index.json")).sort()[0] ?? "";
+    const fileA = firstA.replace(/\.index\.json$/, "");
+    await rm(path.join(dirA, firstA));
+    await rm(path.join(dirA, fileA));
+    const u = await startMariaDb({ binlog: true });
+    servers.push(u);
+    const g = await runCli(["restore", "--until-gtid", accident, "--target", u.url, "--repository", repo, "--cluster", "db"], s3.env);
+    expect(g.exitCode).toBe(2);
+    const lines = g.stderr.trim().split("\n");
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toContain("the binlog archives do not connect: no archive holds the first transaction after the backup's position");
+    expect(lines[0]).toContain(`where ${repo}/db/binlogs/${A} begins again`);
+    expect(lines[0]).toContain(`${repo}/db/binlogs/${B} holds GTID 0-${A}-`);
+    const [n] = await u.query<{ n: number }>("SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema IN ('shop','app')");
+    expect(Number(n?.n)).toBe(0);
+  });
+});
