@@ -119,3 +119,34 @@ describe("the repository's binlog archive status (ArchiveController, in-memory s
     expect(again).toMatchObject({ lastRecoverableTime: at(59), lastArchivedFile: "mysql-bin.000005.partial" });
   });
 });
+
+describe("a filesystem repository's binlog archive (the operator mounts no claim)", () => {
+  it("says in one line that the operator does not read it, instead of leaving the status empty", async () => {
+    let opened = 0;
+    const host = {
+      deployments: { list: () => [] },
+      podsIn: () => [],
+      repositories: { list: () => [] },
+      metrics: { set: () => undefined, clear: () => undefined },
+      openStore: () => {
+        opened++;
+        return Promise.resolve(undefined);
+      },
+    } as unknown as ArchiveHost;
+    const specInput = { filesystem: { claimName: "backups", path: "/pitr" }, binlogArchives: [{ source: { statefulSet: "db", credentialsSecret: { name: "db-creds" } } }] };
+    const r: ReplicatorRepository = { apiVersion: "replicator.dev/v1alpha1", kind: "ReplicatorRepository", metadata: { name: "local", namespace: "db", generation: 1 }, spec: specInput };
+    const status: RepositoryStatus = {};
+    // The catalog sync lists no filesystem repository: it hands over no listing.
+    await new ArchiveController(host).reconcile(r, repositorySpecSchema.parse(specInput), status, new Date(T0), silentLogger(), undefined);
+    const s = status.binlogArchives?.[0] as BinlogArchiveStatus;
+    expect(recoverable(s)).toMatchObject({
+      status: "Unknown",
+      reason: "NotSynced",
+      message:
+        "the operator does not read filesystem repositories, so no recoverable range is shown here; the archiver writes file:///repository/pitr/db/binlogs (claim backups): " +
+        "`replicator restore --until TIME --target URL --dry-run --repository file:///repository/pitr --cluster db` in a pod that mounts the claim at /repository prints what a restore would replay",
+    });
+    expect(s.lastRecoverableTime).toBeUndefined();
+    expect(opened).toBe(0);
+  });
+});

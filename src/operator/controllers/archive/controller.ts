@@ -189,6 +189,11 @@ export class ArchiveController {
         if (reading.lastRecoverableTime) this.host.metrics.set("replicator_binlog_archive_last_recoverable_timestamp_seconds", labels, Math.round(Date.parse(reading.lastRecoverableTime) / 1000));
         if (reading.lagSeconds !== undefined) this.host.metrics.set("replicator_binlog_archive_lag_seconds", labels, reading.lagSeconds);
       }
+    } else if (spec.filesystem && plan.kind !== "off") {
+      // The operator mounts no claim (the catalog sync does not list it either): one line says so, instead of a status that stays empty.
+      const where = `${repositoryUrl(spec)}/${plan.cluster}/binlogs (claim ${spec.filesystem.claimName})`;
+      const message = `the operator does not read filesystem repositories, so no recoverable range is shown here; the archiver writes ${where}: \`replicator restore --until TIME --target URL --dry-run --repository ${repositoryUrl(spec)} --cluster ${plan.cluster}\` in a pod that mounts the claim at /repository prints what a restore would replay`;
+      conditions = setCondition(conditions, { type: RECOVERABLE_CONDITION, status: "Unknown", reason: "NotSynced", message }, now, gen);
     }
     for (const [k, v] of Object.entries(stored) as [string, unknown][]) if (v !== undefined) Object.assign(out, { [k]: v });
     out.conditions = conditions;
