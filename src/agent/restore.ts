@@ -452,19 +452,36 @@ async function restoreChosen(req: RestoreRequest, chosen: BackupEntry): Promise<
     }
     const replicateFrom = req.replicateFrom;
     const t0 = Date.now();
+    let bridgePlan: BridgePlan | undefined;
     if (replicateFrom && !req.skipBinlogCheck) {
-      const bridge = await requireServable(req.repo, replicateFrom, requirePosition(chosen.manifest, chosen.name), chosen.name);
-      if (bridge) {
+      bridgePlan = await requireServable(req.repo, replicateFrom, requirePosition(chosen.manifest, chosen.name), chosen.name);
+      if (bridgePlan && !method.withTemporaryServer) {
         throw badInput(
           "BridgeNeedsServer",
-          `cannot seed a replica from ${chosen.name}: the master has purged binlogs its position needs (its oldest, ${bridge.master.oldestFile}, begins after GTID ${bridge.master.oldestStart}); ` +
-            `the binlog archive ${bridge.where} holds them (${bridge.files.map((f) => f.file).join(", ")}), but replaying them needs a running server, which a --datadir restore of a physical backup does not have: ` +
+          `cannot seed a replica from ${chosen.name}: the master has purged binlogs its position needs (its oldest, ${bridgePlan.master.oldestFile}, begins after GTID ${bridgePlan.master.oldestStart}); ` +
+            `the binlog archive ${bridgePlan.where} holds them (${bridgePlan.files.map((f) => f.file).join(", ")}), but replaying them needs a server on the restored data, which the ${method.name} method cannot run: ` +
             "seed from a logical backup (restore --target ... --replicate-from bridges the gap), or take a new backup",
         );
       }
     }
-    if (req.dryRun) return dryRunResult(req, chosen, req.datadir, undefined, [], t0);
-    return restoreDatadir({ ...req, datadir: req.datadir, method, chosen });
+    if (req.dryRun) return dryRunResult(req, chosen, req.datadir, bridgePlan, [], t0);
+    if (!bridgePlan) return restoreDatadir({ ...req, datadir: req.datadir, method, chosen });
+    // The bridge is downloaded and checked before anything is written; it is
+    // replayed through a temporary server on the prepared data directory,
+    // before the replica configuration (which then starts at its end state).
+    const bridge = await prepareBridge(req.repo, bridgePlan);
+    req.log.info({ archive: bridgePlan.where, binlogs: bridge.files.length, from: bridge.fromGtid, slavePos: bridgePlan.endState }, "the master has purged binlogs the backup needs: the binlog archive bridges them");
+    try {
+      const datadirReplay: DatadirReplay = async (server, position) => {
+        await replayBridge(bridge, server.endpoint, req.signal, (cause) => `replaying the archived binlogs that bridge ${chosen.name} to the master failed: ${cause.message}`, { flushPrivileges: true });
+        // The data is now at the bridge's end state, in GTIDs only (the backup's file/position are behind it).
+        return { role: position?.role ?? "master", gtid: bridgePlan.endState, ...(position?.sourceServerId !== undefined ? { sourceServerId: position.sourceServerId } : {}) };
+      };
+      const result = await restoreDatadir({ ...req, datadir: req.datadir, method, chosen, datadirReplay });
+      return { ...result, bridge: describeBridge(bridgePlan, bridge) };
+    } finally {
+      await bridge.cleanup();
+    }
   }
   if (!req.target) {
     throw badInput(

@@ -206,7 +206,11 @@ export async function prepareBridge(repo: Repository, plan: BridgePlan): Promise
   }
 }
 
-/** Replay a prepared bridge into the target (after the backup is loaded), kept out of the target's own binlog. */
-export async function replayBridge(b: PreparedBridge, target: Endpoint, signal: AbortSignal, failure: (cause: Error) => string): Promise<void> {
-  await replayBinlogs({ target, files: b.files, start: b.start, stop: undefined, skipTargetBinlog: true, signal, failure });
+/**
+ * Replay a prepared bridge into the target (after the backup is loaded), kept
+ * out of the target's own binlog; `flushPrivileges` for a temporary server
+ * with --skip-grant-tables (replay.ts).
+ */
+export async function replayBridge(b: PreparedBridge, target: Endpoint, signal: AbortSignal, failure: (cause: Error) => string, opts: { flushPrivileges?: boolean } = {}): Promise<void> {
+  await replayBinlogs({ target, files: b.files, start: b.start, stop: undefined, skipTargetBinlog: true, signal, failure, ...opts });
 }

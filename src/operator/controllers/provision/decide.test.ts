@@ -142,9 +142,15 @@ describe("chooseSeed: the master's binlogs, or the binlog archive's bridge", () 
     expect(decideProvision(o({ seed, target: { configured: false } }))).toEqual({ kind: "createRestore", backup: "b2", position: "0-1-5", bridge: { binlogs: bridge.binlogs, through: "0-1-30" } });
   });
 
-  it("never bridges a physical backup (its restore has no running server to replay into): an older logical one is taken, or it says why", () => {
-    expect(chooseSeed([c("b3", "physical", { bridge }), c("b2", "logical", { bridge })])).toMatchObject({ ok: true, backup: "b2", bridge: { through: "0-1-30" } });
-    const only = chooseSeed([c("b3", "physical", { bridge })]);
+  it("bridges a physical backup too (the init container replays through a temporary server), and its plan is the ordinary physical restore", () => {
+    const seed = chooseSeed([c("b3", "physical", { bridge }), c("b2", "logical", { bridge })]);
+    expect(seed).toEqual({ ok: true, backup: "b3", position: "0-1-5", kind: "physical", bridge: { binlogs: bridge.binlogs, through: "0-1-30" } });
+    expect(decideProvision(o({ seed, takesPlan: true, plan: undefined }))).toEqual({ kind: "setPlan", plan: { action: "restore", backup: "b3", position: "0-1-5" } });
+  });
+
+  it("never bridges a volume snapshot (no server to replay into): an older backup is taken, or it says why", () => {
+    expect(chooseSeed([c("b3", "snapshot", { bridge }), c("b2", "logical", { bridge })])).toMatchObject({ ok: true, backup: "b2", bridge: { through: "0-1-30" } });
+    const only = chooseSeed([c("b3", "snapshot", { bridge })]);
     expect(only).toMatchObject({ ok: false, reason: "BridgeNeedsServer" });
     expect(!only.ok && only.message).toContain("mysql-bin.000001, mysql-bin.000002");
   });

@@ -79,10 +79,16 @@ export interface SeedCandidate {
   bridge?: { ok: true; binlogs: string[]; through: string; where: string } | { ok: false; message: string } | undefined;
 }
 
-/** Pure: a candidate seeds a slave, or undefined. The archive's bridge is replayed into a running server: logical backups only. */
+/**
+ * Pure: a candidate seeds a slave, or undefined. The archive's bridge is
+ * replayed into a server: the running one after a logical load, or, for a
+ * physical backup, a temporary server on the restored data directory in the
+ * init container (`replicator provision` plans the same bridge). A volume
+ * snapshot has neither.
+ */
 export function seedFrom(c: SeedCandidate): SeedChoice | undefined {
   if (c.serve.ok) return { ok: true, backup: c.backup, position: c.position, kind: c.kind };
-  if (c.bridge?.ok && c.kind === "logical") return { ok: true, backup: c.backup, position: c.position, kind: c.kind, bridge: { binlogs: c.bridge.binlogs, through: c.bridge.through } };
+  if (c.bridge?.ok && c.kind !== "snapshot") return { ok: true, backup: c.backup, position: c.position, kind: c.kind, bridge: { binlogs: c.bridge.binlogs, through: c.bridge.through } };
   return undefined;
 }
 
@@ -105,7 +111,7 @@ export function chooseSeed(candidates: SeedCandidate[]): SeedChoice {
       reason: "BridgeNeedsServer",
       message:
         `no stored backup can seed a slave: the master has purged binlogs the newest, ${newest.backup}, needs; the binlog archive ${newest.bridge.where} holds them (${newest.bridge.binlogs.join(", ")}), ` +
-        `but ${newest.backup} is a ${newest.kind} backup and the archive is replayed only into a running server after a logical load; take a logical backup, or a new backup`,
+        `but ${newest.backup} is a ${newest.kind} backup, which has no server to replay them into; take a logical or physical backup, or a new backup`,
     };
   }
   // The bridge's line names the backup and the missing range.
