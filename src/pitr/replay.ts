@@ -42,6 +42,24 @@ export interface ReplayRequest {
 }
 
 export async function replayBinlogs(req: ReplayRequest): Promise<void> {
+  await replaySegments({ ...req, segments: [{ files: req.files, start: req.start, stop: req.stop }] });
+}
+
+/** A stretch of binlogs: local files in order, from `start` in the first up to `stop` in the last. */
+export interface ReplaySegment {
+  files: string[];
+  start: number | undefined;
+  stop: number | undefined;
+}
+
+/**
+ * Several stretches (after a switchover, one per server's chain) replayed
+ * one after the other through ONE client session, `(mariadb-binlog A;
+ * mariadb-binlog B) | mariadb`: on a temporary server whose grant tables
+ * the first session loaded (flushPrivileges), a second connection could
+ * not log in.
+ */
+export async function replaySegments(req: Omit<ReplayRequest, "files" | "start" | "stop"> & { segments: ReplaySegment[] }): Promise<void> {
   const init = [...(req.skipTargetBinlog ? ["SET SESSION sql_log_bin=0"] : []), ...(req.flushPrivileges ? ["FLUSH PRIVILEGES"] : [])];
   const creds = await writeDefaultsFile(req.target);
   try {
@@ -56,11 +74,24 @@ export async function replayBinlogs(req: ReplayRequest): Promise<void> {
       ],
       { stdin: "pipe", stdout: "ignore", signal: req.signal, what: `replay the archived binlogs into ${describeEndpoint(req.target)}` },
     );
-    if (!client.stdin) throw failed("CommandFailed", "mariadb started without a stdin");
-    const args = [...(req.start !== undefined ? [`--start-position=${req.start}`] : []), ...(req.stop !== undefined ? [`--stop-position=${req.stop}`] : []), ...req.files];
-    const producer = spawnTool(BINLOG_TOOL, args, { stdout: client.stdin, signal: req.signal, what: "decode the archived binlogs" });
-    client.stdin.destroy();
-    const [p, c] = await Promise.allSettled([producer.done, client.done]);
+    const stdin = client.stdin;
+    if (!stdin) throw failed("CommandFailed", "mariadb started without a stdin");
+    // Each decoder writes straight into the client's stdin pipe, the next one
+    // after the previous has exited; this process's copy of the pipe is
+    // closed once the last has started, so the client sees the end with it.
+    const producers = (async (): Promise<void> => {
+      try {
+        for (const [i, seg] of req.segments.entries()) {
+          const args = [...(seg.start !== undefined ? [`--start-position=${seg.start}`] : []), ...(seg.stop !== undefined ? [`--stop-position=${seg.stop}`] : []), ...seg.files];
+          const producer = spawnTool(BINLOG_TOOL, args, { stdout: stdin, signal: req.signal, what: "decode the archived binlogs" });
+          if (i === req.segments.length - 1) stdin.destroy();
+          await producer.done;
+        }
+      } finally {
+        stdin.destroy();
+      }
+    })();
+    const [p, c] = await Promise.allSettled([producers, client.done]);
     if (p.status === "rejected") throw p.reason;
     if (c.status === "rejected") throw failed("ReplayFailed", req.failure(c.reason as Error), { cause: c.reason });
   } finally {

@@ -30,7 +30,7 @@ import { archivedServers, downloadBinlog, readServerArchive } from "./archive.js
 import { scanBinlogFile, type BinlogScan } from "./binlog-file.js";
 import { advance, formatGtid, formatGtidState, type GtidState } from "./gtid.js";
 import type { BinlogIndex } from "./layout.js";
-import { replayBinlogs } from "./replay.js";
+import { replaySegments } from "./replay.js";
 import { buildChain, describeTarget, findStopFile, planRoute, selectBackupBefore, type BaseKind, type Chain, type Target } from "./plan.js";
 import { countLeg, prepareLegs } from "./replay-route.js";
 
@@ -179,10 +179,10 @@ export async function runPointInTimeRestore(req: PitrRequest): Promise<PitrResul
     let replayed = 0;
     for (const l of active) replayed += await countLeg(l);
     const replayInto = async (target: Endpoint, extra: { skipTargetBinlog?: boolean; flushPrivileges?: boolean }, failure: (cause: Error) => string): Promise<void> => {
-      // One leg after the other: after a switchover, the old master's binlogs up to where the new one's archive begins, then the new one's.
-      for (const l of active) {
-        await replayBinlogs({ target, files: l.locals, start: l.start, stop: l.stop, clientCommand: req.clientCommand, signal: req.signal, failure, ...extra });
-      }
+      // One leg after the other: after a switchover, the old master's binlogs up to where the new one's archive begins, then the new one's;
+      // all through one session (a temporary server with its grant tables loaded would not let a second one in).
+      if (active.length === 0) return;
+      await replaySegments({ target, segments: active.map((l) => ({ files: l.locals, start: l.start, stop: l.stop })), clientCommand: req.clientCommand, signal: req.signal, failure, ...extra });
     };
 
     log.info({ backup: plan.backup, kind, binlogs: plan.binlogs.length, from: plan.fromGtid, stop: plan.stopGtid ?? "end" }, "point-in-time restore: restoring the base backup");
