@@ -83,3 +83,32 @@ describe("a bridge over the archive of a server seeded from a backup", () => {
     expect(decideBridge([seeded], "0-11-20", master, "bk", "w").ok).toBe(true);
   });
 });
+
+describe("a bridge across a switchover", () => {
+  it("stitches the old master's archive to the new master's where the new one begins", () => {
+    const file = (f: string, sid: number, start: string, end: string, first: string): BinlogIndex => ({ ...idx(f, start, end), serverId: sid, firstGtid: first });
+    const a: ArchiveChain = { serverId: 11, where: "w/11", chain: [file("a.000001", 11, "", "0-11-10", "0-11-1"), file("a.000002", 11, "0-11-10", "0-11-30", "0-11-11")], hasPartial: false };
+    // Server 12, seeded at 0-11-20, replicated 21..30, became the master at 0-12-31 and purged its first two binlogs.
+    const b: ArchiveChain = {
+      serverId: 12, where: "w/12", hasPartial: true,
+      chain: [file("b.000001", 12, "", "0-11-28", "0-11-21"), file("b.000002", 12, "0-11-28", "0-12-40", "0-11-29"), file("b.000003", 12, "0-12-40", "0-12-50", "0-12-41")],
+    };
+    const newMaster: MasterHorizon = { oldestFile: "b.000003", oldestStart: "0-12-40", current: "0-12-55" };
+    const d = decideBridge([a, b], "0-11-5", newMaster, "bk", "w");
+    expect(d.ok).toBe(true);
+    if (!d.ok) return;
+    expect(d.plan.legs?.map((l) => [l.serverId, l.files.map((f) => f.file), l.until])).toEqual([
+      [11, ["a.000001", "a.000002"], "0-11-20"],
+      [12, ["b.000001", "b.000002"], undefined],
+    ]);
+    expect(d.plan.endState).toBe("0-12-40");
+    expect(d.plan.serverId).toBe(12);
+    // The old master's last binlog archived only as its partial object (it stopped before closing it): the handover may fall inside it.
+    const cut: ArchiveChain = { ...a, chain: a.chain.slice(0, 1), partial: { ...(a.chain[1] as BinlogIndex), complete: false, object: "a.000002.partial" }, hasPartial: true };
+    const p = decideBridge([cut, b], "0-11-5", newMaster, "bk", "w");
+    expect(p.ok && p.plan.files.map((f) => f.object)).toEqual(["a.000001", "a.000002.partial", "b.000001", "b.000002"]);
+    // Without the old master's archive, the missing range is named as before.
+    const alone = decideBridge([b], "0-11-5", newMaster, "bk", "w");
+    expect(!alone.ok && alone.message).toContain("begins at b.000001 (GTID 0-11-20), after the backup's position");
+  });
+});

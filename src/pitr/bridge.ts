@@ -14,18 +14,18 @@
 // when neither the master nor the archive holds a transaction the backup
 // lacks, and its line names the missing range; a storage fault reading the
 // archive stays a storage fault.
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, truncate } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { badInput, failed } from "../lib/errors.js";
 import { decideGtidServable, type MasterHorizon } from "../db/replication.js";
 import type { Endpoint } from "../db/endpoint.js";
 import type { Repository } from "../storage/repository.js";
-import { archivedServers, downloadBinlog, readServerArchive } from "./archive.js";
+import { archivedServers, downloadBinlog, readServerArchive, type ServerArchive } from "./archive.js";
 import { scanBinlogFile } from "./binlog-file.js";
-import { formatGtid, formatGtidState, includes, notAfter, parseGtidState, sameState, type GtidState } from "./gtid.js";
+import { advance, formatGtid, formatGtidState, includes, notAfter, parseGtidState, sameState, type GtidState } from "./gtid.js";
 import { nextBinlogName, parseBinlogName, stateOf, type BinlogIndex } from "./layout.js";
-import { startStateOf } from "./plan.js";
+import { buildChain, findRoute, startStateOf } from "./plan.js";
 import { replayBinlogs } from "./replay.js";
 
 /** One server's committed (complete) archived binlogs, in order. */
@@ -34,8 +34,21 @@ export interface ArchiveChain {
   /** Where it is, for messages: <repository>/<cluster>/binlogs/<server_id>. */
   where: string;
   chain: BinlogIndex[];
-  /** The open binlog's partial object exists (never part of a bridge: it may end mid-transaction). */
+  /** The open binlog's partial object exists (never the end of a bridge: it may end mid-transaction). */
   hasPartial: boolean;
+  /**
+   * The partial object of the binlog after the last complete one: after a
+   * switchover the old master's last binlog may be archived only so. A leg
+   * that hands over to a newer master's archive may end inside it (cut
+   * before its first transaction past the handover); a bridge never ends in it.
+   */
+  partial?: BinlogIndex | undefined;
+}
+
+/** One server's archive as the seed planning reads it (also the operator's, through its index cache). */
+export function archiveChainOf(serverId: number, where: string, a: ServerArchive): ArchiveChain {
+  const tail = buildChain(a)[a.complete.length];
+  return { serverId, where, chain: a.complete, hasPartial: a.partial.length > 0, ...(tail ? { partial: tail } : {}) };
 }
 
 export interface BridgePlan {
@@ -49,6 +62,20 @@ export interface BridgePlan {
   /** The GTID state after the last file: the slave's gtid_slave_pos once the bridge is replayed. */
   endState: string;
   master: MasterHorizon;
+  /**
+   * After a switchover, the archives of two or more servers stitched (plan.ts
+   * findRoute): each leg's files (together `files`), and where a leg hands
+   * over to the next (the next archive's start state). serverId/where are
+   * then the last leg's.
+   */
+  legs?: BridgeLeg[];
+}
+
+export interface BridgeLeg {
+  serverId: number;
+  where: string;
+  files: BinlogIndex[];
+  until: string | undefined;
 }
 
 export type BridgeDecision = { ok: true; plan: BridgePlan } | { ok: false; message: string };
@@ -125,6 +152,25 @@ export function decideBridge(archives: ArchiveChain[], position: string, master:
       }
     }
   }
+  // After a switchover: the old master's archive up to where the new master's begins, then the new one's.
+  if (archives.length > 1) {
+    const legs = findRoute(archives.map((a) => ({ serverId: a.serverId, where: a.where, files: a.partial ? [...a.chain, a.partial] : a.chain })), pos, (c, s, e) => {
+      for (let k = s; k <= e; k++) {
+        const f = c.files[k] as BinlogIndex;
+        if (f.complete && masterCanServe(stateOf(f.endState), master)) return k;
+      }
+      return undefined;
+    });
+    const last = legs?.[legs.length - 1];
+    const lastFile = last?.chain.files[last.stop];
+    if (legs && last && lastFile) {
+      const parts = legs.map((l) => ({ serverId: l.chain.serverId, where: l.chain.where, files: l.chain.files.slice(l.start, l.stop + 1), until: l.until && formatGtidState(l.until) }));
+      return {
+        ok: true,
+        plan: { backup, from: text(pos), serverId: last.chain.serverId, where: last.chain.where, files: parts.flatMap((p) => p.files), endState: lastFile.endState, master, legs: parts },
+      };
+    }
+  }
   return { ok: false, message: (best as { message: string } | undefined)?.message ?? missing(pos, undefined, `no archive in ${archiveRoot} reaches it`) };
 }
 
@@ -142,8 +188,7 @@ function missingFiles(after: string, before: string): string {
 export async function readArchiveChains(repo: Repository): Promise<ArchiveChain[]> {
   const out: ArchiveChain[] = [];
   for (const sid of await archivedServers(repo.store, repo.cluster)) {
-    const a = await readServerArchive(repo.store, repo.cluster, sid);
-    out.push({ serverId: sid, where: `${repo.where}/binlogs/${sid}`, chain: a.complete, hasPartial: a.partial.length > 0 });
+    out.push(archiveChainOf(sid, `${repo.where}/binlogs/${sid}`, await readServerArchive(repo.store, repo.cluster, sid)));
   }
   return out;
 }
@@ -183,10 +228,19 @@ export async function prepareBridge(repo: Repository, plan: BridgePlan): Promise
     let start: number | undefined;
     let fromGtid = "";
     let transactions = 0;
-    for (const f of plan.files) {
-      const local = path.join(dir, f.file);
+    const legs = plan.legs ?? [{ serverId: plan.serverId, where: plan.where, files: plan.files, until: undefined }];
+    let handover: GtidState | undefined;
+    for (const leg of legs) for (const [i, f] of leg.files.entries()) {
+      // Per server: two servers' binlogs may have the same names.
+      const local = path.join(dir, String(leg.serverId), f.file);
+      await mkdir(path.dirname(local), { recursive: true });
       await downloadBinlog(repo.store, repo.cluster, f, local);
       files.push(local);
+      if (handover && i === 0) await checkTakesOver(local, handover, leg.where, f);
+      if (leg.until !== undefined && i === leg.files.length - 1) {
+        handover = stateOf(leg.until);
+        await cutAtHandover(local, f, handover, leg.where);
+      }
       const scan = await scanBinlogFile(local);
       if (start === undefined) {
         const e = scan.gtids.find((x) => !includes(pos, x.gtid));
@@ -204,6 +258,37 @@ export async function prepareBridge(repo: Repository, plan: BridgePlan): Promise
     await cleanup();
     throw err;
   }
+}
+
+/**
+ * The next archive begins at `until`: cut the local copy of the old one's
+ * file just before its first transaction past that state (a binlog prefix
+ * of whole events, as a partial object is), so that one `mariadb-binlog`
+ * over every file replays each transaction once. The state must be reached
+ * exactly there, else the archives do not continue each other.
+ */
+async function cutAtHandover(local: string, f: BinlogIndex, until: GtidState, where: string): Promise<void> {
+  const scan = await scanBinlogFile(local);
+  const state = startStateOf(f);
+  const past = scan.gtids.find((x) => {
+    if (!includes(until, x.gtid)) return true;
+    advance(state, x.gtid);
+    return false;
+  });
+  if (!sameState(state, until)) {
+    throw badInput("BinlogsPurged", `cannot bridge over the binlog archives: the next archive begins at GTID ${text(until)}, but ${where}/${f.file} never holds exactly that state (it reaches ${text(state)} there)`);
+  }
+  if (!past && !f.complete) {
+    // Its last transaction may be cut short: only a transaction after it proves it whole.
+    throw badInput("BinlogsPurged", `cannot bridge over the binlog archives: the next archive begins at GTID ${text(until)}, where ${where}/${f.object} (the open binlog's partial object) ends; archive that server once more (\`replicator binlog-archive --once\`) if it still runs`);
+  }
+  if (past) await truncate(local, past.offset);
+}
+
+/** The first file of a leg after a handover replays from its start: each of its transactions must be past the handover state. */
+async function checkTakesOver(local: string, from: GtidState, where: string, f: BinlogIndex): Promise<void> {
+  const dup = (await scanBinlogFile(local)).gtids.find((x) => includes(from, x.gtid));
+  if (dup) throw badInput("BinlogsPurged", `cannot bridge over the binlog archives: ${where}/${f.file} holds GTID ${formatGtid(dup.gtid)}, before the state ${text(from)} at which it takes over`);
 }
 
 /**

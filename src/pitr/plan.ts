@@ -201,37 +201,11 @@ export function planRoute(chains: Chain[], position: GtidState, stopFiles: Map<n
       single ??= err as Error;
     }
   }
-  const reached: { state: GtidState; chain: Chain; file: BinlogIndex }[] = [];
-  const stitch = (x: GtidState, used: Set<Chain>): Leg[] | undefined => {
-    const open: { c: Chain; s: number; e: number }[] = [];
-    for (const c of chains) {
-      if (used.has(c)) continue;
-      const s = firstAfter(c.files, x);
-      if (s < 0 || !notAfter(startStateOf(c.files[s] as BinlogIndex), x)) continue;
-      const e = contiguousEnd(c.files, s, c.where);
-      const stop = stopFiles.get(c.serverId);
-      if (stop !== undefined && stop >= s && stop <= e) return [{ chain: c, from: x, start: s, stop, until: undefined }];
-      reached.push({ state: stateOf((c.files[e] as BinlogIndex).endState), chain: c, file: c.files[e] as BinlogIndex });
-      open.push({ c, s, e });
-    }
-    for (const { c, s, e } of open) {
-      const end = stateOf((c.files[e] as BinlogIndex).endState);
-      for (const d of chains) {
-        const head = d.files[0];
-        if (d === c || used.has(d) || !head) continue;
-        const at = startStateOf(head);
-        if (notAfter(at, x) || !notAfter(at, end)) continue;
-        // The file in which the state passes `at` (or the one that ends exactly there).
-        let k = firstAfter(c.files, at, s);
-        if (k < 0 || k > e) k = e;
-        else if (k > s && sameState(stateOf((c.files[k - 1] as BinlogIndex).endState), at)) k--;
-        const rest = stitch(at, new Set([...used, c]));
-        if (rest) return [{ chain: c, from: x, start: s, stop: k, until: at }, ...rest];
-      }
-    }
-    return undefined;
-  };
-  const legs = stitch(position, new Set());
+  const reached: Reach[] = [];
+  const legs = findRoute(chains, position, (c, s, e) => {
+    const stop = stopFiles.get(c.serverId);
+    return stop !== undefined && stop >= s && stop <= e ? stop : undefined;
+  }, reached);
   if (legs) return legs;
   if (chains.length <= 1 && single) throw single;
   // The furthest the archives reach from the backup's position, and the nearest point after it where any archive holds transactions again.
@@ -253,4 +227,53 @@ export function planRoute(chains: Chain[], position: GtidState, stopFiles: Map<n
       `, and the transactions after it${next ? ` up to GTID ${stateText(next.at)} (where ${next.c.where} begins again, ${next.f.file})` : ""} are missing; ` +
       `the archives: ${chains.map(span).join("; ")}`,
   );
+}
+
+/** How far a chain reaches without a gap from where a route enters it (for the line when none connects). */
+export interface Reach {
+  state: GtidState;
+  chain: Chain;
+  file: BinlogIndex;
+}
+
+/**
+ * Pure: legs from `position` over `chains` to a file where the route may
+ * end (`endIn(chain, s, e)`: the index in s..e, the stretch of the chain
+ * that continues from s without a gap, or undefined), stitching chains
+ * where the next one's first file begins; undefined when none connects.
+ * `reached` collects how far each entered chain got. Shared by the
+ * point-in-time restore (the end: the file holding the target) and the
+ * seed bridge (the end: the first file whose end state the master serves).
+ */
+export function findRoute(chains: Chain[], position: GtidState, endIn: (c: Chain, s: number, e: number) => number | undefined, reached: Reach[] = []): Leg[] | undefined {
+  const stitch = (x: GtidState, used: Set<Chain>): Leg[] | undefined => {
+    const open: { c: Chain; s: number; e: number }[] = [];
+    for (const c of chains) {
+      if (used.has(c)) continue;
+      const s = firstAfter(c.files, x);
+      if (s < 0 || !notAfter(startStateOf(c.files[s] as BinlogIndex), x)) continue;
+      const e = contiguousEnd(c.files, s, c.where);
+      const stop = endIn(c, s, e);
+      if (stop !== undefined) return [{ chain: c, from: x, start: s, stop, until: undefined }];
+      reached.push({ state: stateOf((c.files[e] as BinlogIndex).endState), chain: c, file: c.files[e] as BinlogIndex });
+      open.push({ c, s, e });
+    }
+    for (const { c, s, e } of open) {
+      const end = stateOf((c.files[e] as BinlogIndex).endState);
+      for (const d of chains) {
+        const head = d.files[0];
+        if (d === c || used.has(d) || !head) continue;
+        const at = startStateOf(head);
+        if (notAfter(at, x) || !notAfter(at, end)) continue;
+        // The file in which the state passes `at` (or the one that ends exactly there).
+        let k = firstAfter(c.files, at, s);
+        if (k < 0 || k > e) k = e;
+        else if (k > s && sameState(stateOf((c.files[k - 1] as BinlogIndex).endState), at)) k--;
+        const rest = stitch(at, new Set([...used, c]));
+        if (rest) return [{ chain: c, from: x, start: s, stop: k, until: at }, ...rest];
+      }
+    }
+    return undefined;
+  };
+  return stitch(position, new Set());
 }

@@ -79,6 +79,13 @@ export async function prepareLegs(repo: Repository, legs: Leg[], target: Target,
           `the binlog archives ${leg.chain.where} and the next one do not continue each other: the next begins at GTID ${formatGtidState(until) || "(none)"}, but ${leg.chain.where}/${lastIdx.file} never holds exactly that state (it reaches ${formatGtidState(state) || "(none)"} there); a point-in-time restore across them is not possible`,
         );
       }
+      if (!past && !lastIdx.complete) {
+        // Its last transaction may be cut short: only a transaction after it proves it whole.
+        throw badInput(
+          "ArchiveGap",
+          `the binlog archive ${leg.chain.where} hands over to the next at GTID ${formatGtidState(until) || "(none)"}, where its open binlog's partial object ${lastIdx.object} ends; archive that server once more (\`replicator binlog-archive --once\`) if it still runs`,
+        );
+      }
       ready.stop = past?.offset;
     } else {
       const t = targetIn(lastScan, target);

@@ -12,7 +12,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runCli } from "../harness/cli.js";
 import { seedShop } from "../harness/fixtures.js";
-import { checksums, startMariaDb, waitCaughtUp, type MariaDb } from "../harness/mariadb.js";
+import { checksums, startMariaDb, waitCaughtUp, waitFor, type MariaDb } from "../harness/mariadb.js";
 import { startS3, type S3Server } from "../harness/s3.js";
 
 let s3: S3Server;
@@ -67,7 +67,7 @@ afterAll(async () => {
 });
 
 describe("restore to a point in time across a switchover", () => {
-  it("stitches the old master's archive to the new master's and restores exactly", async () => {
+  it("stitches the old master's archive to the new master's: a restore and a seed across the switchover", async () => {
     await write(a, "before the base backup");
     const base = await runCli(["backup", "--source", a.url, "--repository", repo, "--cluster", "db", "--json"], s3.env);
     expect(base.stderr).toBe("");
@@ -124,6 +124,32 @@ describe("restore to a point in time across a switchover", () => {
     expect(r.stderr).toBe("");
     expect(r.exitCode).toBe(0);
     expect(await checksums(t, SCHEMAS)).toEqual(reference);
+
+    // Seeding from A's era backup after B purged its binlogs: the bridge is A's archive up to where B's begins, then B's.
+    await b.query("SET SESSION sql_log_bin=0; CREATE USER 'repl'@'127.0.0.1' IDENTIFIED BY 'replpass'; GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO 'repl'@'127.0.0.1'");
+    await b.query("FLUSH BINARY LOGS");
+    // (app.events is gone since the accident.)
+    await b.query("INSERT INTO app.journal (v) VALUES ('before the purge')");
+    const again = await runCli(["binlog-archive", "--source", b.url, "--repository", repo, "--cluster", "db", "--once"], s3.env);
+    expect(again.exitCode).toBe(0);
+    const [cur] = await b.query<{ File: string }>("SHOW MASTER STATUS");
+    await waitFor(async () => {
+      await b.query(`PURGE BINARY LOGS TO '${cur?.File ?? ""}'`);
+      return (await b.query<{ Log_name: string }>("SHOW BINARY LOGS"))[0]?.Log_name === cur?.File;
+    }, "B to purge its old binlogs");
+    const slave = await startMariaDb({ binlog: true });
+    servers.push(slave);
+    const sd = await runCli(["restore", "--target", slave.url, "--repository", repo, "--cluster", "db", "--replicate-from", `mysql://repl@127.0.0.1:${b.port}`, "--json"], env());
+    expect(sd.stderr).toBe("");
+    expect(sd.exitCode).toBe(0);
+    expect(sd.json?.name).toBe(base.json?.name);
+    expect((sd.json?.bridge as { binlogs: string[] } | undefined)?.binlogs.length).toBeGreaterThan(1);
+    await b.query("INSERT INTO app.journal (v) VALUES ('after the seed')");
+    await b.query("UPDATE shop.customers SET balance = balance + 3 WHERE id <= 30");
+    await waitCaughtUp(b, slave);
+    const [st] = await slave.query<{ Slave_IO_Running: string; Slave_SQL_Running: string }>("SHOW SLAVE STATUS");
+    expect([st?.Slave_IO_Running, st?.Slave_SQL_Running]).toEqual(["Yes", "Yes"]);
+    expect(await checksums(slave, SCHEMAS)).toEqual(await checksums(b, SCHEMAS));
 
     // Without A's first archived binlog nothing connects the backup to B's archive: one line naming the missing range, nothing loaded.
     const dirA = path.join(s3.root, bucket, "p", "db", "binlogs", String(A));

@@ -5,7 +5,7 @@
 // when the listing shows it new or changed. The listings are made each time:
 // they decide what exists, and a listing or read that fails throws (a fault,
 // never an empty archive, never a bridge chosen on part of it).
-import type { ArchiveChain } from "../../../pitr/bridge.js";
+import { archiveChainOf, type ArchiveChain } from "../../../pitr/bridge.js";
 import { archivedServers, readServerArchive } from "../../../pitr/archive.js";
 import type { ArchiveIndexCache } from "../../../pitr/archive-index-cache.js";
 import type { Repository } from "../../../storage/repository.js";
@@ -13,8 +13,7 @@ import type { Repository } from "../../../storage/repository.js";
 export async function observeArchiveChains(repo: Repository, cache: ArchiveIndexCache): Promise<ArchiveChain[]> {
   const out: ArchiveChain[] = [];
   for (const sid of await archivedServers(repo.store, repo.cluster)) {
-    const a = await readServerArchive(repo.store, repo.cluster, sid, cache);
-    out.push({ serverId: sid, where: `${repo.where}/binlogs/${sid}`, chain: a.complete, hasPartial: a.partial.length > 0 });
+    out.push(archiveChainOf(sid, `${repo.where}/binlogs/${sid}`, await readServerArchive(repo.store, repo.cluster, sid, cache)));
   }
   return out;
 }
