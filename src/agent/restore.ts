@@ -508,8 +508,9 @@ async function requireServable(repo: Repository, master: Endpoint, pos: Replicat
 
 function describeBridge(plan: BridgePlan, prepared?: PreparedBridge): SeedBridge {
   return {
-    archive: plan.where,
-    binlogs: plan.files.map((f) => f.file),
+    // Stitched across a switchover: each file named with its server's archive.
+    archive: plan.legs && plan.legs.length > 1 ? plan.legs.map((l) => l.where).join(" then ") : plan.where,
+    binlogs: plan.legs && plan.legs.length > 1 ? plan.legs.flatMap((l) => l.files.map((f) => `${l.serverId}/${f.object}`)) : plan.files.map((f) => f.file),
     backupPosition: plan.from,
     ...(prepared ? { fromGtid: prepared.fromGtid, transactions: prepared.transactions } : {}),
     slavePos: plan.endState,
