@@ -72,7 +72,7 @@ export async function replaySegments(req: Omit<ReplayRequest, "files" | "start" 
         "--max-allowed-packet=1G",
         ...(init.length > 0 ? [`--init-command=${init.join("; ")}`] : []),
       ],
-      { stdin: "pipe", stdout: "ignore", signal: req.signal, what: `replay the archived binlogs into ${describeEndpoint(req.target)}` },
+      { stdin: "pipe", stdout: "ignore", signal: req.signal, what: `replay the archived binlogs into ${req.target.socket ? `the server on socket ${req.target.socket}` : describeEndpoint(req.target)}` },
     );
     const stdin = client.stdin;
     if (!stdin) throw failed("CommandFailed", "mariadb started without a stdin");

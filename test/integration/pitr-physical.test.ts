@@ -59,6 +59,7 @@ beforeAll(async () => {
   work = await mkdtemp(path.join(tmpdir(), "replicator-pitr-physical-it-"));
   await seedShop(master, { rows: 300 });
   await master.query("CREATE TABLE app.events (id INT AUTO_INCREMENT PRIMARY KEY, at DATETIME(6) NOT NULL, v VARCHAR(64)) ENGINE=InnoDB");
+  await master.query("CREATE TABLE app.blobs (id INT PRIMARY KEY, b LONGBLOB) ENGINE=InnoDB");
 });
 
 afterAll(async () => {
@@ -118,6 +119,8 @@ describe("restore a physical backup to a point in time (--datadir)", () => {
     await master.query("CREATE USER 'reporter'@'%' IDENTIFIED BY 'reporter-pass'");
     await master.query("GRANT SELECT ON shop.* TO 'reporter'@'%'");
     await master.query("UPDATE shop.customers SET balance = balance + 1 WHERE id <= 50");
+    // A 12 MB row: its row event replays as a BINLOG statement of about 16 MB, over a server's default max_allowed_packet.
+    await master.query("INSERT INTO app.blobs VALUES (1, REPEAT('x', 12 * 1024 * 1024))");
     // A newer logical backup: a restore into --datadir still starts from the physical one.
     const logical = await runCli(["backup", "--source", master.url, "--repository", repo, "--cluster", "c1", "--json"], s3.env);
     expect(logical.exitCode, logical.stderr).toBe(0);

@@ -111,7 +111,7 @@ export function buildBackupArgs(o: {
   return args;
 }
 
-/** Pure: the temporary server that writes the replica configuration into a restored, stopped data directory. */
+/** Pure: the temporary server on a restored, stopped data directory (replica configuration, replay of archived binlogs; temp-server.ts). */
 export function buildSeedServerArgs(o: {
   datadir: string;
   tmp: string;
@@ -140,6 +140,9 @@ export function buildSeedServerArgs(o: {
     `--relay-log-info-file=${t("relay-log.info")}`,
     "--innodb-buffer-pool-load-at-startup=OFF",
     "--innodb-buffer-pool-dump-at-shutdown=OFF",
+    // A replay of archived binlogs sends each row event as one BINLOG statement:
+    // as large as the master allowed, not the 16M default of a server without config.
+    "--max-allowed-packet=1G",
     ...Object.entries(o.layout).map(([k, v]) => `--${k}=${v}`),
     ...(o.runAsUser ? [`--user=${o.runAsUser}`] : []),
     ...o.extra,
