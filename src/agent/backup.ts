@@ -40,6 +40,8 @@ import {
   zstdToolAvailable,
 } from "./compression.js";
 import { ByteCounter, startProgress } from "./progress.js";
+import { followFile } from "../storage/fs/follow.js";
+import { SYNC_EVERY } from "../storage/fs/synced-writer.js";
 import { TOOL_NAME, TOOL_VERSION } from "./version.js";
 
 export interface BackupRequest {
@@ -294,15 +296,19 @@ async function pipeIntoStore(stages: readonly Readable[], repo: Repository, key:
 
 /**
  * The piped transfer: the method's tool writes into an OS pipe to `zstd -T0`
- * (both children of the agent, like `mariadb-dump | zstd` in a shell), and
- * the agent reads only the compressed bytes, for the sha256 and the upload.
- * The raw size comes from zstd's own count; the dump's head (the replication
- * coordinates) is decompressed from the first compressed bytes alone.
+ * (both children of the agent, like `mariadb-dump | zstd` in a shell). Into
+ * a file:// repository zstd writes the object's temp file itself, as `zstd >
+ * file` does, and the agent reads it back from the page cache as it grows
+ * (one reused buffer), for the sha256 and the background fdatasync; into S3
+ * the agent reads zstd's output and uploads it. The raw size comes from
+ * zstd's own count; the dump's head (the replication coordinates) is
+ * decompressed from the first compressed bytes alone.
  *
  * Failures are reported as by the streamed transfer: the store's error when
- * the storage side failed first (the children are then stopped), otherwise
- * the method's (a failed dump ends zstd's input early, and the object that
- * was uploaded is never committed: no manifest), or zstd's own.
+ * the storage side failed first (the children are then stopped; a full disk
+ * under zstd is StorageFull), otherwise the method's (a failed dump ends
+ * zstd's input early, and the object written is never committed: no
+ * manifest), or zstd's own.
  */
 async function transferPiped(
   backupPiped: (ctx: BackupContext, sink: PipedSink) => Promise<PipedBackupRun>,
@@ -313,68 +319,103 @@ async function transferPiped(
   progressLabel: string,
   fedFromHere = false,
 ): Promise<Transferred> {
-  // Stops both children when the upload fails (or the caller aborts).
-  const stop = new AbortController();
-  const signal = AbortSignal.any([ctx.signal, stop.signal]);
-  const zstd = spawnTool(ZSTD_COMMAND, buildZstdCompressArgs(ZSTD_LEVEL), { stdin: "pipe", stdout: "pipe", signal, what: "compress the backup" });
-  const head = new ZstdHeadReader(HEAD_BYTES);
-  let run: PipedBackupRun;
+  const local = req.repo.store.openLocalWrite ? await req.repo.store.openLocalWrite(key) : undefined;
   try {
-    if (!zstd.stdin || !zstd.stdout) {
-      await zstd.done;
-      throw new Error("zstd started without pipes");
+    // Stops both children when the upload fails (or the caller aborts).
+    const stop = new AbortController();
+    const signal = AbortSignal.any([ctx.signal, stop.signal]);
+    const zstd = spawnTool(ZSTD_COMMAND, buildZstdCompressArgs(ZSTD_LEVEL), { stdin: "pipe", stdout: local ? local.fd : "pipe", signal, what: "compress the backup" });
+    const head = new ZstdHeadReader(HEAD_BYTES);
+    let run: PipedBackupRun;
+    try {
+      if (!zstd.stdin || (!local && !zstd.stdout)) {
+        await zstd.done;
+        throw new Error("zstd started without pipes");
+      }
+      run = await backupPiped({ ...ctx, signal }, { stdout: zstd.stdin, head: () => head.result });
+    } catch (err) {
+      zstd.kill();
+      zstd.stdin?.destroy();
+      throw err;
     }
-    run = await backupPiped({ ...ctx, signal }, { stdout: zstd.stdin, head: () => head.result });
+    // This process's copy of the pipe's write end: zstd sees the end of its
+    // input when the tool exits. A stream fed from here ends it itself.
+    if (!fedFromHere) zstd.stdin.destroy();
+    const hash = createHash("sha256");
+    let stored = 0;
+    const stopProgress = req.progress ? startProgress(progressLabel, () => stored) : () => undefined;
+    let size: number;
+    if (local) {
+      let unsynced = 0;
+      const following = followFile(local.path, zstd.exit, (bytes) => {
+        hash.update(bytes);
+        stored += bytes.length;
+        // The buffer is reused: the head reader keeps what it is given.
+        if (head.wanting) head.feed(Buffer.from(bytes));
+        unsynced += bytes.length;
+        if (unsynced >= SYNC_EVERY) {
+          unsynced = 0;
+          local.syncSoon();
+        }
+      }).finally(() => { head.end(); });
+      following.catch(() => {
+        head.abort();
+        stop.abort();
+      });
+      const [, exit] = await Promise.allSettled([run.outcome.finally(stopProgress), zstd.exit]);
+      const read = await following.then(() => undefined, (e: unknown) => e);
+      if (read !== undefined) throw failed("StorageError", `cannot read back ${local.path} while zstd writes it: ${(read as Error).message}`, { cause: read });
+      // A full disk under zstd is the store's verdict, not the dump's broken pipe.
+      const full = exit.status === "fulfilled" && exit.value.exitCode !== 0 ? local.writeFailure(exit.value.stderr) : undefined;
+      if (full) throw full;
+      size = stored;
+    } else {
+      const tap = new Transform({
+        transform(chunk: Buffer, _enc, cb) {
+          hash.update(chunk);
+          stored += chunk.length;
+          head.feed(chunk);
+          cb(null, chunk);
+        },
+        flush(cb) {
+          head.end();
+          cb();
+        },
+      });
+      const up = await pipeIntoStore([zstd.stdout as Readable, tap], req.repo, key, expectedSize);
+      if (!up.ok) {
+        stopProgress();
+        head.abort();
+        stop.abort();
+        const methodError = await run.outcome.then(() => undefined, (e: unknown) => e);
+        await zstd.exit;
+        throw chooseCause(up.origin, up.putError, methodError, up.pipeError);
+      }
+      size = up.size || stored;
+    }
+    // The upload ended because zstd's output did: the dump finished, failed,
+    // or was stopped, or zstd itself failed. Only a whole run is committed.
+    const [outcome, exit] = await Promise.allSettled([run.outcome.finally(stopProgress), zstd.exit]);
+    const zstdExit = exit.status === "fulfilled" ? exit.value : undefined;
+    const zstdFailed = zstdExit === undefined || zstdExit.exitCode !== 0;
+    // zstd fails by itself only (a dump that fails just ends its input): then it is the cause.
+    if (zstdFailed && zstdExit?.canceled !== true) await zstd.done;
+    if (outcome.status === "rejected") throw outcome.reason;
+    if (zstdFailed) await zstd.done;
+    if (!zstdExit) throw new Error("unreachable: zstd's exit is known once it succeeded");
+    if (local) size = (await local.commit()).size;
+    const counts = parseZstdCompressSummary(zstdExit.stderr);
+    if (counts?.compressed !== undefined && counts.compressed !== stored) {
+      ctx.log.warn({ zstd: counts.compressed, read: stored }, "zstd counted other compressed bytes than were stored; the raw size is not recorded");
+    } else if (counts === undefined) {
+      ctx.log.warn({ stderr: zstdExit.stderr.slice(-300) }, "zstd printed no byte counts; the raw size is not recorded");
+    }
+    const rawSize = counts?.compressed === stored ? counts.raw : undefined;
+    return { size, sha256: hash.digest("hex"), rawSize, outcome: outcome.value };
   } catch (err) {
-    zstd.kill();
-    zstd.stdin?.destroy();
+    await local?.abort();
     throw err;
   }
-  // This process's copy of the pipe's write end: zstd sees the end of its
-  // input when the tool exits. A stream fed from here ends it itself.
-  if (!fedFromHere) zstd.stdin.destroy();
-  const hash = createHash("sha256");
-  let stored = 0;
-  const tap = new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      hash.update(chunk);
-      stored += chunk.length;
-      head.feed(chunk);
-      cb(null, chunk);
-    },
-    flush(cb) {
-      head.end();
-      cb();
-    },
-  });
-  const stopProgress = req.progress ? startProgress(progressLabel, () => stored) : () => undefined;
-  const up = await pipeIntoStore([zstd.stdout, tap], req.repo, key, expectedSize);
-  if (!up.ok) {
-    stopProgress();
-    head.abort();
-    stop.abort();
-    const methodError = await run.outcome.then(() => undefined, (e: unknown) => e);
-    await zstd.exit;
-    throw chooseCause(up.origin, up.putError, methodError, up.pipeError);
-  }
-  // The upload ended because zstd's output did: the dump finished, failed,
-  // or was stopped, or zstd itself failed. Only a whole run is committed.
-  const [outcome, exit] = await Promise.allSettled([run.outcome.finally(stopProgress), zstd.exit]);
-  const zstdExit = exit.status === "fulfilled" ? exit.value : undefined;
-  const zstdFailed = zstdExit === undefined || zstdExit.exitCode !== 0;
-  // zstd fails by itself only (a dump that fails just ends its input): then it is the cause.
-  if (zstdFailed && zstdExit?.canceled !== true) await zstd.done;
-  if (outcome.status === "rejected") throw outcome.reason;
-  if (zstdFailed) await zstd.done;
-  if (!zstdExit) throw new Error("unreachable: zstd's exit is known once it succeeded");
-  const counts = parseZstdCompressSummary(zstdExit.stderr);
-  if (counts?.compressed !== undefined && counts.compressed !== stored) {
-    ctx.log.warn({ zstd: counts.compressed, read: stored }, "zstd counted other compressed bytes than were stored; the raw size is not recorded");
-  } else if (counts === undefined) {
-    ctx.log.warn({ stderr: zstdExit.stderr.slice(-300) }, "zstd printed no byte counts; the raw size is not recorded");
-  }
-  const rawSize = counts?.compressed === stored ? counts.raw : undefined;
-  return { size: up.size || stored, sha256: hash.digest("hex"), rawSize, outcome: outcome.value };
 }
 
 /**

@@ -153,6 +153,11 @@ export class ZstdHeadReader {
     this.decoder.once("error", () => { this.finish(); });
   }
 
+  /** Whether `feed` still uses what it is given (a caller that reuses its buffer copies only then). */
+  get wanting(): boolean {
+    return !this.closed && this.fed < this.limit + 256 * 1024;
+  }
+
   /** A chunk of the compressed stream, in order. Cheap once the head is complete. */
   feed(chunk: Buffer): void {
     if (this.closed) return;

@@ -102,8 +102,8 @@ export interface ToolChild extends StreamingChild {
 export interface ToolOptions {
   /** A Readable that wraps a pipe (another child's stdout) connects the two children directly. */
   stdin?: "pipe" | "ignore" | Readable;
-  /** A Writable that wraps a pipe (another child's stdin) connects the two children directly. */
-  stdout?: "pipe" | "ignore" | Writable;
+  /** A Writable that wraps a pipe (another child's stdin) connects the two children directly; a file descriptor (an open file) is written by the child itself. */
+  stdout?: "pipe" | "ignore" | Writable | number;
   signal?: AbortSignal | undefined;
   /** Variables the caller passes on purpose (PGHOST, PGPASSFILE), over `baseEnv`. */
   env?: Record<string, string>;

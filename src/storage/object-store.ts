@@ -23,6 +23,26 @@ export interface PutOptions {
   expectedSize?: number;
 }
 
+/**
+ * An object that a child process writes straight into a local file (a
+ * file:// store): the bytes never pass through this process. The temp file
+ * becomes the object only at `commit`, whole, as `put` makes it.
+ */
+export interface LocalObjectWrite {
+  /** The temp file, open for writing: a child's stdout. */
+  readonly fd: number;
+  /** Its path, to read back what was written so far. */
+  readonly path: string;
+  /** Start an fdatasync of what is written so far, unless one runs (its failure surfaces at commit). */
+  syncSoon(): void;
+  /** fsync, put in place (as put: whole or not at all), sync the directory; the object's size. */
+  commit(): Promise<PutResult>;
+  /** Close and remove the temp file: no object. */
+  abort(): Promise<void>;
+  /** The store's own error for a child that failed writing into the file (a full disk), from its stderr; undefined when it was not that. */
+  writeFailure(stderr: string): Error | undefined;
+}
+
 export interface ObjectStore {
   /** A human-readable location, e.g. `s3://bucket/prefix` (never with credentials). */
   readonly location: string;
@@ -31,6 +51,8 @@ export interface ObjectStore {
    * With `ifNoneMatch`, throws ObjectExists when the key is already there.
    */
   put(key: string, body: Readable | Buffer | string, opts?: PutOptions): Promise<PutResult>;
+  /** Local stores only: an object written by a child process into a file (see LocalObjectWrite). */
+  openLocalWrite?(key: string): Promise<LocalObjectWrite>;
   /**
    * A stream of the object's bytes. Throws ReplicatorError NotFound if absent.
    * Faults (StorageUnreachable, StorageError) are retried before they surface.

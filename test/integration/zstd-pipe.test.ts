@@ -7,6 +7,7 @@
 import { chmod, mkdir, mkdtemp, readFile, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { execFileSync } from "node:child_process";
 import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runCli } from "../harness/cli.js";
@@ -116,6 +117,33 @@ describe("the zstd tool carries the bytes", () => {
 
     const list = await runCli(["list", "--repository", repo, "--cluster", "bad", "--json"]);
     expect(list.json!.backups).toEqual([]);
+  });
+
+  it("into a file:// repository zstd writes the object itself; a full disk under it is StorageFull naming the object, with no file and no backup left", async () => {
+    // 3 MB of random bytes: more than the 2 MiB file system can take, compressed or not.
+    await master.query("CREATE DATABASE fill");
+    try {
+      await master.query("CREATE TABLE fill.t (id INT PRIMARY KEY, b BLOB) ENGINE=InnoDB");
+      await master.query("INSERT INTO fill.t SELECT seq, RANDOM_BYTES(1000) FROM fill.seq_1_to_3000");
+      const mnt = await mkdtemp(path.join(tmpdir(), "replicator-zstd-full-"));
+      execFileSync("mount", ["-t", "tmpfs", "-o", "size=2m", "tmpfs", mnt]);
+      try {
+        const b = await backup("full", `file://${mnt}`);
+        expect(b.exitCode, b.stderr).toBe(1);
+        expect(b.json!.reason).toBe("StorageFull");
+        expect(b.json!.error).toMatch(new RegExp(`^no space left on the file system of ${mnt} while writing ${mnt}/full/\\S+-mysqldump-\\S+/data\\.sql\\.zst \\(ENOSPC\\); free space or use a larger volume$`));
+        // Nothing of the run is left but its name's claim (which prune clears with an abandoned
+        // run): no data object, no temp file, no manifest, nothing listed.
+        const left = (await execa("find", [mnt, "-type", "f"])).stdout.split("\n").filter(Boolean);
+        expect(left.map((f) => path.basename(f))).toEqual(["claim.json"]);
+        const list = await runCli(["list", "--repository", `file://${mnt}`, "--cluster", "full", "--json"]);
+        expect(list.json!.backups).toEqual([]);
+      } finally {
+        execFileSync("umount", [mnt]);
+      }
+    } finally {
+      await master.query("DROP DATABASE fill");
+    }
   });
 
   it("a zstd that fails while restoring is named, and the target is left marked partial", async () => {

@@ -1,13 +1,13 @@
 // Filesystem backend: `file:///abs/path`. Writes go to a temp file in the
 // same directory, are synced while they are written and fsynced at the end,
 // then renamed into place, so a reader never sees half an object.
-import { mkdir, open, readdir, rename, rm, rmdir, stat, access, constants, link, unlink } from "node:fs/promises";
+import { type FileHandle, mkdir, open, readdir, rename, rm, rmdir, stat, access, constants, link, unlink } from "node:fs/promises";
 import path from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { randomBytes } from "node:crypto";
 import { badInput, failed } from "../../lib/errors.js";
-import type { ObjectInfo, ObjectStore, PutOptions, PutResult } from "../object-store.js";
+import type { LocalObjectWrite, ObjectInfo, ObjectStore, PutOptions, PutResult } from "../object-store.js";
 import { SyncedFileWriter } from "./synced-writer.js";
 
 const FULL = new Set(["ENOSPC", "EDQUOT"]);
@@ -67,7 +67,7 @@ export class FsObjectStore implements ObjectStore {
 
   private async putOnce(key: string, body: Readable | Buffer | string, opts: PutOptions): Promise<PutResult> {
     const dest = this.pathOf(key);
-    const tmp = `${dest}.tmp-${randomBytes(6).toString("hex")}`;
+    const tmp = tempName(dest);
     // The file system's own error (ENOSPC) explains more than the "premature close" a piped source reports.
     let writeError: NodeJS.ErrnoException | undefined;
     try {
@@ -85,30 +85,105 @@ export class FsObjectStore implements ObjectStore {
       });
       await pipeline(source, out);
       await closed;
-      if (opts.ifNoneMatch) {
-        // link() fails with EEXIST when the name exists: a create-only write.
-        try {
-          await link(tmp, dest);
-        } finally {
-          await unlink(tmp).catch(() => undefined);
-        }
-      } else {
-        await rename(tmp, dest);
-      }
-      await syncDir(path.dirname(dest));
-      return { size: (await stat(dest)).size };
+      return await this.place(tmp, dest, opts);
     } catch (err) {
       await rm(tmp, { force: true });
-      const code = writeError?.code ?? (err as NodeJS.ErrnoException).code;
-      if (code !== undefined && FULL.has(code)) {
-        throw failed("StorageFull", `no space left on the file system of ${this.root} while writing ${dest} (${code}); free space or use a larger volume`, { cause: writeError ?? err });
-      }
-      if (code === "EEXIST" && opts.ifNoneMatch) {
-        throw failed("ObjectExists", `object ${key} already exists in ${this.location}`, { cause: err });
-      }
-      if (writeError) throw failed("StorageError", `cannot write ${dest}: ${writeError.message}`, { cause: writeError });
-      throw err;
+      throw this.writeError(key, dest, writeError, err, opts);
     }
+  }
+
+  /**
+   * The temp file written into by a child (the zstd tool's stdout), synced
+   * in the background as the caller asks (every 32 MiB, as put does) and at
+   * commit, then put in place as put does.
+   */
+  async openLocalWrite(key: string): Promise<LocalObjectWrite> {
+    const dest = this.pathOf(key);
+    const tmp = tempName(dest);
+    let fh: FileHandle | undefined;
+    // A delete removes directories it emptied; one may vanish between mkdir and the open: try again.
+    for (let attempt = 1; fh === undefined; attempt++) {
+      try {
+        await mkdir(path.dirname(dest), { recursive: true });
+        fh = await open(tmp, "wx", 0o640);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "ENOENT" || attempt >= 3) throw this.writeError(key, dest, undefined, err, {});
+      }
+    }
+    const file = fh;
+    let syncing: Promise<void> | undefined;
+    let syncError: NodeJS.ErrnoException | undefined;
+    let closed = false;
+    const close = async (): Promise<void> => {
+      if (closed) return;
+      closed = true;
+      await syncing;
+      await file.close();
+    };
+    return {
+      fd: file.fd,
+      path: tmp,
+      syncSoon: () => {
+        if (syncing || closed) return;
+        syncing = file.datasync().then(
+          () => { syncing = undefined; },
+          (err: unknown) => {
+            syncError ??= err as NodeJS.ErrnoException;
+            syncing = undefined;
+          },
+        );
+      },
+      commit: async () => {
+        try {
+          await syncing;
+          if (syncError) throw syncError;
+          await file.sync();
+          await close();
+          return await this.place(tmp, dest, {});
+        } catch (err) {
+          await close().catch(() => undefined);
+          await rm(tmp, { force: true });
+          throw this.writeError(key, dest, err as NodeJS.ErrnoException, err, {});
+        }
+      },
+      abort: async () => {
+        await close().catch(() => undefined);
+        await rm(tmp, { force: true });
+      },
+      writeFailure: (stderr: string) =>
+        /No space left on device|Disk quota exceeded/i.test(stderr) ? this.full(dest, "ENOSPC", new Error(stderr.trim().split("\n").pop() ?? stderr)) : undefined,
+    };
+  }
+
+  /** A written temp file becomes `dest`: renamed, or linked when create-only (EEXIST if `dest` exists); the directory synced. */
+  private async place(tmp: string, dest: string, opts: PutOptions): Promise<PutResult> {
+    if (opts.ifNoneMatch) {
+      // link() fails with EEXIST when the name exists: a create-only write.
+      try {
+        await link(tmp, dest);
+      } finally {
+        await unlink(tmp).catch(() => undefined);
+      }
+    } else {
+      await rename(tmp, dest);
+    }
+    await syncDir(path.dirname(dest));
+    return { size: (await stat(dest)).size };
+  }
+
+  private full(dest: string, code: string, cause: unknown): Error {
+    return failed("StorageFull", `no space left on the file system of ${this.root} while writing ${dest} (${code}); free space or use a larger volume`, { cause });
+  }
+
+  /** The store's error for a failed write of `dest`: the file system's own (`writeError`) where there is one. */
+  private writeError(key: string, dest: string, writeError: NodeJS.ErrnoException | undefined, err: unknown, opts: PutOptions): unknown {
+    const code = writeError?.code ?? (err as NodeJS.ErrnoException).code;
+    if (code !== undefined && FULL.has(code)) return this.full(dest, code, writeError ?? err);
+    if (code === "EEXIST" && opts.ifNoneMatch) {
+      return failed("ObjectExists", `object ${key} already exists in ${this.location}`, { cause: err });
+    }
+    if (writeError) return failed("StorageError", `cannot write ${dest}: ${writeError.message}`, { cause: writeError });
+    return err;
   }
 
   async get(key: string): Promise<Readable> {
@@ -205,6 +280,11 @@ export class FsObjectStore implements ObjectStore {
       }
     }
   }
+}
+
+/** A temp file beside `dest`, in the same directory (so the rename is atomic). */
+function tempName(dest: string): string {
+  return `${dest}.tmp-${randomBytes(6).toString("hex")}`;
 }
 
 async function syncDir(dir: string): Promise<void> {
