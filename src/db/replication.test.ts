@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { binlogIndex, decideGtidServable, parseMariaGtid } from "./replication.js";
+import { binlogIndex, decideGtidServable, oldestBinlogStart, parseMariaGtid } from "./replication.js";
 
 describe("parseMariaGtid", () => {
   it("parses multi-domain positions", () => {
@@ -39,5 +39,20 @@ describe("binlogIndex", () => {
   it("orders binlog files by number", () => {
     expect(binlogIndex("mysql-bin.000010")).toBeGreaterThan(binlogIndex("mysql-bin.000009"));
     expect(binlogIndex("nonsense")).toBe(-1);
+  });
+});
+
+describe("oldestBinlogStart", () => {
+  it("a promoted server seeded from a backup: its first binlog's empty GTID_LIST begins before its first GTID, not at nothing", () => {
+    expect(oldestBinlogStart("", ["0-31-57", "0-31-58"])).toBe("0-31-56");
+    // So a backup before it counts as purged.
+    expect(decideGtidServable("0-31-44", oldestBinlogStart("", ["0-31-57"]), "0-32-80").ok).toBe(false);
+    expect(decideGtidServable("0-31-56", oldestBinlogStart("", ["0-31-57"]), "0-32-80").ok).toBe(true);
+  });
+
+  it("keeps the GTID_LIST where it has the domain, and a fresh server's first GTID adds nothing", () => {
+    expect(oldestBinlogStart("0-1-40", ["0-1-41"])).toBe("0-1-40");
+    expect(oldestBinlogStart("", ["0-1-1"])).toBe("");
+    expect(oldestBinlogStart("0-1-40", ["1-2-9"])).toBe("0-1-40,1-2-8");
   });
 });

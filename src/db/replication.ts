@@ -268,6 +268,26 @@ export function decideGtidServable(backup: string, oldestStart: string, current:
   return { ok: true };
 }
 
+/**
+ * Pure: the GTID state a master's oldest binlog begins after, from its
+ * GTID_LIST (BINLOG_GTID_POS(oldest, 4)) and the first GTIDs in it: a domain
+ * the list lacks whose first GTID there is D-S-Q with Q > 1 begins after
+ * D-S-(Q-1). A server seeded from a backup (gtid_slave_pos set, its own
+ * binlog empty) and then promoted writes an empty GTID_LIST into its first
+ * binlog, and MariaDB serves a slave positioned before that binlog's first
+ * GTID by skipping the difference (seen on 10.11: a slave at 0-31-3 was
+ * sent 0-31-6 next), so that binlog must count as the purge horizon.
+ */
+export function oldestBinlogStart(listed: string, firstGtids: string[]): string {
+  const state = parseMariaGtid(listed);
+  for (const text of firstGtids) {
+    for (const [domain, g] of parseMariaGtid(text)) {
+      if (!state.has(domain) && g.seq > 1n) state.set(domain, { server: g.server, seq: g.seq - 1n });
+    }
+  }
+  return [...state.entries()].sort(([a], [b]) => a - b).map(([d, g]) => `${d}-${g.server}-${g.seq}`).join(",");
+}
+
 /** Compare binlog file names like mysql-bin.000012 by their numeric suffix. */
 export function binlogIndex(file: string): number {
   const m = /\.(\d+)$/.exec(file);
@@ -298,7 +318,10 @@ export async function checkMasterCanServe(master: Conn, pos: ReplicationPosition
   if (pos.gtid) {
     const [o] = await queryRows<Row>(master, "SELECT BINLOG_GTID_POS(?, 4) AS pos", [oldest]);
     const [cur] = await queryRows<Row>(master, "SELECT @@gtid_binlog_pos AS pos");
-    const check = decideGtidServable(pos.gtid, str(o?.pos), str(cur?.pos));
+    // The first GTIDs of the oldest binlog (GTID events: "BEGIN GTID 0-1-42", "GTID 0-1-43").
+    const events = await queryRows<Row>(master, "SHOW BINLOG EVENTS IN ? LIMIT 200", [oldest]);
+    const first = events.map((e) => /\bGTID (\d+-\d+-\d+)/.exec(str(e.Info))?.[1]).filter((g): g is string => g !== undefined);
+    const check = decideGtidServable(pos.gtid, oldestBinlogStart(str(o?.pos), first), str(cur?.pos));
     return check.purged ? { ...check, purged: { ...check.purged, oldestFile: oldest } } : check;
   }
   if (pos.file) {

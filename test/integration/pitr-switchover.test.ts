@@ -125,8 +125,20 @@ describe("restore to a point in time across a switchover", () => {
     expect(r.exitCode).toBe(0);
     expect(await checksums(t, SCHEMAS)).toEqual(reference);
 
-    // Seeding from A's era backup after B purged its binlogs: the bridge is A's archive up to where B's begins, then B's.
+    // Seeding from A's era backup. B still has all its binlogs, but its first one begins (empty GTID_LIST: B was seeded)
+    // after the backup's position: B would serve the slave by skipping the difference, so the seed bridges it instead.
     await b.query("SET SESSION sql_log_bin=0; CREATE USER 'repl'@'127.0.0.1' IDENTIFIED BY 'replpass'; GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO 'repl'@'127.0.0.1'");
+    const early = await startMariaDb({ binlog: true });
+    servers.push(early);
+    const se = await runCli(["restore", "--target", early.url, "--repository", repo, "--cluster", "db", "--replicate-from", `mysql://repl@127.0.0.1:${b.port}`, "--json"], env());
+    expect(se.stderr).toBe("");
+    expect(se.exitCode).toBe(0);
+    expect(se.json?.bridge).toBeDefined();
+    await b.query("INSERT INTO app.journal (v) VALUES ('after the first seed')");
+    await waitCaughtUp(b, early);
+    expect(await checksums(early, SCHEMAS)).toEqual(await checksums(b, SCHEMAS));
+
+    // After B purged its binlogs: the bridge is A's archive up to where B's begins, then B's.
     await b.query("FLUSH BINARY LOGS");
     // (app.events is gone since the accident.)
     await b.query("INSERT INTO app.journal (v) VALUES ('before the purge')");
