@@ -18,7 +18,7 @@ import { withConn } from "../db/connection.js";
 import { writeDefaultsFile } from "../db/defaults-file.js";
 import { describeEndpoint, type Endpoint } from "../db/endpoint.js";
 import type { Repository } from "../storage/repository.js";
-import { readServerArchive, uploadBinlog } from "./archive.js";
+import { archivedServers, readServerArchive, uploadBinlog } from "./archive.js";
 import { describeState, scanBinlogFile, type BinlogScan } from "./binlog-file.js";
 import { sameState } from "./gtid.js";
 import { compareBinlogNames, nextBinlogName, parseBinlogName, stateOf, type BinlogIndex } from "./layout.js";
@@ -148,6 +148,11 @@ export async function runBinlogArchive(req: ArchiveRequest): Promise<ArchiveResu
       const where = `${repo.where}/binlogs/${serverId}`;
       const archive = await readServerArchive(repo.store, repo.cluster, serverId);
       prev = archive.complete[archive.complete.length - 1];
+      if (!prev && archive.partial.length === 0) {
+        const others = (await archivedServers(repo.store, repo.cluster)).filter((sid) => sid !== m.serverId);
+        // A switchover: reported, never papered over by appending to the old master's chain.
+        if (others.length > 0) log.warn({ serverId: m.serverId, others }, "a new master: its binlogs begin a chain of their own; a restore across the switchover stitches the chains where this one begins");
+      }
       const decision = decideStart(serverId, prev, m.logs, where);
       if (decision.kind === "gap") throw badInput("ArchiveGap", decision.message);
       log.info({ serverId, start: decision.file, archivedThrough: prev?.file }, "binlog archive session starting");
