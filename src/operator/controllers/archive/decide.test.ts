@@ -136,4 +136,13 @@ describe("readArchive", () => {
     expect(r.problem?.message).toContain("take one to make this archive usable");
     expect(readArchive({ serverId: 1, complete: [], partial: [], unindexed: [] }, backups, undefined, now, where)).toEqual({});
   });
+
+  it("a promoted server seeded from a backup: its empty first GTID_LIST is not the start of history", () => {
+    // Seeded at 0-1-30: the first binlog lists nothing, its first GTID is 0-1-31; the backups before are not its base.
+    const seeded = [{ ...idx("mysql-bin.000001", "", "0-2-40", "2026-11-30T11:10:00Z", "2026-11-30T11:40:00Z"), firstGtid: "0-1-31" }];
+    const r = readArchive({ serverId: 2, complete: seeded, partial: [], unindexed: [] }, backups, "0-2-40", now, where);
+    expect(r.firstRecoverableTime).toBeUndefined();
+    expect(r.problem?.reason).toBe("NoBaseBackup");
+    expect(r.problem?.message).toContain("after a switchover, a restore from an older backup may still stitch the previous master's archive");
+  });
 });

@@ -6,7 +6,7 @@ import { validateServerRef, type RepositorySpec, type ServerRef } from "../../..
 import type { ServerArchive } from "../../../pitr/archive.js";
 import { notAfter, parseGtidState, sameState } from "../../../pitr/gtid.js";
 import { stateOf, type BinlogIndex } from "../../../pitr/layout.js";
-import { buildChain, gapBetween } from "../../../pitr/plan.js";
+import { buildChain, gapBetween, startStateOf } from "../../../pitr/plan.js";
 import { selectServerPod, type PodLike } from "../../observe.js";
 
 export const ARCHIVING_CONDITION = "Archiving";
@@ -164,7 +164,8 @@ export function readArchive(archive: ServerArchive, backups: BaseBackup[], maste
       out.problem = { reason: "ArchiveGap", message: gap };
     }
   }
-  const start = stateOf((chain[from] as BinlogIndex).startState);
+  // A seeded server's first binlog has an empty GTID_LIST: it begins before its first GTID, not at nothing.
+  const start = startStateOf(chain[from] as BinlogIndex);
   const end = stateOf(last.endState);
   const usable = backups
     .filter((b) => {
@@ -176,7 +177,9 @@ export function readArchive(archive: ServerArchive, backups: BaseBackup[], maste
   else if (!out.problem) {
     out.problem = {
       reason: "NoBaseBackup",
-      message: `no logical backup with a GTID position taken since the archive ${where} began (${chain[from]?.firstEventTime ?? chain[from]?.file ?? "?"}); take one to make this archive usable for point-in-time recovery`,
+      message:
+        `no logical backup with a GTID position taken since the archive ${where} began (${chain[from]?.firstEventTime ?? chain[from]?.file ?? "?"}); take one to make this archive usable for point-in-time recovery` +
+        " (after a switchover, a restore from an older backup may still stitch the previous master's archive to this one: `replicator restore --until ... --dry-run` shows it)",
     };
   }
   if (masterGtid !== undefined && sameState(parseGtidState(masterGtid), end)) out.lagSeconds = 0;
