@@ -7,7 +7,8 @@ import type { BinlogArchiveStatus, ReplicatorRepository, RepositorySpec, Reposit
 import type { Logger } from "../../../lib/log.js";
 import { oneLine } from "../../../lib/errors.js";
 import { isAlreadyExists, isNotFound } from "../../../kube/rest.js";
-import { readServerArchive } from "../../../pitr/archive.js";
+import { archivedServers, readServerArchive } from "../../../pitr/archive.js";
+import { buildChain, type Chain } from "../../../pitr/plan.js";
 import { ArchiveIndexCache } from "../../../pitr/archive-index-cache.js";
 import type { BackupEntry } from "../../../storage/catalog.js";
 import { ARCHIVE_CONTAINER, ARCHIVE_OPERATION, SPEC_HASH_ANNOTATION, archiverName, archiverSelector, buildArchiverDeployment } from "../../builders/archiver.js";
@@ -240,7 +241,13 @@ export class ArchiveController {
       const base: BaseBackup[] = backups
         .filter((b) => b.manifest.kind === LOGICAL && b.manifest.replication?.gtid)
         .map((b) => ({ name: b.name, finishedAt: b.manifest.finishedAt, gtid: b.manifest.replication?.gtid ?? "" }));
-      return { serverId, ...readArchive(archive, base, masterGtid, now, `${repositoryUrl(spec)}/${plan.cluster}/binlogs/${serverId}`) };
+      // The previous masters' archives (after a switchover): a restore stitches them into this one.
+      const others: Chain[] = [];
+      for (const sid of await archivedServers(store, plan.cluster)) {
+        if (sid === serverId) continue;
+        others.push({ serverId: sid, where: `${repositoryUrl(spec)}/${plan.cluster}/binlogs/${sid}`, files: buildChain(await readServerArchive(store, plan.cluster, sid, this.archiveIndexes)) });
+      }
+      return { serverId, ...readArchive(archive, base, masterGtid, now, `${repositoryUrl(spec)}/${plan.cluster}/binlogs/${serverId}`, others) };
     } catch (err) {
       const reason = (err as { reason?: unknown }).reason;
       return { fault: { reason: typeof reason === "string" ? reason : faultReason(err), message: oneLine(err) } };

@@ -144,5 +144,10 @@ describe("readArchive", () => {
     expect(r.firstRecoverableTime).toBeUndefined();
     expect(r.problem?.reason).toBe("NoBaseBackup");
     expect(r.problem?.message).toContain("after a switchover, a restore from an older backup may still stitch the previous master's archive");
+    // With the previous master's archive, which reaches where this one begins, the older backups are bases again.
+    const previous = { serverId: 1, where: "w/1", files: [idx("mysql-bin.000001", "", "0-1-35", "2026-11-30T10:00:00Z", "2026-11-30T11:05:00Z")] };
+    const s = readArchive({ serverId: 2, complete: seeded, partial: [], unindexed: [] }, backups, "0-2-40", now, where, [previous]);
+    expect(s.problem).toBeUndefined();
+    expect(s.firstRecoverableTime).toBe(r.firstRecoverableTime ?? backups.map((b) => b.finishedAt).sort()[0]);
   });
 });

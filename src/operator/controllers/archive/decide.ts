@@ -4,9 +4,9 @@
 // archive in storage makes recoverable. The I/O is in ./controller.ts.
 import { validateServerRef, type RepositorySpec, type ServerRef } from "../../../api/v1alpha1.js";
 import type { ServerArchive } from "../../../pitr/archive.js";
-import { notAfter, parseGtidState, sameState } from "../../../pitr/gtid.js";
+import { notAfter, parseGtidState, sameState, type GtidState } from "../../../pitr/gtid.js";
 import { stateOf, type BinlogIndex } from "../../../pitr/layout.js";
-import { buildChain, gapBetween, startStateOf } from "../../../pitr/plan.js";
+import { buildChain, findRoute, gapBetween, startStateOf, type Chain } from "../../../pitr/plan.js";
 import { selectServerPod, type PodLike } from "../../observe.js";
 
 export const ARCHIVING_CONDITION = "Archiving";
@@ -149,7 +149,7 @@ export interface ArchiveReading {
  * begins at or before it). Lag: 0 when the archive holds the master's whole
  * GTID position (an idle master is not behind), else now − the newest event.
  */
-export function readArchive(archive: ServerArchive, backups: BaseBackup[], masterGtid: string | undefined, now: Date, where: string): ArchiveReading {
+export function readArchive(archive: ServerArchive, backups: BaseBackup[], masterGtid: string | undefined, now: Date, where: string, others: Chain[] = []): ArchiveReading {
   const chain = buildChain(archive);
   const last = chain[chain.length - 1];
   if (!last) return {};
@@ -167,10 +167,15 @@ export function readArchive(archive: ServerArchive, backups: BaseBackup[], maste
   // A seeded server's first binlog has an empty GTID_LIST: it begins before its first GTID, not at nothing.
   const start = startStateOf(chain[from] as BinlogIndex);
   const end = stateOf(last.endState);
+  // After a switchover (`others`: the previous masters' chains), a backup older than this archive is
+  // still a base when a restore stitches their archives into this one (plan.ts findRoute).
+  const self: Chain = { serverId: archive.serverId, where, files: chain.slice(from) };
+  const stitched = (pos: GtidState): boolean =>
+    others.length > 0 && findRoute([...others, self], pos, (c, _s, e) => (c === self && e === self.files.length - 1 ? e : undefined)) !== undefined;
   const usable = backups
     .filter((b) => {
       const pos = parseGtidState(b.gtid);
-      return notAfter(start, pos) && notAfter(pos, end);
+      return notAfter(pos, end) && (notAfter(start, pos) || stitched(pos));
     })
     .sort((a, b) => Date.parse(a.finishedAt) - Date.parse(b.finishedAt));
   if (usable[0]) out.firstRecoverableTime = usable[0].finishedAt;
