@@ -15,9 +15,9 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runCli } from "../harness/cli.js";
-import { seedShop } from "../harness/fixtures.js";
 import { checksums, startMariaDb, type MariaDb } from "../harness/mariadb.js";
-import { startS3, type S3Server } from "../harness/s3.js";
+import { archiveDir, gtidPos, runAccident, SCHEMAS, startPitr, stopPitr, writeAfterBackup, writeEvents } from "../harness/pitr.js";
+import { type S3Server } from "../harness/s3.js";
 
 const SENTINEL = ".replicator-restore-in-progress";
 let s3: S3Server;
@@ -26,18 +26,7 @@ let work: string;
 const servers: MariaDb[] = [];
 const bucket = "pitr-physical";
 const repo = `s3://${bucket}/p`;
-const SCHEMAS = ["shop", "app"];
 const SID = 21;
-
-async function gtidPos(s: MariaDb): Promise<string> {
-  const [r] = await s.query<{ pos: string }>("SELECT @@gtid_binlog_pos AS pos");
-  return r?.pos ?? "";
-}
-
-async function utcNow(s: MariaDb): Promise<Date> {
-  const [r] = await s.query<{ t: string }>("SELECT DATE_FORMAT(UTC_TIMESTAMP(), '%Y-%m-%dT%H:%i:%sZ') AS t");
-  return new Date(r?.t ?? "");
-}
 
 /** A fresh path for a data directory (not created: restore creates it). */
 async function datadirPath(tag: string): Promise<string> {
@@ -51,21 +40,14 @@ function messageLine(text: string): string {
   return lines[0] ?? "";
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
 beforeAll(async () => {
-  [s3, master] = await Promise.all([startS3(), startMariaDb({ binlog: true, serverId: SID })]);
-  await s3.createBucket(bucket);
+  ({ s3, master } = await startPitr({ bucket, serverId: SID, rows: 300, tables: "timed" }));
   work = await mkdtemp(path.join(tmpdir(), "replicator-pitr-physical-it-"));
-  await seedShop(master, { rows: 300 });
-  await master.query("CREATE TABLE app.events (id INT AUTO_INCREMENT PRIMARY KEY, at DATETIME(6) NOT NULL, v VARCHAR(64)) ENGINE=InnoDB");
   await master.query("CREATE TABLE app.blobs (id INT PRIMARY KEY, b LONGBLOB) ENGINE=InnoDB");
 });
 
 afterAll(async () => {
-  await Promise.all(servers.map((s) => s.destroy()));
-  await master.destroy();
-  await s3.stop();
+  await stopPitr(s3, servers, master);
   if (work) await rm(work, { recursive: true, force: true });
 });
 
@@ -101,21 +83,13 @@ describe("restore a physical backup to a point in time (--datadir)", () => {
   }
 
   it("restores to one second before an accident, and to the GTID just before it; --dry-run prints the plan", async () => {
-    const write = async (v: string): Promise<void> => {
-      await master.query("INSERT INTO app.events (at, v) VALUES (UTC_TIMESTAMP(6), ?)", [v]);
-    };
-    for (let i = 0; i < 5; i++) await write(`before backup ${i}`);
+    await writeEvents(master, "before backup", 5);
     const b = await runCli(["backup", "--method", "mariabackup", "--source", master.url, "--repository", repo, "--cluster", "c1", "--json"], s3.env);
     expect(b.stderr).toBe("");
     expect(b.exitCode).toBe(0);
     physical = String(b.json?.name);
     // Writes after the backup, across binlog rotations: a new table, an account, updates.
-    for (let i = 0; i < 5; i++) await write(`after backup ${i}`);
-    await master.query("FLUSH BINARY LOGS");
-    const [cur] = await master.query<{ File: string }>("SHOW MASTER STATUS");
-    betweenFile = cur?.File ?? "";
-    await master.query("CREATE TABLE app.later (id INT PRIMARY KEY, note TEXT) ENGINE=InnoDB");
-    await master.query("INSERT INTO app.later VALUES (1, 'one'), (2, 'two')");
+    betweenFile = await writeAfterBackup(master);
     await master.query("CREATE USER 'reporter'@'%' IDENTIFIED BY 'reporter-pass'");
     await master.query("GRANT SELECT ON shop.* TO 'reporter'@'%'");
     await master.query("UPDATE shop.customers SET balance = balance + 1 WHERE id <= 50");
@@ -124,24 +98,11 @@ describe("restore a physical backup to a point in time (--datadir)", () => {
     // A newer logical backup: a restore into --datadir still starts from the physical one.
     const logical = await runCli(["backup", "--source", master.url, "--repository", repo, "--cluster", "c1", "--json"], s3.env);
     expect(logical.exitCode, logical.stderr).toBe(0);
-    for (let i = 0; i < 5; i++) await write(`between rotations ${i}`);
-    await master.query("FLUSH BINARY LOGS");
-    for (let i = 0; i < 5; i++) await write(`last good ${i}`);
-    reference = await checksums(master, SCHEMAS);
-    lastGood = await gtidPos(master);
-    await sleep(2200);
-    // The accident: a table dropped, then a bad UPDATE.
-    accidentAt = await utcNow(master);
-    await master.query("DROP TABLE app.later");
-    await master.query("UPDATE shop.customers SET name = 'oops'");
-    const [d, s, n] = lastGood.split("-").map(Number);
-    accidentGtid = `${d}-${s}-${(n ?? 0) + 1}`;
-    for (let i = 0; i < 3; i++) await write(`after the accident ${i}`);
-    await master.query("FLUSH BINARY LOGS");
-    await write("in the open binlog");
-    expect(await checksums(master, SCHEMAS)).not.toEqual(reference);
+    // The accident, after writes across a rotation; then the archive.
+    const accident = await runAccident(s3, master, repo, "c1");
+    ({ reference, lastGood, accidentAt, accidentGtid } = accident);
 
-    const a = await runCli(["binlog-archive", "--source", master.url, "--repository", repo, "--cluster", "c1", "--once", "--json"], s3.env);
+    const a = accident.archived;
     expect(a.stderr).toBe("");
     expect(a.exitCode).toBe(0);
     expect(a.json?.endState).toBe(await gtidPos(master));
@@ -213,7 +174,7 @@ describe("restore a physical backup to a point in time (--datadir)", () => {
   });
 
   it("a missing archive file before the target fails with one line naming the missing range; the data directory is not touched", async () => {
-    const archive = path.join(s3.root, bucket, "p", "c1", "binlogs", String(SID));
+    const archive = archiveDir(s3, repo, "c1", SID);
     await rm(path.join(archive, betweenFile), { recursive: true, force: true });
     await rm(path.join(archive, `${betweenFile}.index.json`), { recursive: true, force: true });
     const dir = await datadirPath("gap");

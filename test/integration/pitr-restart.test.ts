@@ -12,9 +12,9 @@ import path from "node:path";
 import { execa, type ResultPromise } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CLI, runCli } from "../harness/cli.js";
-import { seedShop } from "../harness/fixtures.js";
 import { checksums, startMariaDb, waitFor, type MariaDb } from "../harness/mariadb.js";
-import { startS3, type S3Server } from "../harness/s3.js";
+import { archiveDir as archiveDirOf, currentFile, gtidPos, nextGtid, SCHEMAS, startPitr, startTarget, stopPitr, writeEvents } from "../harness/pitr.js";
+import { type S3Server } from "../harness/s3.js";
 import { scanBinlogFile } from "../../src/pitr/binlog-file.js";
 import { compareBinlogNames, parseIndex } from "../../src/pitr/layout.js";
 import { readFile } from "node:fs/promises";
@@ -26,25 +26,9 @@ const servers: MariaDb[] = [];
 const bucket = "pitr-restart";
 const repo = `s3://${bucket}/p`;
 const cluster = "r1";
-const SCHEMAS = ["shop", "app"];
 const SID = 21;
 
-const archiveDir = (): string => path.join(s3.root, bucket, "p", cluster, "binlogs", String(SID));
-
-async function gtidPos(s: MariaDb): Promise<string> {
-  const [r] = await s.query<{ pos: string }>("SELECT @@gtid_binlog_pos AS pos");
-  return r?.pos ?? "";
-}
-
-/** The GTID the master gives its next transaction (one domain, one server here). */
-function nextGtid(pos: string): string {
-  const [d, s, n] = pos.split("-").map(Number);
-  return `${d}-${s}-${(n ?? 0) + 1}`;
-}
-
-async function write(v: string, n = 1): Promise<void> {
-  for (let i = 0; i < n; i++) await master.query("INSERT INTO app.events (at, v) VALUES (UTC_TIMESTAMP(6), ?)", [`${v} ${i}`]);
-}
+const archiveDir = (): string => archiveDirOf(s3, repo, cluster, SID);
 
 /** The archive's committed end: the highest endState among its indexes (complete and partial). */
 async function archivedThrough(): Promise<string[]> {
@@ -63,43 +47,37 @@ function startArchiver(): ResultPromise {
 }
 
 beforeAll(async () => {
-  [s3, master] = await Promise.all([startS3(), startMariaDb({ binlog: true, serverId: SID })]);
-  await s3.createBucket(bucket);
-  await seedShop(master, { rows: 200 });
-  await master.query("CREATE TABLE app.events (id INT AUTO_INCREMENT PRIMARY KEY, at DATETIME(6) NOT NULL, v VARCHAR(64)) ENGINE=InnoDB");
+  ({ s3, master } = await startPitr({ bucket, serverId: SID, rows: 200, tables: "timed" }));
 });
 
 afterAll(async () => {
-  await Promise.all(servers.map((s) => s.destroy()));
-  await master.destroy();
-  await Promise.all(stale.map((s) => s.destroy()));
-  await s3.stop();
+  await stopPitr(s3, servers, master, stale);
 });
 
 describe("the long-running archiver across its own kill, a master restart and a rotation", () => {
   it("archives every GTID once and restores exactly to points between and after the restarts", async () => {
-    await write("before the backup", 5);
+    await writeEvents(master, "before the backup", 5);
     const b = await runCli(["backup", "--source", master.url, "--repository", repo, "--cluster", cluster, "--json"], s3.env);
     expect(b.stderr).toBe("");
     expect(b.exitCode).toBe(0);
-    await write("after the backup", 10);
+    await writeEvents(master, "after the backup", 10);
 
     let archiver: ResultPromise | undefined = startArchiver();
     // What the master holds at the two restore points, taken while it runs.
     const points = { midGtid: "", midReference: {} as Record<string, string>, accidentGtid: "", reference: {} as Record<string, string> };
     try {
       // The archiver is mid-file: the open binlog has reached the archive as a partial object.
-      const [cur] = await master.query<{ File: string }>("SHOW MASTER STATUS");
-      await waitFor(async () => (await readdir(archiveDir()).catch((): string[] => [])).includes(`${cur?.File ?? ""}.partial.index.json`), "a partial object", 60_000);
+      const cur = await currentFile(master);
+      await waitFor(async () => (await readdir(archiveDir()).catch((): string[] => [])).includes(`${cur}.partial.index.json`), "a partial object", 60_000);
       process.kill(-(archiver.pid ?? 0), "SIGKILL");
       await archiver;
-      await write("while the archiver is dead", 5);
+      await writeEvents(master, "while the archiver is dead", 5);
       archiver = startArchiver();
-      await write("after the archiver's restart", 5);
+      await writeEvents(master, "after the archiver's restart", 5);
       points.midReference = await checksums(master, SCHEMAS);
       points.midGtid = nextGtid(await gtidPos(master));
       await master.query("UPDATE shop.customers SET balance = balance + 7 WHERE id <= 20");
-      await write("before the master's restart", 5);
+      await writeEvents(master, "before the master's restart", 5);
       const before = await gtidPos(master);
       await waitFor(async () => (await archivedThrough()).includes(before), "the archive to reach the master's position", 60_000);
 
@@ -109,9 +87,9 @@ describe("the long-running archiver across its own kill, a master restart and a 
       await new Promise((r) => setTimeout(r, 1500));
       master = await startMariaDb({ binlog: true, serverId: SID, datadir: master.datadir, port: master.port });
       expect(await gtidPos(master)).toBe(before);
-      await write("after the master's restart", 5);
+      await writeEvents(master, "after the master's restart", 5);
       await master.query("FLUSH BINARY LOGS");
-      await write("after the rotation", 5);
+      await writeEvents(master, "after the rotation", 5);
       await master.query("DELETE FROM shop.customers WHERE id % 10 = 3");
       points.reference = await checksums(master, SCHEMAS);
       points.accidentGtid = nextGtid(await gtidPos(master));
@@ -147,15 +125,13 @@ describe("the long-running archiver across its own kill, a master restart and a 
     // Every file of the master is archived: none missing, none but the open one partial.
     expect(names.filter((n) => !n.endsWith(".index.json")).sort(compareBinlogNames)).toEqual(logs.map((l) => (l === status?.File ? `${l}.partial` : l)));
 
-    const t1 = await startMariaDb({ binlog: true });
-    servers.push(t1);
+    const t1 = await startTarget(servers);
     const r1 = await runCli(["restore", "--until-gtid", points.accidentGtid, "--target", t1.url, "--repository", repo, "--cluster", cluster], s3.env);
     expect(r1.stderr).toBe("");
     expect(r1.exitCode).toBe(0);
     expect(await checksums(t1, SCHEMAS)).toEqual(points.reference);
 
-    const t2 = await startMariaDb({ binlog: true });
-    servers.push(t2);
+    const t2 = await startTarget(servers);
     const r2 = await runCli(["restore", "--until-gtid", points.midGtid, "--target", t2.url, "--repository", repo, "--cluster", cluster], s3.env);
     expect(r2.stderr).toBe("");
     expect(r2.exitCode).toBe(0);

@@ -10,9 +10,11 @@ import { readdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runCli } from "../harness/cli.js";
-import { seedShop } from "../harness/fixtures.js";
-import { checksums, startMariaDb, type MariaDb } from "../harness/mariadb.js";
-import { startS3, type S3Server } from "../harness/s3.js";
+import { checksums, type MariaDb } from "../harness/mariadb.js";
+import {
+  archiveDir as archiveDirOf, currentFile, SCHEMAS, sleep, startPitr, startTarget, stopPitr, tablesIn, utcNow, writeEvents,
+} from "../harness/pitr.js";
+import { type S3Server } from "../harness/s3.js";
 import { startFaultProxy, type FaultProxy } from "../harness/s3-fault-proxy.js";
 import { openRepository } from "../../src/storage/open.js";
 
@@ -23,37 +25,16 @@ const servers: MariaDb[] = [];
 const bucket = "pitr-retention";
 const repo = `s3://${bucket}/r`;
 const CLUSTER = "ret";
-const SCHEMAS = ["shop", "app"];
 const SID = 21;
 const repoArgs = ["--repository", repo, "--cluster", CLUSTER];
 
-function archiveDir(): string {
-  return path.join(s3.root, bucket, "r", CLUSTER, "binlogs", String(SID));
-}
+const archiveDir = (): string => archiveDirOf(s3, repo, CLUSTER, SID);
 
 async function archived(): Promise<string[]> {
   return (await readdir(archiveDir())).sort();
 }
 
-async function fresh(): Promise<MariaDb> {
-  const s = await startMariaDb({ binlog: true });
-  servers.push(s);
-  return s;
-}
-
-async function utcNow(s: MariaDb): Promise<Date> {
-  const [r] = await s.query<{ t: string }>("SELECT DATE_FORMAT(UTC_TIMESTAMP(), '%Y-%m-%dT%H:%i:%sZ') AS t");
-  return new Date(r?.t ?? "");
-}
-
-async function currentFile(s: MariaDb): Promise<string> {
-  const [r] = await s.query<{ File: string }>("SHOW MASTER STATUS");
-  return r?.File ?? "";
-}
-
-async function write(v: string, n = 3): Promise<void> {
-  for (let i = 0; i < n; i++) await master.query("INSERT INTO app.events (at, v) VALUES (UTC_TIMESTAMP(6), ?)", [`${v} ${i}`]);
-}
+const fresh = (): Promise<MariaDb> => startTarget(servers);
 
 async function backup(): Promise<string> {
   const b = await runCli(["backup", "--source", master.url, ...repoArgs, "--json"], s3.env);
@@ -62,25 +43,18 @@ async function backup(): Promise<string> {
   return String(b.json?.name);
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
 function errorLines(stderr: string): string[] {
   return stderr.trim().split("\n").filter((l) => l.startsWith("replicator"));
 }
 
 beforeAll(async () => {
-  [s3, master] = await Promise.all([startS3(), startMariaDb({ binlog: true, serverId: SID })]);
-  await s3.createBucket(bucket);
+  ({ s3, master } = await startPitr({ bucket, serverId: SID, rows: 200, tables: "timed" }));
   proxy = await startFaultProxy(s3.endpoint, { seed: 11 });
-  await seedShop(master, { rows: 200 });
-  await master.query("CREATE TABLE app.events (id INT AUTO_INCREMENT PRIMARY KEY, at DATETIME(6) NOT NULL, v VARCHAR(64)) ENGINE=InnoDB");
 });
 
 afterAll(async () => {
-  await Promise.all(servers.map((s) => s.destroy()));
-  await master.destroy();
   await proxy.close();
-  await s3.stop();
+  await stopPitr(s3, servers, master);
 });
 
 describe("binlog archive retention", () => {
@@ -92,31 +66,31 @@ describe("binlog archive retention", () => {
   let expectedGone: string[];
 
   it("prune --retain 1 removes exactly the archived binlogs before the kept backup's position (dry run first)", async () => {
-    await write("first");
+    await writeEvents(master, "first", 3);
     await master.query("FLUSH BINARY LOGS");
-    await write("second");
+    await writeEvents(master, "second", 3);
     b1 = await backup();
     await sleep(1100);
     beforeKept = await utcNow(master);
     await sleep(1100);
-    await write("between backups a");
+    await writeEvents(master, "between backups a", 3);
     await master.query("FLUSH BINARY LOGS");
-    await write("between backups b");
+    await writeEvents(master, "between backups b", 3);
     await master.query("FLUSH BINARY LOGS");
-    await write("between backups c");
+    await writeEvents(master, "between backups c", 3);
     // The kept backup's position lies in this binlog: every file before it is wholly in the backup.
     const keptFile = await currentFile(master);
     b2 = await backup();
-    await write("after the kept backup");
+    await writeEvents(master, "after the kept backup", 3);
     await master.query("FLUSH BINARY LOGS");
-    await write("later");
+    await writeEvents(master, "later", 3);
     reference = await checksums(master, SCHEMAS);
     await sleep(2200);
     afterKept = await utcNow(master);
     await sleep(1100);
     await master.query("UPDATE shop.customers SET name = 'oops'");
     await master.query("FLUSH BINARY LOGS");
-    await write("in the open binlog", 1);
+    await writeEvents(master, "in the open binlog", 1);
 
     const a = await runCli(["binlog-archive", "--source", master.url, ...repoArgs, "--once", "--json"], s3.env);
     expect(a.stderr).toBe("");
@@ -173,14 +147,13 @@ describe("binlog archive retention", () => {
     expect(lines[0]).toContain(`cannot restore to ${beforeKept.toISOString()}`);
     expect(lines[0]).toContain(`the earliest recoverable point is backup ${b2}`);
     expect(lines[0]).toMatch(/the archive .* begins at \S+ \(GTID \d+-\d+-\d+, .*\): everything before is missing/);
-    const [n] = await t.query<{ n: number }>("SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema IN ('shop','app')");
-    expect(Number(n?.n)).toBe(0);
+    expect(await tablesIn(t)).toBe(0);
   });
 
   it("an index that cannot be parsed, or whose bytes were damaged at rest, deletes nothing, no backup and no binlog, and is named", async () => {
-    await write("before a third backup");
+    await writeEvents(master, "before a third backup", 3);
     await master.query("FLUSH BINARY LOGS");
-    await write("more");
+    await writeEvents(master, "more", 3);
     await sleep(1100);
     const b3 = await backup();
     const a = await runCli(["binlog-archive", "--source", master.url, ...repoArgs, "--once"], s3.env);
@@ -277,9 +250,9 @@ describe("backup --retain trims the binlog archive too", () => {
     const args = ["--repository", repo, "--cluster", cluster];
     const first = await runCli(["backup", "--source", master.url, ...args, "--json"], s3.env);
     expect(first.exitCode).toBe(0);
-    await write("after the first backup");
+    await writeEvents(master, "after the first backup", 3);
     await master.query("FLUSH BINARY LOGS");
-    await write("and more");
+    await writeEvents(master, "and more", 3);
     await master.query("FLUSH BINARY LOGS");
     const keptFile = await currentFile(master);
     const a = await runCli(["binlog-archive", "--source", master.url, ...args, "--once", "--json"], s3.env);
@@ -294,7 +267,7 @@ describe("backup --retain trims the binlog archive too", () => {
     expect(b.exitCode).toBe(0);
     expect(b.json?.pruned).toEqual([first.json?.name]);
     expect([...((b.json?.prunedBinlogs as string[] | undefined) ?? [])].sort()).toEqual(expected);
-    const dir = path.join(s3.root, bucket, "r", cluster, "binlogs", String(SID));
+    const dir = archiveDirOf(s3, repo, cluster, SID);
     const left = await readdir(dir);
     for (const f of complete.slice(0, -1)) {
       expect(left).not.toContain(f);

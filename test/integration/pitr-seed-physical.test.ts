@@ -14,9 +14,11 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runCli } from "../harness/cli.js";
-import { seedShop } from "../harness/fixtures.js";
 import { checksums, startMariaDb, waitCaughtUp, waitFor, type MariaDb } from "../harness/mariadb.js";
-import { startS3, type S3Server } from "../harness/s3.js";
+import {
+  archiveDir, currentFile, gtidPos, purgeBinlogsTo, replEnv, replicateFrom, SCHEMAS, startPitr, stopPitr, threads, writeJournal,
+} from "../harness/pitr.js";
+import { type S3Server } from "../harness/s3.js";
 
 let s3: S3Server;
 let master: MariaDb;
@@ -24,41 +26,13 @@ let work: string;
 const servers: MariaDb[] = [];
 const bucket = "seed-physical";
 const repo = `s3://${bucket}/p`;
-const SCHEMAS = ["shop", "app"];
 const SID = 31;
 const SLAVE_SID = 32;
-
-async function gtidPos(s: MariaDb): Promise<string> {
-  const [r] = await s.query<{ pos: string }>("SELECT @@gtid_binlog_pos AS pos");
-  return r?.pos ?? "";
-}
-
-async function currentFile(): Promise<string> {
-  const [r] = await master.query<{ File: string }>("SHOW MASTER STATUS");
-  return r?.File ?? "";
-}
-
-async function write(v: string, n = 3): Promise<void> {
-  for (let i = 0; i < n; i++) {
-    await master.query("INSERT INTO app.events (v) VALUES (?)", [`${v} ${i}`]);
-    // No primary key: a transaction applied twice leaves a second row, and the checksums differ.
-    await master.query("INSERT INTO app.journal (v) VALUES (?)", [`${v} ${i}`]);
-  }
-  await master.query("UPDATE shop.customers SET balance = balance + 1 WHERE id <= 20");
-}
-
-async function threads(s: MariaDb): Promise<[string, string]> {
-  const [r] = await s.query<{ Slave_IO_Running: string; Slave_SQL_Running: string }>("SHOW SLAVE STATUS");
-  return [r?.Slave_IO_Running ?? "-", r?.Slave_SQL_Running ?? "-"];
-}
 
 /** A fresh path for a data directory (not created: restore creates it). */
 async function datadirPath(tag: string): Promise<string> {
   return path.join(await mkdtemp(path.join(work, `${tag}-`)), "data");
 }
-
-const replicateFrom = (): string => `mysql://repl@127.0.0.1:${master.port}`;
-const env = (): Record<string, string> => ({ ...s3.env, REPLICATOR_REPLICATION_PASSWORD: "replpass" });
 
 // The GTID state at the end of each binlog written after the backup.
 const ends: Record<string, string> = {};
@@ -66,15 +40,9 @@ let backupName = "";
 let backupGtid = "";
 
 beforeAll(async () => {
-  [s3, master] = await Promise.all([startS3(), startMariaDb({ binlog: true, serverId: SID })]);
-  await s3.createBucket(bucket);
+  ({ s3, master } = await startPitr({ bucket, serverId: SID, rows: 300, tables: "journal", repl: true }));
   work = await mkdtemp(path.join(tmpdir(), "replicator-seed-physical-it-"));
-  await master.query("CREATE USER 'repl'@'127.0.0.1' IDENTIFIED BY 'replpass'");
-  await master.query("GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO 'repl'@'127.0.0.1'");
-  await seedShop(master, { rows: 300 });
-  await master.query("CREATE TABLE app.events (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(64)) ENGINE=InnoDB");
-  await master.query("CREATE TABLE app.journal (v VARCHAR(64)) ENGINE=InnoDB");
-  await write("before the backup");
+  await writeJournal(master, "before the backup");
   const b = await runCli(["backup", "--method", "mariabackup", "--source", master.url, "--repository", repo, "--cluster", "c1", "--json"], s3.env);
   expect(b.stderr).toBe("");
   expect(b.exitCode).toBe(0);
@@ -89,28 +57,22 @@ beforeAll(async () => {
   await archive();
   // Writes after the backup, across three rotations; an account among them.
   for (let k = 0; k < 3; k++) {
-    await write(`after the backup, binlog ${k}`);
+    await writeJournal(master, `after the backup, binlog ${k}`);
     if (k === 1) await master.query("CREATE USER 'reporter'@'%' IDENTIFIED BY 'reporter-pass'");
-    const file = await currentFile();
+    const file = await currentFile(master);
     ends[file] = await gtidPos(master);
     await master.query("FLUSH BINARY LOGS");
   }
-  await write("in the binlog the master keeps");
+  await writeJournal(master, "in the binlog the master keeps");
   await archive();
   // Purge every binlog before the current one: past the backup's position.
-  const keep = await currentFile();
-  await waitFor(async () => {
-    await master.query(`PURGE BINARY LOGS TO '${keep}'`);
-    const logs = await master.query<{ Log_name: string }>("SHOW BINARY LOGS");
-    return logs[0]?.Log_name === keep;
-  }, "the master to purge its old binlogs");
+  const keep = await currentFile(master);
+  await purgeBinlogsTo(master, keep);
   await archive();
 });
 
 afterAll(async () => {
-  await Promise.all(servers.map((s) => s.destroy()));
-  await master.destroy();
-  await s3.stop();
+  await stopPitr(s3, servers, master);
   if (work) await rm(work, { recursive: true, force: true });
 });
 
@@ -119,12 +81,12 @@ describe("seeding a slave from a physical backup over the binlog archive", () =>
     const files = Object.keys(ends).sort();
     const gone = files[1] as string;
     const aside = await mkdtemp(path.join(tmpdir(), "replicator-aside-"));
-    const dir = path.join(s3.root, bucket, "p", "c1", "binlogs", String(SID));
+    const dir = archiveDir(s3, repo, "c1", SID);
     await rename(path.join(dir, gone), path.join(aside, gone));
     await rename(path.join(dir, `${gone}.index.json`), path.join(aside, `${gone}.index.json`));
     try {
       const d = await datadirPath("gap");
-      const r = await runCli(["restore", "--datadir", d, "--repository", repo, "--cluster", "c1", "--replicate-from", replicateFrom()], env());
+      const r = await runCli(["restore", "--datadir", d, "--repository", repo, "--cluster", "c1", "--replicate-from", replicateFrom(master)], replEnv(s3));
       expect(r.exitCode).toBe(2);
       const lines = r.stderr.trim().split("\n");
       expect(lines).toHaveLength(1);
@@ -142,13 +104,13 @@ describe("seeding a slave from a physical backup over the binlog archive", () =>
     const files = Object.keys(ends).sort();
     const last = files[files.length - 1] as string;
     const d = await datadirPath("seed");
-    const dry = await runCli(["restore", "--datadir", d, "--repository", repo, "--cluster", "c1", "--replicate-from", replicateFrom(), "--dry-run", "--json"], env());
+    const dry = await runCli(["restore", "--datadir", d, "--repository", repo, "--cluster", "c1", "--replicate-from", replicateFrom(master), "--dry-run", "--json"], replEnv(s3));
     expect(dry.exitCode, dry.stderr).toBe(0);
     expect(dry.json?.name).toBe(backupName);
     expect((dry.json?.bridge as { binlogs: string[] }).binlogs).toEqual(files);
     expect(await readdir(path.dirname(d))).toEqual([]);
 
-    const r = await runCli(["restore", "--datadir", d, "--repository", repo, "--cluster", "c1", "--replicate-from", replicateFrom(), "--json"], env());
+    const r = await runCli(["restore", "--datadir", d, "--repository", repo, "--cluster", "c1", "--replicate-from", replicateFrom(master), "--json"], replEnv(s3));
     expect(r.stderr).toBe("");
     expect(r.exitCode).toBe(0);
     expect(r.json).toMatchObject({ name: backupName, replicaConfigured: true });
@@ -162,7 +124,7 @@ describe("seeding a slave from a physical backup over the binlog archive", () =>
     const seeded = await startMariaDb({ datadir: d, serverId: SLAVE_SID, binlog: true, args: ["--log-slave-updates"] });
     servers.push(seeded);
     await waitFor(async () => (await threads(seeded)).join() === "Yes,Yes", "the seeded slave to replicate");
-    await write("after the seed");
+    await writeJournal(master, "after the seed");
     await waitCaughtUp(master, seeded);
     expect(await threads(seeded)).toEqual(["Yes", "Yes"]);
     expect(await checksums(seeded, SCHEMAS)).toEqual(await checksums(master, SCHEMAS));

@@ -11,8 +11,11 @@ import { readdir, rm } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runCli } from "../harness/cli.js";
-import { seedShop } from "../harness/fixtures.js";
-import { checksums, startMariaDb, waitCaughtUp, waitFor, type MariaDb } from "../harness/mariadb.js";
+import { checksums, startMariaDb, waitCaughtUp, type MariaDb } from "../harness/mariadb.js";
+import {
+  archiveDir, currentFile, gtidPos, nextGtid, prepareMaster, purgeBinlogsTo, replEnv, replicateFrom, SCHEMAS, startTarget, stopPitr, tablesIn, threads,
+  writeJournal,
+} from "../harness/pitr.js";
 import { startS3, type S3Server } from "../harness/s3.js";
 
 let s3: S3Server;
@@ -21,30 +24,8 @@ let b: MariaDb;
 const servers: MariaDb[] = [];
 const bucket = "switchover";
 const repo = `s3://${bucket}/p`;
-const SCHEMAS = ["shop", "app"];
 const A = 31;
 const B = 32;
-
-async function gtidPos(s: MariaDb): Promise<string> {
-  const [r] = await s.query<{ pos: string }>("SELECT @@gtid_binlog_pos AS pos");
-  return r?.pos ?? "";
-}
-
-function nextGtid(pos: string): string {
-  const [d, s, n] = pos.split("-").map(Number);
-  return `${d}-${s}-${(n ?? 0) + 1}`;
-}
-
-async function write(on: MariaDb, v: string, n = 3): Promise<void> {
-  for (let i = 0; i < n; i++) {
-    await on.query("INSERT INTO app.events (v) VALUES (?)", [`${v} ${i}`]);
-    // No primary key: a transaction replayed twice leaves a second row.
-    await on.query("INSERT INTO app.journal (v) VALUES (?)", [`${v} ${i}`]);
-  }
-  await on.query("UPDATE shop.customers SET balance = balance + 1 WHERE id <= 20");
-}
-
-const env = (): Record<string, string> => ({ ...s3.env, REPLICATOR_REPLICATION_PASSWORD: "replpass" });
 
 beforeAll(async () => {
   [s3, a, b] = await Promise.all([
@@ -53,35 +34,29 @@ beforeAll(async () => {
     startMariaDb({ binlog: true, serverId: B, args: ["--log-slave-updates"] }),
   ]);
   await s3.createBucket(bucket);
-  await a.query("CREATE USER 'repl'@'127.0.0.1' IDENTIFIED BY 'replpass'");
-  await a.query("GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO 'repl'@'127.0.0.1'");
-  await seedShop(a, { rows: 200 });
-  await a.query("CREATE TABLE app.events (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(64)) ENGINE=InnoDB");
-  await a.query("CREATE TABLE app.journal (v VARCHAR(64)) ENGINE=InnoDB");
+  await prepareMaster(a, { rows: 200, tables: "journal", repl: true });
 });
 
 afterAll(async () => {
-  await Promise.all(servers.map((s) => s.destroy()));
-  await Promise.all([a.destroy(), b.destroy()]);
-  await s3.stop();
+  await stopPitr(s3, servers, [a, b]);
 });
 
 describe("restore to a point in time across a switchover", () => {
   it("stitches the old master's archive to the new master's: a restore and a seed across the switchover", async () => {
-    await write(a, "before the base backup");
+    await writeJournal(a, "before the base backup");
     const base = await runCli(["backup", "--source", a.url, "--repository", repo, "--cluster", "db", "--json"], s3.env);
     expect(base.stderr).toBe("");
     expect(base.exitCode).toBe(0);
-    await write(a, "after the base backup");
+    await writeJournal(a, "after the base backup");
     await a.query("FLUSH BINARY LOGS");
-    await write(a, "after a rotation on A");
+    await writeJournal(a, "after a rotation on A");
     // B is seeded from a later backup of A (kept elsewhere) and replicates from A, logging what it applies.
     const seed = await runCli(["backup", "--source", a.url, "--repository", repo, "--cluster", "seed", "--json"], s3.env);
     expect(seed.exitCode).toBe(0);
-    const s = await runCli(["restore", "--target", b.url, "--repository", repo, "--cluster", "seed", "--replicate-from", `mysql://repl@127.0.0.1:${a.port}`], env());
+    const s = await runCli(["restore", "--target", b.url, "--repository", repo, "--cluster", "seed", "--replicate-from", replicateFrom(a)], replEnv(s3));
     expect(s.stderr).toBe("");
     expect(s.exitCode).toBe(0);
-    await write(a, "replicated to B");
+    await writeJournal(a, "replicated to B");
     await waitCaughtUp(a, b);
 
     // The switchover: writes stop on A, B has everything, A is archived to its end and stops; B becomes the master.
@@ -92,9 +67,9 @@ describe("restore to a point in time across a switchover", () => {
     await a.stop();
     await b.query("STOP SLAVE");
     await b.query("RESET SLAVE ALL");
-    await write(b, "on the new master");
+    await writeJournal(b, "on the new master");
     await b.query("FLUSH BINARY LOGS");
-    await write(b, "after a rotation on B");
+    await writeJournal(b, "after a rotation on B");
     const reference = await checksums(b, SCHEMAS);
     const accident = nextGtid(await gtidPos(b));
     expect(accident.startsWith(`0-${B}-`)).toBe(true);
@@ -119,8 +94,7 @@ describe("restore to a point in time across a switchover", () => {
     expect(text.stdout).toContain(`binlogs of server ${A}:`);
     expect(text.stdout).toContain(`then of server ${B}:`);
 
-    const t = await startMariaDb({ binlog: true });
-    servers.push(t);
+    const t = await startTarget(servers);
     const r = await runCli(["restore", "--until-gtid", accident, "--target", t.url, "--repository", repo, "--cluster", "db", "--json"], s3.env);
     expect(r.stderr).toBe("");
     expect(r.exitCode).toBe(0);
@@ -129,9 +103,8 @@ describe("restore to a point in time across a switchover", () => {
     // Seeding from A's era backup. B still has all its binlogs, but its first one begins (empty GTID_LIST: B was seeded)
     // after the backup's position: B would serve the slave by skipping the difference, so the seed bridges it instead.
     await b.query("SET SESSION sql_log_bin=0; CREATE USER 'repl'@'127.0.0.1' IDENTIFIED BY 'replpass'; GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO 'repl'@'127.0.0.1'");
-    const early = await startMariaDb({ binlog: true });
-    servers.push(early);
-    const se = await runCli(["restore", "--target", early.url, "--repository", repo, "--cluster", "db", "--replicate-from", `mysql://repl@127.0.0.1:${b.port}`, "--json"], env());
+    const early = await startTarget(servers);
+    const se = await runCli(["restore", "--target", early.url, "--repository", repo, "--cluster", "db", "--replicate-from", replicateFrom(b), "--json"], replEnv(s3));
     expect(se.stderr).toBe("");
     expect(se.exitCode).toBe(0);
     expect(se.json?.bridge).toBeDefined();
@@ -145,14 +118,9 @@ describe("restore to a point in time across a switchover", () => {
     await b.query("INSERT INTO app.journal (v) VALUES ('before the purge')");
     const again = await runCli(["binlog-archive", "--source", b.url, "--repository", repo, "--cluster", "db", "--once"], s3.env);
     expect(again.exitCode).toBe(0);
-    const [cur] = await b.query<{ File: string }>("SHOW MASTER STATUS");
-    await waitFor(async () => {
-      await b.query(`PURGE BINARY LOGS TO '${cur?.File ?? ""}'`);
-      return (await b.query<{ Log_name: string }>("SHOW BINARY LOGS"))[0]?.Log_name === cur?.File;
-    }, "B to purge its old binlogs");
-    const slave = await startMariaDb({ binlog: true });
-    servers.push(slave);
-    const sd = await runCli(["restore", "--target", slave.url, "--repository", repo, "--cluster", "db", "--replicate-from", `mysql://repl@127.0.0.1:${b.port}`, "--json"], env());
+    await purgeBinlogsTo(b, await currentFile(b), "B to purge its old binlogs");
+    const slave = await startTarget(servers);
+    const sd = await runCli(["restore", "--target", slave.url, "--repository", repo, "--cluster", "db", "--replicate-from", replicateFrom(b), "--json"], replEnv(s3));
     expect(sd.stderr).toBe("");
     expect(sd.exitCode).toBe(0);
     expect(sd.json?.name).toBe(base.json?.name);
@@ -161,18 +129,16 @@ describe("restore to a point in time across a switchover", () => {
     await b.query("INSERT INTO app.journal (v) VALUES ('after the seed')");
     await b.query("UPDATE shop.customers SET balance = balance + 3 WHERE id <= 30");
     await waitCaughtUp(b, slave);
-    const [st] = await slave.query<{ Slave_IO_Running: string; Slave_SQL_Running: string }>("SHOW SLAVE STATUS");
-    expect([st?.Slave_IO_Running, st?.Slave_SQL_Running]).toEqual(["Yes", "Yes"]);
+    expect(await threads(slave)).toEqual(["Yes", "Yes"]);
     expect(await checksums(slave, SCHEMAS)).toEqual(await checksums(b, SCHEMAS));
 
     // Without A's first archived binlog nothing connects the backup to B's archive: one line naming the missing range, nothing loaded.
-    const dirA = path.join(s3.root, bucket, "p", "db", "binlogs", String(A));
+    const dirA = archiveDir(s3, repo, "db", A);
     const firstA = (await readdir(dirA)).filter((n) => n.endsWith(".index.json")).sort()[0] ?? "";
     const fileA = firstA.replace(/\.index\.json$/, "");
     await rm(path.join(dirA, firstA));
     await rm(path.join(dirA, fileA));
-    const u = await startMariaDb({ binlog: true });
-    servers.push(u);
+    const u = await startTarget(servers);
     const g = await runCli(["restore", "--until-gtid", accident, "--target", u.url, "--repository", repo, "--cluster", "db"], s3.env);
     expect(g.exitCode).toBe(2);
     const lines = g.stderr.trim().split("\n");
@@ -180,7 +146,6 @@ describe("restore to a point in time across a switchover", () => {
     expect(lines[0]).toContain("the binlog archives do not connect: no archive holds the first transaction after the backup's position");
     expect(lines[0]).toContain(`where ${repo}/db/binlogs/${A} begins again`);
     expect(lines[0]).toContain(`${repo}/db/binlogs/${B} holds GTID 0-${A}-`);
-    const [n] = await u.query<{ n: number }>("SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema IN ('shop','app')");
-    expect(Number(n?.n)).toBe(0);
+    expect(await tablesIn(u)).toBe(0);
   });
 });

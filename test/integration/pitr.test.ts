@@ -11,9 +11,12 @@ import path from "node:path";
 import { execa, type ResultPromise } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CLI, runCli } from "../harness/cli.js";
-import { seedShop } from "../harness/fixtures.js";
-import { checksums, startMariaDb, waitFor, type MariaDb } from "../harness/mariadb.js";
-import { startS3, type S3Server } from "../harness/s3.js";
+import { checksums, waitFor, type MariaDb } from "../harness/mariadb.js";
+import {
+  archiveDir as archiveDirOf, currentFile, gtidPos, insertEvent, purgeBinlogsTo, runAccident, SCHEMAS, startPitr, startTarget, stopPitr, tablesIn,
+  writeAfterBackup, writeEvents,
+} from "../harness/pitr.js";
+import { type S3Server } from "../harness/s3.js";
 import { scanBinlogFile } from "../../src/pitr/binlog-file.js";
 
 let s3: S3Server;
@@ -21,42 +24,17 @@ let master: MariaDb;
 const servers: MariaDb[] = [];
 const bucket = "pitr";
 const repo = `s3://${bucket}/p`;
-const SCHEMAS = ["shop", "app"];
 const SID = 11;
 
-function archiveDir(cluster: string): string {
-  return path.join(s3.root, bucket, "p", cluster, "binlogs", String(SID));
-}
-
-async function fresh(): Promise<MariaDb> {
-  const s = await startMariaDb({ binlog: true });
-  servers.push(s);
-  return s;
-}
-
-async function gtidPos(s: MariaDb): Promise<string> {
-  const [r] = await s.query<{ pos: string }>("SELECT @@gtid_binlog_pos AS pos");
-  return r?.pos ?? "";
-}
-
-async function utcNow(s: MariaDb): Promise<Date> {
-  const [r] = await s.query<{ t: string }>("SELECT DATE_FORMAT(UTC_TIMESTAMP(), '%Y-%m-%dT%H:%i:%sZ') AS t");
-  return new Date(r?.t ?? "");
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const archiveDir = (cluster: string): string => archiveDirOf(s3, repo, cluster, SID);
+const fresh = (): Promise<MariaDb> => startTarget(servers);
 
 beforeAll(async () => {
-  [s3, master] = await Promise.all([startS3(), startMariaDb({ binlog: true, serverId: SID })]);
-  await s3.createBucket(bucket);
-  await seedShop(master, { rows: 300 });
-  await master.query("CREATE TABLE app.events (id INT AUTO_INCREMENT PRIMARY KEY, at DATETIME(6) NOT NULL, v VARCHAR(64)) ENGINE=InnoDB");
+  ({ s3, master } = await startPitr({ bucket, serverId: SID, rows: 300, tables: "timed" }));
 });
 
 afterAll(async () => {
-  await Promise.all(servers.map((s) => s.destroy()));
-  await master.destroy();
-  await s3.stop();
+  await stopPitr(s3, servers, master);
 });
 
 describe("restore to a point in time", () => {
@@ -67,40 +45,19 @@ describe("restore to a point in time", () => {
   let betweenFile: string;
 
   it("archives the master's binlogs and restores to one second before an accident, and to the GTID just before it", async () => {
-    const write = async (v: string): Promise<void> => {
-      await master.query("INSERT INTO app.events (at, v) VALUES (UTC_TIMESTAMP(6), ?)", [v]);
-    };
-    for (let i = 0; i < 5; i++) await write(`before backup ${i}`);
+    await writeEvents(master, "before backup", 5);
     const b = await runCli(["backup", "--source", master.url, "--repository", repo, "--cluster", "c1", "--json"], s3.env);
     expect(b.stderr).toBe("");
     expect(b.exitCode).toBe(0);
     backupName = String(b.json?.name);
     // Writes after the backup, across binlog rotations, in a table the backup does not have.
-    for (let i = 0; i < 5; i++) await write(`after backup ${i}`);
-    await master.query("FLUSH BINARY LOGS");
-    const [cur] = await master.query<{ File: string }>("SHOW MASTER STATUS");
-    betweenFile = cur?.File ?? "";
-    await master.query("CREATE TABLE app.later (id INT PRIMARY KEY, note TEXT) ENGINE=InnoDB");
-    await master.query("INSERT INTO app.later VALUES (1, 'one'), (2, 'two')");
+    betweenFile = await writeAfterBackup(master);
     await master.query("UPDATE shop.customers SET balance = balance + 1 WHERE id <= 50");
-    for (let i = 0; i < 5; i++) await write(`between rotations ${i}`);
-    await master.query("FLUSH BINARY LOGS");
-    for (let i = 0; i < 5; i++) await write(`last good ${i}`);
-    reference = await checksums(master, SCHEMAS);
-    const lastGood = await gtidPos(master);
-    await sleep(2200);
-    // The accident: a table dropped, then a bad UPDATE.
-    accidentAt = await utcNow(master);
-    await master.query("DROP TABLE app.later");
-    await master.query("UPDATE shop.customers SET name = 'oops'");
-    const [d, s, n] = lastGood.split("-").map(Number);
-    accidentGtid = `${d}-${s}-${(n ?? 0) + 1}`;
-    for (let i = 0; i < 3; i++) await write(`after the accident ${i}`);
-    await master.query("FLUSH BINARY LOGS");
-    await write("in the open binlog");
-    expect(await checksums(master, SCHEMAS)).not.toEqual(reference);
+    // The accident, after writes across a rotation; then the archive.
+    const accident = await runAccident(s3, master, repo, "c1");
+    ({ reference, accidentAt, accidentGtid } = accident);
 
-    const a = await runCli(["binlog-archive", "--source", master.url, "--repository", repo, "--cluster", "c1", "--once", "--json"], s3.env);
+    const a = accident.archived;
     expect(a.stderr).toBe("");
     expect(a.exitCode).toBe(0);
     expect(a.json?.serverId).toBe(SID);
@@ -150,8 +107,7 @@ describe("restore to a point in time", () => {
     expect(lines[0]).toContain(betweenFile);
     expect(lines[0]).toMatch(/GTIDs after \d+-\d+-\d+ up to \d+-\d+-\d+/);
     // Nothing was loaded.
-    const [n] = await t.query<{ n: number }>("SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema IN ('shop','app')");
-    expect(Number(n?.n)).toBe(0);
+    expect(await tablesIn(t)).toBe(0);
   });
 });
 
@@ -160,18 +116,17 @@ describe("the archiver", () => {
     const env = { ...process.env, ...s3.env };
     let child: ResultPromise | undefined = execa(process.execPath, [CLI, "binlog-archive", "--source", master.url, "--repository", repo, "--cluster", "c2", "--flush-interval", "1"], { env, reject: false, detached: true });
     try {
-      for (let i = 0; i < 10; i++) await master.query("INSERT INTO app.events (at, v) VALUES (UTC_TIMESTAMP(6), ?)", [`archiver run 1 ${i}`]);
-      const [cur] = await master.query<{ File: string }>("SHOW MASTER STATUS");
-      const open = cur?.File ?? "";
+      await writeEvents(master, "archiver run 1", 10);
+      const open = await currentFile(master);
       // The open binlog reaches the archive as a partial object within the flush interval.
       await waitFor(async () => (await readdir(archiveDir("c2")).catch((): string[] => [])).includes(`${open}.partial.index.json`), "a partial object", 60_000);
       // SIGKILL the archiver and its mariadb-binlog child, as a container's end would.
       process.kill(-(child.pid ?? 0), "SIGKILL");
       await child;
       child = undefined;
-      for (let i = 0; i < 10; i++) await master.query("INSERT INTO app.events (at, v) VALUES (UTC_TIMESTAMP(6), ?)", [`while stopped ${i}`]);
+      await writeEvents(master, "while stopped", 10);
       await master.query("FLUSH BINARY LOGS");
-      await master.query("INSERT INTO app.events (at, v) VALUES (UTC_TIMESTAMP(6), 'after the rotation')");
+      await insertEvent(master, "after the rotation");
       const again = await runCli(["binlog-archive", "--source", master.url, "--repository", repo, "--cluster", "c2", "--once", "--json"], s3.env);
       expect(again.stderr).toBe("");
       expect(again.exitCode).toBe(0);
@@ -214,15 +169,15 @@ describe("the archiver", () => {
     const child = execa(process.execPath, [CLI, "binlog-archive", "--source", master.url, "--repository", repo, "--cluster", "c3", "--flush-interval", "1"], { env: { ...process.env, ...s3.env }, reject: false });
     try {
       await waitFor(async () => (await dumps()) > before, "the archiver's replication connection", 60_000);
-      await master.query("INSERT INTO app.events (at, v) VALUES (UTC_TIMESTAMP(6), 'before SIGTERM')");
-      const [cur] = await master.query<{ File: string }>("SHOW MASTER STATUS");
+      await insertEvent(master, "before SIGTERM");
+      const cur = await currentFile(master);
       child.kill("SIGTERM");
       const r = await child;
       expect(r.exitCode, `${String(r.signal)}: ${r.stderr}`).toBe(0);
-      expect(await readdir(archiveDir("c3"))).toContain(`${cur?.File ?? ""}.partial`);
+      expect(await readdir(archiveDir("c3"))).toContain(`${cur}.partial`);
       // A dump thread notices a gone client when it next sends an event: write some.
       await waitFor(async () => {
-        await master.query("INSERT INTO app.events (at, v) VALUES (UTC_TIMESTAMP(6), 'after SIGTERM')");
+        await insertEvent(master, "after SIGTERM");
         return (await dumps()) <= before;
       }, "the master to drop the archiver's connection", 30_000);
     } finally {
@@ -233,29 +188,25 @@ describe("the archiver", () => {
   it("reports binlogs the master purged before they were archived as a gap, in one line", async () => {
     const a = await runCli(["binlog-archive", "--source", master.url, "--repository", repo, "--cluster", "c3", "--once"], s3.env);
     expect(a.exitCode).toBe(0);
-    const [before] = await master.query<{ File: string }>("SHOW MASTER STATUS");
-    await master.query("INSERT INTO app.events (at, v) VALUES (UTC_TIMESTAMP(6), 'never archived')");
+    const before = await currentFile(master);
+    await insertEvent(master, "never archived");
     await master.query("FLUSH BINARY LOGS");
     await master.query("FLUSH BINARY LOGS");
-    const [now] = await master.query<{ File: string }>("SHOW MASTER STATUS");
+    const now = await currentFile(master);
     // A binlog is purged only once InnoDB's binlog checkpoint has passed it: try until it is gone.
-    await waitFor(async () => {
-      await master.query(`PURGE BINARY LOGS TO '${now?.File ?? ""}'`);
-      const logs = await master.query<{ Log_name: string }>("SHOW BINARY LOGS");
-      return logs[0]?.Log_name === now?.File;
-    }, "the master to purge its old binlogs");
+    await purgeBinlogsTo(master, now);
     // In a Deployment the same line is the container's termination message, which the operator shows in status.
     const termination = path.join(s3.root, "..", `termination-${String(process.pid)}.json`);
     const r = await runCli(["binlog-archive", "--source", master.url, "--repository", repo, "--cluster", "c3", "--once"], { ...s3.env, REPLICATOR_TERMINATION_LOG: termination });
     expect(r.exitCode).toBe(2);
     const lines = r.stderr.trim().split("\n");
     expect(lines).toHaveLength(1);
-    expect(lines[0]).toContain(`no longer has ${before?.File ?? "?"}`);
-    expect(lines[0]).toContain(`its oldest is ${now?.File ?? "?"}`);
+    expect(lines[0]).toContain(`no longer has ${before}`);
+    expect(lines[0]).toContain(`its oldest is ${now}`);
     const message = JSON.parse(await readFile(termination, "utf8")) as { ok: boolean; error: string };
     await rm(termination, { force: true });
     expect(message.ok).toBe(false);
-    expect(message.error).toContain(`no longer has ${before?.File ?? "?"}`);
+    expect(message.error).toContain(`no longer has ${before}`);
   });
 
   it("a dead S3 endpoint is StorageUnreachable, not a verdict on the archive", async () => {
