@@ -395,6 +395,18 @@ async function mariadbBench(work: string, s3: S3Server): Promise<BenchPart> {
     },
   });
   logicalBackups.push({
+    // What the agent adds beyond the pipeline: the object made durable (fsync) before it is
+    // committed. The same pipeline with `sync FILE` (fsync of that file) after it, for reference.
+    name: "mariadb-dump | zstd -3 > file && sync file (durable: for reference)",
+    run: async (row) => {
+      const f = out("dump-3-synced.sql.zst");
+      const sec = await timed(() => sh(`mariadb-dump ${dumpArgs} | zstd -q -3 > ${q(f)} && sync ${q(f)}`, "mariadb-dump | zstd -3 && sync"));
+      row.bytes = await fileSize(f);
+      row.check = "ok";
+      return sec;
+    },
+  });
+  logicalBackups.push({
     name: "mariadb-dump | zstd -1 (another level: for reference)",
     run: async (row) => {
       const f = out("dump-1.sql.zst");
