@@ -22,6 +22,7 @@ import { decideGtidServable, type MasterHorizon } from "../db/replication.js";
 import type { Endpoint } from "../db/endpoint.js";
 import type { Repository } from "../storage/repository.js";
 import { archivedServers, downloadBinlog, readServerArchive, type ServerArchive } from "./archive.js";
+import type { ArchiveIndexCache } from "./archive-index-cache.js";
 import { scanBinlogFile } from "./binlog-file.js";
 import { advance, formatGtid, formatGtidState, includes, notAfter, parseGtidState, sameState, type GtidState } from "./gtid.js";
 import { nextBinlogName, parseBinlogName, stateOf, type BinlogIndex } from "./layout.js";
@@ -185,10 +186,10 @@ function missingFiles(after: string, before: string): string {
 }
 
 /** Every server's complete archived binlogs. A storage fault is thrown as it is: never "no archive". */
-export async function readArchiveChains(repo: Repository): Promise<ArchiveChain[]> {
+export async function readArchiveChains(repo: Repository, cache?: ArchiveIndexCache): Promise<ArchiveChain[]> {
   const out: ArchiveChain[] = [];
   for (const sid of await archivedServers(repo.store, repo.cluster)) {
-    out.push(archiveChainOf(sid, `${repo.where}/binlogs/${sid}`, await readServerArchive(repo.store, repo.cluster, sid)));
+    out.push(archiveChainOf(sid, `${repo.where}/binlogs/${sid}`, await readServerArchive(repo.store, repo.cluster, sid, cache)));
   }
   return out;
 }
