@@ -362,11 +362,12 @@ async function transferPiped(
         head.abort();
         stop.abort();
       });
-      const [, exit] = await Promise.allSettled([run.outcome.finally(stopProgress), zstd.exit]);
+      // The follower ends once zstd has exited and its last bytes are read.
       const read = await following.then(() => undefined, (e: unknown) => e);
       if (read !== undefined) throw failed("StorageError", `cannot read back ${local.path} while zstd writes it: ${(read as Error).message}`, { cause: read });
       // A full disk under zstd is the store's verdict, not the dump's broken pipe.
-      const full = exit.status === "fulfilled" && exit.value.exitCode !== 0 ? local.writeFailure(exit.value.stderr) : undefined;
+      const exit = await zstd.exit;
+      const full = exit.exitCode !== 0 ? local.writeFailure(exit.stderr) : undefined;
       if (full) throw full;
       size = stored;
     } else {
