@@ -6,13 +6,16 @@
 // the median of the per-round ratios (machine drift cancels within a round).
 // BENCH_ONLY picks parts (comma-separated; default: all of them):
 //   mariadb         every MariaDB row (logical, mydumper, gzip, physical);
-//   logical         the MariaDB logical rows only (no mydumper, gzip or physical rows);
+//   logical         the MariaDB logical rows only (with mydumper/myloader; no gzip or physical rows);
 //   logical-backup  the MariaDB logical backups only (no restores);
+//   logical-restore the MariaDB logical restores only (the backups they need are taken once first);
 //   pg              PostgreSQL: pg_dump and pg_basebackup against their pipelines (bench/pg.ts);
 //   s3              S3 throughput: the S3 store against the SDK's plain PUT/GET (bench/s3.ts);
 //   replay          binlog replay: the archive's replay against mariadb-binlog | mariadb (bench/replay.ts).
 // BENCH_BEFORE_DIST=DIR adds the replicator rows of another build (a dist/
 // directory, e.g. the previous commit's) to the same rounds, for before/after.
+// BENCH_ROWS=REGEX runs only the pipelines whose name matches (and each table's
+// baseline) in the rounds of this file; a backup that a selected restore needs is still taken.
 // Every replicator row also shows the agent's peak RSS (bench/common.ts).
 // Prints a markdown report and writes it to bench/results/latest.md.
 // Every figure is measured; a step that fails is reported as FAILED.
@@ -62,19 +65,33 @@ const sizeMb = Number(process.env.BENCH_SIZE_MB ?? "200");
 if (!Number.isFinite(sizeMb) || sizeMb <= 0) throw new Error(`BENCH_SIZE_MB must be a positive number (got ${process.env.BENCH_SIZE_MB ?? ""})`);
 const RUNS = Number(process.env.BENCH_RUNS ?? "1");
 if (!Number.isInteger(RUNS) || RUNS < 1) throw new Error(`BENCH_RUNS must be a whole number >= 1 (got ${process.env.BENCH_RUNS ?? ""})`);
-const ONLY_VALUES = ["mariadb", "logical", "logical-backup", "pg", "s3", "replay"] as const;
+const ONLY_VALUES = ["mariadb", "logical", "logical-backup", "logical-restore", "pg", "s3", "replay"] as const;
 const ONLY = (process.env.BENCH_ONLY ?? "").split(",").map((s) => s.trim()).filter(Boolean);
 for (const o of ONLY) {
   if (!(ONLY_VALUES as readonly string[]).includes(o)) throw new Error(`BENCH_ONLY: unknown part "${o}" (one or more of ${ONLY_VALUES.join(", ")}, comma-separated)`);
 }
 const only = (...parts: (typeof ONLY_VALUES)[number][]): boolean => ONLY.length === 0 || parts.some((p) => ONLY.includes(p));
-const WANT_MARIADB = only("mariadb", "logical", "logical-backup");
+const WANT_LOGICAL_BACKUPS = only("mariadb", "logical", "logical-backup");
+const WANT_LOGICAL_RESTORES = only("mariadb", "logical", "logical-restore");
+/** The gzip and physical rows: every MariaDB row (BENCH_ONLY unset or mariadb). */
+const WANT_MARIADB_ALL = only("mariadb");
+const WANT_MARIADB = WANT_LOGICAL_BACKUPS || WANT_LOGICAL_RESTORES || WANT_MARIADB_ALL;
 const WANT_PG = only("pg");
 const WANT_S3 = only("s3");
 const WANT_REPLAY = only("replay");
-/** The MariaDB logical rows only (no mydumper, gzip, physical rows): BENCH_ONLY=logical or logical-backup, without mariadb. */
-const ONLY_LOGICAL = WANT_MARIADB && ONLY.length > 0 && !ONLY.includes("mariadb");
-const SKIP_RESTORES = ONLY_LOGICAL && ONLY.includes("logical-backup") && !ONLY.includes("logical");
+const ROWS_RE = ((): RegExp | undefined => {
+  const r = process.env.BENCH_ROWS;
+  if (r === undefined || r === "") return undefined;
+  try {
+    return new RegExp(r);
+  } catch (err) {
+    throw new Error(`BENCH_ROWS is not a regular expression: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+  }
+})();
+/** The pipelines of a table that run in its rounds: BENCH_ROWS's matches, and always the baseline. */
+const selected = <P extends Pipeline>(ps: P[]): P[] => ps.filter((p) => p.baseline === true || ROWS_RE === undefined || ROWS_RE.test(p.name));
+/** A restore pipeline, and the backup pipeline (by name) whose result it restores. */
+type RestorePipeline = Pipeline & { needs: string };
 const BEFORE_DIST = process.env.BENCH_BEFORE_DIST;
 const THREADS = Number(process.env.BENCH_THREADS ?? "2");
 const DB = "bench";
@@ -331,6 +348,20 @@ async function mariadbBench(work: string, s3: S3Server): Promise<BenchPart> {
   // The logical rows run in paired rounds (BENCH_RUNS), against the shell
   // pipeline at replicator's own zstd level (3), single-threaded as typed.
   const backups: Row[] = [];
+  /** Backups taken once, outside the rounds, because a restore in the rounds needs them. */
+  const setup: Row[] = [];
+  const backupRow = (name: string): Row | undefined => backups.find((b) => b.name === name) ?? setup.find((b) => b.name === name);
+  /** Takes each named backup once (a single-run "setup" row) unless the rounds already took it. */
+  const ensureBackups = async (pipelines: Pipeline[], names: string[]): Promise<void> => {
+    for (const name of new Set(names)) {
+      if (backupRow(name) !== undefined) continue;
+      const p = pipelines.find((x) => x.name === name);
+      if (!p) throw new Error(`no backup pipeline named "${name}"`);
+      await step(setup, name, async (row) => { row.seconds = await p.run(row); });
+    }
+  };
+  const baseBackupName = "mariadb-dump | zstd -3";
+  const mydumperName = `mydumper (threads=${THREADS}, --compress gzip)`;
   let replicatorRaw: number | undefined;
   const clis = [{ tag: "", main: cliMain, cluster: "bench" }, ...(BEFORE_DIST !== undefined ? [{ tag: " [before]", main: beforeMain, cluster: "bench-before" }] : [])];
   const logicalBackups: Pipeline[] = [];
@@ -369,7 +400,7 @@ async function mariadbBench(work: string, s3: S3Server): Promise<BenchPart> {
     });
   }
   logicalBackups.push({
-    name: `mydumper (threads=${THREADS}, --compress gzip)`,
+    name: mydumperName,
     run: async (row) => {
       await rm(files.mydumper, { recursive: true, force: true });
       const sec = await timed(() =>
@@ -385,7 +416,7 @@ async function mariadbBench(work: string, s3: S3Server): Promise<BenchPart> {
     },
   });
   logicalBackups.push({
-    name: "mariadb-dump | zstd -3",
+    name: baseBackupName,
     baseline: true,
     run: async (row) => {
       const sec = await timed(() => sh(`mariadb-dump ${dumpArgs} | zstd -q -3 > ${q(files.zstd)}`, "mariadb-dump | zstd -3"));
@@ -416,15 +447,15 @@ async function mariadbBench(work: string, s3: S3Server): Promise<BenchPart> {
       return sec;
     },
   });
-  await pairedRounds(backups, logicalBackups, RUNS);
-  if (!ONLY_LOGICAL) {
+  if (WANT_LOGICAL_BACKUPS) await pairedRounds(backups, selected(logicalBackups), RUNS);
+  if (WANT_MARIADB_ALL) {
     await step(backups, "mariadb-dump | gzip", async (row) => {
       row.seconds = await timed(() => sh(`mariadb-dump ${dumpArgs} | gzip > ${q(files.gzip)}`, "mariadb-dump | gzip"));
       row.bytes = await fileSize(files.gzip);
       row.check = "ok";
     });
   }
-  if (!ONLY_LOGICAL) {
+  if (WANT_MARIADB_ALL) {
   await step(backups, "mariabackup --stream=xbstream | zstd", async (row) => {
     await mkdir(files.xbTmp);
     row.seconds = await timed(() =>
@@ -441,15 +472,6 @@ async function mariadbBench(work: string, s3: S3Server): Promise<BenchPart> {
   });
 
   }
-
-  // The raw size that MB/s is measured against: the plain dump, uncompressed.
-  let rawBytes: number | undefined;
-  const baseBackup = backups.find((b) => b.baseline);
-  if (baseBackup && baseBackup.error === undefined) {
-    const r = await execa("bash", ["-c", `set -o pipefail; zstd -dc ${q(files.zstd)} | wc -c`], { reject: false });
-    if (r.exitCode === 0) rawBytes = Number(r.stdout.trim());
-  }
-  rawBytes ??= replicatorRaw;
 
   // ------------------------------------------------------------ restores
   const restores: Row[] = [];
@@ -470,13 +492,15 @@ async function mariadbBench(work: string, s3: S3Server): Promise<BenchPart> {
     }
   };
 
-  const logicalRestores: Pipeline[] = [];
+  const logicalRestores: RestorePipeline[] = [];
   for (const c of clis) {
     for (const [where, repository, env, tag] of [["file://", `file://${fileRepo}`, {}, "file"], ["S3 versitygw", "s3://bench/replicator", s3.env, "s3"]] as const) {
+      const needs = `replicator backup → ${where} (zstd)${c.tag}`;
       logicalRestores.push({
         name: `replicator restore ← ${where}${c.tag}`,
+        needs,
         run: async (row) => {
-          const b = backups.find((x) => x.name === `replicator backup → ${where} (zstd)${c.tag}`);
+          const b = backupRow(needs);
           need(b);
           row.bytes = b?.bytes;
           await intoFresh(row, `restore-${tag}`, async (t) => {
@@ -492,10 +516,12 @@ async function mariadbBench(work: string, s3: S3Server): Promise<BenchPart> {
   // The other build ([before]) restores the same parallel backups (this build's).
   for (const c of clis) {
     for (const [where, repository, env, tag] of [["file://", `file://${fileRepo}`, {}, "file"], ["S3 versitygw", "s3://bench/replicator", s3.env, "s3"]] as const) {
+      const needs = `replicator backup --method mysqldump_parallel --threads ${THREADS} → ${where}`;
       logicalRestores.push({
         name: `replicator restore (mysqldump_parallel, ${THREADS} threads) ← ${where}${c.tag}`,
+        needs,
         run: async (row) => {
-          const b = backups.find((x) => x.name === `replicator backup --method mysqldump_parallel --threads ${THREADS} → ${where}`);
+          const b = backupRow(needs);
           need(b);
           row.bytes = b?.bytes;
           await intoFresh(row, `restore-parallel-${tag}`, async (t) => {
@@ -510,8 +536,9 @@ async function mariadbBench(work: string, s3: S3Server): Promise<BenchPart> {
   }
   logicalRestores.push({
     name: `myloader (threads=${THREADS})`,
+    needs: mydumperName,
     run: async (row) => {
-      const b = byName("mydumper");
+      const b = backupRow(mydumperName);
       need(b);
       row.bytes = b?.bytes;
       await intoFresh(row, "restore-myloader", (t) =>
@@ -526,7 +553,9 @@ async function mariadbBench(work: string, s3: S3Server): Promise<BenchPart> {
   logicalRestores.push({
     name: "zstd -dc | mariadb",
     baseline: true,
+    needs: baseBackupName,
     run: async (row) => {
+      const baseBackup = backupRow(baseBackupName);
       need(baseBackup);
       row.bytes = baseBackup?.bytes;
       await intoFresh(row, "restore-mariadb", (t) =>
@@ -535,8 +564,12 @@ async function mariadbBench(work: string, s3: S3Server): Promise<BenchPart> {
       return row.seconds ?? NaN;
     },
   });
-  if (!SKIP_RESTORES) await pairedRounds(restores, logicalRestores, RUNS);
-  if (!ONLY_LOGICAL) {
+  if (WANT_LOGICAL_RESTORES) {
+    const run = selected(logicalRestores);
+    await ensureBackups(logicalBackups, run.map((r) => r.needs));
+    await pairedRounds(restores, run, RUNS);
+  }
+  if (WANT_MARIADB_ALL) {
   await step(restores, "mbstream -x + mariabackup --prepare (physical)", async (row) => {
     const b = byName("mariabackup");
     need(b);
@@ -569,7 +602,7 @@ async function mariadbBench(work: string, s3: S3Server): Promise<BenchPart> {
   // fsyncs every restored file and renames it into the data directory.
   const physBackups: Row[] = [];
   const physRestores: Row[] = [];
-  if (!ONLY_LOGICAL) {
+  if (WANT_MARIADB_ALL) {
   const physCwd = out("cwd-physical");
   const physRepo = out("repo-physical");
   await mkdir(physCwd);
@@ -617,6 +650,14 @@ async function mariadbBench(work: string, s3: S3Server): Promise<BenchPart> {
   }
 
   // ------------------------------------------------------------ the part's facts and tables
+  // The raw size that MB/s is measured against: the plain dump, uncompressed.
+  let rawBytes: number | undefined;
+  const baseBackup = backupRow(baseBackupName);
+  if (baseBackup && baseBackup.error === undefined) {
+    const r = await execa("bash", ["-c", `set -o pipefail; zstd -dc ${q(files.zstd)} | wc -c`], { reject: false });
+    if (r.exitCode === 0) rawBytes = Number(r.stdout.trim());
+  }
+  rawBytes ??= replicatorRaw;
   const facts = [
     `- MariaDB ${ver?.v ?? "?"}; ${await version("mariadb-dump", ["--version"])}; ${await version("mydumper", ["--version"])}; ${await version("mariabackup", ["--version"])}`,
     `- MariaDB data set: BENCH_SIZE_MB=${sizeMb}; raw dump ${rawBytes !== undefined ? fmt(rawBytes / MB, 1) : "?"} MB; InnoDB files (.ibd) ${fmt(innodbBytes / MB, 1)} MB; ` +
@@ -627,6 +668,7 @@ async function mariadbBench(work: string, s3: S3Server): Promise<BenchPart> {
     facts,
     tables: [
       { title: "Backup", chartTitle: "Logical backup", rows: backups, rawBytes, bytesLabel: "Stored MB" },
+      { title: "Setup: the backups the restores below need, taken once (not in the rounds, not compared)", rows: setup, rawBytes, bytesLabel: "Stored MB" },
       { title: "Restore", chartTitle: "Logical restore", rows: restores, rawBytes, bytesLabel: "Read MB" },
       { title: "Physical backup (replicator's mariabackup method)", chartTitle: "Physical backup", rows: physBackups, rawBytes, bytesLabel: "Stored MB" },
       {
@@ -662,12 +704,13 @@ async function main(): Promise<void> {
 
   // ------------------------------------------------------------ report
   const cpu = cpus()[0]?.model ?? "?";
-  const tables = parts.flatMap((p) => p.tables);
+  // A table without rows (a part or row filter left it empty) is left out of the report and the chart.
+  const tables = parts.flatMap((p) => p.tables).filter((t) => t.rows.length > 0);
   const allRows = tables.flatMap((t) => t.rows);
   const rssRows = allRows.filter((r) => peakRss(r) !== undefined);
   const maxRss = rssRows.length > 0 ? Math.max(...rssRows.map((r) => peakRss(r) ?? 0)) : undefined;
   const facts = [
-    `- Date: ${new Date().toISOString()}; BENCH_SIZE_MB=${sizeMb}, BENCH_RUNS=${RUNS}${ONLY.length > 0 ? `, BENCH_ONLY=${ONLY.join(",")}` : ""}`,
+    `- Date: ${new Date().toISOString()}; BENCH_SIZE_MB=${sizeMb}, BENCH_RUNS=${RUNS}${ONLY.length > 0 ? `, BENCH_ONLY=${ONLY.join(",")}` : ""}${ROWS_RE ? `, BENCH_ROWS=${process.env.BENCH_ROWS ?? ""} (and each table's baseline)` : ""}`,
     `- Machine: ${availableParallelism()} CPUs (nproc) — ${cpu}, ${fmt(totalmem() / 2 ** 30, 1)} GiB RAM; ` +
       `1-min load average ${fmt(loadStart, 2)} at start, ${fmt(loadavg()[0] ?? 0, 2)} at end${busy(loadStart) ? " (**machine was busy: other work shares the CPUs, timings are noisy**)" : ""}`,
     `- Node ${process.version}; zstd ${(await version("zstd", ["--version"])).replace(/.*\b(v[\d.]+).*/, "$1")}${s3 ? "; S3 is versitygw on 127.0.0.1" : ""}`,
