@@ -12,8 +12,8 @@
 // entry that does not match it, or a file that does not parse, is a miss.
 import { createHash, randomBytes } from "node:crypto";
 import { mkdir, readFile, readdir, rename, rm, stat, utimes, writeFile } from "node:fs/promises";
-import { homedir } from "node:os";
 import path from "node:path";
+import { replicatorCacheDir } from "../lib/cache-dir.js";
 import { TOOL_VERSION } from "../version.js";
 import { FORMAT_VERSION, type Manifest } from "./catalog.js";
 import type { ObjectInfo } from "./object-store.js";
@@ -120,16 +120,7 @@ interface Header {
  */
 export function manifestCacheDir(env: NodeJS.ProcessEnv = process.env): string | undefined {
   if ((env.REPLICATOR_MANIFEST_CACHE ?? "").toLowerCase() === "off") return undefined;
-  if (env.REPLICATOR_CACHE_DIR && path.isAbsolute(env.REPLICATOR_CACHE_DIR)) return path.join(env.REPLICATOR_CACHE_DIR, "manifests");
-  const xdg = env.XDG_CACHE_HOME && path.isAbsolute(env.XDG_CACHE_HOME) ? env.XDG_CACHE_HOME : undefined;
-  let home: string | undefined;
-  try {
-    home = env.HOME || homedir();
-  } catch {
-    home = undefined;
-  }
-  const base = xdg ?? (home ? path.join(home, ".cache") : undefined);
-  return base ? path.join(base, "replicator", "manifests") : undefined;
+  return replicatorCacheDir("manifests", env);
 }
 
 /** The file that caches one cluster of one repository. */
