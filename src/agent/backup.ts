@@ -94,7 +94,14 @@ export async function runBackup(req: BackupRequest): Promise<BackupResult> {
     throw badInput("InvalidRetention", `--retain must be a whole number >= 1 (got ${req.retain})`);
   }
   const sourceName = req.sourceName !== undefined ? validateSourceName(req.sourceName) : defaultSourceName(req.source.host, req.source.port);
+  // What the byte path needs is found out beside the repository's bookkeeping,
+  // not after it: whether the zstd tool runs (a spawn), and, for a store that
+  // uploads (S3 part sizes), the source's size (a query). Neither rejects. A
+  // store that writes locally has no use for the size, so the source is not asked.
+  const zstdTool = req.compression === "zstd" ? zstdToolAvailable(req.log) : Promise.resolve(false);
   await req.repo.store.check();
+  const sizeEstimate =
+    req.expectedSize !== undefined || req.repo.store.openLocalWrite !== undefined ? Promise.resolve(req.expectedSize) : estimateSourceSize(req.source, req.log);
   const earlier = await staleReplicationMarkers(req.repo, sourceName);
 
   const { name, started } = await claimUniqueName(req.repo, method.name, sourceName, now);
@@ -143,11 +150,11 @@ export async function runBackup(req: BackupRequest): Promise<BackupResult> {
   }
 
   async function backupClaimed(): Promise<BackupResult> {
-    const expectedSize = req.expectedSize ?? (await estimateSourceSize(req.source, log));
+    const expectedSize = await sizeEstimate;
     const ctx: BackupContext = { source: req.source, options: req.methodOptions, log, signal: req.signal, replication };
     const key = req.repo.key(name, objectName);
     const progressLabel = `backup ${name}`;
-    const tool = req.compression === "zstd" && (await zstdToolAvailable(log));
+    const tool = await zstdTool;
     // A method with backupPiped writes into the zstd tool itself (mariabackup, pg_basebackup); a
     // logical method that streams through the agent is compressed by the zstd tool too (fed from
     // here). A physical method without backupPiped keeps zlib.
