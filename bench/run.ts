@@ -1,7 +1,7 @@
 // Backup/restore benchmark: `replicator` against the plain tools, on
 // generated data sets, in one run. `make bench` (or `tsx bench/run.ts`);
 // BENCH_SIZE_MB sets the data set size (raw dump size, default 200).
-// BENCH_RUNS=N (default 1) runs the logical, PostgreSQL and S3 rows N times in paired rounds:
+// BENCH_RUNS=N (default 1) runs the logical, physical, PostgreSQL and S3 rows N times in paired rounds:
 // each round runs every pipeline once, in alternating order, and the ratio is
 // the median of the per-round ratios (machine drift cancels within a round).
 // BENCH_ONLY picks parts (comma-separated; default: all of them):
@@ -9,6 +9,7 @@
 //   logical         the MariaDB logical rows only (with mydumper/myloader; no gzip or physical rows);
 //   logical-backup  the MariaDB logical backups only (no restores);
 //   logical-restore the MariaDB logical restores only (the backups they need are taken once first);
+//   physical        the MariaDB physical rows only (mariabackup, replicator's mariabackup method);
 //   pg              PostgreSQL: pg_dump and pg_basebackup against their pipelines (bench/pg.ts);
 //   s3              S3 throughput: the S3 store against the SDK's plain PUT/GET (bench/s3.ts);
 //   replay          binlog replay: the archive's replay against mariadb-binlog | mariadb (bench/replay.ts).
@@ -65,7 +66,7 @@ const sizeMb = Number(process.env.BENCH_SIZE_MB ?? "200");
 if (!Number.isFinite(sizeMb) || sizeMb <= 0) throw new Error(`BENCH_SIZE_MB must be a positive number (got ${process.env.BENCH_SIZE_MB ?? ""})`);
 const RUNS = Number(process.env.BENCH_RUNS ?? "1");
 if (!Number.isInteger(RUNS) || RUNS < 1) throw new Error(`BENCH_RUNS must be a whole number >= 1 (got ${process.env.BENCH_RUNS ?? ""})`);
-const ONLY_VALUES = ["mariadb", "logical", "logical-backup", "logical-restore", "pg", "s3", "replay"] as const;
+const ONLY_VALUES = ["mariadb", "logical", "logical-backup", "logical-restore", "physical", "pg", "s3", "replay"] as const;
 const ONLY = (process.env.BENCH_ONLY ?? "").split(",").map((s) => s.trim()).filter(Boolean);
 for (const o of ONLY) {
   if (!(ONLY_VALUES as readonly string[]).includes(o)) throw new Error(`BENCH_ONLY: unknown part "${o}" (one or more of ${ONLY_VALUES.join(", ")}, comma-separated)`);
@@ -73,9 +74,10 @@ for (const o of ONLY) {
 const only = (...parts: (typeof ONLY_VALUES)[number][]): boolean => ONLY.length === 0 || parts.some((p) => ONLY.includes(p));
 const WANT_LOGICAL_BACKUPS = only("mariadb", "logical", "logical-backup");
 const WANT_LOGICAL_RESTORES = only("mariadb", "logical", "logical-restore");
-/** The gzip and physical rows: every MariaDB row (BENCH_ONLY unset or mariadb). */
+/** The gzip row: every MariaDB row (BENCH_ONLY unset or mariadb). */
 const WANT_MARIADB_ALL = only("mariadb");
-const WANT_MARIADB = WANT_LOGICAL_BACKUPS || WANT_LOGICAL_RESTORES || WANT_MARIADB_ALL;
+const WANT_PHYSICAL = only("mariadb", "physical");
+const WANT_MARIADB = WANT_LOGICAL_BACKUPS || WANT_LOGICAL_RESTORES || WANT_MARIADB_ALL || WANT_PHYSICAL;
 const WANT_PG = only("pg");
 const WANT_S3 = only("s3");
 const WANT_REPLAY = only("replay");
@@ -348,9 +350,11 @@ async function mariadbBench(work: string, s3: S3Server): Promise<BenchPart> {
   // The logical rows run in paired rounds (BENCH_RUNS), against the shell
   // pipeline at replicator's own zstd level (3), single-threaded as typed.
   const backups: Row[] = [];
+  const physBackups: Row[] = [];
+  const physRestores: Row[] = [];
   /** Backups taken once, outside the rounds, because a restore in the rounds needs them. */
   const setup: Row[] = [];
-  const backupRow = (name: string): Row | undefined => backups.find((b) => b.name === name) ?? setup.find((b) => b.name === name);
+  const backupRow = (name: string): Row | undefined => [...backups, ...physBackups, ...setup].find((b) => b.name === name);
   /** Takes each named backup once (a single-run "setup" row) unless the rounds already took it. */
   const ensureBackups = async (pipelines: Pipeline[], names: string[]): Promise<void> => {
     for (const name of new Set(names)) {
@@ -455,27 +459,8 @@ async function mariadbBench(work: string, s3: S3Server): Promise<BenchPart> {
       row.check = "ok";
     });
   }
-  if (WANT_MARIADB_ALL) {
-  await step(backups, "mariabackup --stream=xbstream | zstd", async (row) => {
-    await mkdir(files.xbTmp);
-    row.seconds = await timed(() =>
-      sh(
-        `mariabackup --no-defaults --backup --stream=xbstream --datadir=${q(src.datadir)} --target-dir=${q(files.xbTmp)} ` +
-          `--user=root --host=127.0.0.1 --port=${src.port} --protocol=TCP --parallel=${THREADS} 2>${q(files.xbLog)} | zstd -q > ${q(files.xb)}`,
-        "mariabackup",
-      ).catch(async (err: unknown) => {
-        throw new Error(`${String(err)} — log: ${await tail(files.xbLog)}`);
-      }),
-    );
-    row.bytes = await fileSize(files.xb);
-    row.check = "ok";
-  });
-
-  }
-
   // ------------------------------------------------------------ restores
   const restores: Row[] = [];
-  const byName = (prefix: string): Row | undefined => backups.find((b) => b.name.startsWith(prefix));
   const need = (b: Row | undefined): void => {
     if (!b || b.error !== undefined) throw new Error("its backup failed");
   };
@@ -569,84 +554,118 @@ async function mariadbBench(work: string, s3: S3Server): Promise<BenchPart> {
     await ensureBackups(logicalBackups, run.map((r) => r.needs));
     await pairedRounds(restores, run, RUNS);
   }
-  if (WANT_MARIADB_ALL) {
-  await step(restores, "mbstream -x + mariabackup --prepare (physical)", async (row) => {
-    const b = byName("mariabackup");
-    need(b);
-    row.bytes = b?.bytes;
-    const dir = out("xb-restore");
-    const log = out("mariabackup-prepare.log");
-    await mkdir(dir);
-    row.seconds = await timed(async () => {
-      await sh(`zstd -dc ${q(files.xb)} | mbstream -x -C ${q(dir)}`, "zstd -dc | mbstream -x");
-      await sh(`mariabackup --no-defaults --prepare --target-dir=${q(dir)} --use-memory=1G > ${q(log)} 2>&1`, "mariabackup --prepare").catch(
-        async (err: unknown) => { throw new Error(`${String(err)} — log: ${await tail(log)}`); },
-      );
-    });
-    // Not timed: start a server on the prepared datadir and count rows.
-    const restored = await server("restore-physical", { datadir: dir });
-    try {
-      const bad = await checkRows(restored, expected);
-      if (bad) throw new Error(`row counts differ: ${bad}`);
-      row.check = `rows ok (${TABLES.length} tables; ${BIGGEST} ${fmt(expected[BIGGEST] ?? 0, 0)}), checked by starting mariadbd on the prepared dir (not timed)`;
-    } finally {
-      await restored.destroy();
-    }
-  });
-
-  }
-
-  // ------------------------------------------------------------ physical: replicator's mariabackup method
-  // Against the plain mariabackup rows above (same run, same data), with the
-  // same --parallel and --use-memory. `replicator restore --datadir` also
-  // fsyncs every restored file and renames it into the data directory.
-  const physBackups: Row[] = [];
-  const physRestores: Row[] = [];
-  if (WANT_MARIADB_ALL) {
-  const physCwd = out("cwd-physical");
-  const physRepo = out("repo-physical");
-  await mkdir(physCwd);
-  await mkdir(physRepo);
-  await writeFile(path.join(physCwd, "replicator.yaml"), `methodOptions:\n  parallel: ${THREADS}\n  useMemory: 1G\n`);
-  /** The plain-tool row measured above, as this table's baseline. */
-  const asBaseline = (rows: Row[], r: Row | undefined): void => {
-    if (r) rows.push({ ...r, baseline: true });
-  };
-  const physBackup = (row: Row, repository: string, env: Record<string, string>): Promise<void> =>
-    (async () => {
-      let j: CliJson | undefined;
-      row.seconds = await timed(async () => {
-        j = await replicator(["backup", "--method", "mariabackup", "--source", src.url, "--repository", repository, "--cluster", "bench", "--compression", "zstd"], env, physCwd);
+  // ------------------------------------------------------------ physical
+  // replicator's mariabackup method against the plain physical pipelines, in
+  // paired rounds like the logical rows, with the same --parallel and
+  // --use-memory. `replicator restore --datadir` also fsyncs every restored
+  // file and renames it into the data directory. Every restore goes into a
+  // fresh, empty directory; its row counts are checked by starting mariadbd on
+  // it (not timed), which then removes it.
+  if (WANT_PHYSICAL) {
+    const physCwd = out("cwd-physical");
+    const physRepo = out("repo-physical");
+    await mkdir(physCwd);
+    await mkdir(physRepo);
+    await writeFile(path.join(physCwd, "replicator.yaml"), `methodOptions:\n  parallel: ${THREADS}\n  useMemory: 1G\n`);
+    const physBaseName = "mariabackup --stream=xbstream | zstd";
+    const physicalBackups: Pipeline[] = [];
+    const physRepos = [["file://", `file://${physRepo}`, {}, "file"], ["S3 versitygw", "s3://bench/physical", s3.env, "s3"]] as const;
+    for (const [where, repository, env] of physRepos) {
+      physicalBackups.push({
+        name: `replicator backup --method mariabackup → ${where} (zstd)`,
+        run: async (row) => {
+          let j: CliJson | undefined;
+          const sec = await timed(async () => {
+            j = await replicator(["backup", "--method", "mariabackup", "--source", src.url, "--repository", repository, "--cluster", "bench", "--compression", "zstd"], env, physCwd);
+          });
+          noteRss(row, j);
+          row.bytes = j?.size;
+          row.check = `ok (CLI ${fmt((j?.durationMs ?? 0) / 1000, 2)} s)`;
+          return sec;
+        },
       });
-      noteRss(row, j);
-      row.bytes = j?.size;
-      row.check = `ok (CLI ${fmt((j?.durationMs ?? 0) / 1000, 2)} s)`;
-    })();
-  await step(physBackups, "replicator backup --method mariabackup → file:// (zstd)", (row) => physBackup(row, `file://${physRepo}`, {}));
-  await step(physBackups, "replicator backup --method mariabackup → S3 versitygw (zstd)", (row) => physBackup(row, "s3://bench/physical", s3.env));
-  asBaseline(physBackups, byName("mariabackup"));
-  const physRestore = async (row: Row, b: Row | undefined, tag: string, repository: string, env: Record<string, string>): Promise<void> => {
-    need(b);
-    row.bytes = b?.bytes;
-    const dir = path.join(out(tag), "data");
-    let j: CliJson | undefined;
-    row.seconds = await timed(async () => {
-      j = await replicator(["restore", "--datadir", dir, "--repository", repository, "--cluster", "bench"], env, physCwd);
-    });
-    noteRss(row, j);
-    // Not timed: start a server on the restored datadir and count rows.
-    const restored = await server(tag, { datadir: dir });
-    try {
-      const bad = await checkRows(restored, expected);
-      if (bad) throw new Error(`row counts differ: ${bad}`);
-      row.check = `CLI ${fmt((j?.durationMs ?? 0) / 1000, 2)} s; rows ok (${TABLES.length} tables; ${BIGGEST} ${fmt(expected[BIGGEST] ?? 0, 0)}), checked by starting mariadbd on it (not timed)`;
-    } finally {
-      await restored.destroy();
     }
-  };
-  await step(physRestores, "replicator restore --datadir ← file://", (row) => physRestore(row, physBackups[0], "phys-restore-file", `file://${physRepo}`, {}));
-  await step(physRestores, "replicator restore --datadir ← S3 versitygw", (row) => physRestore(row, physBackups[1], "phys-restore-s3", "s3://bench/physical", s3.env));
-  asBaseline(physRestores, restores.find((r) => r.name.startsWith("mbstream -x")));
+    physicalBackups.push({
+      name: physBaseName,
+      baseline: true,
+      run: async (row) => {
+        await rm(files.xbTmp, { recursive: true, force: true });
+        await mkdir(files.xbTmp);
+        const sec = await timed(() =>
+          sh(
+            `mariabackup --no-defaults --backup --stream=xbstream --datadir=${q(src.datadir)} --target-dir=${q(files.xbTmp)} ` +
+              `--user=root --host=127.0.0.1 --port=${src.port} --protocol=TCP --parallel=${THREADS} 2>${q(files.xbLog)} | zstd -q > ${q(files.xb)}`,
+            "mariabackup",
+          ).catch(async (err: unknown) => {
+            throw new Error(`${String(err)} — log: ${await tail(files.xbLog)}`);
+          }),
+        );
+        row.bytes = await fileSize(files.xb);
+        row.check = "ok";
+        return sec;
+      },
+    });
+    await pairedRounds(physBackups, selected(physicalBackups), RUNS);
+
+    /** Not timed: start a server on a restored data directory, count the rows, remove it. */
+    const checkDatadir = async (row: Row, dir: string, tag: string, detail: string): Promise<void> => {
+      const restored = await server(tag, { datadir: dir });
+      try {
+        const bad = await checkRows(restored, expected);
+        if (bad) throw new Error(`row counts differ: ${bad}`);
+        row.check = `${detail}rows ok (${TABLES.length} tables; ${BIGGEST} ${fmt(expected[BIGGEST] ?? 0, 0)}), checked by starting mariadbd on it (not timed)`;
+      } finally {
+        await restored.destroy();
+      }
+    };
+    const physicalRestores: RestorePipeline[] = [];
+    for (const [where, repository, env, tag] of physRepos) {
+      const needs = `replicator backup --method mariabackup → ${where} (zstd)`;
+      physicalRestores.push({
+        name: `replicator restore --datadir ← ${where}`,
+        needs,
+        run: async (row) => {
+          const b = backupRow(needs);
+          need(b);
+          row.bytes = b?.bytes;
+          const parent = out(`phys-restore-${tag}`);
+          await rm(parent, { recursive: true, force: true });
+          const dir = path.join(parent, "data");
+          let j: CliJson | undefined;
+          const sec = await timed(async () => {
+            j = await replicator(["restore", "--datadir", dir, "--repository", repository, "--cluster", "bench"], env, physCwd);
+          });
+          noteRss(row, j);
+          await checkDatadir(row, dir, `phys-restore-${tag}`, `CLI ${fmt((j?.durationMs ?? 0) / 1000, 2)} s; `);
+          return sec;
+        },
+      });
+    }
+    physicalRestores.push({
+      name: "mbstream -x + mariabackup --prepare",
+      baseline: true,
+      needs: physBaseName,
+      run: async (row) => {
+        const b = backupRow(physBaseName);
+        need(b);
+        row.bytes = b?.bytes;
+        const dir = out("xb-restore");
+        const log = out("mariabackup-prepare.log");
+        await rm(dir, { recursive: true, force: true });
+        await mkdir(dir);
+        const sec = await timed(async () => {
+          await sh(`zstd -dc ${q(files.xb)} | mbstream -x -C ${q(dir)}`, "zstd -dc | mbstream -x");
+          await sh(`mariabackup --no-defaults --prepare --target-dir=${q(dir)} --use-memory=1G > ${q(log)} 2>&1`, "mariabackup --prepare").catch(
+            async (err: unknown) => { throw new Error(`${String(err)} — log: ${await tail(log)}`); },
+          );
+        });
+        await checkDatadir(row, dir, "restore-physical", "");
+        return sec;
+      },
+    });
+    const run = selected(physicalRestores);
+    await ensureBackups(physicalBackups, run.map((r) => r.needs));
+    await pairedRounds(physRestores, run, RUNS);
   }
 
   // ------------------------------------------------------------ the part's facts and tables
