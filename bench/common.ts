@@ -2,6 +2,8 @@
 // PostgreSQL; bench/s3.ts: S3 throughput): clean-up, shell pipelines, the
 // result rows and their markdown tables, paired rounds, and running the CLI
 // with the agent's peak RSS measured.
+import { spawnSync } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { chmod, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { availableParallelism, tmpdir } from "node:os";
 import path from "node:path";
@@ -72,10 +74,63 @@ export async function sh(script: string, what: string, opts: { env?: Record<stri
   }
 }
 
+// ---------------------------------------------------------------- the machine's CPU busy
+
+let clkTck: number | undefined;
+/** Jiffies per second (`getconf CLK_TCK`, else 100). */
+function clockTicks(): number {
+  if (clkTck === undefined) {
+    const r = spawnSync("getconf", ["CLK_TCK"], { encoding: "utf8" });
+    const n = r.error || r.status !== 0 ? NaN : Number(r.stdout.trim());
+    clkTck = Number.isInteger(n) && n > 0 ? n : 100;
+  }
+  return clkTck;
+}
+
+/** The whole machine's busy jiffies so far: user+nice+system+irq+softirq+steal of /proc/stat's "cpu" line. */
+function busyJiffies(): number | undefined {
+  try {
+    const f = (readFileSync("/proc/stat", "utf8").split("\n", 1)[0] ?? "").trim().split(/\s+/);
+    if (f[0] !== "cpu") return undefined;
+    const n = (i: number): number => Number(f[i] ?? "0");
+    const sum = n(1) + n(2) + n(3) + n(6) + n(7) + n(8);
+    return Number.isFinite(sum) ? sum : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** What timed() saw since the last takeCpu(): busy jiffies over its intervals, and their wall seconds. */
+let cpuSeen = { jiffies: 0, seconds: 0, ok: true };
+/** Cores busy (machine-wide) during the timed() intervals since the last call, or undefined; resets. */
+function takeCpu(): number | undefined {
+  const c = cpuSeen;
+  cpuSeen = { jiffies: 0, seconds: 0, ok: true };
+  return c.ok && c.seconds > 0 ? c.jiffies / clockTicks() / c.seconds : undefined;
+}
+
+/**
+ * Wall seconds of `fn`. Also notes the machine's busy CPU jiffies over the same interval
+ * (/proc/stat), which step() and pairedRounds() turn into the row's "cores busy".
+ */
 export async function timed(fn: () => Promise<void>): Promise<number> {
+  const j0 = busyJiffies();
   const t0 = performance.now();
   await fn();
-  return (performance.now() - t0) / 1000;
+  const sec = (performance.now() - t0) / 1000;
+  const j1 = busyJiffies();
+  if (j0 === undefined || j1 === undefined) cpuSeen.ok = false;
+  else {
+    cpuSeen.jiffies += j1 - j0;
+    cpuSeen.seconds += sec;
+  }
+  return sec;
+}
+
+/** Records the cores busy of the run that just ended on its row. */
+function noteCpu(row: Row): void {
+  const c = takeCpu();
+  if (c !== undefined) (row.cpu ??= []).push(c);
 }
 
 export async function fileSize(p: string): Promise<number> {
@@ -216,6 +271,8 @@ export interface Row {
   bytes?: number;
   /** The agent's peak RSS (bytes) in each run of a replicator row. */
   rss?: number[];
+  /** Each run's CPU cores busy, machine-wide (/proc/stat over the run's timed interval). */
+  cpu?: number[];
   check: string;
   error?: string;
 }
@@ -240,6 +297,7 @@ export function table(rows: Row[], rawBytes: number | undefined, bytesLabel: str
   const base = rows.find((r) => r.baseline);
   const paired = rows.some((r) => (r.samples?.length ?? 0) > 1);
   const withRss = rows.some((r) => peakRss(r) !== undefined);
+  const withCpu = rows.some((r) => (r.cpu?.length ?? 0) > 0);
   const head = [
     "Method",
     paired ? "Wall s (median)" : "Wall s",
@@ -247,6 +305,7 @@ export function table(rows: Row[], rawBytes: number | undefined, bytesLabel: str
     "MB/s (raw)",
     paired ? "Time vs baseline (median of paired ratios)" : "Time vs baseline",
     "Size vs baseline",
+    ...(withCpu ? [`CPU cores busy of ${availableParallelism()} (machine${paired ? ", median" : ""})`] : []),
     ...(withRss ? ["Agent peak RSS MB"] : []),
     "Check",
   ];
@@ -254,7 +313,7 @@ export function table(rows: Row[], rawBytes: number | undefined, bytesLabel: str
   for (const r of rows) {
     const name = r.baseline ? `${r.name} **(baseline)**` : r.name;
     if (r.error !== undefined || r.seconds === undefined) {
-      lines.push([name, "FAILED", "—", "—", "—", "—", ...(withRss ? ["—"] : []), `FAILED: ${r.error ?? "no result"}`]);
+      lines.push([name, "FAILED", "—", "—", "—", "—", ...(withCpu ? ["—"] : []), ...(withRss ? ["—"] : []), `FAILED: ${r.error ?? "no result"}`]);
       continue;
     }
     const ok = (x: number | undefined): x is number => x !== undefined && Number.isFinite(x) && x > 0;
@@ -268,6 +327,7 @@ export function table(rows: Row[], rawBytes: number | undefined, bytesLabel: str
         ? `${fmt(median(r.ratios), 2)}×${r.ratios.length > 1 ? ` (${fmt(Math.min(...r.ratios), 2)}–${fmt(Math.max(...r.ratios), 2)}, n=${r.ratios.length})` : ""}`
         : base?.seconds !== undefined && base.error === undefined ? `${fmt(r.seconds / base.seconds, 2)}×` : "n/a",
       ok(r.bytes) && ok(base?.bytes) && base.error === undefined ? `${fmt(r.bytes / base.bytes, 2)}×` : "n/a",
+      ...(withCpu ? [r.cpu !== undefined && r.cpu.length > 0 ? fmt(median(r.cpu), 2) : "—"] : []),
       ...(withRss ? [rss !== undefined ? `${fmt(rss / MB, 1)}${rss >= RSS_TARGET ? " (over 250)" : ""}` : "—"] : []),
       r.check,
     ]);
@@ -288,7 +348,9 @@ export async function step(rows: Row[], name: string, fn: (row: Row) => Promise<
   rows.push(row);
   process.stderr.write(`bench: ${name} ... `);
   try {
+    takeCpu();
     await fn(row);
+    noteCpu(row);
     process.stderr.write(`${row.seconds !== undefined ? fmt(row.seconds, 2) : "?"} s ${row.check}\n`);
   } catch (err) {
     row.error = (err instanceof Error ? err.message : String(err)).replaceAll("\n", " ");
@@ -324,7 +386,9 @@ export async function pairedRounds(rows: Row[], pipelines: Pipeline[], runs: num
       if (!row || row.error !== undefined) continue;
       process.stderr.write(`bench: [round ${round + 1}/${runs}] ${p.name} ... `);
       try {
+        takeCpu();
         const sec = await p.run(row);
+        noteCpu(row);
         got.set(p.name, sec);
         row.samples?.push(sec);
         process.stderr.write(`${fmt(sec, 2)} s ${row.check}\n`);
