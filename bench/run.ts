@@ -20,6 +20,7 @@
 // Every replicator row also shows the agent's peak RSS (bench/common.ts).
 // Prints a markdown report and writes it to bench/results/latest.md.
 // Every figure is measured; a step that fails is reported as FAILED.
+import { spawnSync } from "node:child_process";
 import { availableParallelism, cpus, loadavg, tmpdir, totalmem } from "node:os";
 import { cp, mkdir, mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
@@ -92,6 +93,12 @@ const ROWS_RE = ((): RegExp | undefined => {
 })();
 /** The pipelines of a table that run in its rounds: BENCH_ROWS's matches, and always the baseline. */
 const selected = <P extends Pipeline>(ps: P[]): P[] => ps.filter((p) => p.baseline === true || ROWS_RE === undefined || ROWS_RE.test(p.name));
+/** The S3 reference row: a DBA's own streaming pipe into the S3 server (rclone, configured by environment only). */
+const RCLONE_ROW = "mariadb-dump | zstd -3 | rclone rcat → S3 versitygw (a DBA's pipe: for reference)";
+if (WANT_LOGICAL_BACKUPS && (ROWS_RE === undefined || ROWS_RE.test(RCLONE_ROW)) && spawnSync("sh", ["-c", "command -v rclone"]).status !== 0) {
+  console.error(`bench: rclone is not on PATH (the row "${RCLONE_ROW}" needs it): apt-get install rclone`);
+  process.exit(1);
+}
 /** A restore pipeline, and the backup pipeline (by name) whose result it restores. */
 type RestorePipeline = Pipeline & { needs: string };
 const BEFORE_DIST = process.env.BENCH_BEFORE_DIST;
@@ -437,6 +444,39 @@ async function mariadbBench(work: string, s3: S3Server): Promise<BenchPart> {
       const f = out("dump-3-synced.sql.zst");
       const sec = await timed(() => sh(`mariadb-dump ${dumpArgs} | zstd -q -3 > ${q(f)} && sync ${q(f)}`, "mariadb-dump | zstd -3 && sync"));
       row.bytes = await fileSize(f);
+      row.check = "ok";
+      return sec;
+    },
+  });
+  // A DBA's own streaming pipe into the same S3 server. rclone is configured by
+  // environment variables only (no config file, nothing on the command line).
+  const rcloneConf = out("rclone.conf");
+  await writeFile(rcloneConf, "");
+  const rcloneEnv = {
+    RCLONE_CONFIG: rcloneConf,
+    RCLONE_CONFIG_BENCH_TYPE: "s3",
+    RCLONE_CONFIG_BENCH_PROVIDER: "Other",
+    RCLONE_CONFIG_BENCH_ENV_AUTH: "false",
+    RCLONE_CONFIG_BENCH_ENDPOINT: s3.endpoint,
+    RCLONE_CONFIG_BENCH_REGION: s3.env.AWS_REGION ?? "us-east-1",
+    RCLONE_CONFIG_BENCH_ACCESS_KEY_ID: s3.accessKeyId,
+    RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY: s3.secretAccessKey,
+    // The bucket exists; rclone would otherwise PUT it first, which versitygw answers with a 500
+    // (the bench makes the bucket as a directory of its posix backend).
+    RCLONE_CONFIG_BENCH_NO_CHECK_BUCKET: "true",
+    // The endpoint is plain http on 127.0.0.1; a CA bundle from the environment would only make
+    // rclone's S3 client fail at start ("LoadCustomCABundleError ... unsupported transport").
+    AWS_CA_BUNDLE: "",
+  };
+  logicalBackups.push({
+    name: RCLONE_ROW,
+    run: async (row) => {
+      const obj = "BENCH:bench/pipe/dump.sql.zst";
+      const sec = await timed(() => sh(`mariadb-dump ${dumpArgs} | zstd -q -3 | rclone rcat ${obj}`, "mariadb-dump | zstd -3 | rclone rcat", { env: rcloneEnv }));
+      // Not timed: the stored object's size.
+      const r = await execa("rclone", ["size", "--json", obj], { env: rcloneEnv, extendEnv: true, reject: false });
+      if (r.exitCode !== 0) throw new Error(`rclone size exited ${String(r.exitCode)}: ${r.stderr.slice(-300)}`);
+      row.bytes = (JSON.parse(r.stdout) as { bytes?: number }).bytes;
       row.check = "ok";
       return sec;
     },
