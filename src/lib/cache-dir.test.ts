@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { compileCacheDir, replicatorCacheDir } from "./cache-dir.js";
+import { compileCacheDir, ensureCacheDir, replicatorCacheDir } from "./cache-dir.js";
 
 describe("the CLI's cache directories", () => {
   it("follow REPLICATOR_CACHE_DIR, then XDG_CACHE_HOME, then ~/.cache", () => {
@@ -12,5 +12,28 @@ describe("the CLI's cache directories", () => {
     expect(compileCacheDir({ HOME: "/h" })).toBe("/h/.cache/replicator/node-compile-cache");
     expect(compileCacheDir({ HOME: "/h", REPLICATOR_COMPILE_CACHE: "off" })).toBeUndefined();
     expect(compileCacheDir({ HOME: "/h", REPLICATOR_COMPILE_CACHE: "OFF" })).toBeUndefined();
+  });
+});
+
+describe("ensureCacheDir", () => {
+  it("makes the missing levels, 0700, and says where it cannot (a file in the way, /proc), at once", async () => {
+    const { mkdtemp, rm, stat, writeFile } = await import("node:fs/promises");
+    const { tmpdir } = await import("node:os");
+    const path = await import("node:path");
+    const base = await mkdtemp(path.join(tmpdir(), "replicator-cache-dir-"));
+    try {
+      const dir = path.join(base, "a", "b", "c");
+      expect(ensureCacheDir(dir)).toBe(true);
+      expect((await stat(dir)).isDirectory()).toBe(true);
+      expect((await stat(dir)).mode & 0o777).toBe(0o700);
+      expect(ensureCacheDir(dir)).toBe(true);
+      await writeFile(path.join(base, "file"), "");
+      expect(ensureCacheDir(path.join(base, "file", "x"))).toBe(false);
+      expect(ensureCacheDir(path.join(base, "file"))).toBe(false);
+      // Where a recursive mkdir loops forever.
+      expect(ensureCacheDir("/proc/replicator-no-such-dir/replicator/node-compile-cache")).toBe(false);
+    } finally {
+      await rm(base, { recursive: true, force: true });
+    }
   });
 });

@@ -58,5 +58,9 @@ describe("the CLI's compile cache", () => {
     expect(r.stdout).toBe(plain.stdout);
     expect(r.stderr).toBe(plain.stderr);
     expect(r.stderr).not.toContain("compile");
+    // Where a recursive mkdir never returns: the command still runs at once.
+    const proc = await runCli(["--version"], { XDG_CACHE_HOME: "/proc/replicator-no-such-dir" });
+    expect(proc.exitCode).toBe(0);
+    expect(proc.stdout.trim()).toBe(TOOL_VERSION);
   });
 });
