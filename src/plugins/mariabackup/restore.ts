@@ -10,6 +10,7 @@ import { constants } from "node:fs";
 import { lstat, mkdir, open, readdir, readFile, rename, rm, rmdir } from "node:fs/promises";
 import path from "node:path";
 import type { Readable, Writable } from "node:stream";
+import { setTimeout as sleep } from "node:timers/promises";
 import { failed, isReplicatorError } from "../../lib/errors.js";
 import type { Manifest, ReplicationPosition } from "../../storage/catalog.js";
 import { spawnTool } from "../../lib/exec.js";
@@ -21,6 +22,8 @@ export const STAGING_DIR = ".replicator-staging";
 const CHECKPOINTS = ["mariadb_backup_checkpoints", "xtrabackup_checkpoints"];
 const BINLOG_INFO = ["mariadb_backup_binlog_info", "xtrabackup_binlog_info"];
 const SLAVE_INFO = ["mariadb_backup_slave_info", "xtrabackup_slave_info"];
+/** The pause between two background flushes of the staging directory's filesystem while mbstream extracts. */
+const FLUSH_PAUSE_MS = 250;
 
 /** Read a file, or undefined when it is not there. */
 export async function readOptional(file: string): Promise<string | undefined> {
@@ -180,10 +183,35 @@ export function positionFromInfo(
  * file and directory.
  */
 async function syncDurable(ctx: DatadirRestoreContext, dir: string): Promise<void> {
-  const r = await spawnTool("sync", ["--file-system", dir], { what: "flush the restored files to disk", stdout: "ignore", signal: ctx.signal }).exit;
-  if (r.exitCode === 0) return;
-  ctx.log.debug({ stderr: r.stderr.slice(-300), notFound: r.notFound }, "sync --file-system did not run; fsyncing every file");
+  if (await syncFileSystem(ctx, dir)) return;
+  ctx.log.debug("sync --file-system did not run; fsyncing every file");
   await syncTree(dir);
+}
+
+/** One `sync --file-system dir`: true when it ran. */
+async function syncFileSystem(ctx: DatadirRestoreContext, dir: string): Promise<boolean> {
+  const r = await spawnTool("sync", ["--file-system", dir], { what: "flush the restored files to disk", stdout: "ignore", signal: ctx.signal }).exit;
+  return r.exitCode === 0;
+}
+
+/**
+ * Writes back what mbstream extracts while it extracts (a syncfs, a short pause, again) until
+ * `until` settles, so the disk works beside the decompression and the extraction instead of after
+ * them, and the durable sync at the end has only the last stretch and prepare's own writes left.
+ * A shell pipeline leaves the same writing to the kernel, after it has exited. Never rejects; it
+ * stops at the first failure (the final step then fsyncs every file) and when `until` settles.
+ */
+async function flushWhile(ctx: DatadirRestoreContext, dir: string, until: Promise<unknown>): Promise<void> {
+  const state = { over: false };
+  const settled = until.then(() => { state.over = true; }, () => { state.over = true; });
+  try {
+    while (!state.over && !ctx.signal.aborted) {
+      if (!(await syncFileSystem(ctx, dir))) return;
+      await Promise.race([settled, sleep(FLUSH_PAUSE_MS, undefined, { ref: false })]);
+    }
+  } catch (err) {
+    ctx.log.debug({ err }, "a background flush of the extracted files failed");
+  }
 }
 
 /** fsync every file and directory under `dir`. */
@@ -216,7 +244,13 @@ async function makeStaging(ctx: DatadirRestoreContext): Promise<string> {
 
 export async function restoreStream(ctx: DatadirRestoreContext, input: Readable, opts: MariabackupOptions): Promise<DatadirRestoreOutcome> {
   const staging = await makeStaging(ctx);
-  await extract(ctx, input, opts, staging);
+  const extraction = extract(ctx, input, opts, staging);
+  const flushing = flushWhile(ctx, staging, extraction);
+  try {
+    await extraction;
+  } finally {
+    await flushing;
+  }
   return finishRestore(ctx, opts, staging);
 }
 
@@ -232,7 +266,10 @@ export async function startPipedRestore(ctx: DatadirRestoreContext, opts: Mariab
     await child.done;
     throw new Error(`${opts.mbstreamCommand} started without a stdin`);
   }
-  const done = extracted(ctx, child);
+  const extraction = extracted(ctx, child);
+  const flushing = flushWhile(ctx, staging, extraction);
+  // The loader is done when mbstream has exited and the background flush has stopped.
+  const done = extraction.finally(() => flushing);
   done.catch(() => undefined);
   return {
     loader: { stdin: child.stdin, done, kill: () => { child.kill(); } },
@@ -249,6 +286,9 @@ async function finishRestore(ctx: DatadirRestoreContext, opts: MariabackupOption
     );
   }
   ctx.log.info({ staging }, "backup extracted; preparing");
+  // What the extraction left unwritten goes to disk beside prepare (which reads those pages from
+  // the page cache and works mostly in memory), not after it.
+  const flushing = syncFileSystem(ctx, staging).catch(() => false);
 
   // --prepare reads the InnoDB layout of the source from backup-my.cnf, and nothing else.
   const cnf = path.join(staging, "backup-my.cnf");
@@ -262,7 +302,11 @@ async function finishRestore(ctx: DatadirRestoreContext, opts: MariabackupOption
     ],
     { what: "prepare the restored data", stdout: "ignore", signal: ctx.signal },
   );
-  await prepare.done;
+  try {
+    await prepare.done;
+  } finally {
+    await flushing;
+  }
 
   const replication = positionFromInfo(
     ctx.manifest,
