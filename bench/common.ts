@@ -114,6 +114,10 @@ function takeCpu(): number | undefined {
  * (/proc/stat), which step() and pairedRounds() turn into the row's "cores busy".
  */
 export async function timed(fn: () => Promise<void>): Promise<number> {
+  // Every timed interval starts with nothing dirty in the page cache: the rows before it (and
+  // this row's own untimed setup) leave their writes to the kernel, and a row that syncs (the
+  // agent's durable writes, a `sync --file-system`) would otherwise pay for them. Not timed.
+  spawnSync("sync", [], { stdio: "ignore" });
   const j0 = busyJiffies();
   const t0 = performance.now();
   await fn();
