@@ -6,14 +6,12 @@
 // The agent's sentinel file sits at the top of the data directory for the
 // whole restore; only the staging directory and the entries moved out of it
 // are touched here.
-import { constants } from "node:fs";
-import { lstat, mkdir, open, readdir, readFile, rename, rm, rmdir } from "node:fs/promises";
+import { lstat, mkdir, readdir, readFile, rename, rm, rmdir } from "node:fs/promises";
 import path from "node:path";
 import type { Readable, Writable } from "node:stream";
-import { setTimeout as sleep } from "node:timers/promises";
 import { failed, isReplicatorError } from "../../lib/errors.js";
 import type { Manifest, ReplicationPosition } from "../../storage/catalog.js";
-import { spawnTool } from "../../lib/exec.js";
+import { flushWhile, syncDurable, syncFileSystem } from "../../lib/durable.js";
 import type { DatadirRestoreContext, DatadirRestoreOutcome, PipedLoader } from "../contract.js";
 import { isReplicationStateFile, isStreamReadError, lastErrorLine, parseBinlogInfo, parseSlaveInfo, type MariabackupOptions } from "./parse.js";
 import { runTool, type Tool } from "./proc.js";
@@ -22,8 +20,6 @@ export const STAGING_DIR = ".replicator-staging";
 const CHECKPOINTS = ["mariadb_backup_checkpoints", "xtrabackup_checkpoints"];
 const BINLOG_INFO = ["mariadb_backup_binlog_info", "xtrabackup_binlog_info"];
 const SLAVE_INFO = ["mariadb_backup_slave_info", "xtrabackup_slave_info"];
-/** The pause between two background flushes of the staging directory's filesystem while mbstream extracts. */
-const FLUSH_PAUSE_MS = 250;
 
 /** Read a file, or undefined when it is not there. */
 export async function readOptional(file: string): Promise<string | undefined> {
@@ -175,64 +171,6 @@ export function positionFromInfo(
   const serverId = recorded?.sourceServerId ?? manifest.source.serverId;
   if (serverId !== undefined) pos.sourceServerId = serverId;
   return pos;
-}
-
-/**
- * Make everything under `dir` durable before the agent removes its sentinel: one syncfs(2) of its
- * filesystem (`sync --file-system`), or, where that tool is missing or fails, an fsync of every
- * file and directory.
- */
-async function syncDurable(ctx: DatadirRestoreContext, dir: string): Promise<void> {
-  if (await syncFileSystem(ctx, dir)) return;
-  ctx.log.debug("sync --file-system did not run; fsyncing every file");
-  await syncTree(dir);
-}
-
-/** One `sync --file-system dir`: true when it ran. */
-async function syncFileSystem(ctx: DatadirRestoreContext, dir: string): Promise<boolean> {
-  const r = await spawnTool("sync", ["--file-system", dir], { what: "flush the restored files to disk", stdout: "ignore", signal: ctx.signal }).exit;
-  return r.exitCode === 0;
-}
-
-/**
- * Writes back what mbstream extracts while it extracts (a syncfs, a short pause, again) until
- * `until` settles, so the disk works beside the decompression and the extraction instead of after
- * them, and the durable sync at the end has only the last stretch and prepare's own writes left.
- * A shell pipeline leaves the same writing to the kernel, after it has exited. Never rejects; it
- * stops at the first failure (the final step then fsyncs every file) and when `until` settles.
- */
-async function flushWhile(ctx: DatadirRestoreContext, dir: string, until: Promise<unknown>): Promise<void> {
-  const state = { over: false };
-  const settled = until.then(() => { state.over = true; }, () => { state.over = true; });
-  try {
-    while (!state.over && !ctx.signal.aborted) {
-      if (!(await syncFileSystem(ctx, dir))) return;
-      await Promise.race([settled, sleep(FLUSH_PAUSE_MS, undefined, { ref: false })]);
-    }
-  } catch (err) {
-    ctx.log.debug({ err }, "a background flush of the extracted files failed");
-  }
-}
-
-/** fsync every file and directory under `dir`. */
-async function syncTree(dir: string): Promise<void> {
-  const paths: string[] = [dir];
-  for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) {
-    if (e.isFile() || e.isDirectory()) paths.push(path.join(e.parentPath, e.name));
-  }
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < paths.length) {
-      const p = paths[next++] as string;
-      const fh = await open(p, constants.O_RDONLY);
-      try {
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: 8 }, worker));
 }
 
 async function makeStaging(ctx: DatadirRestoreContext): Promise<string> {

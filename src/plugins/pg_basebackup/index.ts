@@ -38,6 +38,7 @@ import path from "node:path";
 import type { Readable } from "node:stream";
 import { badInput, failed, isReplicatorError } from "../../lib/errors.js";
 import { spawnTool, type ToolChild } from "../../lib/exec.js";
+import { flushWhile, syncDurable } from "../../lib/durable.js";
 import { feedChild, outputOf } from "../../lib/child-streams.js";
 import { settleOutcome, undoOnFailure, type CleanupStack } from "../../lib/cleanup.js";
 import { buildConninfo, confLine } from "../../db/postgres/conninfo.js";
@@ -260,6 +261,9 @@ async function finishRestore(ctx: DatadirRestoreContext): Promise<DatadirRestore
     await rm(path.join(dir, "standby.signal"));
     warnings.push("the backup was taken from a standby: its standby.signal was removed, so the server starts as a primary of its own (use --replicate-from for a standby)");
   }
+  // Every restored file on disk before the agent removes the sentinel (as pg_basebackup -D
+  // itself syncs, unless --no-sync): most of it was written back while tar extracted.
+  await syncDurable(ctx, dir);
   ctx.log.info({ pgVersion: major, position: replication, backupFrom: label.backupFrom }, "base backup extracted");
   return { replication, warnings };
 }
@@ -281,9 +285,15 @@ export const pgBasebackupMethod: BackupMethod = {
   async restore(ctx: DatadirRestoreContext, input: Readable): Promise<DatadirRestoreOutcome> {
     parsePgBasebackupOptions(ctx.options);
     const tar = startTar(ctx);
-    await feedChild(tar, input, betterLoaderError).catch((err: unknown) => {
+    const extraction = feedChild(tar, input, betterLoaderError).catch((err: unknown) => {
       throw tarError(err, ctx.manifest.name);
     });
+    const flushing = flushWhile(ctx, ctx.datadir, extraction);
+    try {
+      await extraction;
+    } finally {
+      await flushing;
+    }
     return finishRestore(ctx);
   },
 
@@ -299,9 +309,12 @@ export const pgBasebackupMethod: BackupMethod = {
       await tar.done;
       throw new Error("tar started without a stdin");
     }
-    const done = tar.done.catch((err: unknown) => {
+    const extraction = tar.done.catch((err: unknown) => {
       throw tarError(betterLoaderError(err), ctx.manifest.name);
     });
+    const flushing = flushWhile(ctx, ctx.datadir, extraction);
+    // The loader is done when tar has exited and the background flush has stopped.
+    const done = extraction.finally(() => flushing);
     done.catch(() => undefined);
     return {
       loader: { stdin: tar.stdin, done, kill: () => { tar.kill(); } },
