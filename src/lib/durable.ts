@@ -40,7 +40,7 @@ export async function syncDurable(ctx: DurableContext, dir: string): Promise<voi
  * rejects; it stops at the first failure (syncDurable then fsyncs every file) and when `until`
  * settles.
  */
-export async function flushWhile(ctx: DurableContext, dir: string, until: Promise<unknown>): Promise<void> {
+async function flushWhile(ctx: DurableContext, dir: string, until: Promise<unknown>): Promise<void> {
   const state = { over: false };
   const settled = until.then(() => { state.over = true; }, () => { state.over = true; });
   try {
@@ -51,6 +51,15 @@ export async function flushWhile(ctx: DurableContext, dir: string, until: Promis
   } catch (err) {
     ctx.log.debug({ err }, "a background flush of the extracted files failed");
   }
+}
+
+/**
+ * `extraction`, with `dir` written back while it runs (flushWhile): settles as the extraction did,
+ * once the background flush has stopped too.
+ */
+export function extractFlushing<T>(ctx: DurableContext, dir: string, extraction: Promise<T>): Promise<T> {
+  const flushing = flushWhile(ctx, dir, extraction);
+  return extraction.finally(() => flushing);
 }
 
 /** fsync every file and directory under `dir`. */

@@ -11,7 +11,7 @@ import path from "node:path";
 import type { Readable, Writable } from "node:stream";
 import { failed, isReplicatorError } from "../../lib/errors.js";
 import type { Manifest, ReplicationPosition } from "../../storage/catalog.js";
-import { flushWhile, syncDurable, syncFileSystem } from "../../lib/durable.js";
+import { extractFlushing, syncDurable, syncFileSystem } from "../../lib/durable.js";
 import type { DatadirRestoreContext, DatadirRestoreOutcome, PipedLoader } from "../contract.js";
 import { isReplicationStateFile, isStreamReadError, lastErrorLine, parseBinlogInfo, parseSlaveInfo, type MariabackupOptions } from "./parse.js";
 import { runTool, type Tool } from "./proc.js";
@@ -182,13 +182,7 @@ async function makeStaging(ctx: DatadirRestoreContext): Promise<string> {
 
 export async function restoreStream(ctx: DatadirRestoreContext, input: Readable, opts: MariabackupOptions): Promise<DatadirRestoreOutcome> {
   const staging = await makeStaging(ctx);
-  const extraction = extract(ctx, input, opts, staging);
-  const flushing = flushWhile(ctx, staging, extraction);
-  try {
-    await extraction;
-  } finally {
-    await flushing;
-  }
+  await extractFlushing(ctx, staging, extract(ctx, input, opts, staging));
   return finishRestore(ctx, opts, staging);
 }
 
@@ -204,10 +198,8 @@ export async function startPipedRestore(ctx: DatadirRestoreContext, opts: Mariab
     await child.done;
     throw new Error(`${opts.mbstreamCommand} started without a stdin`);
   }
-  const extraction = extracted(ctx, child);
-  const flushing = flushWhile(ctx, staging, extraction);
   // The loader is done when mbstream has exited and the background flush has stopped.
-  const done = extraction.finally(() => flushing);
+  const done = extractFlushing(ctx, staging, extracted(ctx, child));
   done.catch(() => undefined);
   return {
     loader: { stdin: child.stdin, done, kill: () => { child.kill(); } },

@@ -38,7 +38,7 @@ import path from "node:path";
 import type { Readable } from "node:stream";
 import { badInput, failed, isReplicatorError } from "../../lib/errors.js";
 import { spawnTool, type ToolChild } from "../../lib/exec.js";
-import { flushWhile, syncDurable } from "../../lib/durable.js";
+import { extractFlushing, syncDurable } from "../../lib/durable.js";
 import { feedChild, outputOf } from "../../lib/child-streams.js";
 import { settleOutcome, undoOnFailure, type CleanupStack } from "../../lib/cleanup.js";
 import { buildConninfo, confLine } from "../../db/postgres/conninfo.js";
@@ -288,12 +288,7 @@ export const pgBasebackupMethod: BackupMethod = {
     const extraction = feedChild(tar, input, betterLoaderError).catch((err: unknown) => {
       throw tarError(err, ctx.manifest.name);
     });
-    const flushing = flushWhile(ctx, ctx.datadir, extraction);
-    try {
-      await extraction;
-    } finally {
-      await flushing;
-    }
+    await extractFlushing(ctx, ctx.datadir, extraction);
     return finishRestore(ctx);
   },
 
@@ -312,9 +307,8 @@ export const pgBasebackupMethod: BackupMethod = {
     const extraction = tar.done.catch((err: unknown) => {
       throw tarError(betterLoaderError(err), ctx.manifest.name);
     });
-    const flushing = flushWhile(ctx, ctx.datadir, extraction);
     // The loader is done when tar has exited and the background flush has stopped.
-    const done = extraction.finally(() => flushing);
+    const done = extractFlushing(ctx, ctx.datadir, extraction);
     done.catch(() => undefined);
     return {
       loader: { stdin: tar.stdin, done, kill: () => { tar.kill(); } },
