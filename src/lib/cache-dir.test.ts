@@ -1,3 +1,6 @@
+import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { compileCacheDir, ensureCacheDir, replicatorCacheDir } from "./cache-dir.js";
 
@@ -17,9 +20,6 @@ describe("the CLI's cache directories", () => {
 
 describe("ensureCacheDir", () => {
   it("makes the missing levels, 0700, and says where it cannot (a file in the way, /proc), at once", async () => {
-    const { mkdtemp, rm, stat, writeFile } = await import("node:fs/promises");
-    const { tmpdir } = await import("node:os");
-    const path = await import("node:path");
     const base = await mkdtemp(path.join(tmpdir(), "replicator-cache-dir-"));
     try {
       const dir = path.join(base, "a", "b", "c");
