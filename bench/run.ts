@@ -145,6 +145,21 @@ async function replicator(args: string[], env: Record<string, string>, cwd: stri
   return runReplicator(main, args, env, cwd);
 }
 
+/** `replicator backup ARGS` as a row's run: timed, its RSS, stored size and CLI time on the row; `seen` gets the CLI's JSON. */
+function backupRun(args: string[], env: Record<string, string>, cwd: string, main: string = cliMain, seen?: (j: CliJson | undefined) => void): (row: Row) => Promise<number> {
+  return async (row) => {
+    let j: CliJson | undefined;
+    const sec = await timed(async () => {
+      j = await replicator(["backup", ...args, "--compression", "zstd"], env, cwd, main);
+    });
+    noteRss(row, j);
+    row.bytes = j?.size;
+    seen?.(j);
+    row.check = `ok (CLI ${fmt((j?.durationMs ?? 0) / 1000, 2)} s)`;
+    return sec;
+  };
+}
+
 // ---------------------------------------------------------------- data set
 
 const WORDS = [
@@ -380,17 +395,9 @@ async function mariadbBench(work: string, s3: S3Server): Promise<BenchPart> {
     for (const [where, repository, env] of [["file://", `file://${fileRepo}`, {}], ["S3 versitygw", "s3://bench/replicator", s3.env]] as const) {
       logicalBackups.push({
         name: `replicator backup → ${where} (zstd)${c.tag}`,
-        run: async (row) => {
-          let j: CliJson | undefined;
-          const sec = await timed(async () => {
-            j = await replicator(["backup", "--source", src.url, "--repository", repository, "--cluster", c.cluster, "--compression", "zstd"], env, cwd, c.main);
-          });
-          noteRss(row, j);
-          row.bytes = j?.size;
+        run: backupRun(["--source", src.url, "--repository", repository, "--cluster", c.cluster], env, cwd, c.main, (j) => {
           if (c.tag === "" && where === "file://") replicatorRaw = j?.rawSize;
-          row.check = `ok (CLI ${fmt((j?.durationMs ?? 0) / 1000, 2)} s)`;
-          return sec;
-        },
+        }),
       });
     }
   }
@@ -398,16 +405,7 @@ async function mariadbBench(work: string, s3: S3Server): Promise<BenchPart> {
   for (const [where, repository, env] of [["file://", `file://${fileRepo}`, {}], ["S3 versitygw", "s3://bench/replicator", s3.env]] as const) {
     logicalBackups.push({
       name: `replicator backup --method mysqldump_parallel --threads ${THREADS} → ${where}`,
-      run: async (row) => {
-        let j: CliJson | undefined;
-        const sec = await timed(async () => {
-          j = await replicator(["backup", "--method", "mysqldump_parallel", "--threads", String(THREADS), "--source", src.url, "--repository", repository, "--cluster", "bench-parallel", "--compression", "zstd"], env, cwd);
-        });
-        noteRss(row, j);
-        row.bytes = j?.size;
-        row.check = `ok (CLI ${fmt((j?.durationMs ?? 0) / 1000, 2)} s)`;
-        return sec;
-      },
+      run: backupRun(["--method", "mysqldump_parallel", "--threads", String(THREADS), "--source", src.url, "--repository", repository, "--cluster", "bench-parallel"], env, cwd),
     });
   }
   logicalBackups.push({
@@ -614,16 +612,7 @@ async function mariadbBench(work: string, s3: S3Server): Promise<BenchPart> {
     for (const [where, repository, env] of physRepos) {
       physicalBackups.push({
         name: `replicator backup --method mariabackup → ${where} (zstd)`,
-        run: async (row) => {
-          let j: CliJson | undefined;
-          const sec = await timed(async () => {
-            j = await replicator(["backup", "--method", "mariabackup", "--source", src.url, "--repository", repository, "--cluster", "bench", "--compression", "zstd"], env, physCwd);
-          });
-          noteRss(row, j);
-          row.bytes = j?.size;
-          row.check = `ok (CLI ${fmt((j?.durationMs ?? 0) / 1000, 2)} s)`;
-          return sec;
-        },
+        run: backupRun(["--method", "mariabackup", "--source", src.url, "--repository", repository, "--cluster", "bench"], env, physCwd),
       });
     }
     physicalBackups.push({
