@@ -3,7 +3,7 @@
 // on, restored by several connections; every table's checksum, routines,
 // views, triggers and events equal; a replica seeded from it replicates; one
 // database or one table restored alone; a slave's backup leaves it replicating.
-import { mkdtemp, readFile, readdir } from "node:fs/promises";
+import { mkdtemp, readFile, readdir, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -15,7 +15,7 @@ let master: MariaDb;
 let repo: string;
 let repoDir: string;
 const servers: MariaDb[] = [];
-const SCHEMAS = ["shop", "app", "pair", "bulk", "empty_db"];
+const SCHEMAS = ["shop", "app", "pair", "bulk", "empty_db", "keyed"];
 const replEnv = { REPLICATOR_REPLICATION_PASSWORD: "replpass" };
 
 async function newServer(opts: Parameters<typeof startMariaDb>[0] = {}): Promise<MariaDb> {
@@ -36,6 +36,20 @@ async function definitions(s: MariaDb, schema: string): Promise<string[]> {
   return rows.map((r) => r.d).sort();
 }
 
+/** Every base table's definition, as SHOW CREATE TABLE prints it (its AUTO_INCREMENT counter aside). */
+async function tableDefinitions(s: MariaDb, schemas: string[]): Promise<Record<string, string>> {
+  const tables = await s.query<{ s: string; t: string }>(
+    "SELECT table_schema AS s, table_name AS t FROM information_schema.tables WHERE table_type='BASE TABLE' AND table_schema IN (?) ORDER BY 1, 2",
+    [schemas],
+  );
+  const out: Record<string, string> = {};
+  for (const { s: db, t } of tables) {
+    const [row] = await s.query<Record<string, string>>(`SHOW CREATE TABLE \`${db}\`.\`${t}\``);
+    out[`${db}.${t}`] = (row?.["Create Table"] ?? "").replace(/ AUTO_INCREMENT=\d+/, "");
+  }
+  return out;
+}
+
 async function manifestOf(name: string): Promise<{ method: string; details: Record<string, unknown>; replication?: { gtid?: string } }> {
   return JSON.parse(await readFile(path.join(repoDir, "default", name, "manifest.json"), "utf8")) as { method: string; details: Record<string, unknown> };
 }
@@ -48,11 +62,24 @@ beforeAll(async () => {
   await master.query("CREATE TABLE pair.b (id INT AUTO_INCREMENT PRIMARY KEY, v INT) ENGINE=InnoDB");
   await master.query("CREATE DATABASE bulk");
   // Large enough to be cut into key ranges (more than a thread's share of the whole).
-  await master.query("CREATE TABLE bulk.big (id BIGINT PRIMARY KEY, pad VARCHAR(200), n DOUBLE) ENGINE=InnoDB");
+  await master.query("CREATE TABLE bulk.big (id BIGINT PRIMARY KEY, pad VARCHAR(200), n DOUBLE, KEY n (n), KEY pad (pad(12), n DESC)) ENGINE=InnoDB");
   await master.query("INSERT INTO bulk.big SELECT seq, REPEAT(MD5(seq), 6), seq / 7 FROM bulk.seq_1_to_120000");
   await master.query("CREATE TABLE bulk.nokey (v VARCHAR(20)) ENGINE=InnoDB");
   await master.query("INSERT INTO bulk.nokey SELECT CONCAT('row ', seq) FROM bulk.seq_1_to_500");
   await master.query("CREATE DATABASE empty_db");
+  // Keys a restore builds after the rows, and keys it must leave in place.
+  await master.query("CREATE DATABASE keyed");
+  await master.query(
+    `CREATE TABLE keyed.many (id INT PRIMARY KEY, a INT NOT NULL, b VARCHAR(40) NOT NULL, c TEXT, g POINT NOT NULL,
+       UNIQUE KEY b (b), SPATIAL KEY g (g), KEY a_b (a DESC, b(10)) COMMENT 'two, parts', KEY ign (a) IGNORED, FULLTEXT KEY ft (c)) ENGINE=InnoDB`,
+  );
+  await master.query("INSERT INTO keyed.many SELECT seq, seq % 97, CONCAT('b', seq), REPEAT('word ', seq % 9), POINT(seq, seq) FROM keyed.seq_1_to_3000");
+  await master.query("CREATE TABLE keyed.nopk (a INT NOT NULL, b INT NOT NULL, UNIQUE KEY a (a), KEY b (b)) ENGINE=InnoDB");
+  await master.query("INSERT INTO keyed.nopk SELECT seq, seq % 13 FROM keyed.seq_1_to_2000");
+  await master.query("CREATE TABLE keyed.parent (id INT PRIMARY KEY, code INT NOT NULL, KEY code (code)) ENGINE=InnoDB");
+  await master.query("CREATE TABLE keyed.child (id INT PRIMARY KEY, parent INT NOT NULL, n INT, KEY n (n), CONSTRAINT fk FOREIGN KEY (parent) REFERENCES keyed.parent (id)) ENGINE=InnoDB");
+  await master.query("INSERT INTO keyed.parent SELECT seq, seq * 2 FROM keyed.seq_1_to_300");
+  await master.query("INSERT INTO keyed.child SELECT seq, 1 + seq % 300, seq % 7 FROM keyed.seq_1_to_900");
   await master.query("ANALYZE TABLE bulk.big, bulk.nokey, shop.customers");
   await master.query("CREATE USER 'repl'@'%' IDENTIFIED BY 'replpass'");
   await master.query("GRANT REPLICATION SLAVE, REPLICATION CLIENT, BINLOG MONITOR ON *.* TO 'repl'@'%'");
@@ -114,7 +141,9 @@ describe("mysqldump_parallel", () => {
     }
     expect(await routines(fresh, "shop")).toEqual(await routines(master, "shop"));
     // Tables the writer did not touch are equal to the master's, checksum for checksum.
-    expect(await checksums(fresh, ["shop", "app", "bulk"])).toEqual(await checksums(master, ["shop", "app", "bulk"]));
+    expect(await checksums(fresh, ["shop", "app", "bulk", "keyed"])).toEqual(await checksums(master, ["shop", "app", "bulk", "keyed"]));
+    // Every table as the master defines it: the keys built after the rows are the same keys, in the same order.
+    expect(await tableDefinitions(fresh, SCHEMAS)).toEqual(await tableDefinitions(master, SCHEMAS));
     // The load did not go into the new server's own binlog.
     const [g] = await fresh.query<{ pos: string }>("SELECT @@gtid_binlog_pos AS pos");
     expect(g?.pos ?? "").toBe("");
@@ -133,6 +162,40 @@ describe("mysqldump_parallel", () => {
     const [st] = await fresh.query<{ Slave_SQL_Running: string; Last_SQL_Error: string }>("SHOW SLAVE STATUS");
     expect(st?.Last_SQL_Error).toBe("");
     expect(st?.Slave_SQL_Running).toBe("Yes");
+  }, 240_000);
+
+  it("builds secondary keys after the rows where that is safe, and with the rows when methodOptions.deferKeys is false: the tables come out the same", async () => {
+    expect(name).not.toBe("");
+    const logLines = (stderr: string): { msg?: string; table?: string; tables?: number }[] =>
+      stderr.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as { msg?: string; table?: string });
+    const fresh = await newServer({ serverId: 13 });
+    const r = await runCli(["restore", "--target", fresh.url, "--repository", repo, "--backup", name, "--log-level", "info"]);
+    expect(r.exitCode).toBe(0);
+    const added = logLines(r.stderr).filter((l) => l.msg === "secondary keys added back").map((l) => l.table ?? "");
+    // The chunked table and the keyed tables; not a table with a foreign key nor one a foreign key references.
+    expect(added).toEqual(expect.arrayContaining(["bulk.big", "keyed.many", "keyed.nopk"]));
+    expect(added).not.toContain("keyed.parent");
+    expect(added).not.toContain("keyed.child");
+    expect(new Set(added).size).toBe(added.length);
+    expect(await tableDefinitions(fresh, ["shop", "app", "bulk", "keyed"])).toEqual(await tableDefinitions(master, ["shop", "app", "bulk", "keyed"]));
+    expect(await checksums(fresh, ["shop", "app", "bulk", "keyed"])).toEqual(await checksums(master, ["shop", "app", "bulk", "keyed"]));
+    // Nothing of the rebuild went into the new server's binlog either.
+    const [g] = await fresh.query<{ pos: string }>("SELECT @@gtid_binlog_pos AS pos");
+    expect(g?.pos ?? "").toBe("");
+
+    const dir = await mkdtemp(path.join(tmpdir(), "replicator-keys-"));
+    await writeFile(path.join(dir, "replicator.yaml"), "methodOptions:\n  deferKeys: false\n");
+    const withRows = await newServer({ serverId: 14 });
+    const k = await runCli(["restore", "--target", withRows.url, "--repository", repo, "--backup", name, "--log-level", "info"], {}, { cwd: dir });
+    expect(k.exitCode).toBe(0);
+    expect(logLines(k.stderr).filter((l) => /secondary key/.test(l.msg ?? ""))).toEqual([]);
+    expect(await tableDefinitions(withRows, ["shop", "app", "bulk", "keyed"])).toEqual(await tableDefinitions(master, ["shop", "app", "bulk", "keyed"]));
+    expect(await checksums(withRows, ["bulk", "keyed"])).toEqual(await checksums(master, ["bulk", "keyed"]));
+
+    await writeFile(path.join(dir, "replicator.yaml"), "methodOptions:\n  deferKeys: later\n");
+    const bad = await runCli(["restore", "--target", withRows.url, "--repository", repo, "--backup", name], {}, { cwd: dir });
+    expect(bad.exitCode).toBe(2);
+    expect(bad.stderr.trim()).toBe('replicator restore: deferKeys must be true or false (got "later")');
   }, 240_000);
 
   it("restores one table alone into a server with other data, leaving the rest untouched", async () => {

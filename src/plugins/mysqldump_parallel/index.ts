@@ -31,7 +31,7 @@ import { PassThrough, type Readable, type Writable } from "node:stream";
 import { badInput, failed } from "../../lib/errors.js";
 import { spawnTool, type ToolChild } from "../../lib/exec.js";
 import { settleOutcome, undoOnFailure } from "../../lib/cleanup.js";
-import { queryRows, type Conn } from "../../db/connection.js";
+import { queryRows, withConn, type Conn } from "../../db/connection.js";
 import { SYSTEM_SCHEMAS } from "../../db/schemas.js";
 import { writeDefaultsFile, type DefaultsFile } from "../../db/defaults-file.js";
 import type { ReplicationPosition } from "../../storage/catalog.js";
@@ -63,6 +63,7 @@ import {
 } from "./format.js";
 import { MAX_PROCESSES, planParts, quoteIdent, type TableInfo } from "./plan.js";
 import { PartFeed, SinkGone, SpillBudget, spillFile } from "./feed.js";
+import { addKeysBack, dropDeferrableKeys, type DeferredKeys } from "./keys.js";
 
 const INTEGER_TYPES = ["tinyint", "smallint", "mediumint", "int", "bigint"];
 /** How long the data processes may take to open their snapshots under the lock. */
@@ -79,6 +80,8 @@ export interface ParallelOptions {
   clientCommand: string;
   /** What a restore may keep on disk for clients slower than the stream (bytes; 0: none, the stream waits for the slowest client). */
   spillBytes: number;
+  /** Whether a restore adds secondary keys after the rows (keys.ts) rather than loading rows into them. */
+  deferKeys: boolean;
 }
 
 /** The default spill budget of a restore (MiB). */
@@ -126,8 +129,16 @@ export function parseParallelOptions(o: Record<string, unknown>): ParallelOption
     spillMb = Number(o.spillMb);
     if (!Number.isInteger(spillMb) || spillMb < 0) throw badInput("InvalidOption", `spillMb must be a whole number of MiB, 0 or more (got ${JSON.stringify(o.spillMb)})`);
   }
+  let deferKeys = true;
+  if (o.deferKeys !== undefined) {
+    if (o.deferKeys !== true && o.deferKeys !== false && o.deferKeys !== "true" && o.deferKeys !== "false") {
+      throw badInput("InvalidOption", `deferKeys must be true or false (got ${JSON.stringify(o.deferKeys)})`);
+    }
+    deferKeys = o.deferKeys === true || o.deferKeys === "true";
+  }
   return {
     threads,
+    deferKeys,
     spillBytes: spillMb * 1024 * 1024,
     lock: parseLockOption(o.lock),
     databases: parseDatabasesOption(o.databases),
@@ -406,6 +417,21 @@ async function restoreStream(ctx: RestoreContext, input: Readable): Promise<void
   const parts = new Map<number, PlanPart>();
   let schemaDone: Promise<void> | undefined;
   let dataDone: Promise<void> | undefined;
+  /** The tables this restore loads rows into (from the plan, filtered). */
+  const loading: { db: string; table: string }[] = [];
+  let deferred: DeferredKeys[] = [];
+  let keysAdded: Promise<void> | undefined;
+  /** Once the schema is in and before the first row: the secondary keys that are built after the rows. */
+  const dropKeys = async (): Promise<void> => {
+    if (!opts.deferKeys || loading.length === 0) return;
+    deferred = await withConn(ctx.target, "drop secondary keys until the rows are in", async (c) => {
+      await c.query("SET SESSION sql_log_bin=0");
+      return dropDeferrableKeys(c, loading);
+    });
+    if (deferred.length > 0) ctx.log.info({ tables: deferred.length, keys: deferred.reduce((n, d) => n + d.keys.length, 0) }, "secondary keys are added after the rows");
+  };
+  /** When every row is in (before triggers, routines and events): the keys dropped by dropKeys, back. */
+  const keysBack = (): Promise<void> => (keysAdded ??= addKeysBack(ctx.target, deferred, opts.threads, ctx.log, ctx.signal));
   const partOf = (id: number): PlanPart => {
     const p = parts.get(id);
     if (!p) throw new FormatError(`it has a frame of part ${id}, which its plan does not list`);
@@ -462,11 +488,11 @@ async function restoreStream(ctx: RestoreContext, input: Readable): Promise<void
     const have = clients.get(part.id);
     if (have) return have;
     if (part.kind === "data") {
-      schemaDone ??= Promise.all([...clients.entries()].filter(([id]) => partOf(id).kind === "schema").map(([, c]) => { c.feed.end(); return finished(c); })).then(() => undefined);
+      schemaDone ??= Promise.all([...clients.entries()].filter(([id]) => partOf(id).kind === "schema").map(([, c]) => { c.feed.end(); return finished(c); })).then(dropKeys);
       await schemaDone;
     } else if (part.kind === "post") {
       schemaDone ??= Promise.resolve();
-      dataDone ??= Promise.all([...clients.entries()].filter(([id]) => partOf(id).kind !== "post").map(([, c]) => { c.feed.end(); return finished(c); })).then(() => undefined);
+      dataDone ??= Promise.all([...clients.entries()].filter(([id]) => partOf(id).kind !== "post").map(([, c]) => { c.feed.end(); return finished(c); })).then(keysBack);
       await dataDone;
     }
     const c = startClient(part);
@@ -480,6 +506,16 @@ async function restoreStream(ctx: RestoreContext, input: Readable): Promise<void
     header: async (p) => {
       for (const x of p.parts) parts.set(x.id, x);
       budget.shareMemory(p.parts.length);
+      const seen = new Set<string>();
+      for (const x of p.parts) {
+        if (x.kind !== "data" || !x.db) continue;
+        for (const table of x.tables ?? []) {
+          const name = `${x.db}.${table}`;
+          if (seen.has(name) || (opts.tables && !opts.tables.includes(name)) || (opts.databases && !opts.databases.includes(x.db))) continue;
+          seen.add(name);
+          loading.push({ db: x.db, table });
+        }
+      }
       if (opts.tables) {
         const inBackup = new Set(p.parts.filter((x) => x.kind === "data").flatMap((x) => (x.tables ?? []).map((t) => `${x.db ?? ""}.${t}`)));
         const missing = opts.tables.filter((t) => !inBackup.has(t));
@@ -532,6 +568,8 @@ async function restoreStream(ctx: RestoreContext, input: Readable): Promise<void
     reader.finish();
     for (const c of clients.values()) c.feed.end();
     await Promise.all([...clients.values()].map(finished));
+    // A restore with no triggers, routines or events to load never started a post client.
+    await keysBack();
     ctx.log.info({ clients: clients.size, tables: loadedTables }, "parallel load done");
   } catch (err) {
     for (const c of clients.values()) {
