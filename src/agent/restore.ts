@@ -435,6 +435,8 @@ async function restoreChosen(req: RestoreRequest, chosen: BackupEntry): Promise<
       throw badInput("EngineMismatch", `backup ${chosen.name} is a ${method.engine} backup (${method.name}) but ${what} is a ${e.engine} server`);
     }
   }
+  // The method's options, before anything touches the target (as a backup checks them before it starts).
+  method.validateOptions(req.methodOptions ?? {});
   const partial = ["restoreDatabases", "restoreTables"].filter((k) => req.methodOptions?.[k] !== undefined);
   if (partial.length > 0) {
     const flags = partial.map((k) => (k === "restoreTables" ? "--tables" : "--databases")).join(" and ");
