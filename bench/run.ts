@@ -517,45 +517,47 @@ async function mariadbBench(work: string, s3: S3Server): Promise<BenchPart> {
   };
 
   const logicalRestores: RestorePipeline[] = [];
-  for (const c of clis) {
-    for (const [where, repository, env, tag] of [["file://", `file://${fileRepo}`, {}, "file"], ["S3 versitygw", "s3://bench/replicator", s3.env, "s3"]] as const) {
-      const needs = `replicator backup → ${where} (zstd)${c.tag}`;
-      logicalRestores.push({
-        name: `replicator restore ← ${where}${c.tag}`,
-        needs,
-        run: async (row) => {
-          const b = backupRow(needs);
-          need(b);
-          row.bytes = b?.bytes;
-          await intoFresh(row, `restore-${tag}`, async (t) => {
-            const j = await replicator(["restore", "--target", t.url, "--repository", repository, "--cluster", c.cluster], env, cwd, c.main);
-            noteRss(row, j);
-            return `CLI ${fmt((j.durationMs ?? 0) / 1000, 2)} s; `;
-          });
-          return row.seconds ?? NaN;
-        },
+  /** A `replicator restore` of the backup row `needs` into a fresh server, from `repository` (cluster `cluster`), run in `dir` with build `main`. */
+  const cliRestore = (name: string, needs: string, tag: string, args: { repository: string; cluster: string; env: Record<string, string>; dir: string; main: string }): RestorePipeline => ({
+    name,
+    needs,
+    run: async (row) => {
+      const b = backupRow(needs);
+      need(b);
+      row.bytes = b?.bytes;
+      await intoFresh(row, `restore-${tag}`, async (t) => {
+        const j = await replicator(["restore", "--target", t.url, "--repository", args.repository, "--cluster", args.cluster], args.env, args.dir, args.main);
+        noteRss(row, j);
+        return `CLI ${fmt((j.durationMs ?? 0) / 1000, 2)} s; `;
       });
+      return row.seconds ?? NaN;
+    },
+  });
+  const stores = [["file://", `file://${fileRepo}`, {}, "file"], ["S3 versitygw", "s3://bench/replicator", s3.env, "s3"]] as const;
+  for (const c of clis) {
+    for (const [where, repository, env, tag] of stores) {
+      logicalRestores.push(cliRestore(`replicator restore ← ${where}${c.tag}`, `replicator backup → ${where} (zstd)${c.tag}`, tag, { repository, cluster: c.cluster, env, dir: cwd, main: c.main }));
     }
   }
+  // The same parallel backup loaded with its secondary keys in place while the rows go in
+  // (methodOptions.deferKeys: false, the restore before keys.ts): what building them after is worth.
+  const keysCwd = out("cwd-keys-with-rows");
+  await mkdir(keysCwd, { recursive: true });
+  await writeFile(path.join(keysCwd, "replicator.yaml"), "methodOptions:\n  deferKeys: false\n");
+  const parallelNeeds = (where: string): string => `replicator backup --method mysqldump_parallel --threads ${THREADS} → ${where}`;
+  logicalRestores.push(
+    cliRestore(`replicator restore (mysqldump_parallel, ${THREADS} threads, deferKeys: false) ← file://`, parallelNeeds("file://"), "parallel-keys", {
+      repository: `file://${fileRepo}`,
+      cluster: "bench-parallel",
+      env: {},
+      dir: keysCwd,
+      main: cliMain,
+    }),
+  );
   // The other build ([before]) restores the same parallel backups (this build's).
   for (const c of clis) {
-    for (const [where, repository, env, tag] of [["file://", `file://${fileRepo}`, {}, "file"], ["S3 versitygw", "s3://bench/replicator", s3.env, "s3"]] as const) {
-      const needs = `replicator backup --method mysqldump_parallel --threads ${THREADS} → ${where}`;
-      logicalRestores.push({
-        name: `replicator restore (mysqldump_parallel, ${THREADS} threads) ← ${where}${c.tag}`,
-        needs,
-        run: async (row) => {
-          const b = backupRow(needs);
-          need(b);
-          row.bytes = b?.bytes;
-          await intoFresh(row, `restore-parallel-${tag}`, async (t) => {
-            const j = await replicator(["restore", "--target", t.url, "--repository", repository, "--cluster", "bench-parallel"], env, cwd, c.main);
-            noteRss(row, j);
-            return `CLI ${fmt((j.durationMs ?? 0) / 1000, 2)} s; `;
-          });
-          return row.seconds ?? NaN;
-        },
-      });
+    for (const [where, repository, env, tag] of stores) {
+      logicalRestores.push(cliRestore(`replicator restore (mysqldump_parallel, ${THREADS} threads) ← ${where}${c.tag}`, parallelNeeds(where), `parallel-${tag}`, { repository, cluster: "bench-parallel", env, dir: cwd, main: c.main }));
     }
   }
   logicalRestores.push({
