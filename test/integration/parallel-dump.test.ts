@@ -192,6 +192,20 @@ describe("mysqldump_parallel", () => {
     expect(await tableDefinitions(withRows, ["shop", "app", "bulk", "keyed"])).toEqual(await tableDefinitions(master, ["shop", "app", "bulk", "keyed"]));
     expect(await checksums(withRows, ["bulk", "keyed"])).toEqual(await checksums(master, ["bulk", "keyed"]));
 
+    // A restore user the target does not let ALTER tables: the keys load with the rows, one warning says why and what to grant.
+    const noAlter = await newServer({ serverId: 15 });
+    await noAlter.query("CREATE USER 'loader'@'%' IDENTIFIED BY 'loadpw'");
+    await noAlter.query("GRANT ALL ON *.* TO 'loader'@'%'");
+    await noAlter.query("REVOKE ALTER ON *.* FROM 'loader'@'%'");
+    const n = await runCli(["restore", "--target", `mysql://loader@127.0.0.1:${noAlter.port}`, "--repository", repo, "--backup", name], { REPLICATOR_DB_PASSWORD: "loadpw" });
+    expect(n.exitCode).toBe(0);
+    const warned = logLines(n.stderr).filter((l) => /may not ALTER/.test(l.msg ?? ""));
+    expect(warned).toHaveLength(1);
+    expect(JSON.stringify(warned[0])).toContain("ALTER command denied");
+    expect(n.stderr).not.toContain("loadpw");
+    expect(await tableDefinitions(noAlter, ["shop", "app", "bulk", "keyed"])).toEqual(await tableDefinitions(master, ["shop", "app", "bulk", "keyed"]));
+    expect(await checksums(noAlter, ["bulk", "keyed"])).toEqual(await checksums(master, ["bulk", "keyed"]));
+
     await writeFile(path.join(dir, "replicator.yaml"), "methodOptions:\n  deferKeys: later\n");
     const bad = await runCli(["restore", "--target", withRows.url, "--repository", repo, "--backup", name], {}, { cwd: dir });
     expect(bad.exitCode).toBe(2);

@@ -424,10 +424,12 @@ async function restoreStream(ctx: RestoreContext, input: Readable): Promise<void
   /** Once the schema is in and before the first row: the secondary keys that are built after the rows. */
   const dropKeys = async (): Promise<void> => {
     if (!opts.deferKeys || loading.length === 0) return;
-    deferred = await withConn(ctx.target, "drop secondary keys until the rows are in", async (c) => {
+    const r = await withConn(ctx.target, "drop secondary keys until the rows are in", async (c) => {
       await c.query("SET SESSION sql_log_bin=0");
       return dropDeferrableKeys(c, loading);
     });
+    deferred = r.deferred;
+    if (r.refused) ctx.log.warn({ refused: r.refused }, "the restore user may not ALTER the restored tables: their secondary keys load with the rows, which is slower (GRANT ALTER on the restored databases, or set methodOptions.deferKeys: false to say so)");
     if (deferred.length > 0) ctx.log.info({ tables: deferred.length, keys: deferred.reduce((n, d) => n + d.keys.length, 0) }, "secondary keys are added after the rows");
   };
   /** When every row is in (before triggers, routines and events): the keys dropped by dropKeys, back. */

@@ -74,12 +74,16 @@ export function addKeysSql(d: DeferredKeys): string {
   return `ALTER TABLE ${qualified(d)} ${d.keys.map((k) => `ADD ${k}`).join(", ")}`;
 }
 
+const REFUSED = new Set(["ER_TABLEACCESS_DENIED_ERROR", "ER_DBACCESS_DENIED_ERROR", "ER_SPECIFIC_ACCESS_DENIED_ERROR"]);
+
 /**
  * Drop the deferrable secondary keys of `tables` (empty tables the schema just
- * created) on `c`, and return what was dropped, to be added back by buildKeys.
+ * created) on `c`; return what was dropped, to be added back by addKeysBack.
+ * A user the target does not let ALTER a table stops it there: the keys not
+ * yet dropped load with the rows, and `refused` says why.
  */
-export async function dropDeferrableKeys(c: Conn, tables: { db: string; table: string }[]): Promise<DeferredKeys[]> {
-  if (tables.length === 0) return [];
+export async function dropDeferrableKeys(c: Conn, tables: { db: string; table: string }[]): Promise<{ deferred: DeferredKeys[]; refused?: string }> {
+  if (tables.length === 0) return { deferred: [] };
   const dbs = [...new Set(tables.map((t) => t.db))];
   // A key that backs a foreign key cannot be dropped, whichever side of it the table is on.
   const fk = await queryRows<{ s: string; t: string; rs: string; rt: string }>(
@@ -99,10 +103,16 @@ export async function dropDeferrableKeys(c: Conn, tables: { db: string; table: s
     const keys = deferrableKeys(create);
     if (keys.length === 0) continue;
     const d = { db: t.db, table: t.table, keys };
-    await c.query(dropKeysSql(d));
+    try {
+      await c.query(dropKeysSql(d));
+    } catch (err) {
+      const x = err as { code?: string; sqlMessage?: string };
+      if (!REFUSED.has(x.code ?? "")) throw err;
+      return { deferred: out, refused: x.sqlMessage ?? String(err) };
+    }
     out.push(d);
   }
-  return out;
+  return { deferred: out };
 }
 
 /**
