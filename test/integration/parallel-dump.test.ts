@@ -3,7 +3,7 @@
 // on, restored by several connections; every table's checksum, routines,
 // views, triggers and events equal; a replica seeded from it replicates; one
 // database or one table restored alone; a slave's backup leaves it replicating.
-import { mkdtemp, readFile, readdir, writeFile } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, readFile, readdir, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -210,6 +210,38 @@ describe("mysqldump_parallel", () => {
     const bad = await runCli(["restore", "--target", withRows.url, "--repository", repo, "--backup", name], {}, { cwd: dir });
     expect(bad.exitCode).toBe(2);
     expect(bad.stderr.trim()).toBe('replicator restore: deferKeys must be true or false (got "later")');
+  }, 240_000);
+
+  it("fails with the server's own reason when a table's keys cannot be added back after its rows, marks the target partial, and a good backup then redoes it", async () => {
+    // A backup whose rows do not fit its keys: its schema says UNIQUE where the source's rows repeat
+    // (a dump wrapper rewrites the key), so adding the key back after the rows must fail.
+    const src = await newServer({ binlog: true, serverId: 21 });
+    await src.query("CREATE DATABASE dup");
+    await src.query("CREATE TABLE dup.t (id INT PRIMARY KEY, v INT NOT NULL, KEY v (v)) ENGINE=InnoDB");
+    await src.query("INSERT INTO dup.t SELECT seq, seq % 10 FROM dup.seq_1_to_1000");
+    const dir = await mkdtemp(path.join(tmpdir(), "replicator-dupkey-"));
+    const wrapper = path.join(dir, "dump-unique");
+    await writeFile(wrapper, ["#!/bin/bash", "set -o pipefail", String.raw`mariadb-dump "$@" | sed 's/^  KEY \(.v. (.v.)\)/  UNIQUE KEY \1/'`, ""].join("\n"));
+    await chmod(wrapper, 0o755);
+    await writeFile(path.join(dir, "replicator.yaml"), `methodOptions:\n  dumpCommand: ${wrapper}\n`);
+    await mkdir(path.join(dir, "repo"));
+    const dupRepo = `file://${dir}/repo`;
+    const b = await runCli(["backup", "--source", src.url, "--repository", dupRepo, "--method", "mysqldump_parallel", "--threads", "2", "--json"], {}, { cwd: dir });
+    expect(b.stderr).toBe("");
+    expect(b.exitCode).toBe(0);
+    const target = await newServer({ serverId: 22 });
+    const r = await runCli(["restore", "--target", target.url, "--repository", dupRepo]);
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr.trim().split("\n")).toHaveLength(1);
+    expect(r.stderr).toMatch(/^replicator restore: restore failed midway and target .* is now partial: adding the secondary keys of `dup`\.`t` back after its rows failed: Duplicate entry '\d+' for key 'v'; .*run the same restore again to redo it/);
+    // The rows are there, the key is not: the target says it is partial, and a restore of a good backup redoes it.
+    const good = await runCli(["backup", "--source", src.url, "--repository", dupRepo, "--method", "mysqldump_parallel", "--threads", "2", "--json"]);
+    expect(good.exitCode).toBe(0);
+    const redo = await runCli(["restore", "--target", target.url, "--repository", dupRepo]);
+    expect(redo.stderr).toBe("");
+    expect(redo.exitCode).toBe(0);
+    expect(await tableDefinitions(target, ["dup"])).toEqual(await tableDefinitions(src, ["dup"]));
+    expect(await checksums(target, ["dup"])).toEqual(await checksums(src, ["dup"]));
   }, 240_000);
 
   it("restores one table alone into a server with other data, leaving the rest untouched", async () => {
