@@ -64,6 +64,7 @@ import {
 import { MAX_PROCESSES, planParts, quoteIdent, type TableInfo } from "./plan.js";
 import { PartFeed, SinkGone, SpillBudget, spillFile } from "./feed.js";
 import { addKeysBack, dropDeferrableKeys, type DeferredKeys } from "./keys.js";
+import { booleanOption } from "../options.js";
 
 const INTEGER_TYPES = ["tinyint", "smallint", "mediumint", "int", "bigint"];
 /** How long the data processes may take to open their snapshots under the lock. */
@@ -129,16 +130,9 @@ export function parseParallelOptions(o: Record<string, unknown>): ParallelOption
     spillMb = Number(o.spillMb);
     if (!Number.isInteger(spillMb) || spillMb < 0) throw badInput("InvalidOption", `spillMb must be a whole number of MiB, 0 or more (got ${JSON.stringify(o.spillMb)})`);
   }
-  let deferKeys = true;
-  if (o.deferKeys !== undefined) {
-    if (o.deferKeys !== true && o.deferKeys !== false && o.deferKeys !== "true" && o.deferKeys !== "false") {
-      throw badInput("InvalidOption", `deferKeys must be true or false (got ${JSON.stringify(o.deferKeys)})`);
-    }
-    deferKeys = o.deferKeys === true || o.deferKeys === "true";
-  }
   return {
     threads,
-    deferKeys,
+    deferKeys: booleanOption(o, "deferKeys", true),
     spillBytes: spillMb * 1024 * 1024,
     lock: parseLockOption(o.lock),
     databases: parseDatabasesOption(o.databases),
@@ -508,19 +502,16 @@ async function restoreStream(ctx: RestoreContext, input: Readable): Promise<void
     header: async (p) => {
       for (const x of p.parts) parts.set(x.id, x);
       budget.shareMemory(p.parts.length);
-      const seen = new Set<string>();
-      for (const x of p.parts) {
-        if (x.kind !== "data" || !x.db) continue;
-        for (const table of x.tables ?? []) {
-          const name = `${x.db}.${table}`;
-          if (seen.has(name) || (opts.tables && !opts.tables.includes(name)) || (opts.databases && !opts.databases.includes(x.db))) continue;
-          seen.add(name);
-          loading.push({ db: x.db, table });
-        }
+      const dataTables = p.parts.filter((x) => x.kind === "data").flatMap((x) => (x.tables ?? []).map((table) => ({ db: x.db ?? "", table })));
+      const names = new Set<string>();
+      for (const t of dataTables) {
+        const name = `${t.db}.${t.table}`;
+        if (names.has(name)) continue;
+        names.add(name);
+        if (includeUnit("data", { kind: "data", db: t.db, name: t.table }, opts)) loading.push(t);
       }
       if (opts.tables) {
-        const inBackup = new Set(p.parts.filter((x) => x.kind === "data").flatMap((x) => (x.tables ?? []).map((t) => `${x.db ?? ""}.${t}`)));
-        const missing = opts.tables.filter((t) => !inBackup.has(t));
+        const missing = opts.tables.filter((t) => !names.has(t));
         if (missing.length > 0) throw badInput("InvalidOption", `tables not in backup ${ctx.manifest.name}: ${missing.join(", ")}`);
         ctx.log.info({ tables: opts.tables }, "loading these tables' structure and rows only");
       }

@@ -22,6 +22,7 @@
 // Restore: psql, in one transaction that is committed only after the whole
 // stream has arrived, verified, and ends with pg_dump's completion line. A
 // cut-short or corrupt stream therefore never leaves half a database behind.
+import { booleanOption } from "../options.js";
 import type { Readable } from "node:stream";
 import { badInput, failed } from "../../lib/errors.js";
 import { spawnTool } from "../../lib/exec.js";
@@ -54,11 +55,8 @@ export function parsePgDumpOptions(o: Record<string, unknown>): PgDumpOptions {
   for (const k of ["dumpCommand", "clientCommand"]) {
     if (o[k] !== undefined && (typeof o[k] !== "string" || o[k] === "")) throw badInput("InvalidOption", `${k} must be a command name`);
   }
-  if (o.noOwner !== undefined && typeof o.noOwner !== "boolean" && o.noOwner !== "true" && o.noOwner !== "false") {
-    throw badInput("InvalidOption", `noOwner must be true or false (got ${JSON.stringify(o.noOwner)})`);
-  }
   return {
-    noOwner: o.noOwner === true || o.noOwner === "true",
+    noOwner: booleanOption(o, "noOwner", false),
     dumpCommand: typeof o.dumpCommand === "string" ? o.dumpCommand : "pg_dump",
     clientCommand: typeof o.clientCommand === "string" ? o.clientCommand : "psql",
   };
