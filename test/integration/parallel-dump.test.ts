@@ -9,13 +9,13 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runCli } from "../harness/cli.js";
 import { count, routines, seedShop } from "../harness/fixtures.js";
-import { checksums, startMariaDb, waitCaughtUp, type MariaDb } from "../harness/mariadb.js";
+import { checksums as tableChecksums, startMariaDb, waitCaughtUp, type MariaDb } from "../harness/mariadb.js";
 
 let master: MariaDb;
 let repo: string;
 let repoDir: string;
 const servers: MariaDb[] = [];
-const SCHEMAS = ["shop", "app", "pair", "bulk", "empty_db", "keyed"];
+const SCHEMAS = ["shop", "app", "pair", "bulk", "empty_db", "keyed", "types"];
 const replEnv = { REPLICATOR_REPLICATION_PASSWORD: "replpass" };
 
 async function newServer(opts: Parameters<typeof startMariaDb>[0] = {}): Promise<MariaDb> {
@@ -50,6 +50,16 @@ async function tableDefinitions(s: MariaDb, schemas: string[]): Promise<Record<s
   return out;
 }
 
+/** CHECKSUM TABLE of every table, but types.gen by its rows: MariaDB's checksum of a table with a generated column depends on how its rows were written, not only on what they hold. */
+async function checksumsOf(s: MariaDb, schemas: string[]): Promise<Record<string, string>> {
+  const out = await tableChecksums(s, schemas);
+  if ("types.gen" in out) {
+    const [r] = await s.query<{ d: string | number }>("SELECT CONCAT(COUNT(*), ':', SUM(CRC32(CONCAT_WS(':', id, a, twice)))) AS d FROM types.gen");
+    out["types.gen"] = String(r?.d);
+  }
+  return out;
+}
+
 async function manifestOf(name: string): Promise<{ method: string; details: Record<string, unknown>; replication?: { gtid?: string } }> {
   return JSON.parse(await readFile(path.join(repoDir, "default", name, "manifest.json"), "utf8")) as { method: string; details: Record<string, unknown> };
 }
@@ -80,6 +90,32 @@ beforeAll(async () => {
   await master.query("CREATE TABLE keyed.child (id INT PRIMARY KEY, parent INT NOT NULL, n INT, KEY n (n), CONSTRAINT fk FOREIGN KEY (parent) REFERENCES keyed.parent (id)) ENGINE=InnoDB");
   await master.query("INSERT INTO keyed.parent SELECT seq, seq * 2 FROM keyed.seq_1_to_300");
   await master.query("INSERT INTO keyed.child SELECT seq, 1 + seq % 300, seq % 7 FROM keyed.seq_1_to_900");
+  // Every kind of column value a LOAD DATA of the dump's rows must read as the INSERT would (rows.ts),
+  // and tables it must leave to the INSERTs (a BIT column, a generated column, an invisible column).
+  await master.query("CREATE DATABASE types");
+  await master.query(
+    `CREATE TABLE types.every (id INT PRIMARY KEY, b BLOB, vb VARBINARY(64), bn BINARY(4), j JSON, d DATETIME(6), ts TIMESTAMP(3) NULL,
+       e ENUM('a','b'), f FLOAT, dbl DOUBLE, dec_ DECIMAL(30,10), u UUID, st SET('x','y'), l1 TEXT CHARACTER SET latin1, u8 VARCHAR(64),
+       tm TIME(2), yr YEAR, ip INET6, big BIGINT UNSIGNED, KEY u8 (u8)) ENGINE=InnoDB`,
+  );
+  const tricky = ["it's \"q\" \\ \0 \x1a \r\n;\n),\n(", "a\tb", "NULL", "\\N", "');\n", "ünïcødé 🐬", "),(", ";"];
+  await master.query(
+    `INSERT INTO types.every VALUES
+       (1, '', '', '', '{"a":1}', '2020-01-01 00:00:00.123456', '2021-02-03 04:05:06.789', 'b', 0.1, 1e-300, -12345678901234567890.0123456789,
+        '73d83579-ed35-11f1-b4e6-02fc00000001', 'x,y', ?, ?, '-838:59:59.99', 2155, '::1', 18446744073709551615),
+       (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+       (3, 0x00ff0a0d275c2c28295c4e3b, ?, 'ab', '[]', '0000-00-00', '1970-01-02', 'a', -3.4e38, -0.0, 0, NULL, '', ?, ?, '00:00:00', 0, '::ffff:10.0.0.1', 0),
+       (4, 'NULL', ?, 'c', '"x"', '2026-12-01 03:15:25', '2038-01-19 03:14:07', 'a', 1, 2.5e-7, 1, NULL, 'y', ?, ?, '12:34:56', 1901, 'fe80::1', 1),
+       (5, 0x3b0a, 0x29, 0x2c, '{"k":"),\\\\n("}', NULL, NULL, 'b', 0, 0, 0.5, NULL, 'x', ?, ?, NULL, NULL, NULL, 42)`,
+    ["café", tricky[5], tricky[1], tricky[2], tricky[3], tricky[0], "x\\Ny", tricky[0], tricky[6], tricky[4]],
+  );
+  await master.query("INSERT INTO types.every (id, u8, b) SELECT 10 + seq, CONCAT('row\t', seq, '\n;'), UNHEX(MD5(seq)) FROM types.seq_1_to_5000");
+  await master.query("CREATE TABLE types.bits (id INT PRIMARY KEY, f BIT(10), n INT) ENGINE=InnoDB");
+  await master.query("INSERT INTO types.bits SELECT seq, seq % 1024, seq FROM types.seq_1_to_300");
+  await master.query("CREATE TABLE types.gen (id INT PRIMARY KEY, a INT, twice INT AS (a * 2) PERSISTENT) ENGINE=InnoDB");
+  await master.query("INSERT INTO types.gen (id, a) SELECT seq, seq FROM types.seq_1_to_300");
+  await master.query("CREATE TABLE types.hidden (id INT PRIMARY KEY, a INT, secret VARCHAR(10) INVISIBLE DEFAULT 'def') ENGINE=InnoDB");
+  await master.query("INSERT INTO types.hidden (id, a, secret) SELECT seq, seq, CONCAT('s', seq) FROM types.seq_1_to_300");
   await master.query("ANALYZE TABLE bulk.big, bulk.nokey, shop.customers");
   await master.query("CREATE USER 'repl'@'%' IDENTIFIED BY 'replpass'");
   await master.query("GRANT REPLICATION SLAVE, REPLICATION CLIENT, BINLOG MONITOR ON *.* TO 'repl'@'%'");
@@ -141,7 +177,7 @@ describe("mysqldump_parallel", () => {
     }
     expect(await routines(fresh, "shop")).toEqual(await routines(master, "shop"));
     // Tables the writer did not touch are equal to the master's, checksum for checksum.
-    expect(await checksums(fresh, ["shop", "app", "bulk", "keyed"])).toEqual(await checksums(master, ["shop", "app", "bulk", "keyed"]));
+    expect(await checksumsOf(fresh, ["shop", "app", "bulk", "keyed", "types"])).toEqual(await checksumsOf(master, ["shop", "app", "bulk", "keyed", "types"]));
     // Every table as the master defines it: the keys built after the rows are the same keys, in the same order.
     expect(await tableDefinitions(fresh, SCHEMAS)).toEqual(await tableDefinitions(master, SCHEMAS));
     // The load did not go into the new server's own binlog.
@@ -158,10 +194,50 @@ describe("mysqldump_parallel", () => {
     expect(r.exitCode).toBe(0);
     expect(r.json!.replicating).toBe(true);
     await waitCaughtUp(master, fresh);
-    expect(await checksums(fresh, SCHEMAS)).toEqual(await checksums(master, SCHEMAS));
+    expect(await checksumsOf(fresh, SCHEMAS)).toEqual(await checksumsOf(master, SCHEMAS));
     const [st] = await fresh.query<{ Slave_SQL_Running: string; Last_SQL_Error: string }>("SHOW SLAVE STATUS");
     expect(st?.Last_SQL_Error).toBe("");
     expect(st?.Slave_SQL_Running).toBe("Yes");
+  }, 240_000);
+
+  it("loads rows by LOAD DATA where every column allows it and as INSERTs elsewhere; with loadData: false or local_infile OFF all as INSERTs: the same rows", async () => {
+    expect(name).not.toBe("");
+    const loads = async (s: MariaDb): Promise<number> => {
+      const [row] = await s.query<{ Value: string }>("SHOW GLOBAL STATUS LIKE 'Com_load'");
+      return Number(row?.Value ?? NaN);
+    };
+    const SETS = ["shop", "bulk", "keyed", "types"];
+    const fresh = await newServer({ serverId: 16 });
+    const before = await loads(fresh);
+    const r = await runCli(["restore", "--target", fresh.url, "--repository", repo, "--backup", name, "--log-level", "info"]);
+    expect(r.exitCode).toBe(0);
+    // At least one LOAD DATA per loadable table (types.every, bulk.big's ranges, ...); not one per table of the backup (types.bits, .gen, .hidden are INSERTs).
+    const loaded = (await loads(fresh)) - before;
+    expect(loaded).toBeGreaterThanOrEqual(3);
+    const info = r.stderr.split("\n").filter((l) => l.includes("rows load by LOAD DATA")).map((l) => JSON.parse(l) as { tables: number; of: number });
+    expect(info).toHaveLength(1);
+    expect(info[0]!.tables).toBeLessThanOrEqual(info[0]!.of - 3);
+    expect(await checksumsOf(fresh, SETS)).toEqual(await checksumsOf(master, SETS));
+    const [hidden] = await fresh.query<{ n: number | string }>("SELECT COUNT(*) AS n FROM types.hidden WHERE secret = CONCAT('s', id)");
+    expect(Number(hidden?.n)).toBe(300);
+
+    const dir = await mkdtemp(path.join(tmpdir(), "replicator-load-"));
+    await writeFile(path.join(dir, "replicator.yaml"), "methodOptions:\n  loadData: false\n");
+    const inserts = await newServer({ serverId: 17 });
+    const before2 = await loads(inserts);
+    const k = await runCli(["restore", "--target", inserts.url, "--repository", repo, "--backup", name], {}, { cwd: dir });
+    expect(k.exitCode).toBe(0);
+    expect((await loads(inserts)) - before2).toBe(0);
+    expect(await checksumsOf(inserts, SETS)).toEqual(await checksumsOf(master, SETS));
+
+    const off = await newServer({ serverId: 18 });
+    await off.query("SET GLOBAL local_infile = OFF");
+    const before3 = await loads(off);
+    const o = await runCli(["restore", "--target", off.url, "--repository", repo, "--backup", name]);
+    expect(o.exitCode).toBe(0);
+    expect(o.stderr).toMatch(/local_infile is OFF on the target: the rows load as INSERT statements.*SET GLOBAL local_infile=ON/);
+    expect((await loads(off)) - before3).toBe(0);
+    expect(await checksumsOf(off, SETS)).toEqual(await checksumsOf(master, SETS));
   }, 240_000);
 
   it("builds secondary keys after the rows where that is safe, and with the rows when methodOptions.deferKeys is false: the tables come out the same", async () => {
@@ -178,7 +254,7 @@ describe("mysqldump_parallel", () => {
     expect(added).not.toContain("keyed.child");
     expect(new Set(added).size).toBe(added.length);
     expect(await tableDefinitions(fresh, ["shop", "app", "bulk", "keyed"])).toEqual(await tableDefinitions(master, ["shop", "app", "bulk", "keyed"]));
-    expect(await checksums(fresh, ["shop", "app", "bulk", "keyed"])).toEqual(await checksums(master, ["shop", "app", "bulk", "keyed"]));
+    expect(await checksumsOf(fresh, ["shop", "app", "bulk", "keyed"])).toEqual(await checksumsOf(master, ["shop", "app", "bulk", "keyed"]));
     // Nothing of the rebuild went into the new server's binlog either.
     const [g] = await fresh.query<{ pos: string }>("SELECT @@gtid_binlog_pos AS pos");
     expect(g?.pos ?? "").toBe("");
@@ -190,7 +266,7 @@ describe("mysqldump_parallel", () => {
     expect(k.exitCode).toBe(0);
     expect(logLines(k.stderr).filter((l) => /secondary key/.test(l.msg ?? ""))).toEqual([]);
     expect(await tableDefinitions(withRows, ["shop", "app", "bulk", "keyed"])).toEqual(await tableDefinitions(master, ["shop", "app", "bulk", "keyed"]));
-    expect(await checksums(withRows, ["bulk", "keyed"])).toEqual(await checksums(master, ["bulk", "keyed"]));
+    expect(await checksumsOf(withRows, ["bulk", "keyed"])).toEqual(await checksumsOf(master, ["bulk", "keyed"]));
 
     // A restore user the target does not let ALTER tables: the keys load with the rows, one warning says why and what to grant.
     const noAlter = await newServer({ serverId: 15 });
@@ -204,7 +280,7 @@ describe("mysqldump_parallel", () => {
     expect(JSON.stringify(warned[0])).toContain("ALTER command denied");
     expect(n.stderr).not.toContain("loadpw");
     expect(await tableDefinitions(noAlter, ["shop", "app", "bulk", "keyed"])).toEqual(await tableDefinitions(master, ["shop", "app", "bulk", "keyed"]));
-    expect(await checksums(noAlter, ["bulk", "keyed"])).toEqual(await checksums(master, ["bulk", "keyed"]));
+    expect(await checksumsOf(noAlter, ["bulk", "keyed"])).toEqual(await checksumsOf(master, ["bulk", "keyed"]));
 
     await writeFile(path.join(dir, "replicator.yaml"), "methodOptions:\n  deferKeys: later\n");
     const bad = await runCli(["restore", "--target", withRows.url, "--repository", repo, "--backup", name], {}, { cwd: dir });
@@ -241,7 +317,7 @@ describe("mysqldump_parallel", () => {
     expect(redo.stderr).toBe("");
     expect(redo.exitCode).toBe(0);
     expect(await tableDefinitions(target, ["dup"])).toEqual(await tableDefinitions(src, ["dup"]));
-    expect(await checksums(target, ["dup"])).toEqual(await checksums(src, ["dup"]));
+    expect(await checksumsOf(target, ["dup"])).toEqual(await checksumsOf(src, ["dup"]));
   }, 240_000);
 
   it("restores one table alone into a server with other data, leaving the rest untouched", async () => {
@@ -254,7 +330,7 @@ describe("mysqldump_parallel", () => {
     const r = await runCli(["restore", "--target", other.url, "--repository", repo, "--backup", name, "--tables", "shop.customers", "--force", "--json"]);
     expect(r.stderr).toBe("");
     expect(r.exitCode).toBe(0);
-    expect((await checksums(other, ["shop"]))["shop.customers"]).toBe((await checksums(master, ["shop"]))["shop.customers"]);
+    expect((await checksumsOf(other, ["shop"]))["shop.customers"]).toBe((await checksumsOf(master, ["shop"]))["shop.customers"]);
     expect(await other.query("SELECT id, note FROM shop.orders")).toEqual([{ id: 1, note: "mine" }]);
     const [dbs] = await other.query<{ n: number | string }>("SELECT COUNT(*) AS n FROM information_schema.schemata WHERE schema_name IN ('app', 'bulk', 'pair')");
     expect(Number(dbs?.n)).toBe(0);
@@ -265,7 +341,7 @@ describe("mysqldump_parallel", () => {
     const r = await runCli(["restore", "--target", other.url, "--repository", repo, "--backup", name, "--databases", "app", "--json"]);
     expect(r.stderr).toBe("");
     expect(r.exitCode).toBe(0);
-    expect(await checksums(other, ["app"])).toEqual(await checksums(master, ["app"]));
+    expect(await checksumsOf(other, ["app"])).toEqual(await checksumsOf(master, ["app"]));
     const [dbs] = await other.query<{ n: number | string }>("SELECT COUNT(*) AS n FROM information_schema.schemata WHERE schema_name IN ('shop', 'bulk', 'pair')");
     expect(Number(dbs?.n)).toBe(0);
 
@@ -301,7 +377,7 @@ describe("mysqldump_parallel", () => {
     expect(st?.Slave_IO_Running).toBe("Yes");
     await master.query("INSERT INTO pair.b (v) VALUES (3)");
     await waitCaughtUp(master, slave);
-    expect(await checksums(slave, SCHEMAS)).toEqual(await checksums(master, SCHEMAS));
+    expect(await checksumsOf(slave, SCHEMAS)).toEqual(await checksumsOf(master, SCHEMAS));
   }, 240_000);
 });
 

@@ -31,7 +31,7 @@ import { PassThrough, type Readable, type Writable } from "node:stream";
 import { badInput, failed } from "../../lib/errors.js";
 import { spawnTool, type ToolChild } from "../../lib/exec.js";
 import { settleOutcome, undoOnFailure } from "../../lib/cleanup.js";
-import { queryRows, withConn, type Conn } from "../../db/connection.js";
+import { connect, queryRows, withConn, type Conn } from "../../db/connection.js";
 import { SYSTEM_SCHEMAS } from "../../db/schemas.js";
 import { writeDefaultsFile, type DefaultsFile } from "../../db/defaults-file.js";
 import type { ReplicationPosition } from "../../storage/catalog.js";
@@ -64,6 +64,7 @@ import {
 import { MAX_PROCESSES, planParts, quoteIdent, type TableInfo } from "./plan.js";
 import { PartFeed, SinkGone, SpillBudget, spillFile } from "./feed.js";
 import { addKeysBack, dropDeferrableKeys, type DeferredKeys } from "./keys.js";
+import { loadableTables, preambleAllows, RowsLoader, type LoadableTable } from "./rows.js";
 import { booleanOption } from "../options.js";
 
 const INTEGER_TYPES = ["tinyint", "smallint", "mediumint", "int", "bigint"];
@@ -83,6 +84,8 @@ export interface ParallelOptions {
   spillBytes: number;
   /** Whether a restore adds secondary keys after the rows (keys.ts) rather than loading rows into them. */
   deferKeys: boolean;
+  /** Whether a restore loads the rows of the tables that allow it by LOAD DATA (rows.ts) rather than as INSERT statements. */
+  loadData: boolean;
 }
 
 /** The default spill budget of a restore (MiB). */
@@ -133,6 +136,7 @@ export function parseParallelOptions(o: Record<string, unknown>): ParallelOption
   return {
     threads,
     deferKeys: booleanOption(o, "deferKeys", true),
+    loadData: booleanOption(o, "loadData", true),
     spillBytes: spillMb * 1024 * 1024,
     lock: parseLockOption(o.lock),
     databases: parseDatabasesOption(o.databases),
@@ -383,9 +387,39 @@ async function startBackup(ctx: BackupContext): Promise<BackupRun> {
 
 // ---------------------------------------------------------------- restore
 
+/** What loads one part: a mariadb client reading the part's SQL, or (rows.ts) the agent's own connection. */
 interface Client {
-  child: ToolChild;
   feed: PartFeed;
+  /** Resolves when the part is loaded; rejects with why not. */
+  done: Promise<void>;
+  /** Settles when the loader has stopped; never rejects. */
+  exit: Promise<unknown>;
+  kill(): void;
+  /** Its failure, unless the restore stopped it. */
+  failure(): Promise<unknown>;
+}
+
+function toolClient(child: ToolChild, feed: (gone: Promise<unknown>, sink: Writable) => PartFeed, stdin: Writable): Client {
+  return {
+    feed: feed(child.exit, stdin),
+    done: child.done,
+    exit: child.exit,
+    kill: () => { child.kill(); },
+    failure: async () => {
+      const e = await child.exit;
+      return !e.canceled && e.exitCode !== 0 ? child.done.then(() => undefined, (err: unknown) => err) : undefined;
+    },
+  };
+}
+
+function rowsClient(loader: RowsLoader, feed: (gone: Promise<unknown>, sink: Writable) => PartFeed): Client {
+  return {
+    feed: feed(loader.settled, loader.sink),
+    done: loader.done,
+    exit: loader.settled,
+    kill: () => { loader.kill(); },
+    failure: () => loader.failureUnlessKilled(),
+  };
 }
 
 /** Pure: whether a restore with these filters loads `unit` of a part of `kind`. */
@@ -415,13 +449,19 @@ async function restoreStream(ctx: RestoreContext, input: Readable): Promise<void
   const loading: { db: string; table: string }[] = [];
   let deferred: DeferredKeys[] = [];
   let keysAdded: Promise<void> | undefined;
-  /** Once the schema is in and before the first row: the secondary keys that are built after the rows. */
-  const dropKeys = async (): Promise<void> => {
-    if (!opts.deferKeys || loading.length === 0) return;
-    const r = await withConn(ctx.target, "drop secondary keys until the rows are in", async (c) => {
+  /** The tables whose rows load by LOAD DATA (rows.ts), known once the schema is in. */
+  let rowTables = new Map<string, LoadableTable>();
+  /** Once the schema is in and before the first row: the secondary keys that are built after the rows, and the tables that load by LOAD DATA. */
+  const beforeRows = async (): Promise<void> => {
+    if (loading.length === 0 || (!opts.deferKeys && !opts.loadData)) return;
+    const r = await withConn(ctx.target, "prepare the tables for their rows", async (c) => {
       await c.query("SET SESSION sql_log_bin=0");
-      return dropDeferrableKeys(c, loading);
+      const rows = opts.loadData ? await loadableTables(c, loading) : { tables: new Map<string, LoadableTable>() };
+      return { rows, ...(opts.deferKeys ? await dropDeferrableKeys(c, loading) : { deferred: [] }) };
     });
+    rowTables = r.rows.tables;
+    if (r.rows.off) ctx.log.warn(`${r.rows.off}: the rows load as INSERT statements, which is slower (SET GLOBAL local_infile=ON on the target, or set methodOptions.loadData: false to say so)`);
+    else if (opts.loadData) ctx.log.info({ tables: rowTables.size, of: loading.length }, "rows load by LOAD DATA where the table allows it");
     deferred = r.deferred;
     if (r.refused) ctx.log.warn({ refused: r.refused }, "the restore user may not ALTER the restored tables: their secondary keys load with the rows, which is slower (GRANT ALTER on the restored databases, or set methodOptions.deferKeys: false to say so)");
     if (deferred.length > 0) ctx.log.info({ tables: deferred.length, keys: deferred.reduce((n, d) => n + d.keys.length, 0) }, "secondary keys are added after the rows");
@@ -449,9 +489,30 @@ async function restoreStream(ctx: RestoreContext, input: Readable): Promise<void
       "--default-character-set=utf8mb4",
       ...(part.kind === "data" && part.db ? [`--database=${part.db}`] : []),
     ];
-    const child = spawnTool(opts.clientCommand, args, { stdin: "pipe", stdout: "ignore", signal: ctx.signal, what: `load part ${part.id} (${part.kind}${part.db ? ` of ${part.db}` : ""}) into the target` });
-    if (!child.stdin) throw new Error(`${opts.clientCommand} started without a stdin`);
-    const c: Client = { child, feed: new PartFeed(child.stdin, child.exit, spillFile(spillDir, part.id), budget) };
+    const rowsLoadable = (): LoadableTable[] | undefined => {
+      if (part.kind !== "data" || !part.db || rowTables.size === 0) return undefined;
+      const tables = (part.tables ?? []).map((t) => rowTables.get(`${part.db ?? ""}.${t}`));
+      if (tables.length === 0 || tables.some((t) => t === undefined)) return undefined;
+      if (!preambleAllows(Buffer.concat(held.get(part.id) ?? []).toString("utf8"))) return undefined;
+      return tables as LoadableTable[];
+    };
+    const feed = (gone: Promise<unknown>, sink: Writable): PartFeed => new PartFeed(sink, gone, spillFile(spillDir, part.id), budget);
+    const rowsOf = rowsLoadable();
+    let c: Client;
+    if (rowsOf) {
+      const loader = new RowsLoader(connect(ctx.target, `the target, to load part ${part.id}`).then(async (conn) => {
+        await conn.query("SET SESSION sql_log_bin=0");
+        return conn;
+      }), { id: part.id, db: part.db ?? "" }, rowsOf);
+      c = rowsClient(loader, feed);
+      const stop = (): void => { loader.kill(); };
+      ctx.signal.addEventListener("abort", stop, { once: true });
+      void loader.settled.then(() => { ctx.signal.removeEventListener("abort", stop); });
+    } else {
+      const child = spawnTool(opts.clientCommand, args, { stdin: "pipe", stdout: "ignore", signal: ctx.signal, what: `load part ${part.id} (${part.kind}${part.db ? ` of ${part.db}` : ""}) into the target` });
+      if (!child.stdin) throw new Error(`${opts.clientCommand} started without a stdin`);
+      c = toolClient(child, feed, child.stdin);
+    }
     c.feed.done.catch(() => undefined);
     clients.set(part.id, c);
     return c;
@@ -463,10 +524,10 @@ async function restoreStream(ctx: RestoreContext, input: Readable): Promise<void
       await c.feed.done;
     } catch (err) {
       if (!(err instanceof SinkGone)) throw err;
-      await c.child.done;
+      await c.done;
       throw failed("LoadFailed", `${opts.clientCommand} exited before its part of the backup was loaded`);
     }
-    await c.child.done;
+    await c.done;
   };
 
   const write = async (c: Client, bytes: Buffer): Promise<void> => {
@@ -484,7 +545,7 @@ async function restoreStream(ctx: RestoreContext, input: Readable): Promise<void
     const have = clients.get(part.id);
     if (have) return have;
     if (part.kind === "data") {
-      schemaDone ??= Promise.all([...clients.entries()].filter(([id]) => partOf(id).kind === "schema").map(([, c]) => { c.feed.end(); return finished(c); })).then(dropKeys);
+      schemaDone ??= Promise.all([...clients.entries()].filter(([id]) => partOf(id).kind === "schema").map(([, c]) => { c.feed.end(); return finished(c); })).then(beforeRows);
       await schemaDone;
     } else if (part.kind === "post") {
       schemaDone ??= Promise.resolve();
@@ -567,9 +628,9 @@ async function restoreStream(ctx: RestoreContext, input: Readable): Promise<void
   } catch (err) {
     for (const c of clients.values()) {
       c.feed.abort();
-      c.child.kill();
+      c.kill();
     }
-    await Promise.allSettled([...clients.values()].flatMap((c) => [c.child.exit, c.feed.done]));
+    await Promise.allSettled([...clients.values()].flatMap((c) => [c.exit, c.feed.done]));
     // A client that failed says why better than the broken pipe it left behind.
     const failedClient = await firstFailure([...clients.values()]);
     if (err instanceof FormatError) throw failed("CorruptBackup", `backup ${ctx.manifest.name}: ${err.message}`);
@@ -582,8 +643,8 @@ async function restoreStream(ctx: RestoreContext, input: Readable): Promise<void
 
 async function firstFailure(clients: Client[]): Promise<unknown> {
   for (const c of clients) {
-    const e = await c.child.exit;
-    if (!e.canceled && e.exitCode !== 0) return c.child.done.then(() => undefined, (err: unknown) => err);
+    const err = await c.failure();
+    if (err !== undefined) return err;
   }
   return undefined;
 }
