@@ -554,6 +554,20 @@ async function mariadbBench(work: string, s3: S3Server): Promise<BenchPart> {
       main: cliMain,
     }),
   );
+  // The same backup with its rows as INSERT statements through the mariadb client (methodOptions.loadData:
+  // false, the restore before rows.ts; keys still after the rows): what LOAD DATA is worth.
+  const insertsCwd = out("cwd-rows-as-inserts");
+  await mkdir(insertsCwd, { recursive: true });
+  await writeFile(path.join(insertsCwd, "replicator.yaml"), "methodOptions:\n  loadData: false\n");
+  logicalRestores.push(
+    cliRestore(`replicator restore (mysqldump_parallel, ${THREADS} threads, loadData: false) ← file://`, parallelNeeds("file://"), "parallel-inserts", {
+      repository: `file://${fileRepo}`,
+      cluster: "bench-parallel",
+      env: {},
+      dir: insertsCwd,
+      main: cliMain,
+    }),
+  );
   // The other build ([before]) restores the same parallel backups (this build's).
   for (const c of clis) {
     for (const [where, repository, env, tag] of stores) {
