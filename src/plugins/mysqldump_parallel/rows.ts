@@ -204,7 +204,12 @@ export class RowsLoader {
   }
 
   private async consume(input: Buffer): Promise<void> {
-    this.conn ??= await this.connecting;
+    if (!this.conn) {
+      const conn = await this.connecting;
+      // The part's statements name their tables without the database, as the mariadb client's --database lets them.
+      if (this.part.db) await conn.query(`USE ${quoteIdent(this.part.db)}`);
+      this.conn = conn;
+    }
     let chunk = input;
     if (this.semi) {
       chunk = Buffer.concat([Buffer.of(SEMI), chunk]);
