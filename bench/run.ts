@@ -539,35 +539,26 @@ async function mariadbBench(work: string, s3: S3Server): Promise<BenchPart> {
       logicalRestores.push(cliRestore(`replicator restore ← ${where}${c.tag}`, `replicator backup → ${where} (zstd)${c.tag}`, tag, { repository, cluster: c.cluster, env, dir: cwd, main: c.main }));
     }
   }
-  // The same parallel backup loaded with its secondary keys in place while the rows go in
-  // (methodOptions.deferKeys: false, the restore before keys.ts): what building them after is worth.
-  const keysCwd = out("cwd-keys-with-rows");
-  await mkdir(keysCwd, { recursive: true });
-  await writeFile(path.join(keysCwd, "replicator.yaml"), "methodOptions:\n  deferKeys: false\n");
   const parallelNeeds = (where: string): string => `replicator backup --method mysqldump_parallel --threads ${THREADS} → ${where}`;
-  logicalRestores.push(
-    cliRestore(`replicator restore (mysqldump_parallel, ${THREADS} threads, deferKeys: false) ← file://`, parallelNeeds("file://"), "parallel-keys", {
+  /** The parallel backup restored from file:// with one method option set (a replicator.yaml in its own cwd), for a before/after of what that option turns off. */
+  const parallelWith = async (option: string, tag: string): Promise<RestorePipeline> => {
+    const dir = out(`cwd-${tag}`);
+    await mkdir(dir, { recursive: true });
+    await writeFile(path.join(dir, "replicator.yaml"), `methodOptions:\n  ${option}\n`);
+    return cliRestore(`replicator restore (mysqldump_parallel, ${THREADS} threads, ${option}) ← file://`, parallelNeeds("file://"), tag, {
       repository: `file://${fileRepo}`,
       cluster: "bench-parallel",
       env: {},
-      dir: keysCwd,
+      dir,
       main: cliMain,
-    }),
-  );
-  // The same backup with its rows as INSERT statements through the mariadb client (methodOptions.loadData:
-  // false, the restore before rows.ts; keys still after the rows): what LOAD DATA is worth.
-  const insertsCwd = out("cwd-rows-as-inserts");
-  await mkdir(insertsCwd, { recursive: true });
-  await writeFile(path.join(insertsCwd, "replicator.yaml"), "methodOptions:\n  loadData: false\n");
-  logicalRestores.push(
-    cliRestore(`replicator restore (mysqldump_parallel, ${THREADS} threads, loadData: false) ← file://`, parallelNeeds("file://"), "parallel-inserts", {
-      repository: `file://${fileRepo}`,
-      cluster: "bench-parallel",
-      env: {},
-      dir: insertsCwd,
-      main: cliMain,
-    }),
-  );
+    });
+  };
+  // The same parallel backup loaded with its secondary keys in place while the rows go in
+  // (the restore before keys.ts): what building them after is worth.
+  logicalRestores.push(await parallelWith("deferKeys: false", "parallel-keys"));
+  // Its rows as INSERT statements through the mariadb client (the restore before rows.ts; keys
+  // still after the rows): what LOAD DATA is worth.
+  logicalRestores.push(await parallelWith("loadData: false", "parallel-inserts"));
   // The other build ([before]) restores the same parallel backups (this build's).
   for (const c of clis) {
     for (const [where, repository, env, tag] of stores) {

@@ -21,7 +21,7 @@ const endpoint = (): Endpoint => ({ engine: "mysql", host: "127.0.0.1", port: se
 /** Feed `bytes` to a new loader in pieces of `size` (cycling through `sizes` when given), and wait for it. */
 async function load(bytes: Buffer, sizes: number[]): Promise<void> {
   const conn = await connect(endpoint());
-  const loader = new RowsLoader(Promise.resolve(conn), { id: 1, db: "dst" }, [table]);
+  const loader = new RowsLoader(Promise.resolve(conn), { id: 1, db: "dst" }, [table], new AbortController().signal);
   let at = 0;
   for (let i = 0; at < bytes.length; i++) {
     const n = sizes[i % sizes.length] ?? 1;
@@ -117,7 +117,7 @@ describe("RowsLoader", () => {
     await server.query("TRUNCATE TABLE dst.t");
     const conn = await connect(endpoint());
     const [me] = await server.query<{ n: number }>("SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST WHERE USER = 'root'");
-    const loader = new RowsLoader(Promise.resolve(conn), { id: 7, db: "dst" }, [table]);
+    const loader = new RowsLoader(Promise.resolve(conn), { id: 7, db: "dst" }, [table], new AbortController().signal);
     loader.sink.write(dump.subarray(0, dump.indexOf("),\n(3,") + 3));
     await new Promise((r) => setTimeout(r, 200));
     loader.kill();

@@ -388,20 +388,24 @@ async function startBackup(ctx: BackupContext): Promise<BackupRun> {
 // ---------------------------------------------------------------- restore
 
 /** What loads one part: a mariadb client reading the part's SQL, or (rows.ts) the agent's own connection. */
-interface Client {
-  feed: PartFeed;
+interface Loader {
+  /** Where the part's bytes go. */
+  sink: Writable;
   /** Resolves when the part is loaded; rejects with why not. */
   done: Promise<void>;
-  /** Settles when the loader has stopped; never rejects. */
+  /** Settles when the loader has stopped (its sink is gone); never rejects. */
   exit: Promise<unknown>;
   kill(): void;
   /** Its failure, unless the restore stopped it. */
   failure(): Promise<unknown>;
 }
 
-function toolClient(child: ToolChild, feed: (gone: Promise<unknown>, sink: Writable) => PartFeed, stdin: Writable): Client {
+/** A loader and the feed that writes its part into it. */
+type Client = Loader & { feed: PartFeed };
+
+function toolLoader(child: ToolChild, stdin: Writable): Loader {
   return {
-    feed: feed(child.exit, stdin),
+    sink: stdin,
     done: child.done,
     exit: child.exit,
     kill: () => { child.kill(); },
@@ -412,9 +416,9 @@ function toolClient(child: ToolChild, feed: (gone: Promise<unknown>, sink: Writa
   };
 }
 
-function rowsClient(loader: RowsLoader, feed: (gone: Promise<unknown>, sink: Writable) => PartFeed): Client {
+function rowsLoader(loader: RowsLoader): Loader {
   return {
-    feed: feed(loader.settled, loader.sink),
+    sink: loader.sink,
     done: loader.done,
     exit: loader.settled,
     kill: () => { loader.kill(); },
@@ -496,23 +500,16 @@ async function restoreStream(ctx: RestoreContext, input: Readable): Promise<void
       if (!preambleAllows(Buffer.concat(held.get(part.id) ?? []).toString("utf8"))) return undefined;
       return tables as LoadableTable[];
     };
-    const feed = (gone: Promise<unknown>, sink: Writable): PartFeed => new PartFeed(sink, gone, spillFile(spillDir, part.id), budget);
     const rowsOf = rowsLoadable();
-    let c: Client;
+    let loader: Loader;
     if (rowsOf) {
-      const loader = new RowsLoader(connect(ctx.target, `the target, to load part ${part.id}`).then(async (conn) => {
-        await conn.query("SET SESSION sql_log_bin=0");
-        return conn;
-      }), { id: part.id, db: part.db ?? "" }, rowsOf);
-      c = rowsClient(loader, feed);
-      const stop = (): void => { loader.kill(); };
-      ctx.signal.addEventListener("abort", stop, { once: true });
-      void loader.settled.then(() => { ctx.signal.removeEventListener("abort", stop); });
+      loader = rowsLoader(new RowsLoader(connect(ctx.target, `the target, to load part ${part.id}`), { id: part.id, db: part.db ?? "" }, rowsOf, ctx.signal));
     } else {
       const child = spawnTool(opts.clientCommand, args, { stdin: "pipe", stdout: "ignore", signal: ctx.signal, what: `load part ${part.id} (${part.kind}${part.db ? ` of ${part.db}` : ""}) into the target` });
       if (!child.stdin) throw new Error(`${opts.clientCommand} started without a stdin`);
-      c = toolClient(child, feed, child.stdin);
+      loader = toolLoader(child, child.stdin);
     }
+    const c: Client = { ...loader, feed: new PartFeed(loader.sink, loader.exit, spillFile(spillDir, part.id), budget) };
     c.feed.done.catch(() => undefined);
     clients.set(part.id, c);
     return c;

@@ -23,7 +23,7 @@ import type { Logger } from "pino";
 import { failed } from "../../lib/errors.js";
 import { queryRows, withConn, type Conn } from "../../db/connection.js";
 import type { Endpoint } from "../../db/endpoint.js";
-import { quoteIdent } from "./plan.js";
+import { qualified } from "./plan.js";
 
 export interface DeferredKeys {
   db: string;
@@ -62,7 +62,6 @@ export function keyName(definition: string): string {
   return m[1];
 }
 
-const qualified = (d: { db: string; table: string }): string => `${quoteIdent(d.db)}.${quoteIdent(d.table)}`;
 
 /** Pure: the statement that drops `d`'s keys. */
 export function dropKeysSql(d: DeferredKeys): string {

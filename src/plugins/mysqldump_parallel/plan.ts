@@ -26,6 +26,11 @@ export function quoteIdent(name: string): string {
   return "`" + name.replace(/`/g, "``") + "`";
 }
 
+/** Pure: `db`.`table`, quoted. */
+export function qualified(t: { db: string; table: string }): string {
+  return `${quoteIdent(t.db)}.${quoteIdent(t.table)}`;
+}
+
 /** Pure: the --where ranges that cut [min, max] into `n` pieces; the first and last are open, so rows outside the bounds read earlier are not lost. */
 export function chunkWheres(column: string, min: bigint, max: bigint, n: number): string[] {
   const col = quoteIdent(column);

@@ -29,7 +29,7 @@ import { PassThrough, Writable } from "node:stream";
 import type { Socket } from "node:net";
 import { failed } from "../../lib/errors.js";
 import { queryRows, type Conn } from "../../db/connection.js";
-import { quoteIdent } from "./plan.js";
+import { qualified, quoteIdent } from "./plan.js";
 
 /** A table the rows of which can load by LOAD DATA: its columns in order, the binary ones marked. */
 export interface LoadableTable {
@@ -55,19 +55,20 @@ export function loadable(
   columns: { s: string; t: string; c: string; type: string; extra: string }[],
   versioned: Set<string>,
 ): Map<string, LoadableTable> {
-  const byTable = new Map<string, typeof columns>();
+  const byTable = new Map<string, { name: string; type: string; extra: string }[]>();
   for (const col of columns) {
     const k = `${col.s}.${col.t}`;
-    byTable.set(k, [...(byTable.get(k) ?? []), col]);
+    const list = byTable.get(k) ?? [];
+    list.push({ name: col.c, type: col.type.toLowerCase(), extra: col.extra });
+    byTable.set(k, list);
   }
   const out = new Map<string, LoadableTable>();
   for (const t of tables) {
     const k = `${t.db}.${t.table}`;
     const cols = byTable.get(k);
-    if (!cols || cols.length === 0 || versioned.has(k)) continue;
-    const ok = cols.every((c) => (TEXT_TYPES.has(c.type.toLowerCase()) || BINARY_TYPES.has(c.type.toLowerCase())) && !UNLOADABLE_EXTRA.test(c.extra));
-    if (!ok) continue;
-    out.set(k, { db: t.db, table: t.table, columns: cols.map((c) => ({ name: c.c, binary: BINARY_TYPES.has(c.type.toLowerCase()) })) });
+    if (!cols || versioned.has(k)) continue;
+    if (!cols.every((c) => (TEXT_TYPES.has(c.type) || BINARY_TYPES.has(c.type)) && !UNLOADABLE_EXTRA.test(c.extra))) continue;
+    out.set(k, { db: t.db, table: t.table, columns: cols.map((c) => ({ name: c.name, binary: BINARY_TYPES.has(c.type) })) });
   }
   return out;
 }
@@ -116,7 +117,7 @@ export function loadDataSql(t: LoadableTable): string {
     sets.push(`${quoteIdent(c.name)} = UNHEX(SUBSTRING(@b${i}, 3))`);
   });
   return (
-    `LOAD DATA LOCAL INFILE 'rows' INTO TABLE ${quoteIdent(t.db)}.${quoteIdent(t.table)} CHARACTER SET utf8mb4 ` +
+    `LOAD DATA LOCAL INFILE 'rows' INTO TABLE ${qualified(t)} CHARACTER SET utf8mb4 ` +
     `FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '\\'' ESCAPED BY '\\\\' LINES STARTING BY '(' TERMINATED BY '),\\n' ` +
     `(${targets.join(", ")})${sets.length > 0 ? ` SET ${sets.join(", ")}` : ""}`
   );
@@ -158,15 +159,26 @@ export class RowsLoader {
   private open: { key: string; infile: PassThrough; query: Promise<void> } | undefined;
   private readonly inserts = new Map<string, LoadableTable>();
   private failure: Promise<never> | undefined;
-
-  private conn: Conn | undefined;
+  /** The connection, once it keeps out of the binlog and uses the part's database. */
+  private readonly ready: Promise<Conn>;
 
   constructor(
-    /** The connection to load over, with sql_log_bin off; the loader closes it. */
+    /** The connection to load over; the loader closes it. */
     private readonly connecting: Promise<Conn>,
     private readonly part: { id: number; db: string },
     tables: LoadableTable[],
+    signal: AbortSignal,
   ) {
+    // Not into the target's binlog, as the mariadb clients; the part's statements name their tables
+    // without the database, as the clients' --database lets them.
+    this.ready = connecting.then(async (c) => {
+      await c.query("SET SESSION sql_log_bin=0");
+      await c.query(`USE ${quoteIdent(part.db)}`);
+      return c;
+    });
+    this.ready.catch(() => undefined);
+    const stop = (): void => { this.kill(); };
+    signal.addEventListener("abort", stop, { once: true });
     for (const t of tables) this.inserts.set(`INSERT INTO ${quoteIdent(t.table)} VALUES`, t);
     let resolveDone!: () => void;
     let rejectDone!: (err: unknown) => void;
@@ -181,6 +193,7 @@ export class RowsLoader {
     this.sink.on("error", (err) => { rejectDone(err); });
     connecting.catch(() => undefined);
     void this.settled.then(async () => {
+      signal.removeEventListener("abort", stop);
       const c = await connecting.catch(() => undefined);
       if (c && !this.killed) await c.end().catch(() => { c.destroy(); });
     });
@@ -199,17 +212,7 @@ export class RowsLoader {
     this.sink.destroy(new Error(`loading part ${this.part.id} was stopped`));
   }
 
-  private where(t: LoadableTable): string {
-    return `${quoteIdent(t.db)}.${quoteIdent(t.table)}`;
-  }
-
   private async consume(input: Buffer): Promise<void> {
-    if (!this.conn) {
-      const conn = await this.connecting;
-      // The part's statements name their tables without the database, as the mariadb client's --database lets them.
-      if (this.part.db) await conn.query(`USE ${quoteIdent(this.part.db)}`);
-      this.conn = conn;
-    }
     let chunk = input;
     if (this.semi) {
       chunk = Buffer.concat([Buffer.of(SEMI), chunk]);
@@ -272,7 +275,7 @@ export class RowsLoader {
     const sql = this.stmt;
     this.stmt = "";
     try {
-      await (this.conn ?? (await this.connecting)).query(sql);
+      await (await this.ready).query(sql);
     } catch (err) {
       throw failed("LoadFailed", `part ${this.part.id} of ${this.part.db}: ${sqlMessage(err)} (in: ${sql.slice(0, 120)})`, { cause: err });
     }
@@ -284,8 +287,8 @@ export class RowsLoader {
     if (this.open?.key === key) return;
     await this.endRows();
     const infile = new PassThrough({ highWaterMark: PIECE });
-    const conn = this.conn ?? (await this.connecting);
-    const what = `loading the rows of ${this.where(t)} (part ${this.part.id}) by LOAD DATA failed`;
+    const conn = await this.ready;
+    const what = `loading the rows of ${qualified(t)} (part ${this.part.id}) by LOAD DATA failed`;
     const query = conn.query({ sql: loadDataSql(t), infileStreamFactory: () => infile }).then(
       async ([result]) => {
         // LOAD DATA LOCAL skips a row that duplicates a key (as IGNORE) where the INSERT fails: fail as it would.
@@ -306,8 +309,7 @@ export class RowsLoader {
   private async rows(b: Buffer): Promise<void> {
     const open = this.open;
     if (!open || b.length === 0) return;
-    const conn = this.conn ?? (await this.connecting);
-    const socket = (conn as unknown as { connection: { stream: Socket } }).connection.stream;
+    const socket = ((await this.ready) as unknown as { connection: { stream: Socket } }).connection.stream;
     for (let at = 0; at < b.length; at += PIECE) {
       const piece = b.subarray(at, Math.min(b.length, at + PIECE));
       // The connection copies the piece into a packet and writes it at once, without waiting for the socket: wait here.
