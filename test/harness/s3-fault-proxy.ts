@@ -1,8 +1,8 @@
 // A fault-injection proxy in front of the test S3 server (versitygw), on
 // loopback. Requests are forwarded byte for byte (the Host header the SDK
 // signed included, so SigV4 still verifies upstream); rules make chosen
-// requests fail: an S3 error status, a reset connection, a stall, or a
-// response body cut after N bytes. Used by the storage fault tests and by the
+// requests fail: an S3 error status, a reset connection, a stall, a
+// response body cut after N bytes, or a request body the server gets late. Used by the storage fault tests and by the
 // CLI tests (run the CLI with `--s3-endpoint <proxy.endpoint>`).
 import http from "node:http";
 import type { Socket } from "node:net";
@@ -12,7 +12,8 @@ export type FaultAction =
   | { kind: "status"; status: number; code?: string } // S3 XML error body: InternalError, SlowDown, ServiceUnavailable...
   | { kind: "reset" } // destroy the client socket before any response
   | { kind: "stall"; ms?: number } // hold the request (forever if ms undefined, until clear()/close())
-  | { kind: "truncate"; bytes: number }; // forward the upstream response but cut the body after N bytes (then destroy)
+  | { kind: "truncate"; bytes: number } // forward the upstream response but cut the body after N bytes (then destroy)
+  | { kind: "late-body"; ms: number }; // the head upstream now, the body ms after the client sent it, whole even if the client gave up (a server still writing a part the client cut)
 
 export interface FaultRule {
   /** LIST = GET on the bucket (list-type/prefix query); POST = multipart create/complete and DeleteObjects. */
@@ -32,6 +33,9 @@ export interface ProxyRequest {
   key: string;
   status?: number;
   fault?: string;
+  /** performance.now() when the request came in, and when its answer's head went out (forwarded or injected). */
+  at: number;
+  answeredAt?: number;
   /** Response body bytes sent to the client so far. */
   bytes?: number;
 }
@@ -109,6 +113,8 @@ function describe(a: FaultAction): string {
       return `stall${a.ms !== undefined ? `:${a.ms}` : ""}`;
     case "truncate":
       return `truncate:${a.bytes}`;
+    case "late-body":
+      return `late-body:${a.ms}`;
   }
 }
 
@@ -132,6 +138,7 @@ export async function startFaultProxy(upstream: string, opts: { seed?: number } 
       { host: up.hostname, port: up.port, method: req.method, path: req.url, headers, agent },
       (upRes) => {
         log.status = upRes.statusCode;
+        log.answeredAt = performance.now();
         res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, upRes.rawHeaders);
         log.bytes = 0;
         upRes.on("data", (chunk: Buffer) => {
@@ -186,7 +193,7 @@ export async function startFaultProxy(upstream: string, opts: { seed?: number } 
 
   const server = http.createServer((req, res) => {
     const { op, key } = classify(req.method ?? "GET", req.url ?? "/");
-    const log: ProxyRequest = { method: req.method ?? "GET", op, key };
+    const log: ProxyRequest = { method: req.method ?? "GET", op, key, at: performance.now() };
     requests.push(log);
     let action: FaultAction | undefined;
     for (const e of rules) {
@@ -213,6 +220,7 @@ export async function startFaultProxy(upstream: string, opts: { seed?: number } 
         // Read the request body first so the client is not cut off mid-upload.
         req.resume();
         req.once("end", () => {
+          log.answeredAt = performance.now();
           res.writeHead(action.status, { "content-type": "application/xml", "content-length": Buffer.byteLength(body), "x-amz-request-id": "fault-proxy" });
           res.end(body);
         });
@@ -221,6 +229,27 @@ export async function startFaultProxy(upstream: string, opts: { seed?: number } 
       case "truncate":
         forward(req, res, log, action.bytes);
         return;
+      case "late-body": {
+        const chunks: Buffer[] = [];
+        const upReq = http.request({ host: up.hostname, port: up.port, method: req.method, path: req.url, headers: { ...req.headers }, agent: false }, (upRes) => {
+          log.status = upRes.statusCode;
+          log.answeredAt = performance.now();
+          if (res.destroyed) {
+            upRes.resume();
+            return;
+          }
+          res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, upRes.rawHeaders);
+          upRes.pipe(res);
+        });
+        upReq.on("error", () => req.socket.destroy());
+        upReq.flushHeaders();
+        req.on("data", (c: Buffer) => chunks.push(c));
+        req.on("end", () => setTimeout(() => upReq.end(Buffer.concat(chunks)), action.ms));
+        req.on("close", () => {
+          if (!req.complete) upReq.destroy();
+        });
+        return;
+      }
       case "stall": {
         let timer: NodeJS.Timeout | undefined;
         const entry = {

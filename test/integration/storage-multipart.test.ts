@@ -2,8 +2,8 @@
 // against the real S3 server (versitygw) behind the fault proxy: the bytes
 // stored are the bytes sent; a part that fails for a while is retried; an
 // upload that fails (a part failing for good, the source stopped, the size
-// limit) leaves no object and no open multipart upload, and says it was a
-// storage fault; a stalled S3 server stops the reading of the source at the
+// limit) leaves no object and no open multipart upload (not even when the
+// server writes a cut part after the abort), and says it was a storage fault; a stalled S3 server stops the reading of the source at the
 // part buffers' budget.
 import { createHash, randomBytes } from "node:crypto";
 import { Readable } from "node:stream";
@@ -185,6 +185,42 @@ describe("a streamed upload", () => {
     const err = await rejection(store().put(k, src.stream));
     expect(err.message).toBe("the dump failed");
     expect(await store().head(k)).toBeUndefined();
+    expect(await openUploads(k)).toEqual([]);
+  });
+
+  it("parts in flight when the source fails finish before the abort (a part cut mid-write could outlive it)", async () => {
+    const k = key();
+    // Part 1 reaches the server 0.8 s after it was sent: in flight when the source fails (while part 2 fills).
+    proxy.add({ op: "PUT", key: `p/${k}`, action: { kind: "late-body", ms: 800 } });
+    const src = source(randomBytes(40 * MIB), (read, s) => {
+      if (read >= PART + 2 * MIB) s.destroy(new Error("the dump failed"));
+    });
+    const before = proxy.requests.length;
+    const err = await rejection(store().put(k, src.stream));
+    expect(err.message).toBe("the dump failed");
+    const mine = since(before).filter((r) => r.key === `p/${k}`);
+    const part = mine.find((r) => r.op === "PUT");
+    const abort = mine.find((r) => r.op === "DELETE");
+    expect(part?.status).toBe(200);
+    expect(abort?.status).toBe(204);
+    expect(part?.answeredAt).toBeLessThan(abort?.at ?? 0);
+    expect(await openUploads(k)).toEqual([]);
+  });
+
+  it("a part stalled past settleMs is cut; an abort that fails is made again until S3 says the upload is gone", async () => {
+    const k = key();
+    proxy.add({ op: "PUT", key: `p/${k}`, action: { kind: "stall" } });
+    // One abort's attempts fail (the SDK's own retries off, the store's three); the ListParts after it finds the
+    // upload, and the abort is made again.
+    proxy.add({ op: "DELETE", key: `p/${k}`, times: 3, action: { kind: "status", status: 503 } });
+    const src = source(randomBytes(40 * MIB), (read, s) => {
+      if (read >= PART + 2 * MIB) s.destroy(new Error("the dump failed"));
+    });
+    const before = proxy.requests.length;
+    const err = await rejection(store({ settleMs: 200, maxAttempts: 1 }).put(k, src.stream));
+    expect(err.message).toBe("the dump failed");
+    const aborts = since(before).filter((r) => r.key === `p/${k}` && r.op === "DELETE");
+    expect(aborts.map((r) => r.status)).toEqual([503, 503, 503, 204]);
     expect(await openUploads(k)).toEqual([]);
   });
 

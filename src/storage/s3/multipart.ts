@@ -9,10 +9,20 @@
 //
 // The object appears whole or not at all: only CompleteMultipartUpload makes
 // it visible. On any failure (a part that fails after its retries, the source
-// stream erroring or destroyed, the size limit) the parts in flight are
-// cancelled, the upload is aborted (AbortMultipartUpload), the source is
-// destroyed with the error, and the error is thrown: the source's own error
-// as it is, a storage one mapped (StorageUnreachable / StorageError).
+// stream erroring or destroyed, the size limit) the source is destroyed with
+// the error, the parts in flight are given `settleMs` to finish and then
+// cancelled, the upload is aborted (AbortMultipartUpload) until S3 says it is
+// gone, and the error is thrown: the source's own error as it is, a storage
+// one mapped (StorageUnreachable / StorageError).
+//
+// Why the parts are let finish first, and the abort confirmed: a part request
+// the client cuts may still be written by the server after the abort (S3's own
+// documentation says an upload may need aborting more than once; versitygw
+// re-creates the upload's directory when such a part lands, which is how an
+// open upload was once left behind). A part that finished before the abort
+// cannot do that. Only a part stalled past `settleMs` is cut; for what that
+// may leave, a bucket lifecycle rule (AbortIncompleteMultipartUpload) is the
+// backstop.
 //
 // An object that fits in one part is one PutObject, as before.
 import {
@@ -21,6 +31,7 @@ import {
   CompleteMultipartUploadCommand,
   CreateMultipartUploadCommand,
   HeadObjectCommand,
+  ListPartsCommand,
   PutObjectCommand,
   UploadPartCommand,
   type CompletedPart,
@@ -48,6 +59,8 @@ export interface StreamUploadOptions {
   mapError: (err: unknown) => ReplicatorError;
   /** Runs a request again while it fails with a transient (mapped) fault: the store's policy. */
   retry: <T>(fn: () => Promise<T>) => Promise<T>;
+  /** On a failure, how long the parts in flight may finish before they are cut (default 5 s). */
+  settleMs?: number | undefined;
 }
 
 export interface StreamUploadResult {
@@ -116,7 +129,10 @@ class PartPool {
 export async function uploadStream(body: Readable, target: StreamUploadTarget, o: StreamUploadOptions): Promise<StreamUploadResult> {
   const { client, bucket, key } = target;
   const pool = new PartPool(o.partSize, o.queueSize + 1);
-  const cancel = new AbortController();
+  /** Stops the filling (a wait for a free buffer) at the first failure. */
+  const stop = new AbortController();
+  /** Cuts the part requests still in flight once they had their time to finish. */
+  const cut = new AbortController();
   const inflight = new Set<Promise<void>>();
   const done: CompletedPart[] = [];
   let failure: { err: unknown } | undefined;
@@ -129,12 +145,12 @@ export async function uploadStream(body: Readable, target: StreamUploadTarget, o
   const fail = (err: unknown): void => {
     if (failure) return;
     failure = { err };
-    cancel.abort(err);
+    stop.abort(err);
     // Destroyed with the error itself (not a bare premature close): whoever pipes into `body` learns the storage side failed.
     if (!body.destroyed && !body.readableEnded) body.destroy(err instanceof Error ? err : new Error(String(err)));
   };
 
-  /** A request, mapped and retried; a cancellable one (a part) is not tried again once the upload is failing. */
+  /** A request, mapped and retried; a part (`cancellable`) is not tried again once the upload is failing. */
   const storage = async <T>(fn: () => Promise<T>, cancellable = false): Promise<T> =>
     o.retry(async () => {
       try {
@@ -164,7 +180,7 @@ export async function uploadStream(body: Readable, target: StreamUploadTarget, o
         const res = await storage(() =>
           client.send(
             new UploadPartCommand({ Bucket: bucket, Key: key, UploadId: uploadId, PartNumber: n, Body: buf.subarray(0, len), ContentLength: len }),
-            { abortSignal: cancel.signal },
+            { abortSignal: cut.signal },
           ),
           true,
         );
@@ -205,7 +221,7 @@ export async function uploadStream(body: Readable, target: StreamUploadTarget, o
           cur = undefined;
         }
         if (!cur) {
-          cur = await pool.take(cancel.signal);
+          cur = await pool.take(stop.signal);
           fill = 0;
         }
         const n = bytes.copy(cur, fill, off, Math.min(bytes.length, off + (o.partSize - fill)));
@@ -229,6 +245,16 @@ export async function uploadStream(body: Readable, target: StreamUploadTarget, o
     }
   }
   if (!failure && cur) dispatch(cur, fill, ++partNo);
+  if (failure && inflight.size > 0) {
+    // Let the parts in flight finish (a stalled one is cut after settleMs): a part done before the abort cannot outlive it.
+    let timer: NodeJS.Timeout | undefined;
+    const settled = await Promise.race([
+      Promise.allSettled([...inflight]).then(() => true),
+      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), o.settleMs ?? 5000))),
+    ]);
+    clearTimeout(timer);
+    if (!settled) cut.abort(failure.err);
+  }
   while (inflight.size > 0) await Promise.allSettled([...inflight]);
 
   if (!failure) {
@@ -244,11 +270,29 @@ export async function uploadStream(body: Readable, target: StreamUploadTarget, o
   // Nothing was made visible: abort the upload so its parts do not linger.
   if (creating) {
     const uploadId = await creating.catch(() => undefined);
-    if (uploadId !== undefined) {
-      await storage(() => client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: uploadId }))).catch(() => undefined);
-    }
+    if (uploadId !== undefined) await discard(target, uploadId, storage);
   }
   throw (failure as { err: unknown }).err;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * AbortMultipartUpload until ListParts answers NoSuchUpload, a few times at
+ * most. Best effort: it never hides the upload's own error.
+ */
+async function discard(t: StreamUploadTarget, uploadId: string, storage: <T>(fn: () => Promise<T>) => Promise<T>): Promise<void> {
+  const ref = { Bucket: t.bucket, Key: t.key, UploadId: uploadId };
+  for (let i = 0; i < 4; i++) {
+    if (i > 0) await sleep(200 * 2 ** (i - 1));
+    await storage(() => t.client.send(new AbortMultipartUploadCommand(ref))).catch(() => undefined);
+    const gone = await storage(() => t.client.send(new ListPartsCommand({ ...ref, MaxParts: 1 }))).then(
+      () => false,
+      // NoSuchUpload: gone. Any other failure cannot tell, and ends the asking rather than spin on the failure path.
+      () => true,
+    );
+    if (gone) return;
+  }
 }
 
 /**

@@ -54,6 +54,8 @@ export interface S3Options {
   maxAttempts?: number | undefined;
   /** S3's part limit (10,000); lower only in tests, to meet the limit without 156 GiB. */
   maxParts?: number | undefined;
+  /** A failed upload: how long its parts in flight may finish before they are cut (default 5 s; tests lower it). */
+  settleMs?: number | undefined;
 }
 
 /** Part buffers one streamed upload may hold: parts uploading at once, plus the one being filled. */
@@ -173,6 +175,7 @@ export class S3ObjectStore implements ObjectStore {
           ),
         mapError: (err) => this.mapError(err, "PUT", full),
         retry: (fn) => withRetries(fn, { attempts: 3 }),
+        settleMs: this.opts.settleMs,
       },
     );
     return { size: res.size };
