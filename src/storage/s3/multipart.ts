@@ -250,7 +250,11 @@ export async function uploadStream(body: Readable, target: StreamUploadTarget, o
     let timer: NodeJS.Timeout | undefined;
     const settled = await Promise.race([
       Promise.allSettled([...inflight]).then(() => true),
-      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), o.settleMs ?? 5000))),
+      new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => {
+          resolve(false);
+        }, o.settleMs ?? 5000);
+      }),
     ]);
     clearTimeout(timer);
     if (!settled) cut.abort(failure.err);
