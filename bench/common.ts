@@ -3,7 +3,7 @@
 // result rows and their markdown tables, paired rounds, and running the CLI
 // with the agent's peak RSS measured.
 import { spawnSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { chmod, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { availableParallelism, tmpdir } from "node:os";
 import path from "node:path";
@@ -100,13 +100,36 @@ function busyJiffies(): number | undefined {
   }
 }
 
-/** What timed() saw since the last takeCpu(): busy jiffies over its intervals, and their wall seconds. */
-let cpuSeen = { jiffies: 0, seconds: 0, ok: true };
-/** Cores busy (machine-wide) during the timed() intervals since the last call, or undefined; resets. */
-function takeCpu(): number | undefined {
+/**
+ * CPU jiffies (user + system) used so far by every process named `comm`
+ * (/proc/PID/stat; a process that ended is no longer counted, so only for
+ * servers that outlive the interval: the bench's S3 server).
+ */
+function commJiffies(comm: string): number {
+  let sum = 0;
+  for (const pid of readdirSync("/proc")) {
+    if (!/^\d+$/.test(pid)) continue;
+    try {
+      const st = readFileSync(`/proc/${pid}/stat`, "utf8");
+      const close = st.lastIndexOf(")");
+      if (st.slice(st.indexOf("(") + 1, close) !== comm) continue;
+      // After "pid (comm) ": state is field 3; utime and stime are fields 14 and 15.
+      const f = st.slice(close + 2).split(" ");
+      sum += Number(f[11] ?? "0") + Number(f[12] ?? "0");
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return sum;
+}
+
+/** What timed() saw since the last takeCpu(): busy jiffies over its intervals, their wall seconds, and the S3 server's jiffies. */
+let cpuSeen = { jiffies: 0, seconds: 0, ok: true, s3: 0 };
+/** Cores busy (machine-wide) during the timed() intervals since the last call, or undefined, and the S3 server's CPU seconds; resets. */
+function takeCpu(): { cores: number | undefined; s3Seconds: number } {
   const c = cpuSeen;
-  cpuSeen = { jiffies: 0, seconds: 0, ok: true };
-  return c.ok && c.seconds > 0 ? c.jiffies / clockTicks() / c.seconds : undefined;
+  cpuSeen = { jiffies: 0, seconds: 0, ok: true, s3: 0 };
+  return { cores: c.ok && c.seconds > 0 ? c.jiffies / clockTicks() / c.seconds : undefined, s3Seconds: c.s3 / clockTicks() };
 }
 
 /**
@@ -118,11 +141,13 @@ export async function timed(fn: () => Promise<void>): Promise<number> {
   // this row's own untimed setup) leave their writes to the kernel, and a row that syncs (the
   // agent's durable writes, a `sync --file-system`) would otherwise pay for them. Not timed.
   spawnSync("sync", [], { stdio: "ignore" });
+  const s0 = commJiffies(S3_SERVER_COMM);
   const j0 = busyJiffies();
   const t0 = performance.now();
   await fn();
   const sec = (performance.now() - t0) / 1000;
   const j1 = busyJiffies();
+  cpuSeen.s3 += commJiffies(S3_SERVER_COMM) - s0;
   if (j0 === undefined || j1 === undefined) cpuSeen.ok = false;
   else {
     cpuSeen.jiffies += j1 - j0;
@@ -131,10 +156,15 @@ export async function timed(fn: () => Promise<void>): Promise<number> {
   return sec;
 }
 
-/** Records the cores busy of the run that just ended on its row. */
+/** The bench's S3 server (versitygw): its CPU seconds over a row are shown beside the agent's. */
+const S3_SERVER_COMM = "versitygw";
+
+/** Records the cores busy of the run that just ended on its row, and the S3 server's CPU if it worked. */
 function noteCpu(row: Row): void {
   const c = takeCpu();
-  if (c !== undefined) (row.cpu ??= []).push(c);
+  if (c.cores !== undefined) (row.cpu ??= []).push(c.cores);
+  // A few jiffies of an idle server's housekeeping are not its share of the row.
+  if (c.s3Seconds >= 0.05) (row.s3Cpu ??= []).push(c.s3Seconds);
 }
 
 export async function fileSize(p: string): Promise<number> {
@@ -181,8 +211,9 @@ export const busy = (load: number): boolean => load > availableParallelism() * 0
 // the agent alone: the tools it starts (zstd, mariadb-dump, pg_dump, tar,
 // mariabackup) are other processes and are not counted. (`/usr/bin/time -f %M`
 // would not do: wait4's rusage is the largest of the process and its waited
-// descendants.) The variable is removed at start, so nothing the agent starts
-// inherits it.
+// descendants.) It also writes the agent's own CPU time (process.cpuUsage(),
+// user + system; its tools' CPU not included). The variable is removed at
+// start, so nothing the agent starts inherits it.
 const PROBE = `import { readFileSync, writeFileSync } from "node:fs";
 const out = process.env.REPLICATOR_BENCH_RSS_FILE;
 delete process.env.REPLICATOR_BENCH_RSS_FILE;
@@ -190,7 +221,8 @@ if (out) {
   process.on("exit", () => {
     try {
       const m = /^VmHWM:\\s+(\\d+) kB/m.exec(readFileSync("/proc/self/status", "utf8"));
-      if (m) writeFileSync(out, m[1]);
+      const cpu = process.cpuUsage();
+      if (m) writeFileSync(out, m[1] + " " + (cpu.user + cpu.system));
     } catch {}
   });
 }
@@ -221,8 +253,9 @@ export interface CliJson {
   durationMs?: number;
   error?: string;
   reason?: string;
-  /** The agent process's peak RSS in bytes (measured by the bench, not printed by the CLI). */
+  /** The agent process's peak RSS in bytes, and its own CPU seconds (measured by the bench, not printed by the CLI). */
   peakRss?: number;
+  agentCpu?: number;
 }
 
 /** Runs `node [probe] main args --json --no-progress`; throws with the CLI's error unless it succeeded. */
@@ -252,7 +285,9 @@ export async function runReplicator(
       json = undefined;
     }
   }
-  const kb = Number((await readFile(rssFile, "utf8").catch(() => "")).trim());
+  const [kbText, cpuText] = (await readFile(rssFile, "utf8").catch(() => "")).trim().split(" ");
+  const kb = Number(kbText);
+  const cpuMicros = Number(cpuText);
   await rm(rssFile, { force: true });
   if (r.exitCode !== 0 || json?.ok !== true) {
     const lines = r.stderr.split("\n").map((l) => l.trim()).filter(Boolean);
@@ -260,6 +295,7 @@ export async function runReplicator(
     throw new Error(`replicator ${args[0] ?? ""} exited ${String(r.exitCode)}: ${why.slice(0, 300)}`);
   }
   if (kb > 0) json.peakRss = kb * 1024;
+  if (cpuMicros > 0) json.agentCpu = cpuMicros / 1e6;
   return json;
 }
 
@@ -277,12 +313,16 @@ export interface Row {
   rss?: number[];
   /** Each run's CPU cores busy, machine-wide (/proc/stat over the run's timed interval). */
   cpu?: number[];
+  /** Each run's CPU seconds of the agent process alone (replicator rows), and of the S3 server (rows it worked in). */
+  agentCpu?: number[];
+  s3Cpu?: number[];
   check: string;
   error?: string;
 }
 
-/** Record a replicator run's peak RSS on its row. */
+/** Record a replicator run's peak RSS and CPU seconds on its row. */
 export function noteRss(row: Row, j: CliJson | undefined): void {
+  if (j?.agentCpu !== undefined) (row.agentCpu ??= []).push(j.agentCpu);
   if (j?.peakRss === undefined) return;
   (row.rss ??= []).push(j.peakRss);
 }
@@ -302,6 +342,9 @@ export function table(rows: Row[], rawBytes: number | undefined, bytesLabel: str
   const paired = rows.some((r) => (r.samples?.length ?? 0) > 1);
   const withRss = rows.some((r) => peakRss(r) !== undefined);
   const withCpu = rows.some((r) => (r.cpu?.length ?? 0) > 0);
+  const withAgentCpu = rows.some((r) => (r.agentCpu?.length ?? 0) > 0);
+  const withS3Cpu = rows.some((r) => (r.s3Cpu?.length ?? 0) > 0);
+  const medianOf = (xs: number[] | undefined): string => (xs !== undefined && xs.length > 0 ? fmt(median(xs), 2) : "—");
   const head = [
     "Method",
     paired ? "Wall s (median)" : "Wall s",
@@ -310,6 +353,8 @@ export function table(rows: Row[], rawBytes: number | undefined, bytesLabel: str
     paired ? "Time vs baseline (median of paired ratios)" : "Time vs baseline",
     "Size vs baseline",
     ...(withCpu ? [`CPU cores busy of ${availableParallelism()} (machine${paired ? ", median" : ""})`] : []),
+    ...(withAgentCpu ? [`Agent CPU s${paired ? " (median)" : ""}`] : []),
+    ...(withS3Cpu ? [`S3 server CPU s${paired ? " (median)" : ""}`] : []),
     ...(withRss ? ["Agent peak RSS MB"] : []),
     "Check",
   ];
@@ -317,7 +362,8 @@ export function table(rows: Row[], rawBytes: number | undefined, bytesLabel: str
   for (const r of rows) {
     const name = r.baseline ? `${r.name} **(baseline)**` : r.name;
     if (r.error !== undefined || r.seconds === undefined) {
-      lines.push([name, "FAILED", "—", "—", "—", "—", ...(withCpu ? ["—"] : []), ...(withRss ? ["—"] : []), `FAILED: ${r.error ?? "no result"}`]);
+      const dashes = [withCpu, withAgentCpu, withS3Cpu, withRss].filter(Boolean).map(() => "—");
+      lines.push([name, "FAILED", "—", "—", "—", "—", ...dashes, `FAILED: ${r.error ?? "no result"}`]);
       continue;
     }
     const ok = (x: number | undefined): x is number => x !== undefined && Number.isFinite(x) && x > 0;
@@ -331,7 +377,9 @@ export function table(rows: Row[], rawBytes: number | undefined, bytesLabel: str
         ? `${fmt(median(r.ratios), 2)}×${r.ratios.length > 1 ? ` (${fmt(Math.min(...r.ratios), 2)}–${fmt(Math.max(...r.ratios), 2)}, n=${r.ratios.length})` : ""}`
         : base?.seconds !== undefined && base.error === undefined ? `${fmt(r.seconds / base.seconds, 2)}×` : "n/a",
       ok(r.bytes) && ok(base?.bytes) && base.error === undefined ? `${fmt(r.bytes / base.bytes, 2)}×` : "n/a",
-      ...(withCpu ? [r.cpu !== undefined && r.cpu.length > 0 ? fmt(median(r.cpu), 2) : "—"] : []),
+      ...(withCpu ? [medianOf(r.cpu)] : []),
+      ...(withAgentCpu ? [medianOf(r.agentCpu)] : []),
+      ...(withS3Cpu ? [medianOf(r.s3Cpu)] : []),
       ...(withRss ? [rss !== undefined ? `${fmt(rss / MB, 1)}${rss >= RSS_TARGET ? " (over 250)" : ""}` : "—"] : []),
       r.check,
     ]);
