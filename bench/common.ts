@@ -320,8 +320,8 @@ export interface Row {
   error?: string;
 }
 
-/** Record a replicator run's peak RSS and CPU seconds on its row. */
-export function noteRss(row: Row, j: CliJson | undefined): void {
+/** Record a replicator run's agent figures on its row: its peak RSS and its own CPU seconds. */
+export function noteAgent(row: Row, j: CliJson | undefined): void {
   if (j?.agentCpu !== undefined) (row.agentCpu ??= []).push(j.agentCpu);
   if (j?.peakRss === undefined) return;
   (row.rss ??= []).push(j.peakRss);

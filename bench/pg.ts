@@ -21,7 +21,7 @@ import {
   fileSize,
   fmt,
   MB,
-  noteRss,
+  noteAgent,
   onCleanup,
   pairedRounds,
   q,
@@ -207,7 +207,7 @@ export async function pgBench(o: PgBenchOptions): Promise<BenchPart> {
         const sec = await timed(async () => {
           j = await cli(["backup", "--method", "pg_dump", "--source", url(src), "--repository", repo, "--cluster", "pg", "--compression", "zstd"]);
         });
-        noteRss(row, j);
+        noteAgent(row, j);
         row.bytes = j?.size;
         row.check = `ok (CLI ${fmt((j?.durationMs ?? 0) / 1000, 2)} s)`;
         return sec;
@@ -269,7 +269,7 @@ export async function pgBench(o: PgBenchOptions): Promise<BenchPart> {
           row.bytes = need(backups, "replicator").bytes;
           return intoFresh(row, async (t) => {
             const j = await cli(["restore", "--target", url(t), "--repository", repo, "--cluster", "pg"]);
-            noteRss(row, j);
+            noteAgent(row, j);
             return `CLI ${fmt((j.durationMs ?? 0) / 1000, 2)} s; `;
           });
         },
@@ -300,7 +300,7 @@ export async function pgBench(o: PgBenchOptions): Promise<BenchPart> {
           const sec = await timed(async () => {
             j = await cli(["backup", "--method", "pg_basebackup", "--source", url(src), "--repository", repo, "--cluster", "pgb", "--compression", "zstd"]);
           });
-          noteRss(row, j);
+          noteAgent(row, j);
           row.bytes = j?.size;
           row.check = `ok (CLI ${fmt((j?.durationMs ?? 0) / 1000, 2)} s)`;
           return sec;
@@ -352,7 +352,7 @@ export async function pgBench(o: PgBenchOptions): Promise<BenchPart> {
           row.bytes = need(physBackups, "replicator").bytes;
           return intoDatadir(row, async (datadir) => {
             const j = await cli(["restore", "--datadir", datadir, "--repository", repo, "--cluster", "pgb"]);
-            noteRss(row, j);
+            noteAgent(row, j);
             return `CLI ${fmt((j.durationMs ?? 0) / 1000, 2)} s; `;
           });
         },

@@ -30,7 +30,7 @@ import {
   fmt,
   MB,
   median,
-  noteRss,
+  noteAgent,
   mariadbServer,
   pairedRounds,
   q,
@@ -214,7 +214,7 @@ export async function replayBench(o: ReplayBenchOptions): Promise<BenchPart> {
           intoFresh("replay pitr", row, reference, MASTER, async (t) => {
             let j: CliJson | undefined;
             const sec = await timed(async () => { j = await restore(t, ["--until-gtid", untilGtid]); });
-            noteRss(row, j);
+            noteAgent(row, j);
             return sec;
           }),
       },
@@ -226,7 +226,7 @@ export async function replayBench(o: ReplayBenchOptions): Promise<BenchPart> {
           intoFresh("replay restore", row, atBackup, "the master's at the backup", async (t) => {
             let j: CliJson | undefined;
             const sec = await timed(async () => { j = await restore(t); });
-            noteRss(row, j);
+            noteAgent(row, j);
             return sec;
           }),
       },

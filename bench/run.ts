@@ -37,7 +37,7 @@ import {
   fileSize,
   fmt,
   MB,
-  noteRss,
+  noteAgent,
   mariadbServer,
   onCleanup,
   pairedRounds,
@@ -152,7 +152,7 @@ function backupRun(args: string[], env: Record<string, string>, cwd: string, mai
     const sec = await timed(async () => {
       j = await replicator(["backup", ...args, "--compression", "zstd"], env, cwd, main);
     });
-    noteRss(row, j);
+    noteAgent(row, j);
     row.bytes = j?.size;
     seen?.(j);
     row.check = `ok (CLI ${fmt((j?.durationMs ?? 0) / 1000, 2)} s)`;
@@ -527,7 +527,7 @@ async function mariadbBench(work: string, s3: S3Server): Promise<BenchPart> {
       row.bytes = b?.bytes;
       await intoFresh(row, `restore-${tag}`, async (t) => {
         const j = await replicator(["restore", "--target", t.url, "--repository", args.repository, "--cluster", args.cluster], args.env, args.dir, args.main);
-        noteRss(row, j);
+        noteAgent(row, j);
         return `CLI ${fmt((j.durationMs ?? 0) / 1000, 2)} s; `;
       });
       return row.seconds ?? NaN;
@@ -672,7 +672,7 @@ async function mariadbBench(work: string, s3: S3Server): Promise<BenchPart> {
           const sec = await timed(async () => {
             j = await replicator(["restore", "--datadir", dir, "--repository", repository, "--cluster", "bench"], env, physCwd);
           });
-          noteRss(row, j);
+          noteAgent(row, j);
           await checkDatadir(row, dir, `phys-restore-${tag}`, `CLI ${fmt((j?.durationMs ?? 0) / 1000, 2)} s; `);
           return sec;
         },

@@ -6,21 +6,14 @@
 // others (a BIT column) by the mariadb client. On a real node (make node-e2e)
 // or on the local bench (see test/harness/e2e-env.ts).
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { mariadbStatefulSet, podReady, startE2eEnv, type E2eEnv } from "../harness/e2e-env.js";
+import { mariadbStatefulSet, podReady, resourceFinished, startE2eEnv, type E2eEnv } from "../harness/e2e-env.js";
 
 const NS = "parallel";
 let env: E2eEnv;
 
 interface Status { phase?: string; message?: string; backupName?: string; method?: string }
-const crPath = (plural: string, name?: string): string => `/apis/replicator.dev/v1alpha1/namespaces/${NS}/${plural}${name ? `/${name}` : ""}`;
 const sql = <T = Record<string, unknown>>(pod: string, q: string): Promise<T[]> => env.sql<T>(NS, pod, q);
-
-async function finished(plural: string, name: string): Promise<Status> {
-  return env.waitFor(`${plural}/${name} to finish`, async () => {
-    const o = await env.cp.api.get<{ status?: Status }>(crPath(plural, name));
-    return o.status?.phase === "Completed" || o.status?.phase === "Failed" ? o.status : undefined;
-  });
-}
+const finished = (plural: string, name: string): Promise<Status> => resourceFinished<Status>(env, NS, plural, name);
 
 /** CHECKSUM TABLE of each table, as `db.table=sum`. */
 async function checksums(pod: string): Promise<string[]> {

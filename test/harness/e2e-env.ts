@@ -225,12 +225,23 @@ spec:
   source: { statefulSet: db, credentialsSecret: { name: db-credentials } }
 ${extra}`;
 
-/** Waits for ReplicatorBackup `name` to finish and returns its status (phase Completed or Failed). */
-export async function backupFinished(env: E2eEnv, ns: string, name: string, timeoutMs = 180_000): Promise<{ phase?: string; message?: string }> {
-  return env.waitFor(`${name} to finish`, async () => {
-    const o = await env.cp.api.get<{ status?: { phase?: string; message?: string } }>(crPath(ns, "replicatorbackups", name));
+/** Waits for a replicator.dev resource (`plural`/`name`) to finish and returns its status (phase Completed or Failed). */
+export async function resourceFinished<S extends { phase?: string; message?: string } = { phase?: string; message?: string }>(
+  env: E2eEnv,
+  ns: string,
+  plural: string,
+  name: string,
+  timeoutMs?: number,
+): Promise<S> {
+  return env.waitFor(`${plural}/${name} to finish`, async () => {
+    const o = await env.cp.api.get<{ status?: S }>(crPath(ns, plural, name));
     return o.status?.phase === "Completed" || o.status?.phase === "Failed" ? o.status : undefined;
   }, timeoutMs);
+}
+
+/** Waits for ReplicatorBackup `name` to finish and returns its status (phase Completed or Failed). */
+export function backupFinished(env: E2eEnv, ns: string, name: string, timeoutMs = 180_000): Promise<{ phase?: string; message?: string }> {
+  return resourceFinished(env, ns, "replicatorbackups", name, timeoutMs);
 }
 
 /**

@@ -13,7 +13,7 @@ export type FaultAction =
   | { kind: "reset" } // destroy the client socket before any response
   | { kind: "stall"; ms?: number } // hold the request (forever if ms undefined, until clear()/close())
   | { kind: "truncate"; bytes: number } // forward the upstream response but cut the body after N bytes (then destroy)
-  | { kind: "late-body"; ms: number }; // the head upstream now, the body ms after the client sent it, whole even if the client gave up (a server still writing a part the client cut)
+  | { kind: "late-body"; ms: number }; // the head upstream now, the body ms after the client sent it (whole, even if the client gave up): a request kept in flight that still reaches the server
 
 export interface FaultRule {
   /** LIST = GET on the bucket (list-type/prefix query); POST = multipart create/complete and DeleteObjects. */

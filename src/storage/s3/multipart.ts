@@ -38,6 +38,7 @@ import {
   type S3Client,
 } from "@aws-sdk/client-s3";
 import type { Readable } from "node:stream";
+import { setTimeout as sleep } from "node:timers/promises";
 import { failed, type ReplicatorError } from "../../lib/errors.js";
 
 export interface StreamUploadTarget {
@@ -245,21 +246,15 @@ export async function uploadStream(body: Readable, target: StreamUploadTarget, o
     }
   }
   if (!failure && cur) dispatch(cur, fill, ++partNo);
-  if (failure && inflight.size > 0) {
-    // Let the parts in flight finish (a stalled one is cut after settleMs): a part done before the abort cannot outlive it.
-    let timer: NodeJS.Timeout | undefined;
-    const settled = await Promise.race([
-      Promise.allSettled([...inflight]).then(() => true),
-      new Promise<boolean>((resolve) => {
-        timer = setTimeout(() => {
-          resolve(false);
-        }, o.settleMs ?? 5000);
-      }),
-    ]);
-    clearTimeout(timer);
-    if (!settled) cut.abort(failure.err);
-  }
+  // On a failure the parts in flight may finish (a part done before the abort cannot outlive it); a stalled one is cut after settleMs.
+  const failing = failure;
+  const cutStalled = failing
+    ? setTimeout(() => {
+        cut.abort(failing.err);
+      }, o.settleMs ?? 5000)
+    : undefined;
   while (inflight.size > 0) await Promise.allSettled([...inflight]);
+  clearTimeout(cutStalled);
 
   if (!failure) {
     try {
@@ -278,8 +273,6 @@ export async function uploadStream(body: Readable, target: StreamUploadTarget, o
   }
   throw (failure as { err: unknown }).err;
 }
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
  * AbortMultipartUpload until ListParts answers NoSuchUpload, a few times at
