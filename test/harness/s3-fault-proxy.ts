@@ -2,9 +2,12 @@
 // loopback. Requests are forwarded byte for byte (the Host header the SDK
 // signed included, so SigV4 still verifies upstream); rules make chosen
 // requests fail: an S3 error status, a reset connection, a stall, a
-// response body cut after N bytes, or a request body the server gets late. Used by the storage fault tests and by the
-// CLI tests (run the CLI with `--s3-endpoint <proxy.endpoint>`).
+// response body cut after N bytes, a request body the server gets late, or
+// one whose first byte was changed on the way. With `tls` it serves https (the
+// client's TLS ends here; upstream is plain http). Used by the storage fault
+// tests and by the CLI tests (run the CLI with `--s3-endpoint <proxy.endpoint>`).
 import http from "node:http";
+import https from "node:https";
 import type { Socket } from "node:net";
 import { freePort } from "./ports.js";
 
@@ -13,6 +16,7 @@ export type FaultAction =
   | { kind: "reset" } // destroy the client socket before any response
   | { kind: "stall"; ms?: number } // hold the request (forever if ms undefined, until clear()/close())
   | { kind: "truncate"; bytes: number } // forward the upstream response but cut the body after N bytes (then destroy)
+  | { kind: "corrupt" } // forward the request with the first byte of its body inverted: corruption in transit, which the server's checks must refuse
   | { kind: "late-body"; ms: number }; // the head upstream now, the body ms after the client sent it (whole, even if the client gave up): a request kept in flight that still reaches the server
 
 export interface FaultRule {
@@ -31,6 +35,9 @@ export interface ProxyRequest {
   method: string;
   op: string;
   key: string;
+  /** The path and query as sent, and the request's headers. */
+  url: string;
+  headers: http.IncomingHttpHeaders;
   status?: number;
   fault?: string;
   /** performance.now() when the request came in, and when its answer's head went out (forwarded or injected). */
@@ -41,7 +48,7 @@ export interface ProxyRequest {
 }
 
 export interface FaultProxy {
-  /** http://127.0.0.1:PORT */
+  /** http://127.0.0.1:PORT, or https:// with `tls` */
   endpoint: string;
   /** Add a rule (checked in order, first match applies); returns a remover. */
   add(rule: FaultRule): () => void;
@@ -115,6 +122,8 @@ function describe(a: FaultAction): string {
       return `truncate:${a.bytes}`;
     case "late-body":
       return `late-body:${a.ms}`;
+    case "corrupt":
+      return "corrupt";
   }
 }
 
@@ -123,7 +132,7 @@ interface Entry {
   left: number;
 }
 
-export async function startFaultProxy(upstream: string, opts: { seed?: number } = {}): Promise<FaultProxy> {
+export async function startFaultProxy(upstream: string, opts: { seed?: number; tls?: { key: string; cert: string } } = {}): Promise<FaultProxy> {
   const up = new URL(upstream);
   const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
   const random = prng(opts.seed ?? 1);
@@ -132,7 +141,7 @@ export async function startFaultProxy(upstream: string, opts: { seed?: number } 
   const stalled = new Set<{ release: () => void; abort: () => void }>();
   const sockets = new Set<Socket>();
 
-  const forward = (req: http.IncomingMessage, res: http.ServerResponse, log: ProxyRequest, truncateAt?: number): void => {
+  const forward = (req: http.IncomingMessage, res: http.ServerResponse, log: ProxyRequest, truncateAt?: number, corrupt = false): void => {
     const headers = { ...req.headers };
     const upReq = http.request(
       { host: up.hostname, port: up.port, method: req.method, path: req.url, headers, agent },
@@ -184,16 +193,29 @@ export async function startFaultProxy(upstream: string, opts: { seed?: number } 
       log.fault ??= "upstream-error";
       req.socket.destroy();
     });
-    req.pipe(upReq);
+    if (corrupt) {
+      let changed = false;
+      req.on("data", (c: Buffer) => {
+        if (!changed && c.length > 0) {
+          c = Buffer.from(c);
+          c[0] = (c[0] ?? 0) ^ 0xff;
+          changed = true;
+        }
+        upReq.write(c);
+      });
+      req.on("end", () => upReq.end());
+    } else {
+      req.pipe(upReq);
+    }
     req.on("error", () => upReq.destroy());
     res.on("close", () => {
       if (!res.writableFinished) upReq.destroy();
     });
   };
 
-  const server = http.createServer((req, res) => {
+  const handle = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     const { op, key } = classify(req.method ?? "GET", req.url ?? "/");
-    const log: ProxyRequest = { method: req.method ?? "GET", op, key, at: performance.now() };
+    const log: ProxyRequest = { method: req.method ?? "GET", op, key, url: req.url ?? "/", headers: req.headers, at: performance.now() };
     requests.push(log);
     let action: FaultAction | undefined;
     for (const e of rules) {
@@ -228,6 +250,9 @@ export async function startFaultProxy(upstream: string, opts: { seed?: number } 
       }
       case "truncate":
         forward(req, res, log, action.bytes);
+        return;
+      case "corrupt":
+        forward(req, res, log, undefined, true);
         return;
       case "late-body": {
         const chunks: Buffer[] = [];
@@ -273,7 +298,8 @@ export async function startFaultProxy(upstream: string, opts: { seed?: number } 
         return;
       }
     }
-  });
+  };
+  const server = opts.tls ? https.createServer({ key: opts.tls.key, cert: opts.tls.cert }, handle) : http.createServer(handle);
   server.on("connection", (s: Socket) => {
     sockets.add(s);
     s.once("close", () => sockets.delete(s));
@@ -289,7 +315,7 @@ export async function startFaultProxy(upstream: string, opts: { seed?: number } 
   });
 
   return {
-    endpoint: `http://127.0.0.1:${port}`,
+    endpoint: `${opts.tls ? "https" : "http"}://127.0.0.1:${port}`,
     requests,
     add(rule) {
       const e: Entry = { rule, left: rule.times ?? Number.POSITIVE_INFINITY };

@@ -4,13 +4,22 @@
 // upload that fails (a part failing for good, the source stopped, the size
 // limit) leaves no object and no open multipart upload (not even when the
 // server writes a cut part after the abort), and says it was a storage fault; a stalled S3 server stops the reading of the source at the
-// part buffers' budget.
+// parts' budget. What the server checks of each part: over http its signed
+// sha256, over https (the proxy ending TLS) its CRC32, the payload unsigned;
+// a byte changed on the way is refused either way.
+import { execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { Readable } from "node:stream";
+import tls from "node:tls";
+import { crc32 } from "node:zlib";
 import { ListMultipartUploadsCommand, S3Client } from "@aws-sdk/client-s3";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { readAll } from "../../src/storage/object-store.js";
 import { S3ObjectStore, type S3Options } from "../../src/storage/s3/s3-store.js";
+import { runCli } from "../harness/cli.js";
 import { startFaultProxy, type FaultProxy } from "../harness/s3-fault-proxy.js";
 import { startS3, type S3Server } from "../harness/s3.js";
 
@@ -20,24 +29,41 @@ const MIB = 1024 * 1024;
 const PART = 5 * MIB;
 let s3: S3Server;
 let proxy: FaultProxy;
+/** The same proxy's rules and log, serving https with a certificate this process trusts. */
+let tlsProxy: FaultProxy;
 let direct: S3Client;
+/** Holds the proxy's certificate (cert.pem) for the CLI's NODE_EXTRA_CA_CERTS. */
+let tlsDir: string;
 let n = 0;
 
 beforeAll(async () => {
   s3 = await startS3();
   await s3.createBucket(BUCKET);
   proxy = await startFaultProxy(s3.endpoint, { seed: 11 });
+  // A self-signed certificate for 127.0.0.1, added to this process's trusted CAs (as NODE_EXTRA_CA_CERTS would for the CLI).
+  tlsDir = mkdtempSync(path.join(tmpdir(), "replicator-tls-"));
+  const dir = tlsDir;
+  {
+    execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+      "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", path.join(dir, "key.pem"), "-out", path.join(dir, "cert.pem")], { stdio: "pipe" });
+    const cert = readFileSync(path.join(dir, "cert.pem"), "utf8");
+    tls.setDefaultCACertificates([...tls.getCACertificates("default"), cert]);
+    tlsProxy = await startFaultProxy(s3.endpoint, { seed: 12, tls: { key: readFileSync(path.join(dir, "key.pem"), "utf8"), cert } });
+  }
   direct = new S3Client({ region: "us-east-1", endpoint: s3.endpoint, forcePathStyle: true, credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey } });
 });
 
 afterAll(async () => {
   direct.destroy();
+  await tlsProxy.close();
   await proxy.close();
+  rmSync(tlsDir, { recursive: true, force: true });
   await s3.stop();
 });
 
 afterEach(() => {
   proxy.clear();
+  tlsProxy.clear();
 });
 
 function store(opts: Partial<S3Options> = {}): S3ObjectStore {
@@ -235,14 +261,14 @@ describe("a streamed upload", () => {
     expect(await openUploads(k)).toEqual([]);
   });
 
-  it("holds at most queue + 1 part buffers: with the S3 server's answers held, it stops reading the source there", async () => {
+  it("holds at most queue + 1 parts: with the S3 server's answers held, it stops reading the source there", async () => {
     const k = key();
     const data = randomBytes(60 * MIB);
     const src = source(data);
     proxy.add({ op: "PUT", key: `p/${k}`, action: { kind: "stall" } });
     const uploading = store({ queueSize: 2 }).put(k, src.stream);
     const held = (): number => proxy.requests.filter((r) => r.key === `p/${k}` && r.op === "PUT").length;
-    // Wait for all three buffers to be parts held at the proxy (two queued, and the third, full, sent while the source waits), then for the reading to settle.
+    // Wait for all three parts to be held at the proxy (two queued, and the third, full, sent while the source waits), then for the reading to settle.
     for (let i = 0; i < 600 && held() < 3; i++) await new Promise((r) => setTimeout(r, 50));
     await new Promise((r) => setTimeout(r, 500));
     expect(held()).toBe(3);
@@ -252,5 +278,97 @@ describe("a streamed upload", () => {
     proxy.clear();
     expect((await uploading).size).toBe(data.length);
     expect(sha(await readAll(await store().get(k)))).toBe(sha(data));
+  });
+});
+
+/** The UploadPart requests for `k` (part number and headers), in part order. */
+function partRequests(p: FaultProxy, from: number, k: string): { n: number; headers: Record<string, string | string[] | undefined>; fault?: string | undefined }[] {
+  return p.requests
+    .slice(from)
+    .filter((r) => r.op === "PUT" && r.key === `p/${k}` && r.url.includes("partNumber="))
+    .map((r) => ({ n: Number(new URL(r.url, "http://x").searchParams.get("partNumber")), headers: r.headers, fault: r.fault }))
+    .sort((a, b) => a.n - b.n);
+}
+
+function crc32Base64(b: Buffer): string {
+  const out = Buffer.alloc(4);
+  out.writeUInt32BE(crc32(b));
+  return out.toString("base64");
+}
+
+describe("what the server checks of each part", () => {
+  const viaTls = (opts: Partial<S3Options> = {}): S3ObjectStore => store({ endpoint: tlsProxy.endpoint, ...opts });
+
+  it("over http: the payload is signed, its sha256 and CRC32 those of the part's bytes", async () => {
+    const k = key();
+    const data = randomBytes(3 * PART + 4321);
+    const before = proxy.requests.length;
+    expect((await store().put(k, source(data).stream)).size).toBe(data.length);
+    const parts = partRequests(proxy, before, k);
+    expect(parts.map((p) => p.n)).toEqual([1, 2, 3, 4]);
+    for (const p of parts) {
+      const bytes = data.subarray((p.n - 1) * PART, p.n * PART);
+      expect(p.headers["x-amz-content-sha256"]).toBe(sha(bytes));
+      expect(p.headers["x-amz-checksum-crc32"]).toBe(crc32Base64(bytes));
+    }
+    expect(sha(await readAll(await store().get(k)))).toBe(sha(data));
+  });
+
+  it("over http: a byte changed on the way is refused by the signature, not stored; the upload is aborted", async () => {
+    const k = key();
+    proxy.add({ op: "PUT", key: `p/${k}`, times: 1, action: { kind: "corrupt" } });
+    const err = await rejection(store().put(k, source(randomBytes(3 * PART)).stream));
+    expect(err.reason).toBe("StorageError");
+    expect(err.message).toMatch(/failed writing p\/k.*XAmzContentSHA256Mismatch/);
+    expect(proxy.requests.filter((r) => r.key === `p/${k}` && r.fault === "corrupt")).toHaveLength(1);
+    expect(await store().head(k)).toBeUndefined();
+    expect(await openUploads(k)).toEqual([]);
+  });
+
+  it("over https: the payload is sent unsigned with its CRC32, and the object is whole", async () => {
+    const k = key();
+    const data = randomBytes(2 * PART + 99);
+    const before = tlsProxy.requests.length;
+    expect((await viaTls().put(k, source(data).stream)).size).toBe(data.length);
+    const parts = partRequests(tlsProxy, before, k);
+    expect(parts.map((p) => p.n)).toEqual([1, 2, 3]);
+    for (const p of parts) {
+      expect(p.headers["x-amz-content-sha256"]).toBe("UNSIGNED-PAYLOAD");
+      expect(p.headers["x-amz-checksum-crc32"]).toBe(crc32Base64(data.subarray((p.n - 1) * PART, p.n * PART)));
+    }
+    expect(sha(await readAll(await viaTls().get(k)))).toBe(sha(data));
+  });
+
+  it("over https: a byte changed after TLS is refused by the part's CRC32, not stored; the upload is aborted", async () => {
+    const k = key();
+    tlsProxy.add({ op: "PUT", key: `p/${k}`, times: 1, action: { kind: "corrupt" } });
+    const err = await rejection(viaTls().put(k, source(randomBytes(3 * PART)).stream));
+    expect(err.reason).toBe("StorageError");
+    expect(err.message).toMatch(/failed writing p\/k.*BadDigest: The CRC32/);
+    expect(tlsProxy.requests.filter((r) => r.key === `p/${k}` && r.fault === "corrupt")).toHaveLength(1);
+    expect(await store().head(k)).toBeUndefined();
+    expect(await openUploads(k)).toEqual([]);
+  });
+});
+
+describe("an https endpoint, from the CLI", () => {
+  const list = (env: Record<string, string> = {}) =>
+    runCli(["list", "--repository", `s3://${BUCKET}/cli-tls`, "--s3-endpoint", tlsProxy.endpoint], { ...s3.env, AWS_ENDPOINT_URL_S3: tlsProxy.endpoint, NODE_EXTRA_CA_CERTS: undefined as unknown as string, ...env });
+
+  it("a certificate signed by a CA the process does not know: exit 2, one line that names the fix (NODE_EXTRA_CA_CERTS)", async () => {
+    const r = await list();
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr.trim().split("\n")).toEqual([
+      expect.stringMatching(/^replicator list: S3 endpoint https:\/\/127\.0\.0\.1:\d+ presented a TLS certificate this process does not trust \(self-signed certificate\); if a private CA signed it, set NODE_EXTRA_CA_CERTS to that CA's PEM file$/),
+    ]);
+  });
+
+  it("with NODE_EXTRA_CA_CERTS naming that CA, the same command reaches the store", async () => {
+    const before = tlsProxy.requests.length;
+    const r = await list({ NODE_EXTRA_CA_CERTS: path.join(tlsDir, "cert.pem") });
+    expect(r.stderr).toBe("");
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout).toContain(`no backups in s3://${BUCKET}/cli-tls`);
+    expect(tlsProxy.requests.slice(before).some((q) => q.op === "LIST" && q.status === 200)).toBe(true);
   });
 });

@@ -1,11 +1,18 @@
 // A streamed upload into S3 in a fixed, small amount of memory: a multipart
-// upload whose parts are filled in place, from the incoming stream, in a pool
-// of `queueSize + 1` part buffers (one filling while up to `queueSize` upload;
-// all of them uploading while the source waits for one), each reused as soon
+// upload whose parts are the source's own chunks, held as they came (a chunk
+// that spans two parts is split by a view, not copied), at most
+// `queueSize + 1` parts at once (one filling while up to `queueSize` upload;
+// all of them uploading while the source waits for one), each let go as soon
 // as its UploadPart is done: at most (queueSize + 1) × partSize bytes of parts
-// whatever the object's size. No chunk is concatenated or
-// copied again: the bytes are copied once, into a part buffer, and the SDK
-// sends that buffer (and sends it again, if a request is retried).
+// whatever the object's size. No byte is copied in this process: each attempt
+// of a part streams the same chunks again.
+//
+// What the server checks, computed as the chunks arrive (no second pass): the
+// part's CRC32 when the SDK's checksums are on (its default), and, when the
+// payload is signed (`signPayload`: over http, where nothing else protects the
+// bytes), its sha256 as the signed x-amz-content-sha256. Over https the
+// payload is sent UNSIGNED-PAYLOAD, as the AWS CLI does: TLS protects it in
+// transit and the CRC32 against corruption, and neither side hashes it twice.
 //
 // The object appears whole or not at all: only CompleteMultipartUpload makes
 // it visible. On any failure (a part that fails after its retries, the source
@@ -37,8 +44,10 @@ import {
   type CompletedPart,
   type S3Client,
 } from "@aws-sdk/client-s3";
-import type { Readable } from "node:stream";
+import { createHash, type Hash } from "node:crypto";
+import { Readable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
+import { crc32 as zlibCrc32 } from "node:zlib";
 import { failed, type ReplicatorError } from "../../lib/errors.js";
 
 export interface StreamUploadTarget {
@@ -51,7 +60,7 @@ export interface StreamUploadTarget {
 export interface StreamUploadOptions {
   /** Bytes per part (S3: at least 5 MiB, except the last). */
   partSize: number;
-  /** Parts uploading at once; the pool holds one more buffer, the one being filled. */
+  /** Parts uploading at once; one more part may be filling. */
   queueSize: number;
   /** The most bytes the object may hold (part size × S3's part limit): one more byte fails with `tooLarge()`. */
   limit: number;
@@ -60,6 +69,13 @@ export interface StreamUploadOptions {
   mapError: (err: unknown) => ReplicatorError;
   /** Runs a request again while it fails with a transient (mapped) fault: the store's policy. */
   retry: <T>(fn: () => Promise<T>) => Promise<T>;
+  /** Sign each part's payload (its sha256 in x-amz-content-sha256): over http. Over https the payload goes UNSIGNED-PAYLOAD. */
+  signPayload: boolean;
+  /**
+   * Runs one part's request again while it fails with a transient fault. A part's
+   * body is a stream the SDK does not send twice, so this is all its retrying.
+   */
+  retryPart: <T>(fn: () => Promise<T>) => Promise<T>;
   /** On a failure, how long the parts in flight may finish before they are cut (default 5 s). */
   settleMs?: number | undefined;
 }
@@ -70,7 +86,7 @@ export interface StreamUploadResult {
   parts: number;
 }
 
-/** Peak bytes of part buffers one upload holds. */
+/** Peak bytes of parts one upload holds. */
 export function partBufferBytes(partSize: number, queueSize: number): number {
   return partSize * (queueSize + 1);
 }
@@ -79,31 +95,24 @@ function reasonOf(signal: AbortSignal): Error {
   return signal.reason instanceof Error ? signal.reason : new Error("upload cancelled");
 }
 
-/** A fixed number of equal buffers, allocated on first need and handed out again when given back. */
-class PartPool {
-  private readonly free: Buffer[] = [];
-  private readonly waiting: { resolve: (b: Buffer) => void }[] = [];
-  private allocated = 0;
+/** A fixed number of parts held at once (filling or uploading); a part takes one before it fills and gives it back when its upload is done. */
+class Slots {
+  private readonly waiting: { resolve: () => void }[] = [];
+  private used = 0;
 
-  constructor(
-    private readonly size: number,
-    private readonly max: number,
-  ) {}
+  constructor(private readonly max: number) {}
 
-  take(signal: AbortSignal): Promise<Buffer> {
+  take(signal: AbortSignal): Promise<void> {
     if (signal.aborted) return Promise.reject(reasonOf(signal));
-    const b = this.free.pop();
-    if (b) return Promise.resolve(b);
-    if (this.allocated < this.max) {
-      this.allocated++;
-      // Unfilled pages of a fresh buffer cost nothing: a small object touches only what it writes.
-      return Promise.resolve(Buffer.allocUnsafeSlow(this.size));
+    if (this.used < this.max) {
+      this.used++;
+      return Promise.resolve();
     }
     return new Promise((resolve, reject) => {
       const w = {
-        resolve: (buf: Buffer) => {
+        resolve: () => {
           signal.removeEventListener("abort", onAbort);
-          resolve(buf);
+          resolve();
         },
       };
       const onAbort = (): void => {
@@ -116,11 +125,69 @@ class PartPool {
     });
   }
 
-  give(b: Buffer): void {
+  give(): void {
     const w = this.waiting.shift();
-    if (w) w.resolve(b);
-    else this.free.push(b);
+    if (w) w.resolve();
+    else this.used--;
   }
+}
+
+/** One part: the source's chunks as they came (views, never copied), and what is known of their bytes. */
+class Part {
+  readonly chunks: Buffer[] = [];
+  len = 0;
+  private crc = 0;
+  private readonly sha: Hash | undefined;
+
+  constructor(
+    private readonly crc32: boolean,
+    sha256: boolean,
+  ) {
+    this.sha = sha256 ? createHash("sha256") : undefined;
+  }
+
+  add(b: Buffer): void {
+    this.chunks.push(b);
+    this.len += b.length;
+    if (this.crc32) this.crc = zlibCrc32(b, this.crc);
+    this.sha?.update(b);
+  }
+
+  /** The CRC32 as S3's x-amz-checksum-crc32 carries it (base64 of 4 big-endian bytes). */
+  crc32Base64(): string | undefined {
+    if (!this.crc32) return undefined;
+    const b = Buffer.alloc(4);
+    b.writeUInt32BE(this.crc >>> 0);
+    return b.toString("base64");
+  }
+
+  /** The SigV4 payload hash (hex sha256), when the payload is signed. Once only. */
+  sha256Hex(): string | undefined {
+    return this.sha?.digest("hex");
+  }
+
+  /** A new stream of the same bytes, for each attempt. */
+  body(): Readable {
+    return Readable.from(this.chunks, { objectMode: false });
+  }
+
+  concat(): Buffer {
+    return this.chunks.length === 1 ? (this.chunks[0] as Buffer) : Buffer.concat(this.chunks, this.len);
+  }
+}
+
+/** A middleware that sets the payload hash the signer then signs, instead of hashing a body it cannot read twice. */
+function withPayloadHash<C extends UploadPartCommand>(command: C, hex: string | undefined): C {
+  if (hex === undefined) return command;
+  command.middlewareStack.add(
+    (next) => async (args) => {
+      const req = args.request as { headers?: Record<string, string> };
+      if (req.headers) req.headers["x-amz-content-sha256"] = hex;
+      return next(args);
+    },
+    { step: "build", name: "replicatorPayloadHash" },
+  );
+  return command;
 }
 
 /**
@@ -129,19 +196,20 @@ class PartPool {
  */
 export async function uploadStream(body: Readable, target: StreamUploadTarget, o: StreamUploadOptions): Promise<StreamUploadResult> {
   const { client, bucket, key } = target;
-  const pool = new PartPool(o.partSize, o.queueSize + 1);
-  /** Stops the filling (a wait for a free buffer) at the first failure. */
+  const slots = new Slots(o.queueSize + 1);
+  /** Stops the filling (a wait for a free slot) at the first failure. */
   const stop = new AbortController();
   /** Cuts the part requests still in flight once they had their time to finish. */
   const cut = new AbortController();
   const inflight = new Set<Promise<void>>();
   const done: CompletedPart[] = [];
+  // As lib-storage did: with the SDK's default checksums on, the parts carry CRC32s and the upload says so.
+  const checksums = (await client.config.requestChecksumCalculation()) === "WHEN_SUPPORTED";
   let failure: { err: unknown } | undefined;
   let creating: Promise<string> | undefined;
   let size = 0;
   let partNo = 0;
-  let cur: Buffer | undefined;
-  let fill = 0;
+  let cur: Part | undefined;
 
   const fail = (err: unknown): void => {
     if (failure) return;
@@ -152,8 +220,8 @@ export async function uploadStream(body: Readable, target: StreamUploadTarget, o
   };
 
   /** A request, mapped and retried; a part (`cancellable`) is not tried again once the upload is failing. */
-  const storage = async <T>(fn: () => Promise<T>, cancellable = false): Promise<T> =>
-    o.retry(async () => {
+  const storage = async <T>(fn: () => Promise<T>, cancellable = false, retry = o.retry): Promise<T> =>
+    retry(async () => {
       try {
         return await fn();
       } catch (err) {
@@ -164,8 +232,6 @@ export async function uploadStream(body: Readable, target: StreamUploadTarget, o
     });
 
   const create = async (): Promise<string> => {
-    // As lib-storage did: with the SDK's default checksums on, the parts carry CRC32s and the upload says so.
-    const checksums = (await client.config.requestChecksumCalculation()) === "WHEN_SUPPORTED";
     // Never cancelled: an upload the server did create must be known, to be aborted.
     const res = await storage(() =>
       client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key, ...(checksums ? { ChecksumAlgorithm: ChecksumAlgorithm.CRC32 } : {}) })),
@@ -174,16 +240,31 @@ export async function uploadStream(body: Readable, target: StreamUploadTarget, o
     return res.UploadId;
   };
 
-  const dispatch = (buf: Buffer, len: number, n: number): void => {
+  const dispatch = (part: Part, n: number): void => {
+    const crc = part.crc32Base64();
+    const sha = part.sha256Hex();
     const p = (async () => {
       try {
         const uploadId = await (creating ??= create());
-        const res = await storage(() =>
-          client.send(
-            new UploadPartCommand({ Bucket: bucket, Key: key, UploadId: uploadId, PartNumber: n, Body: buf.subarray(0, len), ContentLength: len }),
-            { abortSignal: cut.signal },
-          ),
+        const res = await storage(
+          () =>
+            client.send(
+              withPayloadHash(
+                new UploadPartCommand({
+                  Bucket: bucket,
+                  Key: key,
+                  UploadId: uploadId,
+                  PartNumber: n,
+                  Body: part.body(),
+                  ContentLength: part.len,
+                  ...(crc !== undefined ? { ChecksumCRC32: crc } : {}),
+                }),
+                sha,
+              ),
+              { abortSignal: cut.signal },
+            ),
           true,
+          o.retryPart,
         );
         if (!res.ETag) throw failed("StorageError", `S3 returned no ETag for part ${n} of ${key}`);
         done.push({
@@ -198,7 +279,7 @@ export async function uploadStream(body: Readable, target: StreamUploadTarget, o
       } catch (err) {
         fail(err);
       } finally {
-        pool.give(buf);
+        slots.give();
       }
     })();
     inflight.add(p);
@@ -216,17 +297,17 @@ export async function uploadStream(body: Readable, target: StreamUploadTarget, o
       }
       let off = 0;
       while (off < bytes.length) {
-        // A full buffer goes out only once a further byte shows it is not the last: an object of exactly one part stays one PutObject.
-        if (cur && fill === o.partSize) {
-          dispatch(cur, fill, ++partNo);
+        // A full part goes out only once a further byte shows it is not the last: an object of exactly one part stays one PutObject.
+        if (cur && cur.len === o.partSize) {
+          dispatch(cur, ++partNo);
           cur = undefined;
         }
         if (!cur) {
-          cur = await pool.take(stop.signal);
-          fill = 0;
+          await slots.take(stop.signal);
+          cur = new Part(checksums, o.signPayload);
         }
-        const n = bytes.copy(cur, fill, off, Math.min(bytes.length, off + (o.partSize - fill)));
-        fill += n;
+        const n = Math.min(bytes.length - off, o.partSize - cur.len);
+        cur.add(off === 0 && n === bytes.length ? bytes : bytes.subarray(off, off + n));
         off += n;
       }
     }
@@ -237,7 +318,7 @@ export async function uploadStream(body: Readable, target: StreamUploadTarget, o
 
   if (!failure && partNo === 0) {
     // It fits in one part: one PutObject (an empty body included).
-    const data = cur ? cur.subarray(0, fill) : Buffer.alloc(0);
+    const data = cur ? cur.concat() : Buffer.alloc(0);
     try {
       await storage(() => client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: data, ContentLength: data.length })));
       return { size, parts: 0 };
@@ -245,7 +326,7 @@ export async function uploadStream(body: Readable, target: StreamUploadTarget, o
       fail(err);
     }
   }
-  if (!failure && cur) dispatch(cur, fill, ++partNo);
+  if (!failure && cur) dispatch(cur, ++partNo);
   // On a failure the parts in flight may finish (a part done before the abort cannot outlive it); a stalled one is cut after settleMs.
   const failing = failure;
   const cutStalled = failing

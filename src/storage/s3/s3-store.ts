@@ -69,6 +69,18 @@ export function queueSizeFor(partSize: number): number {
 /** How many times a broken download resumes with a Range GET. */
 const MAX_RESUMES = 3;
 const NETWORK_CODES = new Set(["ECONNREFUSED", "ENOTFOUND", "ECONNRESET", "ETIMEDOUT", "EAI_AGAIN", "EHOSTUNREACH", "ENETUNREACH", "EPIPE", "ECONNABORTED", "ERR_STREAM_PREMATURE_CLOSE", "UND_ERR_SOCKET"]);
+/** Node's codes for a server certificate that fails verification: the input (a CA, a name) is wrong; retrying cannot help. */
+const TLS_TRUST_CODES = new Set([
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "SELF_SIGNED_CERT_IN_CHAIN",
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "UNABLE_TO_GET_ISSUER_CERT",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "CERT_UNTRUSTED",
+  "CERT_HAS_EXPIRED",
+  "CERT_NOT_YET_VALID",
+  "ERR_TLS_CERT_ALTNAME_INVALID",
+]);
 const TRANSIENT_NAMES = new Set(["InternalError", "SlowDown", "ServiceUnavailable", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed", "TooManyRequests", "RequestLimitExceeded", "BadGateway", "GatewayTimeout"]);
 
 function envMs(name: string): number | undefined {
@@ -82,11 +94,15 @@ type Op = "GET" | "PUT" | "HEAD" | "LIST" | "DELETE" | "CHECK";
 
 const opVerb: Record<Op, string> = { GET: "reading", PUT: "writing", HEAD: "checking", LIST: "listing", DELETE: "deleting", CHECK: "checking bucket" };
 
+const silentLogger = { trace() {}, debug() {}, info() {}, warn() {}, error() {} };
+
 export class S3ObjectStore implements ObjectStore {
   readonly location: string;
   readonly identity: string;
   private readonly client: S3Client;
   private readonly endpoint: string;
+  /** Over plain http a part's payload is signed (its sha256); over https TLS protects it. */
+  private readonly signPayload: boolean;
 
   constructor(private readonly opts: S3Options) {
     if (!/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(opts.bucket)) {
@@ -95,11 +111,14 @@ export class S3ObjectStore implements ObjectStore {
     this.location = `s3://${joinKey(opts.bucket, opts.prefix)}`;
     this.endpoint = opts.endpoint ?? "AWS S3";
     this.identity = `${this.location} at ${opts.endpoint ?? "AWS S3"}${opts.region ? ` (${opts.region})` : ""}`;
+    this.signPayload = opts.endpoint !== undefined && /^http:/i.test(opts.endpoint);
     const config: S3ClientConfig = {
       region: opts.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? "us-east-1",
       forcePathStyle: opts.forcePathStyle ?? opts.endpoint !== undefined,
       maxAttempts: opts.maxAttempts ?? 5,
       retryMode: "standard",
+      // The SDK logs nothing by default, except a console.warn when a streamed request (an upload's part) fails: those are retried and reported here.
+      logger: silentLogger,
       requestHandler: {
         connectionTimeout: opts.connectTimeoutMs ?? envMs("REPLICATOR_S3_CONNECT_TIMEOUT_MS") ?? 5_000,
         socketTimeout: opts.idleTimeoutMs ?? envMs("REPLICATOR_S3_IDLE_TIMEOUT_MS") ?? 30_000,
@@ -175,6 +194,9 @@ export class S3ObjectStore implements ObjectStore {
           ),
         mapError: (err) => this.mapError(err, "PUT", full),
         retry: (fn) => withRetries(fn, { attempts: 3 }),
+        // A part's body is a stream the SDK does not retry: these are its attempts (7 by default, as many as the SDK's 5 and 2 more).
+        retryPart: (fn) => withRetries(fn, { attempts: (this.opts.maxAttempts ?? 5) + 2 }),
+        signPayload: this.signPayload,
         settleMs: this.opts.settleMs,
       },
     );
@@ -357,6 +379,16 @@ export class S3ObjectStore implements ObjectStore {
     }
     if (name === "AccessDenied" || status === 403) {
       return badInput("AccessDenied", `S3 denied access to ${where} (${what}); check the credentials and the bucket policy`, { cause: err });
+    }
+    if (code !== undefined && TLS_TRUST_CODES.has(code)) {
+      const msg = (e.message ?? code).split("\n")[0] ?? code;
+      return badInput(
+        "UntrustedCertificate",
+        code === "ERR_TLS_CERT_ALTNAME_INVALID" || /EXPIRED|NOT_YET_VALID/.test(code)
+          ? `S3 endpoint ${endpoint} presented a TLS certificate that is not valid for it (${msg}); fix the certificate or the endpoint's host name`
+          : `S3 endpoint ${endpoint} presented a TLS certificate this process does not trust (${msg}); if a private CA signed it, set NODE_EXTRA_CA_CERTS to that CA's PEM file`,
+        { cause: err },
+      );
     }
     if (name === "CredentialsProviderError") {
       return badInput("NoCredentials", `no S3 credentials found for ${where}; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE`, { cause: err });
