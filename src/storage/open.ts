@@ -10,6 +10,10 @@ export interface S3Settings {
   region?: string | undefined;
   forcePathStyle?: boolean | undefined;
   credentials?: { accessKeyId: string; secretAccessKey: string } | undefined;
+  /** PEM CA certificates trusted beside the process's own, for an https endpoint. */
+  ca?: string | undefined;
+  /** What an untrusted certificate's error tells the user to do. */
+  untrustedHint?: string | undefined;
 }
 
 /**
@@ -42,6 +46,8 @@ export async function openRepository(url: string, s3: S3Settings = {}): Promise<
         region: q.get("region") ?? s3.region,
         forcePathStyle: pathStyle !== null ? pathStyle === "true" : s3.forcePathStyle,
         credentials: s3.credentials,
+        ca: s3.ca,
+        untrustedHint: s3.untrustedHint,
       });
     }
     default:

@@ -20,6 +20,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { readAll } from "../../src/storage/object-store.js";
 import { S3ObjectStore, type S3Options } from "../../src/storage/s3/s3-store.js";
 import { runCli } from "../harness/cli.js";
+import { makePrivateCa, type PrivateCa } from "../harness/tls.js";
 import { startFaultProxy, type FaultProxy } from "../harness/s3-fault-proxy.js";
 import { startS3, type S3Server } from "../harness/s3.js";
 
@@ -359,7 +360,7 @@ describe("an https endpoint, from the CLI", () => {
     const r = await list();
     expect(r.exitCode).toBe(2);
     expect(r.stderr.trim().split("\n")).toEqual([
-      expect.stringMatching(/^replicator list: S3 endpoint https:\/\/127\.0\.0\.1:\d+ presented a TLS certificate this process does not trust \(self-signed certificate\); if a private CA signed it, set NODE_EXTRA_CA_CERTS to that CA's PEM file$/),
+      expect.stringMatching(/^replicator list: S3 endpoint https:\/\/127\.0\.0\.1:\d+ presented a TLS certificate this process does not trust \(self-signed certificate\); if a private CA signed it, set NODE_EXTRA_CA_CERTS to that CA's PEM file \(on Kubernetes: the ReplicatorRepository's spec\.s3\.caSecret\)$/),
     ]);
   });
 
@@ -370,5 +371,47 @@ describe("an https endpoint, from the CLI", () => {
     expect(r.exitCode).toBe(0);
     expect(r.stdout).toContain(`no backups in s3://${BUCKET}/cli-tls`);
     expect(tlsProxy.requests.slice(before).some((q) => q.op === "LIST" && q.status === 200)).toBe(true);
+  });
+});
+
+describe("a store given a private CA (what the operator does with spec.s3.caSecret)", () => {
+  let ca: PrivateCa;
+  let other: PrivateCa;
+  let caProxy: FaultProxy;
+  beforeAll(async () => {
+    ca = makePrivateCa(["127.0.0.1"]);
+    other = makePrivateCa(["127.0.0.1"], "another CA");
+    caProxy = await startFaultProxy(s3.endpoint, { seed: 13, tls: { key: ca.keyPem, cert: ca.certPem } });
+  });
+  afterAll(async () => {
+    await caProxy.close();
+    ca.remove();
+    other.remove();
+  });
+  const viaCa = (opts: Partial<S3Options> = {}) => store({ endpoint: caProxy.endpoint, ...opts });
+
+  it("without the CA: UntrustedCertificate, one line with the caller's hint; nothing is written", async () => {
+    const k = key();
+    const err = await rejection(viaCa({ untrustedHint: "name it in spec.s3.caSecret" }).put(k, Buffer.from("x")));
+    expect(err.reason).toBe("UntrustedCertificate");
+    expect(err.message).toMatch(/^S3 endpoint https:\/\/127\.0\.0\.1:\d+ presented a TLS certificate this process does not trust \(unable to verify the first certificate\); name it in spec\.s3\.caSecret$/);
+    expect(await store().head(k)).toBeUndefined();
+  });
+
+  it("with the CA: a multipart upload and its download over https, byte for byte; the process's own CAs still trusted", async () => {
+    const k = key();
+    const data = randomBytes(2 * PART + 5);
+    expect((await viaCa({ ca: ca.caPem }).put(k, source(data).stream)).size).toBe(data.length);
+    expect(sha(await readAll(await viaCa({ ca: ca.caPem }).get(k)))).toBe(sha(data));
+    // The CA is added to the defaults, not put in their place: the first proxy's certificate (in this process's defaults) still passes.
+    expect((await store({ endpoint: tlsProxy.endpoint, ca: ca.caPem }).head(k))?.size).toBe(data.length);
+  });
+
+  it("with another CA: still untrusted, never retried as a network fault", async () => {
+    const before = caProxy.requests.length;
+    const err = await rejection(viaCa({ ca: other.caPem }).list(""));
+    expect(err.reason).toBe("UntrustedCertificate");
+    // The TLS handshake failed: no request reached the proxy's handler.
+    expect(caProxy.requests.length).toBe(before);
   });
 });

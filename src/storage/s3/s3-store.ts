@@ -27,7 +27,9 @@ import {
   type ListObjectsV2CommandOutput,
   type S3ClientConfig,
 } from "@aws-sdk/client-s3";
+import https from "node:https";
 import { Readable } from "node:stream";
+import tls from "node:tls";
 import { badInput, failed, ReplicatorError } from "../../lib/errors.js";
 import { computePartSize, formatBytes, MAX_PARTS } from "../catalog.js";
 import { isTransient, joinKey, markTransient, readAll, withRetries, type ObjectInfo, type ObjectStore, type PutOptions, type PutResult } from "../object-store.js";
@@ -56,6 +58,10 @@ export interface S3Options {
   maxParts?: number | undefined;
   /** A failed upload: how long its parts in flight may finish before they are cut (default 5 s; tests lower it). */
   settleMs?: number | undefined;
+  /** PEM CA certificates trusted beside the process's own (the operator's `s3.caSecret`; a Job gets NODE_EXTRA_CA_CERTS instead). */
+  ca?: string | undefined;
+  /** What an untrusted certificate's error tells the user to do (default: NODE_EXTRA_CA_CERTS, or on Kubernetes spec.s3.caSecret). */
+  untrustedHint?: string | undefined;
 }
 
 /** Part buffers one streamed upload may hold: parts uploading at once, plus the one being filled. */
@@ -81,6 +87,7 @@ const TLS_TRUST_CODES = new Set([
   "CERT_NOT_YET_VALID",
   "ERR_TLS_CERT_ALTNAME_INVALID",
 ]);
+const UNTRUSTED_HINT = "if a private CA signed it, set NODE_EXTRA_CA_CERTS to that CA's PEM file (on Kubernetes: the ReplicatorRepository's spec.s3.caSecret)";
 const TRANSIENT_NAMES = new Set(["InternalError", "SlowDown", "ServiceUnavailable", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed", "TooManyRequests", "RequestLimitExceeded", "BadGateway", "GatewayTimeout"]);
 
 function envMs(name: string): number | undefined {
@@ -103,6 +110,8 @@ export class S3ObjectStore implements ObjectStore {
   private readonly endpoint: string;
   /** Over plain http a part's payload is signed (its sha256); over https TLS protects it. */
   private readonly signPayload: boolean;
+  /** With `ca`: the https agent that trusts it. */
+  private readonly agent: https.Agent | undefined;
 
   constructor(private readonly opts: S3Options) {
     if (!/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(opts.bucket)) {
@@ -112,6 +121,7 @@ export class S3ObjectStore implements ObjectStore {
     this.endpoint = opts.endpoint ?? "AWS S3";
     this.identity = `${this.location} at ${opts.endpoint ?? "AWS S3"}${opts.region ? ` (${opts.region})` : ""}`;
     this.signPayload = opts.endpoint !== undefined && /^http:/i.test(opts.endpoint);
+    if (opts.ca) this.agent = new https.Agent({ keepAlive: true, maxSockets: 50, ca: [...tls.getCACertificates("default"), opts.ca] });
     const config: S3ClientConfig = {
       region: opts.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? "us-east-1",
       forcePathStyle: opts.forcePathStyle ?? opts.endpoint !== undefined,
@@ -122,6 +132,9 @@ export class S3ObjectStore implements ObjectStore {
       requestHandler: {
         connectionTimeout: opts.connectTimeoutMs ?? envMs("REPLICATOR_S3_CONNECT_TIMEOUT_MS") ?? 5_000,
         socketTimeout: opts.idleTimeoutMs ?? envMs("REPLICATOR_S3_IDLE_TIMEOUT_MS") ?? 30_000,
+        // As the SDK's own agent, with the CA added to (not in place of) the trusted ones. An instance, not options:
+        // for a request with Expect: 100-continue (an upload's parts) the SDK makes a fresh agent of its own defaults otherwise.
+        ...(this.agent ? { httpsAgent: this.agent } : {}),
       },
     };
     if (opts.endpoint) config.endpoint = opts.endpoint;
@@ -317,6 +330,8 @@ export class S3ObjectStore implements ObjectStore {
 
   close(): void {
     this.client.destroy();
+    // An agent we made is ours to end (the SDK leaves an agent it was given).
+    this.agent?.destroy();
   }
 
   async delete(keys: string[]): Promise<void> {
@@ -386,7 +401,7 @@ export class S3ObjectStore implements ObjectStore {
         "UntrustedCertificate",
         code === "ERR_TLS_CERT_ALTNAME_INVALID" || /EXPIRED|NOT_YET_VALID/.test(code)
           ? `S3 endpoint ${endpoint} presented a TLS certificate that is not valid for it (${msg}); fix the certificate or the endpoint's host name`
-          : `S3 endpoint ${endpoint} presented a TLS certificate this process does not trust (${msg}); if a private CA signed it, set NODE_EXTRA_CA_CERTS to that CA's PEM file`,
+          : `S3 endpoint ${endpoint} presented a TLS certificate this process does not trust (${msg}); ${this.opts.untrustedHint ?? UNTRUSTED_HINT}`,
         { cause: err },
       );
     }
