@@ -52,6 +52,18 @@ export const repositorySpecSchema = z.object({
         })
         .optional()
         .describe("Omit to use the Job's ambient credentials (IRSA, instance profile)."),
+      caSecret: z
+        .object({
+          name: dnsName,
+          key: z
+            .string()
+            .regex(/^[-._a-zA-Z0-9]+$/, "must be a Secret key: letters, digits, '-', '_' and '.'")
+            .default("ca.crt"),
+        })
+        .optional()
+        .describe(
+          "For an https endpoint whose certificate a private CA signed: the Secret key holding that CA's PEM. The operator trusts it for its own requests; every Job gets it mounted and named by NODE_EXTRA_CA_CERTS. Omit for a publicly trusted certificate.",
+        ),
     })
     .optional(),
   filesystem: z

@@ -203,13 +203,24 @@ export class OperatorHost implements OperatorCaches {
       const get = await this.secretKeys(ns, repo.s3.credentialsSecret.name);
       credentials = { accessKeyId: get(repo.s3.credentialsSecret.accessKeyIdKey), secretAccessKey: get(repo.s3.credentialsSecret.secretAccessKeyKey) };
     }
+    const caRef = repo.s3.caSecret;
+    let ca: string | undefined;
+    if (caRef) {
+      ca = (await this.secretKeys(ns, caRef.name))(caRef.key);
+      if (!ca.includes("-----BEGIN CERTIFICATE-----")) {
+        throw badInput("SecretInvalid", `Secret ${ns}/${caRef.name} key "${caRef.key}" (spec.s3.caSecret) holds no PEM certificate: put the CA's certificate there, -----BEGIN CERTIFICATE----- and all`);
+      }
+    }
+    const untrustedHint = caRef
+      ? `the CA in Secret ${ns}/${caRef.name} key "${caRef.key}" (spec.s3.caSecret) did not sign it: put the CA that did there`
+      : "if a private CA signed it, name a Secret holding that CA's PEM in the ReplicatorRepository's spec.s3.caSecret";
     // Reused: a client per call left its sockets behind (only the catalog closed
     // its own). New credentials (a rotated Secret) get a client of their own.
     const secret = credentials ? createHash("sha256").update(`${credentials.accessKeyId}\0${credentials.secretAccessKey}`).digest("hex") : "";
-    const key = JSON.stringify([repositoryUrl(repo), repo.s3.endpoint, repo.s3.region, secret]);
+    const key = JSON.stringify([repositoryUrl(repo), repo.s3.endpoint, repo.s3.region, secret, ca ? createHash("sha256").update(ca).digest("hex") : "", untrustedHint]);
     let store = this.stores.get(key);
     if (!store) {
-      store = openRepository(repositoryUrl(repo), { endpoint: repo.s3.endpoint, region: repo.s3.region, credentials });
+      store = openRepository(repositoryUrl(repo), { endpoint: repo.s3.endpoint, region: repo.s3.region, credentials, ca, untrustedHint });
       this.stores.set(key, store);
       store.catch(() => this.stores.delete(key));
     }

@@ -130,6 +130,7 @@ const VALUE_SETS: Record<string, string[]> = {
   defaults: [],
   "defaultRepository s3": S3_REPO,
   "defaultRepository filesystem": FS_REPO,
+  "defaultRepository https with a private CA": [...S3_REPO.filter((v) => !v.includes("endpoint=")), "defaultRepository.s3.endpoint=https://minio.storage:9000", "defaultRepository.s3.caSecret.name=minio-ca"],
   watchNamespace: WATCH,
   "everything on": EVERYTHING,
 };
@@ -353,6 +354,14 @@ describe("helm template: other values", () => {
       syncIntervalSeconds: 60,
     });
     expect(validateSpec(repositorySpecSchema.strict(), repo.spec)).toMatchObject({ ok: true });
+  });
+
+  it("defaultRepository.s3.caSecret: the repository names the CA's Secret and key (default ca.crt)", () => {
+    const repo = find(rendered["defaultRepository https with a private CA"]!, "ReplicatorRepository") as K8sObject & { spec: { s3: Record<string, unknown> } };
+    expect(repo.spec.s3).toMatchObject({ endpoint: "https://minio.storage:9000", caSecret: { name: "minio-ca", key: "ca.crt" } });
+    expect(validateSpec(repositorySpecSchema.strict(), repo.spec)).toMatchObject({ ok: true });
+    // Without a name, no caSecret at all.
+    expect((find(rendered["defaultRepository s3"]!, "ReplicatorRepository") as K8sObject & { spec: { s3: Record<string, unknown> } }).spec.s3).not.toHaveProperty("caSecret");
   });
 
   it("defaultRepository.create with a PVC: filesystem, no retention when keep is 0", () => {

@@ -43,8 +43,12 @@ interface Running {
   exited: Promise<void>;
 }
 
-async function spawnGw(host: string, port: number, root: string, accessKeyId: string, secretAccessKey: string): Promise<Running> {
-  const child = spawn(versitygwPath(), ["--port", `${host}:${port}`, "--quiet", "posix", root], {
+/** With tls, versitygw serves https with that certificate and key (files). */
+interface GwTls { certFile: string; keyFile: string }
+
+async function spawnGw(host: string, port: number, root: string, accessKeyId: string, secretAccessKey: string, tls?: GwTls): Promise<Running> {
+  const tlsArgs = tls ? ["--cert", tls.certFile, "--key", tls.keyFile] : [];
+  const child = spawn(versitygwPath(), ["--port", `${host}:${port}`, ...tlsArgs, "--quiet", "posix", root], {
     stdio: ["ignore", "ignore", "pipe"],
     // Credentials via env, not argv (they would show in `ps`).
     env: { ...process.env, ROOT_ACCESS_KEY_ID: accessKeyId, ROOT_SECRET_ACCESS_KEY: secretAccessKey },
@@ -63,17 +67,17 @@ async function spawnGw(host: string, port: number, root: string, accessKeyId: st
 
 /**
  * versitygw on a free port of `host` (default 127.0.0.1; on a real node, an
- * address its pods reach, e.g. the node's).
+ * address its pods reach, e.g. the node's); https with `tls`.
  */
-export async function startS3(opts: { host?: string } = {}): Promise<S3Server> {
+export async function startS3(opts: { host?: string; tls?: GwTls } = {}): Promise<S3Server> {
   const host = opts.host ?? "127.0.0.1";
   const root = await mkdtemp(path.join(tmpdir(), "replicator-s3-"));
   const port = await freePort();
   const accessKeyId = "testaccess";
   const secretAccessKey = "testsecret-not-a-real-one";
-  let gw: Running | undefined = await spawnGw(host, port, root, accessKeyId, secretAccessKey);
+  let gw: Running | undefined = await spawnGw(host, port, root, accessKeyId, secretAccessKey, opts.tls);
   let frozen = false;
-  const endpoint = `http://${host}:${port}`;
+  const endpoint = `${opts.tls ? "https" : "http"}://${host}:${port}`;
   const kill = async (): Promise<void> => {
     if (!gw) return;
     const { child, exited } = gw;
@@ -112,7 +116,7 @@ export async function startS3(opts: { host?: string } = {}): Promise<S3Server> {
     kill,
     restart: async () => {
       await kill();
-      gw = await spawnGw(host, port, root, accessKeyId, secretAccessKey);
+      gw = await spawnGw(host, port, root, accessKeyId, secretAccessKey, opts.tls);
     },
     stop: async () => {
       if (gw) {

@@ -46,6 +46,39 @@ describe("buildBackupJob", () => {
   });
 });
 
+describe("an https repository with a private CA (s3.caSecret)", () => {
+  type Spec = { securityContext: { runAsUser: number }; volumes: unknown[]; containers: { env: { name: string; value?: string }[]; volumeMounts: unknown[] }[] };
+  const build = (s3: Record<string, unknown>) =>
+    buildRestoreJob({
+      owner: { ...owner, kind: "ReplicatorRestore" },
+      spec: restoreSpecSchema.parse({ cluster: "db", target: { pod: "db-1", credentialsSecret: { name: "c" } } }),
+      repo: repositorySpecSchema.parse({ s3: { bucket: "bkp", endpoint: "https://minio.storage:9000", ...s3 } }),
+      targetPod: "db-1",
+      targetAddress: "10.0.0.6",
+      settings,
+    }).spec.template as { spec: Spec };
+
+  it("mounts only the CA's key, read-only, and names it by NODE_EXTRA_CA_CERTS; the PEM itself is in no env or arg", () => {
+    const { spec } = build({ caSecret: { name: "minio-ca", key: "root.pem" } });
+    expect(spec.volumes).toContainEqual({ name: "s3-ca", secret: { secretName: "minio-ca", items: [{ key: "root.pem", path: "ca.crt" }], defaultMode: 0o444 } });
+    const agent = spec.containers[0]!;
+    expect(agent.volumeMounts).toContainEqual({ name: "s3-ca", mountPath: "/etc/replicator/s3-ca", readOnly: true });
+    expect(agent.env).toContainEqual({ name: "NODE_EXTRA_CA_CERTS", value: "/etc/replicator/s3-ca/ca.crt" });
+  });
+
+  it("the key defaults to ca.crt; without caSecret nothing is mounted and Node trusts only its own CAs", () => {
+    const ca = build({ caSecret: { name: "minio-ca" } }).spec.volumes.find((v) => (v as { name: string }).name === "s3-ca") as { secret: { items: unknown[] } } | undefined;
+    expect(ca?.secret.items).toEqual([{ key: "ca.crt", path: "ca.crt" }]);
+    const plain = build({}).spec;
+    expect(plain.volumes.map((v) => (v as { name: string }).name)).toEqual(["tmp"]);
+    expect(plain.containers[0]!.env.map((e) => e.name)).not.toContain("NODE_EXTRA_CA_CERTS");
+  });
+
+  it("refuses a key that is not a Secret key", () => {
+    expect(() => repositorySpecSchema.parse({ s3: { bucket: "bkp", caSecret: { name: "minio-ca", key: "../ca" } } })).toThrow(/must be a Secret key/);
+  });
+});
+
 describe("buildRestoreJob", () => {
   it("names the backup, the target and the master", () => {
     const job = buildRestoreJob({

@@ -91,6 +91,8 @@ export function repositoryEnv(repo: RepositorySpec): K8sEnvVar[] {
       env.push(secretEnv("AWS_ACCESS_KEY_ID", repo.s3.credentialsSecret.name, repo.s3.credentialsSecret.accessKeyIdKey));
       env.push(secretEnv("AWS_SECRET_ACCESS_KEY", repo.s3.credentialsSecret.name, repo.s3.credentialsSecret.secretAccessKeyKey));
     }
+    // Node reads it at start and trusts that CA beside its own.
+    if (repo.s3.caSecret) env.push({ name: "NODE_EXTRA_CA_CERTS", value: S3_CA_FILE });
   }
   return env;
 }
@@ -101,12 +103,23 @@ export function repositoryArgs(repo: RepositorySpec, cluster: string): string[] 
   return args;
 }
 
+/** Where a Job finds the CA of `s3.caSecret` (its NODE_EXTRA_CA_CERTS). */
+export const S3_CA_DIR = "/etc/replicator/s3-ca";
+export const S3_CA_FILE = `${S3_CA_DIR}/ca.crt`;
+
 export function volumes(repo: RepositorySpec): { volumes: unknown[]; mounts: unknown[] } {
-  if (!repo.filesystem) return { volumes: [], mounts: [] };
-  return {
-    volumes: [{ name: "repository", persistentVolumeClaim: { claimName: repo.filesystem.claimName } }],
-    mounts: [{ name: "repository", mountPath: "/repository" }],
-  };
+  const vols: unknown[] = [];
+  const mounts: unknown[] = [];
+  if (repo.filesystem) {
+    vols.push({ name: "repository", persistentVolumeClaim: { claimName: repo.filesystem.claimName } });
+    mounts.push({ name: "repository", mountPath: "/repository" });
+  }
+  if (repo.s3?.caSecret) {
+    // Only the CA's key, as ca.crt, readable by the Job's user whatever it runs as.
+    vols.push({ name: "s3-ca", secret: { secretName: repo.s3.caSecret.name, items: [{ key: repo.s3.caSecret.key, path: "ca.crt" }], defaultMode: 0o444 } });
+    mounts.push({ name: "s3-ca", mountPath: S3_CA_DIR, readOnly: true });
+  }
+  return { volumes: vols, mounts };
 }
 
 export function labels(owner: Owner, operation: string, cluster: string, extra: Record<string, string> = {}): Record<string, string> {
