@@ -267,7 +267,7 @@ describe("refusals and damaged backups", () => {
     rawFlipped[rawFlipped.length >> 1] = rawFlipped[rawFlipped.length >> 1]! ^ 0xff;
     await writeFile(raw, rawFlipped);
     const r2 = await runCli(["restore", "--datadir", dir, "--repository", repo, "--cluster", "c", "--backup", plain]);
-    expect(r2.exitCode).toBe(1);
+    expect(r2.exitCode, `${r2.stderr}\n${r2.stdout}`).toBe(1);
     expect(r2.stderr).toContain("sha256 mismatch; the stored object is corrupt");
 
     // Truncated.

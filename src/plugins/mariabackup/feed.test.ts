@@ -38,6 +38,19 @@ describe("feedMbstream", () => {
     await expect(feedMbstream(input(), stopsEarly())).resolves.toEqual({ stoppedEarly: true });
   });
 
+  it("a child gone before a write (Node destroys its stdin on exit, without an error): no wait for a drain that cannot come; the verdict still wins", async () => {
+    const sha = failed("CorruptBackup", "c/20260101T000000Z/data.xbstream: sha256 mismatch; the stored object is corrupt");
+    const gone = runTool("sh", ["-c", "exit 0"], { what: "extract the backup stream", stdin: "pipe", stdout: "ignore" });
+    await gone.done;
+    expect(gone.stdin?.destroyed).toBe(true);
+    // Before the fix this waited for a "drain" on the destroyed stdin forever: in the CLI, with nothing else
+    // keeping the event loop alive, the process then ended silently with exit code 0.
+    await expect(feedMbstream(input(sha), gone)).rejects.toBe(sha);
+    const again = runTool("sh", ["-c", "exit 0"], { what: "extract the backup stream", stdin: "pipe", stdout: "ignore" });
+    await again.done;
+    await expect(feedMbstream(input(), again)).resolves.toEqual({ stoppedEarly: true });
+  }, 10_000);
+
   it("does not report a child that read everything", async () => {
     const child = runTool("sh", ["-c", "cat > /dev/null"], { what: "extract the backup stream", stdin: "pipe", stdout: "ignore" });
     await expect(feedMbstream(input(), child)).resolves.toEqual({ stoppedEarly: false });

@@ -48,6 +48,8 @@ async function exists(p: string): Promise<boolean> {
 
 /** Wait until `w` takes more data; false when it closed or failed instead. */
 function writable(w: Writable): Promise<boolean> {
+  // Gone already: no event will come. (A child's stdin is destroyed, without an error, when the child exits.)
+  if (w.destroyed || w.writableEnded) return Promise.resolve(false);
   return new Promise((resolve) => {
     const settle = (ok: boolean): void => {
       w.off("drain", onDrain);
@@ -79,6 +81,8 @@ export async function feedMbstream(input: Readable, child: Tool): Promise<{ stop
   stdin.on("error", () => { broken = true; });
   let keepDraining: boolean | undefined;
   for await (const chunk of input as AsyncIterable<Buffer>) {
+    // A write into a destroyed stdin (mbstream exited) is lost without an "error": it counts as broken too.
+    if (!broken && stdin.destroyed) broken = true;
     if (!broken) {
       if (!stdin.write(chunk) && !(await writable(stdin))) broken = true;
       if (!stdin.writable) broken = true;
