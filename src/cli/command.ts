@@ -5,6 +5,7 @@ import path from "node:path";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { TOOL_VERSION } from "../version.js";
 import { describeEndpoint } from "../db/endpoint.js";
+import { failIfUnsettled } from "../lib/unsettled.js";
 import { badInput, exitCodeFor, failed, isReplicatorError, oneLine } from "../lib/errors.js";
 import { createLogger, type Logger } from "../lib/log.js";
 import type { DatadirReplay } from "../agent/restore.js";
@@ -673,6 +674,8 @@ const entry = isClusterMode()
     })
   : main(process.argv.slice(2));
 
+// A command that ends without settling (nothing left to wait on) must not pass for a success.
+failIfUnsettled(entry, isClusterMode() ? "kubectl replicator" : "replicator");
 entry.then(
   (code) => {
     process.exitCode = code;
