@@ -10,6 +10,9 @@ import { badInput, failed } from "../../lib/errors.js";
 import type { LocalObjectWrite, ObjectInfo, ObjectStore, PutOptions, PutResult } from "../object-store.js";
 import { SyncedFileWriter } from "./synced-writer.js";
 
+/** The read size of an object's stream. */
+const READ_CHUNK = 1024 * 1024;
+
 const FULL = new Set(["ENOSPC", "EDQUOT"]);
 
 export class FsObjectStore implements ObjectStore {
@@ -198,7 +201,10 @@ export class FsObjectStore implements ObjectStore {
       }
       throw err;
     }
-    return fh.createReadStream();
+    // 1 MiB reads, not the default 64 KiB: a restore writes each chunk on into zstd's stdin, and on
+    // a VM every read and write costs a wake-up; a 309 MB physical restore took 0.87x the wall and
+    // 0.85x the CPU (whole process, 11 paired runs) with them.
+    return fh.createReadStream({ highWaterMark: READ_CHUNK });
   }
 
   async head(key: string): Promise<ObjectInfo | undefined> {
