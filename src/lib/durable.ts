@@ -34,6 +34,60 @@ export async function syncDurable(ctx: DurableContext, dir: string): Promise<voi
 }
 
 /**
+ * A shell that runs `sync --file-system DIR` each time it reads a line and answers with the exit
+ * code, for the background flush: one fork of this process (large: the agent's heap) for the
+ * whole extraction, where one per flush cost the event loop a fork every 250 ms.
+ */
+export interface Flusher {
+  /** The shell's process id. */
+  pid: number | undefined;
+  /** One syncfs of the directory's filesystem: true when it ran. */
+  flush(): Promise<boolean>;
+  /** Ends the shell (after the flush in progress) and waits for it. */
+  close(): Promise<void>;
+}
+
+const FLUSH_LOOP = 'while read -r _; do sync --file-system -- "$1"; echo "$?"; done';
+
+export function startFlusher(ctx: DurableContext, dir: string): Flusher {
+  const child = spawnTool("sh", ["-c", FLUSH_LOOP, "sh", dir], { what: "flush the restored files to disk", stdin: "pipe", stdout: "pipe", signal: ctx.signal });
+  const answers: ((ok: boolean) => void)[] = [];
+  let gone = false;
+  let pending = "";
+  child.stdout?.setEncoding("utf8");
+  child.stdout?.on("data", (text: string) => {
+    pending += text;
+    let nl: number;
+    while ((nl = pending.indexOf("\n")) >= 0) {
+      const code = pending.slice(0, nl).trim();
+      pending = pending.slice(nl + 1);
+      answers.shift()?.(code === "0");
+    }
+  });
+  const exited = child.exit.then(() => {
+    gone = true;
+    for (const answer of answers.splice(0)) answer(false);
+  });
+  child.stdin?.on("error", () => undefined);
+  return {
+    pid: child.pid,
+    flush: () =>
+      new Promise<boolean>((resolve) => {
+        if (gone || !child.stdin || child.stdin.destroyed) {
+          resolve(false);
+          return;
+        }
+        answers.push(resolve);
+        child.stdin.write("\n");
+      }),
+    close: async () => {
+      child.stdin?.end();
+      await exited;
+    },
+  };
+}
+
+/**
  * Writes back what an extractor writes under `dir` while it writes (a syncfs, a short pause,
  * again) until `until` settles, so the disk works beside the decompression and the extraction
  * instead of after them, and the durable sync at the end has only the last stretch left. Never
@@ -43,13 +97,17 @@ export async function syncDurable(ctx: DurableContext, dir: string): Promise<voi
 async function flushWhile(ctx: DurableContext, dir: string, until: Promise<unknown>): Promise<void> {
   const state = { over: false };
   const settled = until.then(() => { state.over = true; }, () => { state.over = true; });
+  let flusher: Flusher | undefined;
   try {
+    flusher = startFlusher(ctx, dir);
     while (!state.over && !ctx.signal.aborted) {
-      if (!(await syncFileSystem(ctx, dir))) return;
+      if (!(await flusher.flush())) return;
       await Promise.race([settled, sleep(FLUSH_PAUSE_MS, undefined, { ref: false })]);
     }
   } catch (err) {
     ctx.log.debug({ err }, "a background flush of the extracted files failed");
+  } finally {
+    await flusher?.close();
   }
 }
 
