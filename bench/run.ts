@@ -656,10 +656,11 @@ async function mariadbBench(work: string, s3: S3Server): Promise<BenchPart> {
       }
     };
     const physicalRestores: RestorePipeline[] = [];
-    for (const [where, repository, env, tag] of physRepos) {
+    // The other build ([before]) restores the same backups (this build's).
+    for (const c of clis) for (const [where, repository, env, tag] of physRepos) {
       const needs = `replicator backup --method mariabackup → ${where} (zstd)`;
       physicalRestores.push({
-        name: `replicator restore --datadir ← ${where}`,
+        name: `replicator restore --datadir ← ${where}${c.tag}`,
         needs,
         run: async (row) => {
           const b = backupRow(needs);
@@ -670,7 +671,7 @@ async function mariadbBench(work: string, s3: S3Server): Promise<BenchPart> {
           const dir = path.join(parent, "data");
           let j: CliJson | undefined;
           const sec = await timed(async () => {
-            j = await replicator(["restore", "--datadir", dir, "--repository", repository, "--cluster", "bench"], env, physCwd);
+            j = await replicator(["restore", "--datadir", dir, "--repository", repository, "--cluster", "bench"], env, physCwd, c.main);
           });
           noteAgent(row, j);
           await checkDatadir(row, dir, `phys-restore-${tag}`, `CLI ${fmt((j?.durationMs ?? 0) / 1000, 2)} s; `);
