@@ -1,21 +1,12 @@
-import { readFileSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
+import { alive } from "../../test/harness/proc.js";
 import { startFlusher } from "./durable.js";
 import { silentLogger } from "./log.js";
 
 const log = silentLogger();
-
-/** The process exists and is not a zombie waiting to be reaped. */
-function alive(pid: number): boolean {
-  try {
-    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, "utf8"));
-  } catch {
-    return false;
-  }
-}
 
 const dirs: string[] = [];
 afterEach(async () => {

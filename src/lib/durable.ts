@@ -4,6 +4,7 @@
 // A shell pipeline leaves that writing to the kernel, after it has exited.
 import { constants } from "node:fs";
 import { open, readdir } from "node:fs/promises";
+import { createInterface } from "node:readline";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { spawnTool } from "./exec.js";
@@ -53,17 +54,7 @@ export function startFlusher(ctx: DurableContext, dir: string): Flusher {
   const child = spawnTool("sh", ["-c", FLUSH_LOOP, "sh", dir], { what: "flush the restored files to disk", stdin: "pipe", stdout: "pipe", signal: ctx.signal });
   const answers: ((ok: boolean) => void)[] = [];
   let gone = false;
-  let pending = "";
-  child.stdout?.setEncoding("utf8");
-  child.stdout?.on("data", (text: string) => {
-    pending += text;
-    let nl: number;
-    while ((nl = pending.indexOf("\n")) >= 0) {
-      const code = pending.slice(0, nl).trim();
-      pending = pending.slice(nl + 1);
-      answers.shift()?.(code === "0");
-    }
-  });
+  if (child.stdout) createInterface({ input: child.stdout, crlfDelay: Infinity }).on("line", (code) => answers.shift()?.(code.trim() === "0"));
   const exited = child.exit.then(() => {
     gone = true;
     for (const answer of answers.splice(0)) answer(false);

@@ -1,5 +1,5 @@
-import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
+import { alive } from "../../test/harness/proc.js";
 import { isReplicatorError, type ReplicatorError } from "./errors.js";
 import { captureTool, childEnv, redactPasswords, spawnTool } from "./exec.js";
 
@@ -8,15 +8,6 @@ async function rejection(p: Promise<unknown>): Promise<ReplicatorError> {
   const err = await p.then(() => undefined, (e: unknown) => e);
   if (!isReplicatorError(err)) throw new Error(`expected a ReplicatorError, got ${String(err)}`);
   return err;
-}
-
-/** The process exists and is not a zombie waiting to be reaped. */
-function alive(pid: number): boolean {
-  try {
-    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, "utf8"));
-  } catch {
-    return false;
-  }
 }
 
 describe("childEnv", () => {
